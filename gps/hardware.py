@@ -1,0 +1,107 @@
+"""Hardware description: GPU and link profiles (from ``hardware_profiles/``) and the cluster.
+
+Units inside the code are SI base units: FLOP/s, bytes/s, bytes, seconds. The YAML files
+carry every number as ``{value, unit, source}`` and the loader converts units; see
+``docs/hardware_profiles.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GPUProfile:
+    """One accelerator.
+
+    Attributes:
+        name: Marketing name, e.g. ``"H100-SXM5-80GB"``.
+        peak_flops: Dense (no sparsity) peak FLOP/s per dtype, e.g. ``{"bf16": 989e12}``.
+        hbm_bandwidth: Peak HBM bandwidth, bytes/s.
+        hbm_capacity: HBM capacity, bytes.
+        sm_count: Streaming multiprocessors.
+        launch_overhead_s: Fixed cost charged once per kernel (op), seconds.
+        compute_efficiency: Achievable fraction of ``peak_flops`` on large GEMMs, in (0, 1].
+        memory_efficiency: Achievable fraction of ``hbm_bandwidth`` on streaming copies, in (0, 1].
+        efficiency_source: ``"assumption: ..."`` or ``"measured: <device> <date>"``.
+        source: Datasheet/whitepaper the peaks come from.
+    """
+
+    name: str
+    peak_flops: dict[str, float]
+    hbm_bandwidth: float
+    hbm_capacity: float
+    sm_count: int
+    launch_overhead_s: float
+    compute_efficiency: float
+    memory_efficiency: float
+    efficiency_source: str = ""
+    source: str = ""
+
+    def flops_for(self, dtype: str) -> float:
+        """Peak dense FLOP/s for ``dtype``; raises ``KeyError`` naming the GPU if unsupported."""
+        try:
+            return self.peak_flops[dtype]
+        except KeyError:
+            raise KeyError(
+                f"GPU {self.name!r} has no peak FLOP/s for dtype {dtype!r}; "
+                f"known: {sorted(self.peak_flops)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    """One interconnect, priced with the alpha-beta model ``t = latency + bytes / bandwidth``.
+
+    Attributes:
+        name: e.g. ``"NVLink4"``, ``"InfiniBand-NDR"``.
+        bandwidth: Per-direction bandwidth of one port (one NIC, or one GPU's NVLink set), bytes/s.
+        latency_s: Alpha term: per-message/step latency, seconds.
+        ports_per_gpu: NICs (or NVLink sets) each GPU drives; per-GPU bandwidth is
+            ``bandwidth * ports_per_gpu``.
+        efficiency: Achievable fraction of ``bandwidth`` for large all-to-all messages, in (0, 1].
+        source: Datasheet/whitepaper the numbers come from.
+    """
+
+    name: str
+    bandwidth: float
+    latency_s: float
+    ports_per_gpu: float = 1.0
+    efficiency: float = 1.0
+    source: str = ""
+
+    @property
+    def gpu_bandwidth(self) -> float:
+        """Achievable per-GPU, per-direction bandwidth, bytes/s."""
+        return self.bandwidth * self.ports_per_gpu * self.efficiency
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """``num_nodes`` x ``gpus_per_node`` identical GPUs; GPU ``g`` lives on node ``g // gpus_per_node``.
+
+    ``inter_link`` may be ``None`` only for a single node.
+    """
+
+    name: str
+    gpu: GPUProfile
+    intra_link: LinkProfile
+    inter_link: LinkProfile | None
+    num_nodes: int
+    gpus_per_node: int
+    meta: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+    def node_of(self) -> np.ndarray:
+        """Node index of every GPU, shape ``[G]`` int."""
+        return np.arange(self.num_gpus) // self.gpus_per_node
+
+    def same_node(self) -> np.ndarray:
+        """Boolean ``[G, G]``: True where two GPUs share a node (diagonal included)."""
+        n = self.node_of()
+        return n[:, None] == n[None, :]
