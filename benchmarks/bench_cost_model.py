@@ -1,0 +1,147 @@
+"""Vectorised cost model vs a per-configuration Python loop (Mixtral-8x7B on 8x H100, prefill).
+
+A *layer evaluation* is one (sweep point, MoE layer) pair priced by ``batch_cost``: attention,
+gate, dispatch and combine all-to-alls, per-GPU expert time and its max, shared experts, the
+balanced bound, plus the per-point end-to-end sums. Each sweep point is a full Mixtral batch
+(32 MoE layers, random ``slot_tokens [32, G=8, R=2]`` and random dispatch traffic), so
+``layer evaluations = points x 32``. Two plain Python loops run on a subset and are
+extrapolated per layer evaluation:
+
+* per batch: the same ``batch_cost`` once per point (``N = 1``; still vectorised over its 32
+  layers inside, so this is the conservative comparison);
+* per layer configuration: the routing-dependent layer functions once per (point, layer),
+  ``alltoall_time([G, G])``, ``max(expert_time_per_gpu([G, R]))``, ``balanced_expert_time``
+  (attention, gate and shared experts do not depend on routing and are left out, which
+  favours the loop).
+
+Input generation is not timed.
+
+Run: ``.venv/bin/python benchmarks/bench_cost_model.py [--points 200000] [--loop-points 300]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+from gps.cost.comm import alltoall_time
+from gps.cost.e2e import batch_cost
+from gps.cost.experts import balanced_expert_time, expert_time_per_gpu
+from gps.hardware import Cluster, GPUProfile, LinkProfile
+from gps.model import AttentionSpec, MoEModelSpec
+from gps.workload import Workload
+
+H100 = GPUProfile(
+    name="H100-SXM5-80GB",
+    peak_flops={"bf16": 989e12, "fp8": 1979e12},  # NVIDIA H100 datasheet, dense
+    hbm_bandwidth=3.35e12,  # NVIDIA H100 SXM5 datasheet
+    hbm_capacity=80e9,  # NVIDIA H100 SXM5 datasheet
+    sm_count=132,  # NVIDIA H100 whitepaper
+    launch_overhead_s=4e-6,  # assumption: typical CUDA kernel launch + tail
+    compute_efficiency=0.8,  # measured: 8192^3 bf16 matmul ~798 TFLOP/s (references.md)
+    memory_efficiency=0.9,  # measured: D2D copy ~3.0 TB/s (references.md)
+    efficiency_source="measured: H100 80GB HBM3, see /work/shared/references.md",
+    source="NVIDIA H100 Tensor Core GPU datasheet",
+)
+NVLINK4 = LinkProfile(
+    name="NVLink4",
+    bandwidth=450e9,  # 900 GB/s bidirectional per GPU (NVIDIA H100 datasheet)
+    latency_s=3e-6,  # assumption: NVSwitch all-to-all step latency
+    efficiency=0.8,  # assumption: achievable all-to-all fraction
+    source="NVIDIA H100 datasheet",
+)
+CLUSTER = Cluster("8xH100-NVLink", H100, NVLINK4, None, num_nodes=1, gpus_per_node=8)
+MIXTRAL = MoEModelSpec(  # mistralai/Mixtral-8x7B-v0.1 config.json
+    name="Mixtral-8x7B",
+    source="huggingface.co/mistralai/Mixtral-8x7B-v0.1/config.json",
+    num_layers=32,
+    hidden_size=4096,
+    attention=AttentionSpec(kind="gqa", num_heads=32, num_kv_heads=8, head_dim=128),
+    num_experts=8,
+    top_k=2,
+    expert_intermediate_size=14336,
+    vocab_size=32000,
+    dtype="bf16",
+)
+WORKLOAD = Workload(phase="prefill", batch_size=8, seq_len=2048)
+LAYERS, G, R = 32, 8, 2
+
+
+def random_inputs(rng: np.random.Generator, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Random ``slot_tokens [points, 32, 8, 2]`` and ``traffic_bytes [points, 32, 8, 8]``."""
+    slots = rng.integers(0, 4096, size=(points, LAYERS, G, R)).astype(float)
+    traffic = rng.uniform(0.0, 64e6, size=(points, LAYERS, G, G))
+    return slots, traffic
+
+
+def cpu_model() -> str:
+    """CPU model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=200_000, help="vectorised sweep points")
+    parser.add_argument("--chunk", type=int, default=1_000, help="points per vectorised call")
+    parser.add_argument("--loop-points", type=int, default=300, help="points in each loop")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+
+    print(
+        f"machine: {platform.machine()} {cpu_model()} cpus={os.cpu_count()} "
+        f"python={platform.python_version()} numpy={np.__version__}"
+    )
+    print(f"model {MIXTRAL.name}, {CLUSTER.name}, {WORKLOAD}")
+
+    vec_s, checksum = 0.0, 0.0
+    for start in range(0, args.points, args.chunk):
+        slots, traffic = random_inputs(rng, min(args.chunk, args.points - start))
+        t0 = time.perf_counter()
+        cost = batch_cost(MIXTRAL, CLUSTER, WORKLOAD, slots, traffic)
+        vec_s += time.perf_counter() - t0
+        checksum += float(cost.total_s.sum())
+    vec_evals = args.points * LAYERS
+
+    slots, traffic = random_inputs(rng, args.loop_points)
+    t0 = time.perf_counter()
+    for i in range(args.loop_points):
+        batch_cost(MIXTRAL, CLUSTER, WORKLOAD, slots[i], traffic[i])
+    batch_loop_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i in range(args.loop_points):
+        for layer in range(LAYERS):
+            alltoall_time(traffic[i, layer], CLUSTER)
+            expert_time_per_gpu(slots[i, layer], MIXTRAL, H100).max()
+            balanced_expert_time(slots[i, layer], MIXTRAL, H100)
+    layer_loop_s = time.perf_counter() - t0
+    loop_evals = args.loop_points * LAYERS
+
+    vec_rate = vec_evals / vec_s
+    print(
+        f"vectorised: {args.points:,} points x {LAYERS} MoE layers = {vec_evals:,} layer "
+        f"evaluations in {vec_s:.3f} s (batch_cost on chunks of {args.chunk:,} points) -> "
+        f"{vec_rate:,.0f} layer evaluations/s"
+    )
+    for name, sec in (("per-batch loop", batch_loop_s), ("per-layer loop", layer_loop_s)):
+        rate = loop_evals / sec
+        print(
+            f"{name}: {loop_evals:,} layer evaluations in {sec:.3f} s -> {rate:,.0f} layer "
+            f"evaluations/s; vectorised speed-up {vec_rate / rate:,.0f}x"
+        )
+    print(f"checksum of total_s: {checksum:.6e} s")
+
+
+if __name__ == "__main__":
+    main()

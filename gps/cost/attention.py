@@ -1,0 +1,156 @@
+"""FLOPs, HBM bytes and time of one attention block on one GPU (GQA/MHA and DeepSeek MLA).
+
+Conventions (see ``docs/cost_model.md``):
+
+* Per-GPU share: ``attention_parallel="dp"`` gives each of the ``G`` GPUs ``B/G`` sequences
+  (fractional, so the model vectorises; a real batch rounds up on some GPUs) with all heads;
+  ``"tp"`` gives every GPU all ``B`` sequences and ``H/G`` query heads (KV heads
+  ``max(H_kv/G, 1)``; the MLA latent cache is shared by all heads so it is not split), and
+  adds a ring all-reduce of the block output.
+* Causal prefill counts ``S**2 / 2`` query-key pairs per sequence and head (flash-attention
+  skips the masked half; the diagonal term ``S/2`` is dropped). Decode counts ``C`` pairs per
+  new token (the context includes the new token).
+* Scores never go to HBM (flash attention); K/V of a prefill sequence are read once.
+* RMSNorm, RoPE and residual adds are elementwise and ignored.
+* MLA prefill uses the plain (non-absorbed) form: the latent is up-projected to per-head K/V.
+  MLA decode uses the weight-absorbed form (DeepSeek-V2 paper, Sec. 2.1.3): ``W_UK`` is folded
+  into the query and ``W_UV`` applied after the attention-weighted sum of latents, so scores
+  are taken directly against the cached ``kv_lora_rank + qk_rope_head_dim`` latent.
+"""
+
+from __future__ import annotations
+
+from gps.cost._common import element_bytes, sequences_per_gpu
+from gps.cost.comm import allreduce_time
+from gps.cost.roofline import Op, ops_time
+from gps.hardware import Cluster
+from gps.model import MoEModelSpec
+from gps.workload import Workload
+
+
+def _local_heads(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> tuple[float, float]:
+    """(query heads, KV heads) one GPU computes; fractional under TP."""
+    att = spec.attention
+    if workload.attention_parallel == "dp":
+        return float(att.num_heads), float(att.num_kv_heads)
+    return att.num_heads / num_gpus, max(att.num_kv_heads / num_gpus, 1.0)
+
+
+def _step_shape(workload: Workload, seqs: float) -> tuple[float, float, float]:
+    """(new tokens T, query-key pairs per head, KV tokens read) for ``seqs`` sequences."""
+    if workload.phase == "prefill":
+        s = workload.seq_len
+        return seqs * s, seqs * s * s / 2.0, seqs * s
+    c = workload.context_len
+    return seqs, seqs * c, seqs * c
+
+
+def gqa_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
+    """Ops of one GQA/MHA block on one GPU: fused QKV projection, attention core, output proj.
+
+    With ``T`` new tokens, ``P`` query-key pairs per head, ``K`` KV tokens read, ``h`` query
+    heads, ``h_kv`` KV heads, ``D`` head_dim, ``d`` hidden, ``a`` element bytes:
+
+    * qkv: ``2*T*d*(h+2h_kv)*D`` FLOPs; ``a*(d*(h+2h_kv)*D + T*d + T*(h+2h_kv)*D)`` bytes
+      (K, V outputs are the new KV-cache entries).
+    * core: ``4*P*h*D`` FLOPs (QK^T and PV); ``a*(2*T*h*D + K*2*h_kv*D)`` bytes (read Q and
+      K/V, write O).
+    * o: ``2*T*h*D*d`` FLOPs; ``a*(h*D*d + T*h*D + T*d)`` bytes.
+    """
+    att = spec.attention
+    a, d, hd = element_bytes(spec), spec.hidden_size, att.head_dim
+    h, hkv = _local_heads(spec, workload, num_gpus)
+    t, pairs, kv = _step_shape(workload, sequences_per_gpu(workload, num_gpus))
+    qkv_w = (h + 2 * hkv) * hd
+    return [
+        Op("qkv_proj", 2 * t * d * qkv_w, a * (d * qkv_w + t * d + t * qkv_w)),
+        Op("attn_core", 4 * pairs * h * hd, a * (2 * t * h * hd + kv * 2 * hkv * hd)),
+        Op("o_proj", 2 * t * h * hd * d, a * (h * hd * d + t * h * hd + t * d)),
+    ]
+
+
+def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
+    """Ops of one MLA block on one GPU (prefill: plain form; decode: weight-absorbed form).
+
+    Symbols: ``h`` local heads, ``r`` kv_lora_rank, ``q_r`` q_lora_rank, ``n`` qk_nope_head_dim,
+    ``p`` qk_rope_head_dim, ``v`` v_head_dim; ``T``, ``P``, ``K``, ``d``, ``a`` as in ``gqa_ops``.
+    Shared by both phases: q projection (``d*q_r + q_r*h*(n+p)`` weights, or ``d*h*(n+p)``
+    without query compression), KV down-projection ``d*(r+p)`` (writes the latent cache entry),
+    output projection ``h*v*d``. Every GEMM costs ``2*T*in*out`` FLOPs and
+    ``a*(in*out + T*in + T*out)`` bytes.
+
+    * prefill: KV up-projection ``r -> h*(n+v)``; core ``2*P*h*(n+p) + 2*P*h*v`` FLOPs,
+      reading Q, per-head K and V of the ``K`` tokens and writing O.
+    * decode: ``q_nope`` absorbed through ``W_UK`` (per head ``n -> r``: ``2*T*h*n*r`` FLOPs,
+      ``h*n*r`` weights); core ``2*P*h*(r+p)`` (scores on the latent) ``+ 2*P*h*r`` (weighted
+      sum of latents) FLOPs, reading the latent cache ``K*(r+p)`` elements once for all heads;
+      ``W_UV`` per head ``r -> v``.
+    """
+    att = spec.attention
+    a, d = element_bytes(spec), spec.hidden_size
+    r, n, p, v = att.kv_lora_rank, att.qk_nope_head_dim, att.qk_rope_head_dim, att.v_head_dim
+    h, _ = _local_heads(spec, workload, num_gpus)
+    t, pairs, kv = _step_shape(workload, sequences_per_gpu(workload, num_gpus))
+
+    def gemm(name: str, k_in: float, k_out: float, launches: int = 1, heads: float = 1) -> Op:
+        """``heads`` independent ``k_in -> k_out`` GEMMs (per-head batched when ``heads > 1``)."""
+        flops = 2 * t * heads * k_in * k_out
+        return Op(name, flops, a * heads * (k_in * k_out + t * k_in + t * k_out), launches)
+
+    if att.q_lora_rank:
+        qr = att.q_lora_rank
+        q_down, q_up = gemm("q_down", d, qr), gemm("q_up", qr, h * (n + p))
+        q_op = Op("q_proj", q_down.flops + q_up.flops, q_down.bytes + q_up.bytes, 2)
+    else:
+        q_op = gemm("q_proj", d, h * (n + p))
+    ops = [q_op, gemm("kv_down", d, r + p)]
+    if workload.phase == "prefill":
+        core_flops = 2 * pairs * h * (n + p) + 2 * pairs * h * v
+        core_bytes = a * (t * h * (n + p) + kv * h * (n + p) + kv * h * v + t * h * v)
+        ops += [
+            gemm("kv_up", r, h * (n + v)),
+            Op("attn_core", core_flops, core_bytes),
+        ]
+    else:
+        core_flops = 2 * pairs * h * (r + p) + 2 * pairs * h * r
+        core_bytes = a * (t * h * (r + p) + kv * (r + p) + t * h * r)
+        ops += [
+            gemm("q_absorb_uk", n, r, heads=h),
+            Op("attn_core", core_flops, core_bytes),
+            gemm("uv", r, v, heads=h),
+        ]
+    ops.append(gemm("o_proj", h * v, d))
+    return ops
+
+
+def attention_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
+    """Ops of one attention block on one GPU, by ``spec.attention.kind`` (``gqa`` | ``mla``)."""
+    kind = spec.attention.kind
+    if kind == "gqa":
+        return gqa_ops(spec, workload, num_gpus)
+    if kind == "mla":
+        return mla_ops(spec, workload, num_gpus)
+    raise ValueError(f"model {spec.name!r}: attention.kind={kind!r}; expected 'gqa' or 'mla'")
+
+
+def attention_time(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> float:
+    """Seconds for one attention block on the slowest GPU (all equal under the fractional share).
+
+    Sum of ``op_time`` over ``attention_ops``; with ``attention_parallel="tp"`` plus
+    ``allreduce_time`` of the block output (``T*d*a`` bytes for all ``T`` tokens of the step).
+    """
+    g = cluster.num_gpus
+    t = float(ops_time(attention_ops(spec, workload, g), cluster.gpu, spec.dtype))
+    if workload.attention_parallel == "tp":
+        out_bytes = workload.tokens_per_step * spec.hidden_size * element_bytes(spec)
+        t += float(allreduce_time(out_bytes, cluster))
+    return t
+
+
+def kv_cache_bytes_per_token(spec: MoEModelSpec) -> float:
+    """KV-cache bytes per token per layer (all heads): GQA ``2*H_kv*D*a``; MLA ``(r+p)*a``."""
+    att = spec.attention
+    a = element_bytes(spec)
+    if att.kind == "mla":
+        return float((att.kv_lora_rank + att.qk_rope_head_dim) * a)
+    return float(2 * att.num_kv_heads * att.head_dim * a)

@@ -1,0 +1,122 @@
+"""Per-MoE-layer time components, vectorised over sweep points and layers.
+
+One MoE layer runs, in order: attention, gate (router GEMM + top-k), dispatch all-to-all,
+routed-expert FFN (the layer waits for the slowest GPU), combine all-to-all, shared experts.
+Shared experts are priced on the critical path (not overlapped with the all-to-alls).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gps.cost._common import element_bytes, num_moe_layers, tokens_per_gpu
+from gps.cost.attention import attention_time
+from gps.cost.comm import alltoall_gpu_major, check_traffic
+from gps.cost.experts import (
+    balanced_time_gpu_major,
+    gpu_loads,
+    slowest_gpu_time,
+    swiglu_op,
+)
+from gps.cost.roofline import Op, ops_time
+from gps.hardware import Cluster
+from gps.model import MoEModelSpec
+from gps.workload import Workload
+
+
+def gate_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
+    """Router ops on one GPU's ``n = T/G`` tokens.
+
+    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``a*(d*E + n*d + n*E)`` bytes.
+    * top-k: no FLOPs counted; reads the ``n*E`` logits, writes ``n*k`` weights (``a`` bytes)
+      and ids (4-byte int32).
+    """
+    a, d, e, k = element_bytes(spec), spec.hidden_size, spec.num_experts, spec.top_k
+    n = tokens_per_gpu(workload, num_gpus)
+    return [
+        Op("router_gemm", 2 * n * d * e, a * (d * e + n * d + n * e)),
+        Op("topk", 0.0, a * n * e + n * k * (a + 4)),
+    ]
+
+
+def shared_expert_op(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> Op:
+    """All shared experts of one layer as one fused SwiGLU of width ``num_shared * f_shared`` on
+    the GPU's own ``T/G`` tokens (data parallel, full weights on every GPU)."""
+    width = spec.num_shared_experts * spec.shared_expert_intermediate_size
+    return swiglu_op("shared_experts", tokens_per_gpu(workload, num_gpus), width, spec)
+
+
+def check_slot_tokens(slot_tokens: np.ndarray, spec: MoEModelSpec, cluster: Cluster) -> None:
+    """Raise ``ValueError`` naming ``slot_tokens`` unless ``[..., L_moe, G, R]``, finite, >= 0."""
+    lm, g = num_moe_layers(spec), cluster.num_gpus
+    if slot_tokens.ndim < 3 or slot_tokens.shape[-3:-1] != (lm, g) or slot_tokens.shape[-1] < 1:
+        raise ValueError(
+            f"slot_tokens: shape {slot_tokens.shape} must end in [L_moe, G, R] = [{lm}, {g}, R>=1] "
+            f"(model {spec.name!r}, cluster {cluster.name!r})"
+        )
+    if slot_tokens.size and not (slot_tokens.min() >= 0 and np.isfinite(slot_tokens.max())):
+        raise ValueError("slot_tokens: token counts must be finite and >= 0")
+
+
+def moe_layer_times(
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    workload: Workload,
+    slot_tokens: np.ndarray,
+    traffic_bytes: np.ndarray,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Seconds of each component of every MoE layer, and the same with balanced load.
+
+    Args:
+        slot_tokens: ``[..., L_moe, G, R]`` token copies per expert slot.
+        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes from GPU ``i`` to ``j``; the
+            combine sends the transpose back, which swaps every GPU's send and receive bytes
+            and so, in this full-duplex model, takes exactly the dispatch time.
+
+    Returns:
+        ``(components, balanced)``: dicts name -> seconds ``[..., L_moe]`` (leading dims of the two
+        inputs broadcast; read-only views) for ``attention``, ``gate``, ``dispatch``,
+        ``experts``, ``combine``, ``shared``; ``balanced`` replaces ``dispatch``/``combine`` with
+        ``AllToAllTime.balanced_s`` and ``experts`` with ``balanced_expert_time``.
+    """
+    slot_tokens = np.asarray(slot_tokens, dtype=float)
+    traffic = np.asarray(traffic_bytes, dtype=float)
+    check_slot_tokens(slot_tokens, spec, cluster)
+    check_traffic(traffic, cluster)
+    if traffic.ndim < 3 or traffic.shape[-3] != num_moe_layers(spec):
+        raise ValueError(
+            f"traffic_bytes: shape {traffic.shape} must end in [L_moe, G, G] with "
+            f"L_moe={num_moe_layers(spec)} (model {spec.name!r})"
+        )
+    try:
+        shape = np.broadcast_shapes(slot_tokens.shape[:-2], traffic.shape[:-2])
+    except ValueError:
+        raise ValueError(
+            f"slot_tokens {slot_tokens.shape} and traffic_bytes {traffic.shape}: "
+            "leading (sweep) dimensions do not broadcast"
+        ) from None
+    g, gpu = cluster.num_gpus, cluster.gpu
+    dispatch, _, _, dispatch_balanced = alltoall_gpu_major(traffic.reshape(-1, g, g), cluster)
+    tokens, busy = gpu_loads(slot_tokens.reshape(-1, g, slot_tokens.shape[-1]))
+    experts = slowest_gpu_time(tokens, busy, spec, gpu)
+    experts_balanced = balanced_time_gpu_major(tokens, busy, spec, gpu)
+    fixed = {
+        "attention": attention_time(spec, cluster, workload),
+        "gate": float(ops_time(gate_ops(spec, workload, g), gpu, spec.dtype)),
+        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu, spec.dtype)),
+    }
+
+    def full(x: float | np.ndarray, source_shape: tuple[int, ...] = ()) -> np.ndarray:
+        return np.broadcast_to(np.reshape(x, source_shape), shape)
+
+    def assemble(dispatch: np.ndarray, expert: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            "attention": full(fixed["attention"]),
+            "gate": full(fixed["gate"]),
+            "dispatch": full(dispatch, traffic.shape[:-2]),
+            "experts": full(expert, slot_tokens.shape[:-2]),
+            "combine": full(dispatch, traffic.shape[:-2]),
+            "shared": full(fixed["shared"]),
+        }
+
+    return assemble(dispatch, experts), assemble(dispatch_balanced, experts_balanced)

@@ -1,0 +1,66 @@
+"""Roofline time of one GPU operation (kernel), vectorised over numpy arrays."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from gps.hardware import GPUProfile
+
+
+class Op(NamedTuple):
+    """Work of one operation on one GPU: ``flops`` FLOPs, ``bytes`` HBM bytes, ``launches`` kernels.
+
+    ``flops`` and ``bytes`` may be floats or broadcastable numpy arrays.
+    """
+
+    name: str
+    flops: float | np.ndarray
+    bytes: float | np.ndarray
+    launches: int = 1
+
+
+def op_time(
+    flops: float | np.ndarray,
+    bytes_: float | np.ndarray,
+    gpu: GPUProfile,
+    dtype: str = "bf16",
+    launches: int | np.ndarray = 1,
+) -> np.ndarray:
+    """Roofline time of an op, seconds, broadcast over ``flops``, ``bytes_`` and ``launches``.
+
+    ``t = max(flops / (peak[dtype] * compute_efficiency), bytes / (hbm_bandwidth *
+    memory_efficiency)) + launches * launch_overhead_s``; an op with ``flops == bytes == 0`` is
+    not launched and costs exactly 0 s (an expert slot or GPU with no tokens runs no kernel).
+
+    Args:
+        flops: FLOPs (multiply-add = 2 FLOPs), any shape.
+        bytes_: HBM bytes read + written, broadcastable with ``flops``.
+        gpu: The GPU profile.
+        dtype: Compute dtype whose peak applies (``gpu.peak_flops`` key).
+        launches: Kernels the op needs.
+
+    Returns:
+        Seconds, shape ``broadcast(flops, bytes_, launches)`` (a 0-d array for scalars).
+
+    Raises:
+        ValueError: negative or non-finite work.
+    """
+    flops = np.asarray(flops, dtype=float)
+    bytes_ = np.asarray(bytes_, dtype=float)
+    for name, arr in (("flops", flops), ("bytes_", bytes_)):
+        if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+            raise ValueError(f"op_time: {name} must be finite and >= 0")
+    compute_s = flops / (gpu.flops_for(dtype) * gpu.compute_efficiency)
+    memory_s = bytes_ / (gpu.hbm_bandwidth * gpu.memory_efficiency)
+    busy = (flops > 0) | (bytes_ > 0)
+    return np.maximum(compute_s, memory_s) + np.where(busy, launches * gpu.launch_overhead_s, 0.0)
+
+
+def ops_time(ops: list[Op], gpu: GPUProfile, dtype: str = "bf16") -> np.ndarray:
+    """Sum of ``op_time`` over ``ops`` run one after another, seconds (broadcast shape)."""
+    total = np.zeros(())
+    for op in ops:
+        total = total + op_time(op.flops, op.bytes, gpu, dtype, op.launches)
+    return total
