@@ -80,7 +80,7 @@ class LinkProfile:
 
 @dataclass(frozen=True)
 class Cluster:
-    """``num_nodes`` x ``gpus_per_node`` identical GPUs; GPU ``g`` lives on node ``g // gpus_per_node``.
+    """``num_nodes`` x ``gpus_per_node`` identical GPUs; GPU ``g`` sits on node ``g // per_node``.
 
     ``inter_link`` may be ``None`` only for a single node.
     """

@@ -1,17 +1,22 @@
 """MoE model architecture specs (``conf/model/*.yaml``) and derived parameter counts.
 
 The dataclasses double as Hydra structured-config schemas, so they use only types
-OmegaConf understands (str, int, float, bool, Optional, list).
+OmegaConf understands (str, int, float, bool, Optional, list), and are not frozen (a frozen
+schema would make ``model.top_k=4`` overrides fail). Treat instances as read-only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
 
 
-@dataclass(frozen=True)
+@dataclass
 class AttentionSpec:
     """Attention dimensions.
 
@@ -32,7 +37,7 @@ class AttentionSpec:
     v_head_dim: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class MoEModelSpec:
     """A decoder-only MoE transformer.
 
@@ -54,6 +59,8 @@ class MoEModelSpec:
         dtype: Weight/activation dtype for compute (``bf16``, ``fp16``, ``fp8``).
         published_total_params: Published total parameter count (for validation).
         published_active_params: Published active parameters per token (for validation).
+        published_active_excludes_input_embedding: The publisher's "active" convention leaves
+            the input embedding out (DeepSeek's papers do: a lookup does no compute).
     """
 
     name: str = "???"
@@ -73,3 +80,206 @@ class MoEModelSpec:
     dtype: str = "bf16"
     published_total_params: float = 0.0
     published_active_params: float = 0.0
+    published_active_excludes_input_embedding: bool = False
+
+
+ATTENTION_KINDS = ("gqa", "mla")
+MODEL_CONF_DIR = Path(__file__).resolve().parent.parent / "conf" / "model"
+
+
+class ModelSpecError(ValueError):
+    """A model spec is invalid; the message names the file (or origin) and the field."""
+
+
+def _typed(value: Any, kind: type, origin: str, field_name: str) -> Any:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        expected = kind.__name__
+        raise ModelSpecError(f"{origin}: field '{field_name}': expected {expected}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Any, origin: str, at: str) -> Any:
+    if not isinstance(data, dict):
+        raise ModelSpecError(f"{origin}: field '{at or '<root>'}': expected a mapping")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ModelSpecError(f"{origin}: field '{at}{unknown[0]}': unknown field")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        path = f"{at}{name}"
+        if name == "attention":
+            kwargs[name] = _build(AttentionSpec, value, origin, "attention.")
+        elif name == "dense_layers":
+            if not isinstance(value, list):
+                raise ModelSpecError(f"{origin}: field '{path}': expected a list of layer indices")
+            kwargs[name] = [_typed(v, int, origin, path) for v in value]
+        elif name == "q_lora_rank" and value is None:
+            kwargs[name] = None
+        else:
+            default = getattr(cls(), name)
+            kind = float if isinstance(default, float) else type(default)
+            if default is None:
+                kind = int
+            kwargs[name] = _typed(value, kind, origin, path)
+    return cls(**kwargs)
+
+
+def spec_from_dict(data: dict[str, Any], origin: str = "<dict>") -> MoEModelSpec:
+    """Build and validate a ``MoEModelSpec`` from a plain mapping (YAML / Hydra node)."""
+    required = ("name", "source", "num_layers", "hidden_size", "num_experts", "top_k",
+                "expert_intermediate_size", "vocab_size")  # fmt: skip
+    for name in required:
+        if name not in data:
+            raise ModelSpecError(f"{origin}: field '{name}': missing field")
+    spec = _build(MoEModelSpec, dict(data), origin, "")
+    validate_spec(spec, origin)
+    return spec
+
+
+def validate_spec(spec: MoEModelSpec, origin: str = "<spec>") -> None:
+    """Raise ``ModelSpecError`` naming the first inconsistent field."""
+
+    def bad(field_name: str, problem: str) -> ModelSpecError:
+        return ModelSpecError(f"{origin}: field '{field_name}': {problem}")
+
+    for name in ("num_layers", "hidden_size", "num_experts", "top_k",
+                 "expert_intermediate_size", "vocab_size"):  # fmt: skip
+        if getattr(spec, name) < 1:
+            raise bad(name, f"must be >= 1, got {getattr(spec, name)}")
+    if spec.top_k > spec.num_experts:
+        raise bad("top_k", f"top_k={spec.top_k} exceeds num_experts={spec.num_experts}")
+    for i in spec.dense_layers:
+        if not 0 <= i < spec.num_layers:
+            raise bad("dense_layers", f"layer index {i} outside [0, {spec.num_layers})")
+    if len(set(spec.dense_layers)) != len(spec.dense_layers):
+        raise bad("dense_layers", "repeated layer index")
+    if len(spec.dense_layers) == spec.num_layers:
+        raise bad("dense_layers", "every layer is dense: not an MoE model")
+    if spec.dense_layers and spec.dense_intermediate_size < 1:
+        raise bad("dense_intermediate_size", "dense layers need dense_intermediate_size >= 1")
+    if spec.num_shared_experts and spec.shared_expert_intermediate_size < 1:
+        raise bad("shared_expert_intermediate_size", "shared experts need a size >= 1")
+    if spec.dtype not in DTYPE_BYTES:
+        raise bad("dtype", f"unknown dtype {spec.dtype!r}; known: {sorted(DTYPE_BYTES)}")
+    att = spec.attention
+    if att.kind not in ATTENTION_KINDS:
+        raise bad("attention.kind", f"unknown kind {att.kind!r}; known: {ATTENTION_KINDS}")
+    if att.num_heads < 1:
+        raise bad("attention.num_heads", "must be >= 1")
+    if att.kind == "gqa":
+        if att.head_dim < 1 or not 1 <= att.num_kv_heads <= att.num_heads:
+            raise bad("attention.num_kv_heads", "GQA needs 1 <= num_kv_heads <= num_heads")
+        if att.num_heads % att.num_kv_heads:
+            raise bad("attention.num_kv_heads", "num_heads must be a multiple of num_kv_heads")
+    else:
+        for name in ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"):
+            if getattr(att, name) < 1:
+                raise bad(f"attention.{name}", "MLA needs it >= 1")
+
+
+def load_model_spec(name_or_path: str | Path) -> MoEModelSpec:
+    """Load ``conf/model/<name>.yaml`` (or a YAML path) and validate it."""
+    path = Path(name_or_path)
+    if not path.exists():
+        path = MODEL_CONF_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in MODEL_CONF_DIR.glob("*.yaml"))
+        raise ModelSpecError(f"{path}: unknown model {str(name_or_path)!r}; known: {known}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ModelSpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelSpecError(f"{path}: expected a mapping at the top level")
+    return spec_from_dict(data, origin=str(path))
+
+
+# ---- parameter counts (weights only; ints) --------------------------------------------------
+
+
+def moe_layer_indices(spec: MoEModelSpec) -> list[int]:
+    """Indices of the layers whose FFN is a routed-expert MoE."""
+    dense = set(spec.dense_layers)
+    return [i for i in range(spec.num_layers) if i not in dense]
+
+
+def attention_params(spec: MoEModelSpec) -> int:
+    """Attention weights of one layer (projections + MLA's latent norms; no biases).
+
+    GQA: ``d*H*D`` (q) + ``2*d*H_kv*D`` (k, v) + ``H*D*d`` (o).
+    MLA (DeepSeek-V2 paper, Sec. 2.1): q path ``d*q_r + q_r + q_r*H*(n+p)`` (or ``d*H*(n+p)``
+    without query compression) + ``d*(r+p)`` (kv_a, with the shared rope key) + ``r`` (norm)
+    + ``r*H*(n+v)`` (kv_b) + ``H*v*d`` (o).
+    """
+    att, d, h = spec.attention, spec.hidden_size, spec.attention.num_heads
+    if att.kind == "gqa":
+        return d * h * att.head_dim + 2 * d * att.num_kv_heads * att.head_dim + h * att.head_dim * d
+    r, n, p, v = att.kv_lora_rank, att.qk_nope_head_dim, att.qk_rope_head_dim, att.v_head_dim
+    if att.q_lora_rank:
+        q = d * att.q_lora_rank + att.q_lora_rank + att.q_lora_rank * h * (n + p)
+    else:
+        q = d * h * (n + p)
+    return q + d * (r + p) + r + r * h * (n + v) + h * v * d
+
+
+def expert_params(spec: MoEModelSpec) -> int:
+    """One routed SwiGLU expert: gate, up and down projections, ``3*d*f``."""
+    return 3 * spec.hidden_size * spec.expert_intermediate_size
+
+
+def shared_expert_params(spec: MoEModelSpec) -> int:
+    """All shared experts of one MoE layer: ``n_shared * 3*d*f_shared``."""
+    return spec.num_shared_experts * 3 * spec.hidden_size * spec.shared_expert_intermediate_size
+
+
+def dense_ffn_params(spec: MoEModelSpec) -> int:
+    """The SwiGLU FFN of one dense layer: ``3*d*f_dense``."""
+    return 3 * spec.hidden_size * spec.dense_intermediate_size
+
+
+def router_params(spec: MoEModelSpec) -> int:
+    """The gate of one MoE layer: ``d*E`` (no bias)."""
+    return spec.hidden_size * spec.num_experts
+
+
+def norm_params(spec: MoEModelSpec) -> int:
+    """RMSNorm weights: two per layer plus the final norm, ``d*(2L + 1)``."""
+    return spec.hidden_size * (2 * spec.num_layers + 1)
+
+
+def embedding_params(spec: MoEModelSpec) -> int:
+    """Input embedding plus LM head (``V*d`` each; once if tied)."""
+    return spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)
+
+
+def total_params(spec: MoEModelSpec) -> int:
+    """All weights of the model."""
+    n_moe = len(moe_layer_indices(spec))
+    n_dense = spec.num_layers - n_moe
+    per_moe = spec.num_experts * expert_params(spec) + shared_expert_params(spec)
+    return (
+        spec.num_layers * attention_params(spec)
+        + n_moe * (per_moe + router_params(spec))
+        + n_dense * dense_ffn_params(spec)
+        + norm_params(spec)
+        + embedding_params(spec)
+    )
+
+
+def active_params(spec: MoEModelSpec, include_input_embedding: bool = True) -> int:
+    """Weights one token touches: everything but the ``E - k`` unused routed experts per MoE
+    layer. The LM head is always included; the input embedding (``V*d``, a lookup) only when
+    ``include_input_embedding`` (Mistral, Qwen and OLMoE count it; DeepSeek does not)."""
+    n_moe = len(moe_layer_indices(spec))
+    unused = n_moe * (spec.num_experts - spec.top_k) * expert_params(spec)
+    embed = 0 if include_input_embedding else spec.vocab_size * spec.hidden_size
+    return total_params(spec) - unused - embed
+
+
+def bytes_per_param(spec: MoEModelSpec) -> float:
+    """Bytes of one weight in ``spec.dtype``."""
+    return DTYPE_BYTES[spec.dtype]
