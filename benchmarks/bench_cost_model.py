@@ -31,42 +31,13 @@ import numpy as np
 from gps.cost.comm import alltoall_time
 from gps.cost.e2e import batch_cost
 from gps.cost.experts import balanced_expert_time, expert_time_per_gpu
-from gps.hardware import Cluster, GPUProfile, LinkProfile
-from gps.model import AttentionSpec, MoEModelSpec
+from gps.model import load_model_spec
+from gps.profiles import load_cluster_config
 from gps.workload import Workload
 
-H100 = GPUProfile(
-    name="H100-SXM5-80GB",
-    peak_flops={"bf16": 989e12, "fp8": 1979e12},  # NVIDIA H100 datasheet, dense
-    hbm_bandwidth=3.35e12,  # NVIDIA H100 SXM5 datasheet
-    hbm_capacity=80e9,  # NVIDIA H100 SXM5 datasheet
-    sm_count=132,  # NVIDIA H100 whitepaper
-    launch_overhead_s=4e-6,  # assumption: typical CUDA kernel launch + tail
-    compute_efficiency=0.8,  # measured: 8192^3 bf16 matmul ~798 TFLOP/s (references.md)
-    memory_efficiency=0.9,  # measured: D2D copy ~3.0 TB/s (references.md)
-    efficiency_source="measured: H100 80GB HBM3, see /work/shared/references.md",
-    source="NVIDIA H100 Tensor Core GPU datasheet",
-)
-NVLINK4 = LinkProfile(
-    name="NVLink4",
-    bandwidth=450e9,  # 900 GB/s bidirectional per GPU (NVIDIA H100 datasheet)
-    latency_s=3e-6,  # assumption: NVSwitch all-to-all step latency
-    efficiency=0.8,  # assumption: achievable all-to-all fraction
-    source="NVIDIA H100 datasheet",
-)
-CLUSTER = Cluster("8xH100-NVLink", H100, NVLINK4, None, num_nodes=1, gpus_per_node=8)
-MIXTRAL = MoEModelSpec(  # mistralai/Mixtral-8x7B-v0.1 config.json
-    name="Mixtral-8x7B",
-    source="huggingface.co/mistralai/Mixtral-8x7B-v0.1/config.json",
-    num_layers=32,
-    hidden_size=4096,
-    attention=AttentionSpec(kind="gqa", num_heads=32, num_kv_heads=8, head_dim=128),
-    num_experts=8,
-    top_k=2,
-    expert_intermediate_size=14336,
-    vocab_size=32000,
-    dtype="bf16",
-)
+CLUSTER = load_cluster_config("h100_nvlink")
+H100 = CLUSTER.gpu
+MIXTRAL = load_model_spec("mixtral_8x7b")
 WORKLOAD = Workload(phase="prefill", batch_size=8, seq_len=2048)
 LAYERS, G, R = 32, 8, 2
 

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import math
 
-from gps.cost._common import attention_params_per_layer, element_bytes, num_moe_layers
+from gps.cost._common import element_bytes, num_moe_layers
 from gps.cost.attention import kv_cache_bytes_per_token
 from gps.hardware import Cluster
-from gps.model import MoEModelSpec
+from gps.model import (
+    MoEModelSpec,
+    attention_params,
+    dense_ffn_params,
+    embedding_params,
+    expert_params,
+    router_params,
+    shared_expert_params,
+)
 from gps.workload import Workload
 
 GB = 1e9
@@ -54,12 +62,13 @@ def memory_parts(
     if slots_per_gpu < 1:
         raise ValueError(f"slots_per_gpu={slots_per_gpu}: must be >= 1")
 
-    attn_w = layers * attention_params_per_layer(spec) * a / (g if tp else 1)
-    embed = v * d * (1 if spec.tie_word_embeddings else 2)
-    shared = spec.num_shared_experts * 3 * d * spec.shared_expert_intermediate_size
-    dense_ffn = 3 * d * spec.dense_intermediate_size
-    other_w = a * (embed + (layers - lm) * dense_ffn + lm * (shared + d * spec.num_experts))
-    expert_w = slots_per_gpu * lm * 3 * d * spec.expert_intermediate_size * a
+    attn_w = layers * attention_params(spec) * a / (g if tp else 1)
+    other_w = a * (
+        embedding_params(spec)
+        + (layers - lm) * dense_ffn_params(spec)
+        + lm * (shared_expert_params(spec) + router_params(spec))
+    )
+    expert_w = slots_per_gpu * lm * expert_params(spec) * a
 
     seqs = workload.batch_size if tp else math.ceil(workload.batch_size / g)
     kv_fraction = 1.0
