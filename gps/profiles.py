@@ -110,7 +110,11 @@ def list_profiles(profiles_dir: str | Path | None = None) -> dict[str, list[str]
     return {kind: sorted(p.stem for p in (root / kind).glob("*.yaml")) for kind in ("gpu", "link")}
 
 
-def _resolve(kind: str, name_or_path: str | Path, profiles_dir: str | Path | None) -> Path:
+def resolve_profile(
+    kind: str, name_or_path: str | Path, profiles_dir: str | Path | None = None
+) -> Path:
+    """Path of a ``kind`` (``gpu``/``link``) profile given by stem or path; ``ProfileError``
+    listing the known stems when there is none."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.exists():
         return path
@@ -214,7 +218,7 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
 def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> GPUProfile:
     """Load a GPU profile by stem (``h100_sxm5_80gb``) or path; ``measured:`` overrides
     the assumed efficiencies (and launch overhead) when present."""
-    path = _resolve("gpu", name_or_path, profiles_dir)
+    path = resolve_profile("gpu", name_or_path, profiles_dir)
     data = _read_yaml(path)
     _check_keys(data, set(GPU_FIELDS), GPU_OPTIONAL, path, "")
     peaks = data["peak_flops"]
@@ -255,7 +259,7 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
 
 def load_link(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> LinkProfile:
     """Load a link profile by stem (``nvlink4``, ``ib_ndr``) or path."""
-    path = _resolve("link", name_or_path, profiles_dir)
+    path = resolve_profile("link", name_or_path, profiles_dir)
     data = _read_yaml(path)
     _check_keys(data, set(LINK_FIELDS), set(), path, "")
     return LinkProfile(

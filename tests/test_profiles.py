@@ -163,11 +163,12 @@ MEASURED = {
 
 def test_write_measured_overrides_and_keeps_the_rest(profiles):
     path = profiles / "gpu" / "h100_sxm5_80gb.yaml"
-    before = path.read_text()
+    marker = "# Written by benchmarks/gpu/fit.py"
+    before = path.read_text().split(marker)[0]  # the profile above any measured: block
     write_measured(path, MEASURED)
     write_measured(path, {**MEASURED, "compute_efficiency": 0.78})  # replaces, not appends
     text = path.read_text()
-    assert text.startswith(before) and text.count("measured:") == 1
+    assert text.startswith(before) and text.count("measured:") == 1 and text.count(marker) == 1
     gpu = load_gpu(path)
     assert gpu.compute_efficiency == 0.78 and gpu.memory_efficiency == 0.91
     assert gpu.launch_overhead_s == pytest.approx(6.5e-6)

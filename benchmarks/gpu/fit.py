@@ -1,0 +1,67 @@
+"""Fit a GPU profile's efficiency factors to ``measure.py`` output; optionally write them back.
+
+    python benchmarks/gpu/fit.py RESULTS.json --profile h100_sxm5_80gb [--write]
+
+Prints the anchors (8192^3 matmul and copy efficiencies, per-launch seconds), the fitted
+expert-FFN compute/memory efficiencies, and measured vs modelled seconds per point. With
+``--write`` it replaces the profile's ``measured:`` block (``gps.profiles.write_measured``,
+validated, atomic). Runs anywhere: no GPU needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gps.calibration import anchors, fit_expert_ffn
+from gps.profiles import load_gpu, resolve_profile, write_measured
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", help="JSON written by benchmarks/gpu/measure.py")
+    parser.add_argument("--profile", required=True, help="GPU profile stem or path")
+    parser.add_argument("--write", action="store_true", help="write the measured: block")
+    args = parser.parse_args(argv)
+    data = json.loads(Path(args.results).read_text())
+    rows = data["measurements"]
+    gpu = load_gpu(args.profile)
+    anchor = anchors(rows, gpu, data.get("dtype", "bf16"))
+    launch = anchor.get("launch_graph_s", gpu.launch_overhead_s)
+    fit = fit_expert_ffn(rows, gpu, launch, data.get("dtype", "bf16"))
+    print(f"device {data['device']}, torch {data['torch']}, {data['date']}")
+    for key, value in anchor.items():
+        print(f"  {key:28s} {value:.4g}")
+    print(f"expert-FFN fit: compute_efficiency {fit.compute_efficiency:.3f}, "
+          f"memory_efficiency {fit.memory_efficiency:.3f}, launch {launch * 1e6:.2f} us (fixed), "
+          f"max |model/measured - 1| = {fit.max_rel_error:.1%}")  # fmt: skip
+    ffn = [r for r in rows if r["kind"] == "expert_ffn"]
+    print(f"  {'model':12s} {'tokens/expert':>13s} {'measured us':>12s} {'model us':>10s}")
+    for row, pred in zip(ffn, fit.predicted_s, strict=True):
+        print(f"  {row['model']:12s} {row['tokens_per_expert']:13d} "
+              f"{row['seconds'] * 1e6:12.1f} {pred * 1e6:10.1f}")  # fmt: skip
+    if args.write:
+        path = resolve_profile("gpu", args.profile, None)
+        write_measured(path, {
+            "device": data["device"],
+            "date": data["date"],
+            "method": (
+                f"benchmarks/gpu/measure.py + fit.py (torch {data['torch']}, CUDA {data['cuda']}): "
+                f"grouped SwiGLU expert FFN fit over {len(ffn)} points, max error "
+                f"{fit.max_rel_error:.0%} at the roofline knee; anchors: 8192^3 matmul "
+                f"{anchor.get('matmul_compute_efficiency', float('nan')):.2f} of peak, copy "
+                f"{anchor.get('copy_memory_efficiency', float('nan')):.2f} of HBM peak; launch = "
+                "CUDA-graph per-kernel floor"
+            ),
+            "compute_efficiency": round(fit.compute_efficiency, 3),
+            "memory_efficiency": round(fit.memory_efficiency, 3),
+            "launch_overhead_us": round(launch * 1e6, 2),
+        })  # fmt: skip
+        print(f"wrote measured: block into {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
