@@ -1,7 +1,9 @@
 """The ``gps`` console script: a Hydra app (``conf/config.yaml``).
 
-Prices one serving step of the configured model on the configured cluster and writes the
-breakdown as JSON into the run's Hydra output directory.
+Runs the advisor on the configured model, cluster, workload and trace, writes
+``results.json`` (schema: ``docs/results.md``) and ``report.md``/``report.html`` into the
+run's output folder, and ends with one line ``report: <path>``. A run that fails writes
+``error.json`` there instead (what ``gps-report`` lists as failed); user errors exit 2.
 """
 
 from __future__ import annotations
@@ -9,21 +11,28 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
 
+from gps.advisor import advise
 from gps.config import register_configs
-from gps.cost.e2e import batch_cost
-from gps.cost.memory import MemoryFitError, memory_breakdown
-from gps.model import ModelSpecError, spec_from_dict
-from gps.profiles import ProfileError, load_cluster
-from gps.summary import format_breakdown
-from gps.workload import Workload, WorkloadError
+from gps.cost.memory import MemoryFitError
+from gps.model import ModelSpecError
+from gps.profiles import ProfileError
+from gps.report.document import write_atomic
+from gps.report.run_report import build_run_report, strategy_table
+from gps.traces.validate import TraceError
+from gps.workload import WorkloadError
 
-USER_ERRORS = (MemoryFitError, ModelSpecError, ProfileError, WorkloadError, KeyError)
+USER_ERRORS = (
+    MemoryFitError, ModelSpecError, ProfileError, WorkloadError, TraceError, InstantiationException,
+    KeyError, ValueError, FileNotFoundError,
+)  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -33,34 +42,37 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def run(cfg: DictConfig, out_dir: Path) -> Path:
-    """Price the configured step; write ``cost_breakdown.json`` to ``out_dir``; return it."""
-    cluster = load_cluster(cfg.hardware)
-    spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
-    workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
-    memory = memory_breakdown(spec, cluster, workload)
-    cost = batch_cost(spec, cluster, workload)
-    print(format_breakdown(spec, cluster, workload, cost, memory))
-    result = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "memory_bytes_per_gpu": memory,
-        "cost": cost.to_dict(),
-    }
+    """Advise on ``cfg``; write ``results.json`` and the report into ``out_dir``; return the
+    report's path. ``results.json`` is written atomically (temporary file, then rename)."""
+    results = advise(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "cost_breakdown.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
-    return path
+    write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
+    if results["strategies"]:
+        table = strategy_table(results["strategies"])
+        widths = [
+            max(len(r[i]) for r in [table.header, *table.rows]) for i in range(len(table.header))
+        ]
+        for row in [table.header, *table.rows]:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    print(results["recommendation"]["text"].replace("**", ""))
+    return build_run_report(results, out_dir, plots=cfg.report.plots)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _main(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        path = run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except USER_ERRORS as exc:
-        print(f"gps: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    print(f"breakdown: {path}")
+        path = run(cfg, out_dir)
+    except Exception as exc:
+        user = isinstance(exc, USER_ERRORS)
+        message = f"{exc}" if user else f"{type(exc).__name__}: {exc}"
+        write_atomic(out_dir / "error.json", json.dumps({
+            "error": message, "kind": "user" if user else "internal",
+            "traceback": traceback.format_exc(),
+        }, indent=1))  # fmt: skip
+        print(f"gps: error: {message}", file=sys.stderr)
+        sys.exit(2 if user else 1)
+    print(f"report: {path}")
 
 
 def main() -> None:

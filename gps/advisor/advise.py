@@ -1,0 +1,171 @@
+"""The advisor: every strategy on the same held-out batches, a recommendation and guidelines.
+
+``advise(cfg)`` -> the ``results.json`` dict (schema: ``docs/results.md``).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from gps.advisor import strategies as st
+from gps.advisor.data import prepare
+from gps.advisor.forecast import forecast_results
+from gps.advisor.guidelines import frontier, rule
+from gps.advisor.paper import paper_figure
+from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.cost.memory import memory_breakdown
+from gps.model import spec_from_dict
+from gps.profiles import load_cluster
+from gps.traces.synthetic import LoadSeriesConfig
+from gps.workload import Workload
+from predictors.whatif import WhatIfTokenPredictor
+
+SCHEMA_VERSION = 1
+# Capacity rules change which experts process a token (drop or reroute): above this fraction of
+# token copies changed, a strategy is reported but not recommended (quality cost).
+MAX_CHANGED_FRACTION = 0.01
+
+
+def command_line(cfg: DictConfig) -> str:
+    """The command that reproduces this run: ``gps`` plus the run's overrides."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # not inside a Hydra run (library use, tests)
+        overrides = sys.argv[1:]
+    return "gps " + " ".join(shlex.quote(o) for o in overrides)
+
+
+def recommend(entries: list[dict], baseline: dict) -> dict:
+    """Fastest deployable strategy: no oracle, no what-if predictor, no capacity rule that drops
+    or reroutes more than ``MAX_CHANGED_FRACTION`` of the token copies."""
+    ok = [
+        s for s in entries
+        if s["family"] != "oracle" and not s["synthetic"]
+        and s["dropped_token_fraction"] + s["rerouted_token_fraction"] <= MAX_CHANGED_FRACTION
+    ]  # fmt: skip
+    best = max(ok, key=lambda s: s["speedup_vs_baseline"])
+    by_family = {}
+    for s in ok:
+        if s["family"] in ("distribution", "token"):
+            cur = by_family.get(s["family"])
+            if cur is None or s["speedup_vs_baseline"] > cur["speedup_vs_baseline"]:
+                by_family[s["family"]] = s
+    oracle = next((s for s in entries if s["family"] == "oracle"), None)
+    text = (
+        f"Deploy **{best['name']}** ({best['family']}): {best['speedup_vs_baseline']:.3f}x over no "
+        f"balancing ({best['e2e_time_s'] * 1e3:.2f} vs {baseline['e2e_time_s'] * 1e3:.2f} ms per "
+        f"step), {best['e2e_time_s'] / best['balanced_time_s'] - 1:.1%} above perfect balance."
+    )
+    for fam, label in (("distribution", "Distribution-Only"), ("token", "Token-to-Expert")):
+        if fam in by_family and by_family[fam] is not best:
+            s = by_family[fam]
+            text += f" Best {label}: {s['name']} {s['speedup_vs_baseline']:.3f}x."
+    if oracle:
+        text += f" Oracle duplication (perfect knowledge): {oracle['speedup_vs_baseline']:.3f}x."
+    changed = [s for s in entries if s["family"] == "capacity" and s not in ok]
+    if changed:
+        c = max(changed, key=lambda s: s["speedup_vs_baseline"])
+        frac = c["dropped_token_fraction"] + c["rerouted_token_fraction"]
+        text += (
+            f" {c['name']} reaches {c['speedup_vs_baseline']:.3f}x but changes the experts of "
+            f"{frac:.1%} of token copies (quality cost; not recommended above "
+            f"{MAX_CHANGED_FRACTION:.0%})."
+        )
+    return {
+        "strategy": best["name"],
+        "family": best["family"],
+        "speedup_vs_baseline": best["speedup_vs_baseline"],
+        "text": text,
+    }
+
+
+def advise(cfg: DictConfig) -> dict:
+    """Run the configured comparison; return the ``results.json`` dict."""
+    cluster = load_cluster(cfg.hardware)
+    spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
+    workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
+    trace_cfg = instantiate(cfg.trace, _convert_="all")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if isinstance(trace_cfg, LoadSeriesConfig):
+        return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line(cfg))
+
+    s = cfg.strategy
+    slots = math.ceil(spec.num_experts / cluster.num_gpus) + s.replica_slots_per_gpu
+    memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
+    ev = cfg.evaluation
+    data = prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
+                   test_batches=ev.test_batches, order=ev.order, trace_path=ev.trace_path,
+                   seed=cfg.seed)  # fmt: skip
+    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
+    params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
+    jobs = [
+        ("no_balancing", lambda: st.no_balancing(ctx)),
+        ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
+        *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
+          for n in cfg.predictor.distribution],
+        *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
+          for n in cfg.predictor.token],
+        ("oracle", lambda: st.oracle(ctx)),
+        *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
+          for g in s.capacity_factors for m in ("drop", "reroute")],
+        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),
+    ]  # fmt: skip
+    routed = []
+    for name, job in tqdm(jobs, desc="strategies", unit="strategy", file=sys.stderr,
+                          disable=None, leave=False):  # fmt: skip
+        tqdm.write(f"  {name}", file=sys.stderr)
+        routed.append(job())
+    t = workload.tokens_per_step
+
+    def priced(r: st.Routed, extra: float = 0.0):
+        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap,
+                            extra_overhead_s=extra)  # fmt: skip
+
+    baseline_s = float(priced(routed[0]).total_s.mean())
+    layer = busiest_layer(routed[0])
+    entries = [summarise(r, priced(r), baseline_s, cluster, t, layer) for r in routed]
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "command": command_line(cfg),
+        "config": config,
+        "setup": {
+            "model": spec.name, "hardware": cluster.name, "gpus": cluster.num_gpus,
+            "nodes": cluster.num_nodes, "phase": workload.phase, "tokens_per_step": t,
+            "trace": data.source, "train_batches": ev.train_batches,
+            "test_batches": ev.test_batches, "replica_slots_per_gpu": slots,
+            "busiest_layer": layer, "memory_bytes_per_gpu": memory,
+        },
+        "baseline": "no_balancing",
+        "strategies": entries,
+        "recommendation": recommend(entries, entries[0]),
+        "guidelines": None,
+        "paper": None,
+    }  # fmt: skip
+    dist = [e for e in entries if e["family"] == "distribution"]
+    if cfg.report.guidelines and dist:
+        best = max(dist, key=lambda e: e["speedup_vs_baseline"])
+
+        def step_time(a: float) -> float:
+            model = WhatIfTokenPredictor(accuracy=a, seed=cfg.seed)
+            return float(priced(st.token(ctx, f"whatif@{a:g}", {}, model=model)).total_s.mean())
+
+        guide = frontier(step_time, cfg.report.accuracy_grid,
+                         [u * 1e-6 for u in cfg.report.overhead_grid_us],
+                         routed[0].sim.slot_tokens.shape[-3], baseline_s,
+                         best["speedup_vs_baseline"])  # fmt: skip
+        guide["distribution_name"] = best["name"]
+        setting = (f"{spec.name} on {cluster.name}, {workload.phase} {t:,} tokens/step, "
+                   f"{slots} slots/GPU")  # fmt: skip
+        guide["rule"] = rule(guide, setting)
+        results["guidelines"] = guide
+    if cfg.paper.metric:
+        results["paper"] = paper_figure(cfg.paper, results)
+    return results

@@ -1,0 +1,90 @@
+"""Price a :class:`Routed` strategy with the cost model and summarise it for ``results.json``.
+
+Every held-out batch is one sweep point of ``gps.cost.batch_cost`` (vectorised over ``N``);
+a strategy's figures are means over those batches.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gps.advisor.strategies import Routed
+from gps.cost.e2e import CostBreakdown, batch_cost
+from gps.hardware import Cluster
+from gps.model import MoEModelSpec
+from gps.workload import Workload
+from predictors.base import layer_overhead_s, price
+
+
+def price_routed(
+    r: Routed,
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    workload: Workload,
+    *,
+    migration_overlap: float,
+    extra_overhead_s: float = 0.0,
+) -> CostBreakdown:
+    """``batch_cost`` over the ``N`` held-out batches of ``r``; sweep shape ``[N]``.
+
+    ``extra_overhead_s``: seconds per MoE layer added on the critical path (what-if overhead).
+    """
+    moe_layers = r.sim.slot_tokens.shape[-3]
+    overhead, critical = np.full(moe_layers, float(extra_overhead_s)), True
+    if r.cost is not None:
+        overhead = overhead + layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step,
+                                               moe_layers)  # fmt: skip
+        critical = r.cost.on_critical_path
+    return batch_cost(
+        spec, cluster, workload, r.sim.slot_tokens, r.sim.traffic_bytes,
+        predictor_overhead_s=overhead, predictor_on_critical_path=critical,
+        migration_bytes=r.migration_bytes, migration_overlap=migration_overlap,
+        dropped_tokens=r.sim.dropped.sum(axis=-1),
+    )  # fmt: skip
+
+
+def busiest_layer(baseline: Routed) -> int:
+    """The MoE layer whose per-GPU load is most uneven under ``baseline`` (mean over batches of
+    max/mean GPU tokens); the report plots per-GPU load at this layer."""
+    gpu = baseline.sim.slot_tokens.sum(axis=-1)  # [N, L, G]
+    ratio = gpu.max(axis=-1) / np.maximum(gpu.mean(axis=-1), 1e-12)
+    return int(ratio.mean(axis=0).argmax())
+
+
+def summarise(
+    r: Routed, cost: CostBreakdown, baseline_s: float, cluster: Cluster, tokens: int, layer: int
+) -> dict:
+    """One entry of ``results.json``'s ``strategies`` list (schema: ``docs/results.md``)."""
+    e2e = float(cost.total_s.mean())
+    breakdown = {k: float(v.sum(axis=-1).mean()) for k, v in cost.components.items()}
+    breakdown["non_moe"] = float(cost.non_moe_s.mean())
+    routed = r.sim.routed.sum(axis=-1)
+    overhead = None
+    if r.cost is not None:
+        flops, bytes_ = r.cost.batch_work(tokens)
+        overhead = {
+            "flops_per_step": flops, "bytes_per_step": bytes_,
+            "seconds_per_step": price(r.cost, cluster.gpu, tokens),
+            "where": r.cost.where, "per": r.cost.per, "note": r.cost.note,
+            "measured_fit_s": r.wall_s.get("fit_s"),
+            "measured_predict_s": r.wall_s.get("predict_s"),
+        }  # fmt: skip
+    return {
+        "name": r.name,
+        "family": r.family,
+        "predictor": r.predictor,
+        "synthetic": r.synthetic,
+        "e2e_time_s": e2e,
+        "tokens_per_s": tokens / e2e,
+        "speedup_vs_baseline": baseline_s / e2e,
+        "balanced_time_s": float(cost.balanced_total_s.mean()),
+        "straggler_s": float((cost.total_s - cost.balanced_total_s).mean()),
+        "breakdown_s": breakdown,
+        "accuracy": r.accuracy or None,
+        "overhead": overhead,
+        "dropped_token_fraction": float((r.sim.dropped.sum(-1) / np.maximum(routed, 1)).mean()),
+        "rerouted_token_fraction": float((r.sim.rerouted.sum(-1) / np.maximum(routed, 1)).mean()),
+        "migration_bytes_per_step": float(r.migration_bytes.sum(axis=-1).mean()),
+        "gpu_load": r.sim.slot_tokens[:, layer].sum(axis=-1).mean(axis=0).tolist(),
+        "notes": r.notes,
+    }

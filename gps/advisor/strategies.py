@@ -1,0 +1,297 @@
+"""The strategies the advisor compares, each turned into what the cost model prices.
+
+A strategy yields a :class:`Routed`: for every held-out batch the ``SimResult`` of the *actual*
+routing replayed against the plan the strategy chose (from its prediction, history or a
+static rule), plus the replica migration, predictor overhead and accuracy it implies.
+Keeping the plan (from the prediction) apart from the simulation (the truth) is what makes a
+wrong prediction pay its real price.
+
+Shapes: ``N`` held-out batches, ``L`` MoE layers, ``E`` experts, ``G`` GPUs, ``R`` slots per
+GPU, ``T`` tokens per batch, ``k`` top-k.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import predictors
+from gps.advisor.data import EvalData
+from gps.cost.e2e import batch_cost
+from gps.hardware import Cluster
+from gps.model import MoEModelSpec
+from gps.plans import (
+    Plan,
+    capacity_drop,
+    capacity_reroute,
+    expert_weight_bytes,
+    ilp_placement,
+    migration_bytes_per_gpu,
+    plan_duplication,
+    static_placement,
+    transition_counts,
+)
+from gps.simulate import SimResult, simulate_loads, simulate_tokens
+from gps.traces.batching import batch_loads, take_tokens
+from gps.traces.trace import TokenTrace
+from gps.workload import Workload
+from predictors.base import PredictorCost
+from predictors.metrics import (
+    exact_set_accuracy,
+    induced_distribution_error,
+    max_load_relative_error,
+    proportion_mae,
+    topk_hit_rate,
+    total_variation,
+)
+
+
+@dataclass
+class Routed:
+    """One strategy's held-out batches, ready to price.
+
+    Attributes:
+        name: strategy name in reports (``distribution:ewma``, ``no_balancing``, ...).
+        family: ``baseline``, ``periodic``, ``distribution``, ``token``, ``oracle``,
+            ``capacity`` or ``ilp``.
+        sim: ``SimResult`` with leading ``[N]``: ``slot_tokens [N, L, G, R]``,
+            ``traffic_bytes [N, L, G, G]``, ``dropped``/``rerouted``/``routed`` ``[N, L]``.
+        migration_bytes: ``[N, L]`` expert-weight bytes the busiest GPU receives per layer.
+        cost: the predictor's ``PredictorCost`` (``None``: no predictor).
+        predictor: predictor registry name, if any.
+        synthetic: a what-if predictor (labelled in reports).
+        accuracy: metric name -> value on the held-out batches.
+        wall_s: measured ``fit``/``predict`` seconds on this machine.
+        notes: planner diagnostics (ILP method and gap, ...).
+    """
+
+    name: str
+    family: str
+    sim: SimResult
+    migration_bytes: np.ndarray
+    cost: PredictorCost | None = None
+    predictor: str | None = None
+    synthetic: bool = False
+    accuracy: dict = field(default_factory=dict)
+    wall_s: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every strategy needs: the model, cluster, step, slots and the data."""
+
+    spec: MoEModelSpec
+    cluster: Cluster
+    workload: Workload
+    data: EvalData
+    slots_per_gpu: int
+    split: str
+    migration_overlap: float
+
+    @property
+    def static(self) -> Plan:
+        """Contiguous placement, one copy per expert, the same in every layer."""
+        d = self.data
+        return static_placement(d.train.num_layers, d.train.num_experts, self.cluster.num_gpus,
+                                self.slots_per_gpu)  # fmt: skip
+
+    def plan(self, load: np.ndarray, previous: Plan | None) -> Plan:
+        """Duplication plan for one batch's predicted ``[L, E]`` load."""
+        return plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu, previous=previous,
+                                gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+
+    def simulate(self, plan: Plan, loads: np.ndarray) -> SimResult:
+        return simulate_loads(plan, loads, spec=self.spec, split=self.split,
+                              gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+
+    def replan(self, previous: Plan, load: np.ndarray) -> Plan:
+        """Migration-aware re-planning from a predicted ``[L, E]`` load: the new duplication
+        plan replaces ``previous`` only when, priced on that *predicted* load, its step
+        including the exposed replica migration beats keeping ``previous`` (no migration)."""
+        new = self.plan(load, previous)
+        both = self.simulate(previous, load), self.simulate(new, load)
+        mig = migration_bytes_per_gpu(previous, new, expert_weight_bytes(self.spec)).max(axis=1)
+        cost = batch_cost(
+            self.spec, self.cluster, self.workload,
+            np.stack([b.slot_tokens for b in both]), np.stack([b.traffic_bytes for b in both]),
+            migration_bytes=np.stack([np.zeros_like(mig), mig]),
+            migration_overlap=self.migration_overlap,
+        )  # fmt: skip
+        return new if cost.total_s[1] < cost.total_s[0] else previous
+
+
+def _stack(results: list[SimResult]) -> SimResult:
+    """``N`` per-batch results -> one with leading ``[N]``."""
+    first = results[0]
+    return SimResult(**{
+        name: (np.stack([getattr(r, name) for r in results]) if name != "token_bytes"
+               else first.token_bytes)
+        for name in first.__dataclass_fields__
+    })  # fmt: skip
+
+
+def replay(ctx: Context, plans: list[Plan], start: Plan, name: str, family: str) -> Routed:
+    """Price-ready result of ``plans[n]`` serving held-out batch ``n``; migration counted from
+    ``start`` (the plan in place before the first held-out batch)."""
+    actual = ctx.data.test_loads
+    sims = [ctx.simulate(p, actual[n]) for n, p in enumerate(plans)]
+    wbytes = expert_weight_bytes(ctx.spec)
+    prev = [start, *plans[:-1]]
+    mig = np.stack(
+        [
+            migration_bytes_per_gpu(a, b, wbytes).max(axis=1)
+            for a, b in zip(prev, plans, strict=True)
+        ]
+    )
+    return Routed(name, family, _stack(sims), mig)
+
+
+def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Routed:
+    """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
+    pays (``Context.replan``). The plan in place before the first held-out batch is the
+    duplication plan of the last training batch's actual load, the same for every strategy."""
+    start = ctx.plan(ctx.data.train_loads[-1], None)
+    plans, prev = [], start
+    for load in predicted:
+        prev = ctx.replan(prev, load)
+        plans.append(prev)
+    return replay(ctx, plans, start, name, family)
+
+
+def distribution_accuracy(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Mean over held-out batches and layers: total variation, max-load relative error and
+    proportion MAE of ``pred`` vs ``true`` loads (``[N, L, E]``)."""
+    return {
+        "total_variation": float(total_variation(pred, true).mean()),
+        "max_load_rel_error": float(max_load_relative_error(pred, true).mean()),
+        "mae": proportion_mae(pred, true),
+    }
+
+
+# ------------------------------------------------------------------------------ strategies
+
+
+def no_balancing(ctx: Context) -> Routed:
+    """Static contiguous placement, no replicas (the baseline every speed-up is over)."""
+    n = ctx.data.test_loads.shape[0]
+    return replay(ctx, [ctx.static] * n, ctx.static, "no_balancing", "baseline")
+
+
+def oracle(ctx: Context) -> Routed:
+    """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead."""
+    out = planned(ctx, ctx.data.test_loads, "oracle", "oracle")
+    out.accuracy = {"total_variation": 0.0, "max_load_rel_error": 0.0, "mae": 0.0}
+    return out
+
+
+def periodic(ctx: Context, interval: int, window: int) -> Routed:
+    """EPLB-style: every ``interval`` batches re-plan from the mean load of the last
+    ``window`` batches actually served (no predictor; history only)."""
+    if interval < 1 or window < 1:
+        raise ValueError(f"strategy.replan_interval={interval} / history_window={window}: >= 1")
+    d = ctx.data
+    seen = np.concatenate([d.train_loads, d.test_loads]).astype(float)
+    m = d.train_loads.shape[0]
+    start = ctx.plan(d.train_loads[-1], None)
+    plans, prev = [], start
+    for n in range(d.test_loads.shape[0]):
+        if n % interval == 0:
+            prev = ctx.plan(seen[max(0, m + n - window) : m + n].mean(axis=0), prev)
+        plans.append(prev)
+    out = replay(ctx, plans, start, f"eplb_every_{interval}", "periodic")
+    out.notes = {"replan_interval": interval, "history_window": window}
+    return out
+
+
+def _fit_trace(data: EvalData) -> TokenTrace:
+    """Training tokens minus the sequence that continues into the held-out part (no leak)."""
+    straddling = data.test.sequence_id[0]
+    return take_tokens(data.train, data.train.sequence_id != straddling)
+
+
+def distribution(ctx: Context, name: str, params: dict) -> Routed:
+    """A Distribution-Only predictor forecasts each held-out batch's ``[L, E]`` load from the
+    batches before it (or, for the token-id predictor, from the batch's token ids)."""
+    d = ctx.data
+    model = predictors.make_predictor(name, **params)
+    t0 = time.perf_counter()
+    if model.input_kind == "tokens":
+        model.fit(_fit_trace(d))
+        t1 = time.perf_counter()
+        pred = model.predict_batches(d.test, d.tokens_per_batch)
+    else:
+        model.fit(d.train_loads)
+        t1 = time.perf_counter()
+        seen = np.concatenate([d.train_loads, d.test_loads])
+        pred = model.predict_rolling(seen, start=d.train_loads.shape[0])
+    t2 = time.perf_counter()
+    load = pred * d.test_loads.sum(axis=-1, keepdims=True)  # proportions -> expected tokens
+    out = planned(ctx, load, f"distribution:{name}", "distribution")
+    out.cost, out.predictor = model.cost(), name
+    out.accuracy = distribution_accuracy(pred, d.test_loads)
+    out.wall_s = {"fit_s": t1 - t0, "predict_s": t2 - t1}
+    return out
+
+
+def token(ctx: Context, name: str, params: dict, model=None) -> Routed:
+    """A Token-to-Expert predictor guesses every held-out token's top-k; the plan uses the
+    histogram of its guesses. ``model``: an already built estimator (what-if sweeps)."""
+    d = ctx.data
+    model = model if model is not None else predictors.make_predictor(name, **params)
+    t0 = time.perf_counter()
+    model.fit(_fit_trace(d))
+    t1 = time.perf_counter()
+    guess = model.predict(d.test)
+    t2 = time.perf_counter()
+    guessed = TokenTrace(guess, d.test.token_id, d.test.sequence_id, d.test.position,
+                         d.test.num_experts)  # fmt: skip
+    out = planned(ctx, batch_loads(guessed, d.tokens_per_batch), f"token:{name}", "token")
+    out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
+    true = np.asarray(d.test.experts)
+    out.accuracy = {
+        "topk_hit_rate": topk_hit_rate(guess, true),
+        "exact_set_accuracy": exact_set_accuracy(guess, true),
+        **{f"induced_{k}": v for k, v in induced_distribution_error(
+            guess, true, d.test.num_experts, d.tokens_per_batch).items()},
+    }  # fmt: skip
+    out.wall_s = {"fit_s": t1 - t0, "predict_s": t2 - t1}
+    return out
+
+
+def capacity(ctx: Context, factor: float, mode: str) -> Routed:
+    """Capacity-aware token ``drop`` or ``reroute`` at ``gamma = factor`` on the static
+    placement (He et al.): each held-out batch's copies beyond an expert's capacity are
+    dropped, or moved to an expert with room."""
+    if mode not in ("drop", "reroute"):
+        raise ValueError(f"capacity mode {mode!r}: expected drop or reroute")
+    rule = capacity_drop if mode == "drop" else capacity_reroute
+    d, plan = ctx.data, ctx.static
+    sims = []
+    for n in range(d.test_loads.shape[0]):
+        res = rule(d.test_batch(n), factor)
+        sims.append(simulate_tokens(plan, res.experts, spec=ctx.spec, split=ctx.split,
+                                    gpus_per_node=ctx.cluster.gpus_per_node,
+                                    rerouted=res.rerouted))  # fmt: skip
+    sim = _stack(sims)
+    out = Routed(f"capacity_{mode}@{factor:g}", "capacity", sim, np.zeros(sim.dropped.shape))
+    out.notes = {"capacity_factor": factor, "mode": mode}
+    return out
+
+
+def ilp(ctx: Context, time_limit_s: float, mip_gap: float) -> Routed:
+    """MoETuner: one static placement (one copy per expert, ``ceil(E/G)`` slots per GPU) from
+    the training trace's loads and layer-to-layer transition counts, solved as an ILP (HiGHS)
+    or by the documented fallback (``notes['method']`` and ``notes['gap']`` say which)."""
+    d = ctx.data
+    fit = _fit_trace(d)
+    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(fit.experts),
+                        fit.num_experts), ctx.cluster.num_gpus, time_limit_s=time_limit_s,
+                        mip_gap=mip_gap)  # fmt: skip
+    n = d.test_loads.shape[0]
+    out = replay(ctx, [res.plan] * n, res.plan, "ilp_moetuner", "ilp")
+    out.notes = {"method": res.method, "gap": res.gap, "solve_time_s": res.solve_time_s,
+                 "message": res.message}  # fmt: skip
+    return out

@@ -1,0 +1,167 @@
+"""The ``Plan`` every planner returns: which expert lives in which slot of which GPU.
+
+Shapes: ``L`` MoE layers, ``G`` GPUs of the expert-parallel group, ``R`` expert slots per GPU
+(local experts + replicas), ``E`` routed experts per layer. Slot ``(g, r)`` is flat slot
+``s = g * R + r``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gps.model import MoEModelSpec, bytes_per_param, expert_params
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Expert placement with replicas, one per MoE layer.
+
+    Attributes:
+        slot_expert: ``[L, G, R]`` int64 expert id held by each slot, ``-1`` = empty slot.
+            Read-only. Every expert ``0..E-1`` has at least one replica in every layer.
+        num_experts: ``E``.
+        meta: planner name and diagnostics (JSON-friendly where possible).
+    """
+
+    slot_expert: np.ndarray
+    num_experts: int
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        se = np.array(self.slot_expert, copy=True)
+        if se.ndim != 3 or 0 in se.shape:
+            raise ValueError(f"slot_expert: expected a non-empty [L, G, R] array, got {se.shape}")
+        if se.dtype.kind not in "iu":
+            raise ValueError(f"slot_expert: expected integer expert ids, got dtype {se.dtype}")
+        e = int(self.num_experts)
+        if e < 1:
+            raise ValueError(f"num_experts: must be >= 1, got {self.num_experts}")
+        if se.min() < -1 or se.max() >= e:
+            raise ValueError(f"slot_expert: ids must be in [-1, {e}) (num_experts={e})")
+        se = se.astype(np.int64)
+        se.setflags(write=False)
+        object.__setattr__(self, "slot_expert", se)
+        object.__setattr__(self, "num_experts", e)
+        missing = self.replica_counts().min(axis=1) < 1
+        if np.any(missing):
+            layer = int(np.flatnonzero(missing)[0])
+            raise ValueError(f"slot_expert: layer {layer} leaves an expert without a replica")
+
+    @property
+    def num_layers(self) -> int:
+        """``L``."""
+        return int(self.slot_expert.shape[0])
+
+    @property
+    def num_gpus(self) -> int:
+        """``G``."""
+        return int(self.slot_expert.shape[1])
+
+    @property
+    def slots_per_gpu(self) -> int:
+        """``R``."""
+        return int(self.slot_expert.shape[2])
+
+    def replica_counts(self) -> np.ndarray:
+        """``[L, E]`` int64 replicas of each expert (slots holding it)."""
+        return expert_gpu_counts(self.slot_expert, self.num_experts).sum(axis=1)
+
+    def gpu_of_slot(self) -> np.ndarray:
+        """``[G, R]`` int64 GPU index of each slot (``g`` for every ``r``)."""
+        g, r = self.slot_expert.shape[1:]
+        return np.repeat(np.arange(g, dtype=np.int64)[:, None], r, axis=1)
+
+    def expert_gpu_counts(self) -> np.ndarray:
+        """``[L, G, E]`` int64 replicas of expert ``e`` on GPU ``g``."""
+        return expert_gpu_counts(self.slot_expert, self.num_experts)
+
+    def used_slots(self) -> np.ndarray:
+        """``[L, G]`` int64 occupied slots per GPU."""
+        return (self.slot_expert >= 0).sum(axis=2)
+
+    def gpu_load(self, load: np.ndarray) -> np.ndarray:
+        """Per-GPU tokens ``[..., L, G]`` for expert loads ``[..., L, E]``, split evenly over
+        each expert's replicas (the planners' prediction model)."""
+        load = np.asarray(load, dtype=float)
+        if load.shape[-2:] != (self.num_layers, self.num_experts):
+            raise ValueError(
+                f"load: shape {load.shape} must end in [L, E] = "
+                f"[{self.num_layers}, {self.num_experts}]"
+            )
+        per_replica = load / np.maximum(self.replica_counts(), 1)
+        return np.einsum("...le,lge->...lg", per_replica, self.expert_gpu_counts())
+
+
+def expert_gpu_counts(slot_expert: np.ndarray, num_experts: int) -> np.ndarray:
+    """``[L, G, E]`` int64 count of slots of GPU ``g`` holding expert ``e`` (empty slots ignored).
+
+    Args:
+        slot_expert: ``[L, G, R]`` expert ids, ``-1`` = empty.
+        num_experts: ``E``.
+    """
+    se = np.asarray(slot_expert)
+    nl, g, _ = se.shape
+    index = (np.arange(nl * g, dtype=np.int64)[:, None] * (num_experts + 1)).reshape(nl, g, 1) + (
+        np.where(se < 0, num_experts, se)
+    )
+    counts = np.bincount(index.ravel(), minlength=nl * g * (num_experts + 1))
+    return counts.reshape(nl, g, num_experts + 1)[..., :num_experts]
+
+
+def expert_weight_bytes(spec: MoEModelSpec) -> float:
+    """Bytes of one routed expert's weights: ``3*d*f * element_bytes`` (SwiGLU)."""
+    return float(expert_params(spec) * bytes_per_param(spec))
+
+
+def migration_bytes_per_gpu(old: Plan, new: Plan, expert_bytes: float) -> np.ndarray:
+    """Expert-weight bytes each GPU must receive to go from ``old`` to ``new``; ``[L, G]``.
+
+    A replica ``(gpu g, expert e)`` present in ``new`` but not in ``old`` costs one expert's
+    weights (``expert_bytes``); several replicas of ``e`` on one GPU share one copy, and
+    replicas that ``new`` removes cost nothing. ``batch_cost(migration_bytes=...)`` wants the
+    busiest GPU per layer: ``.max(axis=-1)``.
+
+    Raises:
+        ValueError: the plans differ in ``L``, ``G`` or ``E``, or ``expert_bytes < 0``.
+    """
+    if old.slot_expert.shape[:2] != new.slot_expert.shape[:2] or old.num_experts != new.num_experts:
+        raise ValueError(
+            f"old/new: plans differ in [L, G] ({old.slot_expert.shape[:2]} vs "
+            f"{new.slot_expert.shape[:2]}) or E ({old.num_experts} vs {new.num_experts})"
+        )
+    if not np.isfinite(expert_bytes) or expert_bytes < 0:
+        raise ValueError(f"expert_bytes: must be finite and >= 0, got {expert_bytes}")
+    added = (new.expert_gpu_counts() > 0) & (old.expert_gpu_counts() == 0)
+    return added.sum(axis=2) * float(expert_bytes)
+
+
+def migration_bytes(old: Plan, new: Plan, expert_bytes: float) -> np.ndarray:
+    """Total expert-weight bytes copied per layer, ``[L]`` (sum over GPUs of
+    ``migration_bytes_per_gpu``)."""
+    return migration_bytes_per_gpu(old, new, expert_bytes).sum(axis=1)
+
+
+def check_load(load: np.ndarray, name: str = "load") -> np.ndarray:
+    """``load`` as float64 ``[L, E]``; ``ValueError`` naming ``name`` unless finite and >= 0."""
+    arr = np.asarray(load, dtype=float)
+    if arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"{name}: expected a non-empty [L, E] array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: must be finite")
+    if np.any(arr < 0):
+        raise ValueError(f"{name}: negative loads are not allowed (min {arr.min()})")
+    return arr
+
+
+def check_slots(num_experts: int, num_gpus: int, slots_per_gpu: int) -> None:
+    """``ValueError`` naming the argument unless ``G >= 1``, ``R >= 1`` and ``E <= G*R``."""
+    for name, value in (("num_gpus", num_gpus), ("slots_per_gpu", slots_per_gpu)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    if num_experts > num_gpus * slots_per_gpu:
+        raise ValueError(
+            f"slots_per_gpu: {num_experts} experts do not fit in num_gpus * slots_per_gpu = "
+            f"{num_gpus} * {slots_per_gpu} = {num_gpus * slots_per_gpu} slots"
+        )

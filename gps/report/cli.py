@@ -1,0 +1,47 @@
+"""The ``gps-report`` console script: aggregate a multirun folder, or re-render one run.
+
+    gps-report SWEEP_DIR [--out DIR] [--strict]
+    gps-report RUN_DIR            (a folder holding results.json: rewrites its report)
+
+Exits 0 with whatever finished; with ``--strict``, 1 when any run is missing or failed.
+Bad input exits 2 with a one-line message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gps.report.run_report import build_run_report
+from gps.report.sweep import aggregate
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gps-report", description=__doc__.split("\n")[0])
+    parser.add_argument("folder", help="Hydra multirun folder, or one run's output folder")
+    parser.add_argument("--out", help="where to write (default: the folder itself)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any run is missing/failed")
+    args = parser.parse_args(argv)
+    folder = Path(args.folder)
+    try:
+        single = folder / "results.json"
+        if single.is_file():
+            path = build_run_report(json.loads(single.read_text()), Path(args.out or folder))
+            print(f"report: {path}")
+            return 0
+        csv_path, md, runs = aggregate(folder, Path(args.out) if args.out else None)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"gps-report: error: {exc}", file=sys.stderr)
+        return 2
+    bad = [r for r in runs if r.status != "ok"]
+    for run in bad:
+        print(f"gps-report: {run.status}: {run.path} {run.error}".rstrip(), file=sys.stderr)
+    print(f"{len(runs) - len(bad)} of {len(runs)} runs aggregated\ncsv: {csv_path}\nreport: {md}")
+    return 1 if (args.strict and bad) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

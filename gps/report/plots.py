@@ -1,0 +1,120 @@
+"""PNG plots of one run's ``results.json`` (matplotlib, Agg backend; imported lazily).
+
+Every function takes plain dicts/lists from the results schema (``docs/results.md``) and an
+output path, writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+BREAKDOWN_ORDER = (
+    "attention", "gate", "predictor", "dispatch", "experts", "combine", "shared", "migration",
+    "non_moe",
+)  # fmt: skip
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_breakdown(strategies: list[dict], path: Path) -> Path:
+    """Stacked horizontal bars: milliseconds per component of each strategy's step."""
+    plt = _pyplot()
+    names = [s["name"] for s in strategies]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(names) + 1.6))
+    left = np.zeros(len(names))
+    colors = plt.get_cmap("tab10")
+    for i, comp in enumerate(BREAKDOWN_ORDER):
+        ms = np.array([s["breakdown_s"].get(comp, 0.0) * 1e3 for s in strategies])
+        if not ms.any():
+            continue
+        ax.barh(names, ms, left=left, label=comp, color=colors(i))
+        left += ms
+    for y, s in enumerate(strategies):
+        bound = s["balanced_time_s"] * 1e3
+        ax.plot([bound, bound], [y - 0.4, y + 0.4], color="black", lw=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds per step (black tick: perfectly balanced bound)")
+    ax.legend(ncol=5, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_gpu_load(loads: dict[str, list[float]], path: Path) -> Path:
+    """Grouped bars: each GPU's expert tokens / mean over GPUs, per named strategy."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    g = len(next(iter(loads.values())))
+    width = 0.8 / len(loads)
+    for i, (name, load) in enumerate(loads.items()):
+        arr = np.asarray(load, dtype=float)
+        rel = arr / arr.mean() if arr.mean() > 0 else arr
+        ax.bar(np.arange(g) + i * width, rel, width, label=f"{name} (max {rel.max():.2f})")
+    ax.axhline(1.0, color="black", lw=0.8, ls="--")
+    ax.set_xticks(np.arange(g) + 0.4 - width / 2, [str(i) for i in range(g)])
+    ax.set_xlabel("GPU")
+    ax.set_ylabel("tokens / mean (busiest layer)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_speedup(guide: dict, path: Path) -> Path:
+    """Token-to-Expert speed-up vs predictor accuracy (one line per overhead level), the best
+    Distribution-Only speed-up as a horizontal line, crossovers marked."""
+    plt = _pyplot()
+    acc = np.asarray(guide["accuracy"])
+    speed = np.asarray(guide["token_speedup"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, ov in enumerate(guide["overhead_s"]):
+        ax.plot(acc, speed[i], marker="o", ms=3, label=f"token predictor {ov * 1e6:.0f} us/layer")
+    ax.axhline(
+        guide["distribution_speedup"], color="black", ls="--",
+        label=f"best Distribution-Only ({guide['distribution_name']})",
+    )  # fmt: skip
+    for i, x in enumerate(guide["crossover_accuracy"]):
+        if x is not None and np.isfinite(x):
+            ax.plot([x], [guide["distribution_speedup"]], "kx", ms=9)
+            ax.annotate(f"{x:.2f}", (x, guide["distribution_speedup"]), fontsize=8,
+                        xytext=(4, 6 + 10 * i), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("Token-to-Expert top-k accuracy (what-if predictor)")
+    ax.set_ylabel("speed-up over no balancing")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_frontier(guide: dict, path: Path) -> Path:
+    """Heat-map over (accuracy, overhead) of Token-to-Expert speed-up minus the best
+    Distribution-Only speed-up; the 0 contour is the frontier."""
+    plt = _pyplot()
+    acc = np.asarray(guide["accuracy"])
+    ov = np.asarray(guide["overhead_s"]) * 1e6
+    diff = np.asarray(guide["token_speedup"]) - guide["distribution_speedup"]
+    lim = max(float(np.abs(diff).max()), 1e-6)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    mesh = ax.pcolormesh(acc, ov, diff, cmap="RdBu", vmin=-lim, vmax=lim, shading="nearest")
+    if diff.min() < 0 < diff.max() and len(acc) > 1 and len(ov) > 1:
+        ax.contour(acc, ov, diff, levels=[0.0], colors="black", linewidths=1.2)
+    fig.colorbar(mesh, ax=ax, label="Token-to-Expert minus Distribution-Only speed-up")
+    ax.set_xlabel("Token-to-Expert top-k accuracy")
+    ax.set_ylabel("predictor overhead (us per MoE layer)")
+    ax.set_title("blue: Token-to-Expert wins; red: Distribution-Only wins", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

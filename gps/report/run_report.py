@@ -1,0 +1,163 @@
+"""One run's ``results.json`` -> ``report.md`` + ``report.html`` + PNG plots in its folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import yaml
+
+from gps.report.document import (
+    Block,
+    Code,
+    Heading,
+    Image,
+    Para,
+    Table,
+    render_html,
+    render_markdown,
+    write_atomic,
+)
+from gps.report.plots import plot_accuracy_speedup, plot_breakdown, plot_frontier, plot_gpu_load
+
+
+def fmt(x: float | None, spec: str = ".3g", scale: float = 1.0, suffix: str = "") -> str:
+    """``x * scale`` formatted, or ``-`` for ``None``/NaN."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x * scale:{spec}}{suffix}"
+
+
+def headline_accuracy(acc: dict | None) -> str:
+    """The one accuracy figure a table row shows: top-k hit rate or distribution TV error."""
+    if not acc:
+        return "-"
+    for key, label in (("topk_hit_rate", "hit"), ("total_variation", "TV"), ("mae", "MAE")):
+        if acc.get(key) is not None:
+            return f"{label} {acc[key]:.3f}"
+    return "-"
+
+
+def strategy_table(strategies: list[dict]) -> Table:
+    """One row per strategy: times, speed-up, accuracy, overhead, quality cost."""
+    rows = []
+    for s in strategies:
+        ov = s.get("overhead") or {}
+        rows.append([
+            s["name"] + (" (what-if)" if s.get("synthetic") else ""),
+            s["family"],
+            fmt(s["e2e_time_s"], ".2f", 1e3),
+            fmt(s["tokens_per_s"], ",.0f"),
+            fmt(s["speedup_vs_baseline"], ".3f", suffix="x"),
+            fmt(s["e2e_time_s"] / s["balanced_time_s"] - 1.0, ".1f", 100.0, "%"),
+            headline_accuracy(s.get("accuracy")),
+            fmt(ov.get("seconds_per_step"), ".1f", 1e6),
+            fmt(s.get("dropped_token_fraction"), ".2f", 100.0, "%") + " / "
+            + fmt(s.get("rerouted_token_fraction"), ".2f", 100.0, "%"),
+        ])  # fmt: skip
+    header = ["strategy", "family", "step ms", "tokens/s", "speed-up", "above balanced",
+              "accuracy", "predictor us/step", "dropped / rerouted"]  # fmt: skip
+    return Table(header, rows)
+
+
+def guideline_blocks(guide: dict) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Where Token-to-Expert beats Distribution-Only"),
+        Para(guide["rule"]),
+    ]
+    rows = [
+        [fmt(ov, ".0f", 1e6), fmt(x, ".3f") if x is not None else "never (in the swept range)"]
+        for ov, x in zip(guide["overhead_s"], guide["crossover_accuracy"], strict=True)
+    ]
+    blocks.append(
+        Table(["token-predictor overhead (us per MoE layer)", "crossover accuracy"], rows)
+    )
+    return blocks
+
+
+def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
+    """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
+
+    Returns:
+        Path of ``report.md``.
+    """
+    out_dir = Path(out_dir)
+    setup, strategies, rec = results["setup"], results["strategies"], results["recommendation"]
+    title = (
+        f"moe-gps: {setup['model']} on {setup['hardware']} ({setup['gpus']} GPUs), "
+        f"{setup['phase']}, {setup['tokens_per_step']:,} tokens/step"
+    )
+    blocks: list[Block] = [Heading(title, 1), Para(f"**Recommendation.** {rec['text']}")]
+    paper = results.get("paper")
+    if paper:
+        blocks += [
+            Heading("Against the paper"),
+            Table(["paper", "paper's figure", "ours"],
+                  [[paper["name"], paper["claim"], paper["ours"]]]),
+            Para(paper["why"]),
+        ]  # fmt: skip
+    forecast = results.get("forecast")
+    if forecast:
+        hs = forecast["horizons"]
+        blocks += [
+            Heading("Forecast error (mean absolute error of load proportions)"),
+            Table(["predictor", *[f"{h} steps" for h in hs]],
+                  [[r["predictor"], *[fmt(v, ".2f", 100.0, "%") for v in r["mae"]]]
+                   for r in forecast["rows"]]),
+        ]  # fmt: skip
+    if strategies:
+        blocks += _strategy_blocks(results, out_dir / "plots" if plots else None)
+    blocks += [
+        Heading("Reproduce"),
+        Code(results["command"]),
+        Heading("Configuration"),
+        Code(yaml.safe_dump(results["config"], sort_keys=False).rstrip()),
+    ]
+    write_atomic(out_dir / "report.html", render_html(blocks, title))
+    return write_atomic(out_dir / "report.md", render_markdown(blocks, out_dir))
+
+
+def _strategy_blocks(results: dict, plots: Path | None) -> list[Block]:
+    """Strategy table, guidelines and (unless ``plots`` is ``None``) the plots."""
+    setup, strategies, rec = results["setup"], results["strategies"], results["recommendation"]
+    blocks: list[Block] = [
+        Heading("Strategies"),
+        Para(
+            f"Priced on {setup['test_batches']} held-out batches of `{setup['trace']}` with "
+            f"{setup['replica_slots_per_gpu']} expert slots per GPU; times are the mean per step. "
+            "Speed-up is over no balancing; 'above balanced' is how far the step sits above the "
+            "same step with perfectly balanced experts."
+        ),
+        strategy_table(strategies),
+    ]
+    guide = results.get("guidelines")
+    if guide:
+        blocks += guideline_blocks(guide)
+    if plots is None:
+        return blocks
+    plots.mkdir(parents=True, exist_ok=True)
+    blocks.append(Heading("Plots"))
+    blocks.append(
+        Image(plot_breakdown(strategies, plots / "breakdown.png"), "Runtime breakdown per strategy")
+    )
+    loads = {
+        s["name"]: s["gpu_load"]
+        for s in strategies
+        if s["name"] in (results["baseline"], rec["strategy"])
+    }
+    if loads:
+        blocks.append(
+            Image(
+                plot_gpu_load(loads, plots / "gpu_load.png"), "Per-GPU load before/after balancing"
+            )
+        )
+    if guide:
+        blocks.append(
+            Image(
+                plot_accuracy_speedup(guide, plots / "accuracy_speedup.png"),
+                "Speed-up vs Token-to-Expert accuracy, crossover marked",
+            )
+        )
+        blocks.append(Image(plot_frontier(guide, plots / "frontier.png"),
+                            "Accuracy x overhead frontier"))  # fmt: skip
+    return blocks

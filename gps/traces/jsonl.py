@@ -1,0 +1,346 @@
+"""Convert routing logs in JSON Lines (one record per token and layer) into a :class:`TokenTrace`.
+
+The default field names read the vLLM logs of ``shared/traces/mixtral_8x7b_vllm``::
+
+    {"dataset": "gsm8k", "problem_id": 0, "layer": 0, "experts": [7, 0],
+     "gating_probs": [0.80, 0.20], "token_idx": 0}
+
+Other vLLM/SGLang logs convert the same way by naming their fields. A token is identified by
+its sequence key (the values of ``sequence_fields``) and its position (``token_field``).
+
+Missing layers: the rule is ``missing_layers="drop"`` (default) — a token that lacks a record
+for some layer is dropped whole, a ``UserWarning`` says how many, and ``meta`` records the
+count and the first few dropped tokens; ``missing_layers="error"`` raises instead. Nothing is
+filled in. Duplicate (token, layer) records, ragged top-k lists, out-of-range or repeated
+expert ids and non-integer ids are errors naming ``file:line``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from gps.traces.trace import TokenTrace
+from gps.traces.validate import TraceError, validate_token_trace
+
+_MAX_DROPPED_EXAMPLES = 20
+
+
+class _Records:
+    """Columns of the parsed records (flat Python lists, turned into arrays once)."""
+
+    def __init__(self) -> None:
+        self.layer: list = []
+        self.experts: list = []  # flat, k per record
+        self.scores: list = []  # flat, k per record
+        self.position: list = []
+        self.sequence: list[int] = []
+        self.token_id: list = []
+        self.domain: list[int] = []
+        self.file: list[int] = []
+        self.line: list[int] = []
+        self.sequence_keys: dict[tuple, int] = {}
+        self.domain_names: dict[str, int] = {}
+        self.k: int | None = None
+
+
+def _as_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    if isinstance(path, str | os.PathLike):
+        return [Path(path)]
+    paths = [Path(p) for p in path]
+    if not paths:
+        raise ValueError("read_routing_jsonl: no input file given")
+    return paths
+
+
+def _parse_file(
+    path: Path,
+    file_index: int,
+    rec: _Records,
+    fields: dict[str, str | None],
+    sequence_fields: tuple[str, ...],
+) -> None:
+    """Append every record of ``path`` to ``rec``; per-record checks that need the line."""
+    with open(path, encoding="utf-8") as lines:
+        for line_no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TraceError(where, "<json>", f"invalid JSON: {exc}") from None
+            if not isinstance(obj, dict):
+                raise TraceError(where, "<json>", f"expected an object, got {type(obj).__name__}")
+
+            def get(name: str, obj: dict = obj, where: str = where) -> object:
+                if name not in obj:
+                    raise TraceError(where, name, f"missing (record keys: {sorted(obj)})")
+                return obj[name]
+
+            experts = get(fields["experts"])
+            if not isinstance(experts, list) or not experts:
+                raise TraceError(where, fields["experts"], f"expected a non-empty list: {experts}")
+            if rec.k is None:
+                rec.k = len(experts)
+            elif len(experts) != rec.k:
+                raise TraceError(
+                    where, fields["experts"], f"{len(experts)} experts, earlier records {rec.k}"
+                )
+            rec.experts.extend(experts)
+            if fields["scores"] is not None:
+                scores = get(fields["scores"])
+                if not isinstance(scores, list) or len(scores) != rec.k:
+                    raise TraceError(
+                        where, fields["scores"], f"expected a list of {rec.k} numbers: {scores}"
+                    )
+                rec.scores.extend(scores)
+            rec.layer.append(get(fields["layer"]))
+            rec.position.append(get(fields["token"]))
+            key = tuple(get(name) for name in sequence_fields)
+            try:
+                rec.sequence.append(rec.sequence_keys.setdefault(key, len(rec.sequence_keys)))
+            except TypeError:
+                raise TraceError(
+                    where, ",".join(sequence_fields), f"sequence key {key} is not hashable"
+                ) from None
+            if fields["token_id"] is not None:
+                rec.token_id.append(get(fields["token_id"]))
+            if fields["domain"] is not None:
+                name = str(get(fields["domain"]))
+                rec.domain.append(rec.domain_names.setdefault(name, len(rec.domain_names)))
+            rec.file.append(file_index)
+            rec.line.append(line_no)
+
+
+def _int_column(
+    values: list | np.ndarray, field: str, where: Callable[[int], str], low: int, high: int
+) -> np.ndarray:
+    """``values`` as int64 after checking each is a JSON integer in ``[low, high)``."""
+    try:
+        arr = np.array(values)
+    except (ValueError, TypeError):
+        arr = np.array(values, dtype=object)
+    if arr.dtype.kind not in "iu":
+        bad = [i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, int)]
+        raise TraceError(where(bad[0]), field, f"not an integer: {values[bad[0]]!r}")
+    arr = arr.astype(np.int64)
+    out = (arr < low) | (arr >= high)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        raise TraceError(where(i), field, f"value {int(arr[i])} outside [{low}, {high})")
+    return arr
+
+
+def read_routing_jsonl(
+    path: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    layer_field: str = "layer",
+    experts_field: str = "experts",
+    scores_field: str | None = "gating_probs",
+    token_field: str = "token_idx",
+    sequence_fields: Sequence[str] = ("dataset", "problem_id"),
+    token_id_field: str | None = None,
+    domain_field: str | None = "dataset",
+    num_experts: int | None = None,
+    model: str = "",
+    source: str = "",
+    license: str = "",
+    missing_layers: Literal["drop", "error"] = "drop",
+) -> TokenTrace:
+    """Read one or more JSON Lines routing logs (one record per token and layer) as one trace.
+
+    Args:
+        path: a file or a list of files; sequence ids are shared across them.
+        layer_field: MoE layer index (0-based int); ``L`` = largest index + 1, and every
+            layer in ``[0, L)`` must appear.
+        experts_field: list of the ``k`` chosen expert ids, gate order (best first).
+        scores_field: list of the ``k`` gate weights, or ``None`` for logs without them.
+        token_field: position of the token in its sequence (int >= 0).
+        sequence_fields: fields whose values together identify a sequence (request); each
+            distinct key becomes a ``sequence_id`` in first-seen order (``meta["sequence_keys"]``).
+        token_id_field: vocabulary id field, or ``None`` (``token_id`` = -1).
+        domain_field: field naming the token's domain/subject, or ``None``.
+        num_experts: ``E``; ``None`` infers largest id + 1 (with a warning: it undercounts
+            if the top experts were never chosen).
+        model, source, license: copied into ``meta``.
+        missing_layers: ``"drop"`` tokens lacking some layer (warned and counted in ``meta``)
+            or ``"error"``.
+
+    Returns:
+        Tokens sorted by (sequence id, position).
+
+    Raises:
+        TraceError: naming ``file:line`` and the field at fault.
+    """
+    paths = _as_paths(path)
+    if missing_layers not in ("drop", "error"):
+        raise ValueError(f"missing_layers must be 'drop' or 'error', got {missing_layers!r}")
+    if num_experts is not None and (
+        isinstance(num_experts, bool) or not isinstance(num_experts, int) or num_experts < 1
+    ):
+        raise ValueError(f"num_experts must be a positive int or None, got {num_experts!r}")
+    sequence_fields = tuple(sequence_fields)
+    fields = {
+        "layer": layer_field,
+        "experts": experts_field,
+        "scores": scores_field,
+        "token": token_field,
+        "token_id": token_id_field,
+        "domain": domain_field,
+    }
+    rec = _Records()
+    for i, p in enumerate(paths):
+        if not p.is_file():
+            raise TraceError(str(p), "<file>", "no such file")
+        _parse_file(p, i, rec, fields, sequence_fields)
+    origin = ", ".join(str(p) for p in paths)
+    if not rec.layer:
+        raise TraceError(origin, "<file>", "no routing records")
+    k = rec.k
+    num_records = len(rec.layer)
+
+    def where(i: int) -> str:
+        """``file:line`` of record ``i``."""
+        return f"{paths[rec.file[i]]}:{rec.line[i]}"
+
+    def where_flat(i: int) -> str:
+        """``file:line`` of flat (record, slot) element ``i``."""
+        return where(i // k)
+
+    i32 = int(np.iinfo(np.int32).max)
+    experts = _int_column(rec.experts, experts_field, where_flat, 0, 1 << 15).reshape(-1, k)
+    inferred = num_experts is None
+    if inferred:
+        num_experts = int(experts.max()) + 1
+        warnings.warn(
+            f"{origin}: num_experts not given; inferred {num_experts} from the largest id",
+            stacklevel=2,
+        )
+    experts = _int_column(experts.ravel(), experts_field, where_flat, 0, num_experts)
+    experts = experts.reshape(num_records, k)
+    ordered = np.sort(experts, axis=1)
+    repeated = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    if repeated.any():
+        i = int(np.flatnonzero(repeated)[0])
+        raise TraceError(where(i), experts_field, f"repeated expert in {experts[i].tolist()}")
+    layer = _int_column(rec.layer, layer_field, where, 0, 1 << 15)
+    position = _int_column(rec.position, token_field, where, 0, i32)
+    num_layers = int(layer.max()) + 1
+    absent = np.flatnonzero(np.bincount(layer, minlength=num_layers) == 0)
+    if absent.size:
+        raise TraceError(origin, layer_field, f"layers {absent.tolist()} never appear")
+
+    sequence = np.asarray(rec.sequence, dtype=np.int64)
+    token_keys, token_of = np.unique(sequence << 32 | position, return_inverse=True)
+    num_tokens = token_keys.size
+    cell = token_of * num_layers + layer
+    order = np.argsort(cell, kind="stable")
+    dup = np.flatnonzero(cell[order][1:] == cell[order][:-1])
+    if dup.size:
+        a, b = order[dup[0]], order[dup[0] + 1]
+        raise TraceError(
+            where(b), layer_field, f"duplicate record for this token and layer (also {where(a)})"
+        )
+    layers_present = np.bincount(token_of, minlength=num_tokens)
+    complete = layers_present == num_layers
+    first_record = np.unique(token_of, return_index=True)[1]
+    keys = [list(key) for key in rec.sequence_keys]
+    token_sequence = (token_keys >> 32).astype(np.int32)
+    token_position = (token_keys & 0xFFFFFFFF).astype(np.int32)
+    dropped = []
+    for t in np.flatnonzero(~complete)[:_MAX_DROPPED_EXAMPLES]:
+        dropped.append(
+            {
+                "sequence_key": keys[token_sequence[t]],
+                "position": int(token_position[t]),
+                "layers_present": int(layers_present[t]),
+            }
+        )
+    if dropped and missing_layers == "error":
+        t = int(np.flatnonzero(~complete)[0])
+        raise TraceError(
+            where(int(first_record[t])),
+            layer_field,
+            f"token at position {token_position[t]} of sequence {keys[token_sequence[t]]} has "
+            f"{layers_present[t]} of {num_layers} layers (missing_layers='error')",
+        )
+    if dropped:
+        warnings.warn(
+            f"{origin}: dropped {int((~complete).sum())} of {num_tokens} tokens that miss "
+            f"some of the {num_layers} layers (missing_layers='drop')",
+            stacklevel=2,
+        )
+
+    full = np.zeros((num_tokens, num_layers, k), dtype=np.int16)
+    full[token_of, layer] = experts
+    scores = None
+    if scores_field is not None:
+        flat = np.array(rec.scores)
+        if flat.dtype.kind not in "iuf":
+            bad = next(i for i, v in enumerate(rec.scores) if not isinstance(v, int | float))
+            raise TraceError(where_flat(bad), scores_field, f"not a number: {rec.scores[bad]!r}")
+        scores = np.zeros((num_tokens, num_layers, k), dtype=np.float16)
+        with np.errstate(over="ignore"):  # overflow -> inf, rejected by validation
+            scores[token_of, layer] = flat.reshape(num_records, k).astype(np.float16)
+        scores = scores[complete]
+    token_id = np.full(num_tokens, -1, dtype=np.int32)
+    if token_id_field is not None:
+        ids = _int_column(rec.token_id, token_id_field, where, 0, i32)
+        _check_per_token(ids, token_of, first_record, where, token_id_field)
+        token_id[token_of] = ids
+    domain = None
+    meta_domains = {}
+    if domain_field is not None:
+        if len(rec.domain_names) > np.iinfo(np.int16).max:
+            raise TraceError(origin, domain_field, f"{len(rec.domain_names)} domains > 32767")
+        labels = np.asarray(rec.domain, dtype=np.int64)
+        _check_per_token(labels, token_of, first_record, where, domain_field)
+        domain = np.zeros(num_tokens, dtype=np.int16)
+        domain[token_of] = labels
+        domain = domain[complete]
+        meta_domains = {"domains": list(rec.domain_names)}
+    meta = {
+        "model": model,
+        "source": source,
+        "license": license,
+        "converted_from": [p.name for p in paths],
+        "sequence_fields": list(sequence_fields),
+        "sequence_keys": keys,
+        "num_experts_inferred": inferred,
+        "dropped_tokens": int((~complete).sum()),
+        "dropped_token_examples": dropped,
+        **meta_domains,
+    }
+    trace = TokenTrace(
+        experts=full[complete],
+        token_id=token_id[complete],
+        sequence_id=token_sequence[complete],
+        position=token_position[complete],
+        num_experts=int(num_experts),
+        scores=scores,
+        domain=domain,
+        meta=meta,
+    )
+    return validate_token_trace(trace, origin)
+
+
+def _check_per_token(
+    values: np.ndarray,
+    token_of: np.ndarray,
+    first_record: np.ndarray,
+    where: Callable[[int], str],
+    field: str,
+) -> None:
+    """Raise if a per-token field (token id, domain) differs between a token's layer records."""
+    differs = values != values[first_record[token_of]]
+    if differs.any():
+        i = int(np.flatnonzero(differs)[0])
+        first = where(int(first_record[token_of[i]]))
+        raise TraceError(where(i), field, f"differs from {first} for the same token")

@@ -1,0 +1,194 @@
+"""``gps-tune``: Optuna search over the knobs a serving team controls, for minimum step time.
+
+    gps-tune [--trials N] [--study NAME] [--storage URL] [--max-changed F] [--seed S] \
+             [-- HYDRA_OVERRIDES ...]
+
+Each trial picks a strategy and its knobs, prices it on the held-out batches of the
+configured run (``conf/config.yaml`` + overrides, composed once) and reports the mean step
+seconds. Trials whose capacity rule drops or reroutes more than ``--max-changed`` of the token
+copies are infeasible (Optuna constraint, TPE sampler). Search space:
+
+* ``replica_slots_per_gpu`` in 0..3 (extra slots for replicas);
+* ``strategy``: ``eplb`` (``replan_interval`` 1..16, ``history_window`` 1..16),
+  ``distribution`` (a predictor from ``predictor.distribution``; ``ewma`` alpha,
+  ``window_mean`` window), ``capacity_drop`` / ``capacity_reroute`` (factor 1.0..2.0).
+
+Storage: ``--storage journal:PATH`` (a journal file: several worker processes of one machine),
+or an RDB URL (``sqlite:///study.db``; ``postgresql://...`` for many machines). Workers started
+with the same ``--study`` and storage cooperate: each asks for trials until the study holds
+``--trials`` finished ones, so a killed worker loses at most its trial in flight and a rerun
+resumes. Optuna is used directly (not hydra-optuna-sweeper, which pins ``optuna<3``); see
+``docs/advisor.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+import optuna
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from gps.advisor import strategies as st
+from gps.advisor.data import prepare
+from gps.advisor.pricing import price_routed
+from gps.app import CONF_DIR
+from gps.model import spec_from_dict
+from gps.profiles import load_cluster
+from gps.workload import Workload
+
+
+def storage_of(url: str) -> optuna.storages.BaseStorage | str:
+    """``journal:PATH`` -> a journal-file storage; anything else is an RDB URL for Optuna."""
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    return url
+
+
+class Objective:
+    """Prices one trial's strategy; the data (trace, batches) is prepared once per slot count."""
+
+    def __init__(self, cfg: DictConfig, max_changed: float) -> None:
+        self.cfg, self.max_changed = cfg, max_changed
+        self.cluster = load_cluster(cfg.hardware)
+        self.spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), "model config")
+        self.workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
+        ev = cfg.evaluation
+        self.data = prepare(instantiate(cfg.trace, _convert_="all"), self.spec, self.workload,
+                            train_batches=ev.train_batches, test_batches=ev.test_batches,
+                            order=ev.order, trace_path=ev.trace_path, seed=cfg.seed)  # fmt: skip
+        self.params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        s, spec, cluster = self.cfg.strategy, self.spec, self.cluster
+        extra = trial.suggest_int("replica_slots_per_gpu", 0, 3)
+        slots = math.ceil(spec.num_experts / cluster.num_gpus) + extra
+        ctx = st.Context(spec, cluster, self.workload, self.data, slots, s.split,
+                         s.migration_overlap)  # fmt: skip
+        kind = trial.suggest_categorical(
+            "strategy", ["eplb", "distribution", "capacity_drop", "capacity_reroute"]
+        )
+        if kind == "eplb":
+            routed = st.periodic(ctx, trial.suggest_int("replan_interval", 1, 16),
+                                 trial.suggest_int("history_window", 1, 16))  # fmt: skip
+        elif kind == "distribution":
+            name = trial.suggest_categorical("predictor", list(self.cfg.predictor.distribution))
+            params = dict(self.params.get(name, {}))
+            if name == "ewma":
+                params["alpha"] = trial.suggest_float("ewma_alpha", 0.05, 0.95)
+            elif name == "window_mean":
+                params["window"] = trial.suggest_int("window", 1, 32)
+            routed = st.distribution(ctx, name, params)
+        else:
+            factor = trial.suggest_float("capacity_factor", 1.0, 2.0)
+            routed = st.capacity(ctx, factor, kind.removeprefix("capacity_"))
+        cost = price_routed(routed, spec, cluster, self.workload,
+                            migration_overlap=s.migration_overlap)  # fmt: skip
+        routed_copies = routed.sim.routed.sum(axis=-1)
+        changed = float(((routed.sim.dropped + routed.sim.rerouted).sum(-1) / routed_copies).mean())
+        trial.set_user_attr("changed_fraction", changed)
+        trial.set_user_attr("name", routed.name)
+        return float(cost.total_s.mean())
+
+
+def tune(
+    overrides: Sequence[str],
+    *,
+    trials: int,
+    study_name: str,
+    storage: str,
+    max_changed: float,
+    seed: int,
+) -> optuna.Study:
+    """Run (or resume) the study until it holds ``trials`` finished trials; return it."""
+    if trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {trials}")
+    if not 0.0 <= max_changed <= 1.0:
+        raise ValueError(f"--max-changed must be in [0, 1], got {max_changed}")
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    objective = Objective(cfg, max_changed)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage_of(storage), load_if_exists=True,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )  # fmt: skip
+    study.set_user_attr("overrides", list(overrides))
+
+    def run_trial(trial: optuna.Trial) -> float:
+        trial.set_user_attr("max_changed", max_changed)
+        value = objective(trial)
+        # feasible when <= 0; the TPE sampler steers towards feasible trials
+        trial.set_constraint("changed_fraction", trial.user_attrs["changed_fraction"] - max_changed)
+        return value
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=done))
+    if remaining > 0:
+        study.optimize(
+            run_trial, n_trials=remaining, show_progress_bar=sys.stderr.isatty(),
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
+        )  # fmt: skip
+    return study
+
+
+def best_feasible(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The fastest finished trial that meets the quality constraint, or ``None``."""
+    ok = [
+        t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.user_attrs.get("changed_fraction", 1.0) <= t.user_attrs.get("max_changed", 0.0)
+    ]  # fmt: skip
+    return min(ok, key=lambda t: t.value) if ok else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``gps-tune``; 0 on success, 2 on bad input."""
+    parser = argparse.ArgumentParser(prog="gps-tune", description=__doc__.split("\n")[0])
+    parser.add_argument("--trials", type=int, default=30, help="finished trials the study needs")
+    parser.add_argument("--study", default="gps-tune", help="study name (shared by workers)")
+    parser.add_argument(
+        "--storage",
+        default="sqlite:///reports/tune.db",
+        help="journal:PATH or an RDB URL (default sqlite:///reports/tune.db)",
+    )
+    parser.add_argument(
+        "--max-changed",
+        type=float,
+        default=0.01,
+        help="max fraction of token copies dropped or rerouted (default 0.01)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="TPE sampler seed")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model=deepseek_v3")
+    args = parser.parse_args(argv)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.storage.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(args.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        study = tune(
+            args.overrides, trials=args.trials, study_name=args.study, storage=args.storage,
+            max_changed=args.max_changed, seed=args.seed,
+        )  # fmt: skip
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"gps-tune: error: {exc}", file=sys.stderr)
+        return 2
+    best = best_feasible(study)
+    n = len(study.get_trials(deepcopy=False))
+    if best is None:
+        print(f"study {args.study}: {n} trials, none feasible (max changed {args.max_changed})")
+        return 0
+    print(f"study {args.study}: {n} trials; best feasible: {best.user_attrs['name']} "
+          f"{best.value * 1e3:.3f} ms/step, params {best.params}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Accuracy metrics, pure functions on arrays (``numpy``), plus the horizon protocol.
+
+Token-to-Expert (``[T, L, k]`` expert ids): :func:`topk_hit_rate`, :func:`exact_set_accuracy`,
+:func:`induced_distribution_error`. Distribution-Only (proportions or counts ``[..., E]``,
+normalised along the last axis inside): :func:`total_variation`, :func:`l1_distance`,
+:func:`max_load_relative_error`, :func:`proportion_mae`, :func:`horizon_errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import clone
+
+from gps.traces.trace import LoadSeries
+from predictors.base import DistributionPredictor, proportions
+
+
+def _check_experts(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.ndim != 3 or true.ndim != 3:
+        raise ValueError(f"pred and true must be [T, L, k], got {pred.shape} and {true.shape}")
+    if pred.shape[:2] != true.shape[:2]:
+        raise ValueError(f"pred {pred.shape} and true {true.shape} differ in [T, L]")
+    if true.size == 0:
+        raise ValueError("true: no tokens")
+    return pred, true
+
+
+def topk_hit_rate(pred: np.ndarray, true: np.ndarray) -> float:
+    """Fraction of true top-k experts that appear in the predicted set of the same
+    (token, layer). ``pred [T, L, k']``, ``true [T, L, k]`` (``k'`` may differ from ``k``)."""
+    pred, true = _check_experts(pred, true)
+    hit = (true[..., :, None] == pred[..., None, :]).any(axis=-1)  # [T, L, k]
+    return float(hit.mean())
+
+
+def exact_set_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Fraction of (token, layer) whose predicted set equals the true set (order ignored)."""
+    pred, true = _check_experts(pred, true)
+    if pred.shape[2] != true.shape[2]:
+        return 0.0
+    return float(np.all(np.sort(pred, axis=-1) == np.sort(true, axis=-1), axis=-1).mean())
+
+
+def expert_histogram(experts: np.ndarray, num_experts: int, batch_size: int) -> np.ndarray:
+    """``[T, L, k]`` ids -> ``[N, L, E]`` int64 counts per batch of ``batch_size`` consecutive
+    tokens (``N = T // batch_size``, partial tail dropped; as ``gps.traces.batch_loads``)."""
+    experts = np.asarray(experts)
+    t, layers, _ = experts.shape
+    n = t // batch_size
+    if n == 0:
+        raise ValueError(f"{t} tokens, fewer than batch_size={batch_size}")
+    ids = np.asarray(experts[: n * batch_size], dtype=np.int64)
+    if ids.min() < 0 or ids.max() >= num_experts:
+        raise ValueError(f"expert ids outside [0, {num_experts})")
+    batch = (np.arange(n * batch_size) // batch_size)[:, None, None]
+    flat = (batch * layers + np.arange(layers)[None, :, None]) * num_experts + ids
+    counts = np.bincount(flat.ravel(), minlength=n * layers * num_experts)
+    return counts.reshape(n, layers, num_experts)
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``0.5 * sum |p - q|`` along the last axis after normalising both; shape ``[...]``."""
+    return 0.5 * np.abs(proportions(p) - proportions(q)).sum(axis=-1)
+
+
+def l1_distance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``sum |p - q|`` of the normalised distributions along the last axis (``2 * TV``)."""
+    return np.abs(proportions(p) - proportions(q)).sum(axis=-1)
+
+
+def max_load_relative_error(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """``|max(pred) - max(true)| / max(true)`` of the normalised rows, shape ``[...]``.
+
+    The maximum expert share sets the straggler (the busiest GPU) of an MoE layer.
+    """
+    pm, tm = proportions(pred).max(axis=-1), proportions(true).max(axis=-1)
+    return np.abs(pm - tm) / tm
+
+
+def proportion_mae(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean absolute error of load proportions over all entries (experts, layers, steps).
+
+    The error-rate metric of *Prediction Is All MoE Needs* (arXiv 2404.16914): the mean of
+    ``|predicted proportion - actual proportion|``.
+    """
+    return float(np.abs(proportions(pred) - proportions(true)).mean())
+
+
+def induced_distribution_error(
+    pred: np.ndarray, true: np.ndarray, num_experts: int, batch_size: int
+) -> dict[str, float]:
+    """How far a token predictor's implied per-batch loads are from the true ones.
+
+    Histograms both ``[T, L, k]`` predictions and truth per batch of ``batch_size`` tokens and
+    returns the means over batches and layers of ``tv``, ``max_load_rel_err`` and
+    ``proportion_mae``.
+    """
+    pred, true = _check_experts(pred, true)
+    hp = expert_histogram(pred, num_experts, batch_size)
+    ht = expert_histogram(true, num_experts, batch_size)
+    return {
+        "tv": float(total_variation(hp, ht).mean()),
+        "max_load_rel_err": float(max_load_relative_error(hp, ht).mean()),
+        "proportion_mae": proportion_mae(hp, ht),
+    }
+
+
+def horizon_errors(
+    series: LoadSeries,
+    predictor: DistributionPredictor,
+    horizons: Sequence[int] = (1, 10, 100, 1000),
+    *,
+    train_fraction: float = 0.5,
+    max_test_steps: int | None = None,
+) -> dict[int, float]:
+    """Proportion MAE of forecasting step ``t + h`` from the load history up to ``t``.
+
+    The series' first ``n = floor(train_fraction * S)`` steps fit a fresh clone of
+    ``predictor`` (with ``horizon=h`` when it has that parameter: a direct ``h``-step model);
+    test steps are ``t in [n, n + max_test_steps)`` (default: to the end), each forecast
+    from ``counts[: t - h + 1]`` (past steps only; test steps already seen count as history,
+    the fitted parameters do not change). The MAE averages over experts, layers and test
+    steps. A horizon with ``h > n`` (or too short a fit history for a direct model) gives
+    ``nan``.
+    """
+    if not isinstance(series, LoadSeries):
+        raise ValueError(f"series: expected a LoadSeries, got {type(series).__name__}")
+    if getattr(predictor, "input_kind", "loads") != "loads":
+        raise ValueError("predictor: horizon_errors needs a load-history predictor")
+    counts = np.asarray(series.counts)
+    s = counts.shape[0]
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    n = int(train_fraction * s)
+    if n < 1 or n >= s:
+        raise ValueError(f"series: {s} steps leave no train or no test steps")
+    end = s if max_test_steps is None else min(s, n + int(max_test_steps))
+    truth = counts[n:end]
+    out: dict[int, float] = {}
+    for h in horizons:
+        h = int(h)
+        if h < 1:
+            raise ValueError(f"horizons must be >= 1, got {h}")
+        model = clone(predictor)
+        if "horizon" in model.get_params():
+            model.set_params(horizon=h)
+            if n < h + 1:
+                out[h] = float("nan")
+                continue
+        if h > n:
+            out[h] = float("nan")
+            continue
+        model.fit(counts[:n])
+        forecast = model.predict_rolling(counts[:end], start=n, horizon=h)
+        out[h] = proportion_mae(forecast, truth)
+    return out

@@ -1,0 +1,183 @@
+"""What-if predictors for sweeps: **synthetic**, they read the truth and degrade it on purpose.
+
+They answer "what if a predictor were this accurate and cost this much?" and are never
+measured accuracy: ``synthetic = True`` marks them in every report. Their overhead is a
+parameter so sweeps can vary it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from gps.traces.trace import TokenTrace
+from predictors.base import (
+    DistributionPredictor,
+    PredictorCost,
+    TokenPredictor,
+    check_loads,
+    check_trace,
+    proportions,
+)
+from predictors.token import expert_counts
+
+_CHUNK = 1 << 21  # (token, layer, expert) random keys per chunk
+
+
+def _check_where(where: str) -> None:
+    if where not in ("gpu_critical", "cpu_offpath"):
+        raise ValueError(f"where must be 'gpu_critical' or 'cpu_offpath', got {where!r}")
+
+
+class WhatIfTokenPredictor(TokenPredictor):
+    """Synthetic Token-to-Expert predictor with top-k hit rate ``accuracy`` (in expectation).
+
+    ``predict(trace)`` reads the trace's *true* experts: each is kept with probability
+    ``accuracy``; otherwise it is replaced by a wrong expert (not in the token's true top-k)
+    drawn with probability proportional to the expert's popularity in the fit trace at that
+    layer (plus a floor of ``1e-6`` so rarely used experts stay possible), without repeats
+    within the token (Gumbel-top-k). If a layer has fewer than ``k`` non-true experts
+    (``E < 2k``) a slot with no wrong expert left keeps its true expert.
+
+    Overhead: ``flops_per_token`` / ``bytes_per_token`` per token per MoE layer, run before
+    each MoE layer (``invocations = L``) at ``where``.
+    """
+
+    synthetic = True
+
+    def __init__(
+        self,
+        accuracy: float = 0.9,
+        seed: int = 0,
+        flops_per_token: float = 0.0,
+        bytes_per_token: float = 0.0,
+        where: str = "gpu_critical",
+    ) -> None:
+        self.accuracy = accuracy
+        self.seed = seed
+        self.flops_per_token = flops_per_token
+        self.bytes_per_token = bytes_per_token
+        self.where = where
+
+    def fit(self, trace: TokenTrace, y: None = None) -> WhatIfTokenPredictor:
+        """Learn per-layer popularity (the wrong experts' weights) and ``L``, ``E``, ``k``."""
+        if not 0.0 <= self.accuracy <= 1.0:
+            raise ValueError(f"accuracy must be in [0, 1], got {self.accuracy!r}")
+        _check_where(self.where)
+        trace = check_trace(trace)
+        self.num_layers_, self.num_experts_, self.top_k_ = (
+            trace.num_layers,
+            trace.num_experts,
+            trace.top_k,
+        )
+        self.popularity_ = proportions(expert_counts(trace.experts, trace.num_experts))
+        return self
+
+    def predict(self, trace: TokenTrace) -> np.ndarray:
+        """``[T, L, k]`` int16: the true experts, each wrong with probability ``1 - accuracy``."""
+        check_is_fitted(self, "popularity_")
+        trace = check_trace(
+            trace, "trace", num_layers=self.num_layers_, num_experts=self.num_experts_
+        )
+        rng = np.random.default_rng(self.seed)
+        true = np.asarray(trace.experts, dtype=np.int64)
+        t, layers, k = true.shape
+        e = self.num_experts_
+        log_w = np.log(self.popularity_ + 1e-6)[None]  # [1, L, E]
+        out = np.empty(true.shape, dtype=np.int16)
+        step = max(1, _CHUNK // (layers * e))
+        for i in range(0, t, step):  # chunks bound the [chunk, L, E] keys
+            tr = true[i : i + step]
+            keep = rng.random(tr.shape) < self.accuracy
+            keys = log_w - np.log(-np.log(rng.random((tr.shape[0], layers, e))))  # Gumbel
+            np.put_along_axis(keys, tr, -np.inf, axis=-1)
+            cand = np.argsort(-keys, axis=-1, kind="stable")[..., :k]  # wrong experts, ranked
+            valid = np.isfinite(np.take_along_axis(keys, cand, axis=-1))
+            rank = np.clip(np.cumsum(~keep, axis=-1) - 1, 0, k - 1)  # j-th dropped slot
+            repl = np.take_along_axis(cand, rank, axis=-1)
+            ok = np.take_along_axis(valid, rank, axis=-1)
+            out[i : i + step] = np.where(keep | ~ok, tr, repl)
+        return out
+
+    def cost(self) -> PredictorCost:
+        check_is_fitted(self, "popularity_")
+        busy = self.flops_per_token > 0 or self.bytes_per_token > 0
+        return PredictorCost(
+            flops=float(self.flops_per_token), bytes=float(self.bytes_per_token), per="token",
+            where=self.where, launches=int(busy), invocations=self.num_layers_,  # type: ignore[arg-type]
+            note="synthetic: overhead set by parameters",
+        )  # fmt: skip
+
+
+class WhatIfDistributionPredictor(DistributionPredictor):
+    """Synthetic Distribution-Only predictor with relative error ``relative_error``.
+
+    Each true next-batch proportion is multiplied by log-normal noise of mean 1 and relative
+    standard deviation ``relative_error`` (``sigma^2 = log(1 + relative_error^2)``), then each
+    (batch, layer) row is renormalised (so the realised relative error is close to, not
+    exactly, the set one). The error does not grow with the horizon (``horizon`` is accepted
+    and ignored). ``predict`` needs the truth: ``predict(true_next=[L, E])``.
+
+    Overhead: ``flops_per_batch`` / ``bytes_per_batch`` once per batch at ``where``.
+    """
+
+    synthetic = True
+
+    def __init__(
+        self,
+        relative_error: float = 0.1,
+        seed: int = 0,
+        flops_per_batch: float = 0.0,
+        bytes_per_batch: float = 0.0,
+        where: str = "cpu_offpath",
+    ) -> None:
+        self.relative_error = relative_error
+        self.seed = seed
+        self.flops_per_batch = flops_per_batch
+        self.bytes_per_batch = bytes_per_batch
+        self.where = where
+
+    def fit(self, history: np.ndarray, y: None = None) -> WhatIfDistributionPredictor:
+        """Record ``L`` and ``E`` of ``history [N, L, E]``."""
+        if not self.relative_error >= 0:
+            raise ValueError(f"relative_error must be >= 0, got {self.relative_error!r}")
+        _check_where(self.where)
+        h = check_loads(history, "history")
+        self.num_layers_, self.num_experts_ = int(h.shape[1]), int(h.shape[2])
+        return self
+
+    def _noisy(self, true: np.ndarray) -> np.ndarray:
+        p = proportions(true)
+        sigma = np.sqrt(np.log1p(float(self.relative_error) ** 2))
+        z = np.random.default_rng(self.seed).standard_normal(p.shape)
+        return proportions(p * np.exp(sigma * z - 0.5 * sigma**2))
+
+    def predict(self, history: np.ndarray | None = None, *, true_next: np.ndarray) -> np.ndarray:
+        """``[L, E]``: ``true_next`` (the batch being predicted) with the set error."""
+        check_is_fitted(self, "num_experts_")
+        true = check_loads(
+            np.asarray(true_next)[None],
+            "true_next",
+            num_layers=self.num_layers_,
+            num_experts=self.num_experts_,
+        )
+        return self._noisy(true)[0]
+
+    def predict_rolling(self, loads: np.ndarray, start: int, horizon: int = 1) -> np.ndarray:
+        """``[N - start, L, E]``: ``loads[start:]`` with the set error (``horizon`` ignored)."""
+        check_is_fitted(self, "num_experts_")
+        arr = check_loads(
+            loads, "loads", num_layers=self.num_layers_, num_experts=self.num_experts_
+        )
+        if not 0 <= start <= arr.shape[0]:
+            raise ValueError(f"start must be in [0, N={arr.shape[0]}], got {start}")
+        return self._noisy(arr[start:])
+
+    def cost(self) -> PredictorCost:
+        check_is_fitted(self, "num_experts_")
+        busy = self.flops_per_batch > 0 or self.bytes_per_batch > 0
+        return PredictorCost(
+            flops=float(self.flops_per_batch), bytes=float(self.bytes_per_batch), per="batch",
+            where=self.where, launches=int(busy), invocations=1,  # type: ignore[arg-type]
+            note="synthetic: overhead set by parameters",
+        )  # fmt: skip

@@ -1,0 +1,118 @@
+"""ILP placement with cross-layer routing dependency (MoETuner) and its heuristic fallback."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from gps.plans import heuristic_placement, ilp_placement, placement_cost, transition_counts
+
+
+def correlated_trace(tokens: int, layers: int, experts: int, k: int, seed: int) -> np.ndarray:
+    """``[T, L, k]`` ids whose expert at layer l+1 depends on the one at layer l."""
+    rng = np.random.default_rng(seed)
+    logits = rng.gumbel(size=(tokens, experts))
+    out = np.empty((tokens, layers, k), dtype=np.int16)
+    for layer in range(layers):
+        perm = rng.permutation(experts)
+        logits = 0.7 * logits[:, perm] + 0.3 * rng.gumbel(size=(tokens, experts))
+        out[:, layer] = np.argsort(-logits, axis=1)[:, :k]
+    return out
+
+
+def loads_of(ids: np.ndarray, experts: int) -> np.ndarray:
+    t, layers, k = ids.shape
+    idx = ids.astype(np.int64) + np.arange(layers)[None, :, None] * experts
+    return np.bincount(idx.ravel(), minlength=layers * experts).reshape(layers, experts) * 1.0
+
+
+def test_transition_counts_hand_case():
+    ids = np.array([[[0], [1], [1]], [[0], [1], [0]], [[1], [0], [0]]])
+    c = transition_counts(ids, 2)
+    assert c.shape == (2, 2, 2)
+    assert c[0].tolist() == [[0, 2], [1, 0]]
+    assert c[1].tolist() == [[1, 0], [1, 1]]
+    top2 = np.array([[[0, 1], [1, 2]]])
+    assert transition_counts(top2, 3).sum() == 4  # k*k pairs per token
+
+
+def brute_force(load, c, g, r, weight):
+    """Minimum objective over every placement (tiny instances only)."""
+    layers, e = load.shape
+    options = [p for p in itertools.product(range(g), repeat=e) if max(np.bincount(p)) <= r]
+    best = np.inf
+    for combo in itertools.product(options, repeat=layers):
+        best = min(best, placement_cost(np.array(combo), load, c, g, weight)[2])
+    return best
+
+
+def test_tiny_instance_is_optimal_and_matches_brute_force():
+    ids = correlated_trace(400, 3, 4, 2, seed=1)
+    load, c = loads_of(ids, 4), transition_counts(ids, 4).astype(float)
+    res = ilp_placement(load, c, 2, 2, traffic_weight=0.5, time_limit_s=20)
+    assert res.method == "milp-optimal"
+    assert res.gap <= 1e-6
+    assert res.objective == pytest.approx(brute_force(load, c, 2, 2, 0.5), rel=1e-9)
+    assert np.all(res.plan.replica_counts() == 1)
+    assert np.all(res.plan.used_slots() <= 2)
+
+
+def test_mixtral_shape_slice_proves_optimality():
+    ids = correlated_trace(2048, 6, 8, 2, seed=2)
+    load, c = loads_of(ids, 8), transition_counts(ids, 8)
+    res = ilp_placement(load, c, 8, time_limit_s=30)
+    assert res.method == "milp-optimal"
+    assert res.gap_bound == "milp-dual"
+    static = np.tile(np.arange(8), (6, 1))
+    assert res.objective <= placement_cost(static, load, c, 8, 1 / 8)[2] + 1e-9
+    assert res.max_load == pytest.approx(load.max(axis=1))  # R = 1: the hottest expert
+
+
+def test_too_large_falls_back_and_says_so():
+    ids = correlated_trace(500, 3, 8, 2, seed=3)
+    load, c = loads_of(ids, 8), transition_counts(ids, 8)
+    res = ilp_placement(load, c, 4, max_variables=10, heuristic_time_s=2)
+    assert res.method == "heuristic-fallback"
+    assert "not built" in res.message
+    assert res.gap_bound == "trivial"
+    assert 0.0 <= res.gap < 1.0
+    assert np.all(res.plan.used_slots() <= 2)
+    assert np.all(res.plan.replica_counts() == 1)
+
+
+def test_reduced_model_is_not_labelled_optimal():
+    ids = correlated_trace(500, 3, 6, 2, seed=4)
+    load, c = loads_of(ids, 6), transition_counts(ids, 6)
+    res = ilp_placement(load, c, 3, max_pairs=2, time_limit_s=10, heuristic_time_s=2)
+    assert res.method in ("milp-timelimit", "heuristic-fallback")
+    assert "reduced model" in res.message
+
+
+def test_heuristic_beats_or_matches_static_placement():
+    ids = correlated_trace(1000, 4, 8, 2, seed=5)
+    load, c = loads_of(ids, 8), transition_counts(ids, 8)
+    assign = heuristic_placement(load, c, 4, time_limit_s=5)
+    static = np.tile(np.arange(8) // 2, (4, 1))
+    assert np.all(np.bincount(assign[0], minlength=4) <= 2)
+    assert (
+        placement_cost(assign, load, c, 4, 0.25)[2]
+        <= placement_cost(static, load, c, 4, 0.25)[2] + 1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    ("load", "c", "g", "match"),
+    [
+        (np.ones((2, 4)), np.ones((2, 4, 4)), 2, "transitions"),
+        (np.ones((2, 4)), -np.ones((1, 4, 4)), 2, "transitions"),
+        (-np.ones((2, 4)), np.ones((1, 4, 4)), 2, "negative"),
+        (np.ones((2, 4)), np.ones((1, 4, 4)), 0, "num_gpus"),
+    ],
+)
+def test_bad_inputs(load, c, g, match):
+    with pytest.raises(ValueError, match=match):
+        ilp_placement(load, c, g)
+    with pytest.raises(ValueError, match="slots_per_gpu"):
+        ilp_placement(np.ones((2, 5)), np.ones((1, 5, 5)), 2, 2)

@@ -1,0 +1,120 @@
+"""Accuracy metrics on hand-computed examples; overhead pricing with the cost model's roofline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_predictors_helpers import constant_loads, gpu, load_series, periodic_loads
+
+from gps.cost.roofline import op_time
+from predictors import (
+    GlobalPriorPredictor,
+    LastBatchPredictor,
+    LinearARPredictor,
+    PredictorCost,
+    TokenIdDistributionPredictor,
+    exact_set_accuracy,
+    expert_histogram,
+    horizon_errors,
+    induced_distribution_error,
+    l1_distance,
+    layer_overhead_s,
+    max_load_relative_error,
+    price,
+    proportion_mae,
+    topk_hit_rate,
+    total_variation,
+)
+
+
+def test_topk_hit_rate_and_exact_set_by_hand():
+    true = np.array([[[0, 1]], [[2, 3]], [[4, 5]]])  # T=3, L=1, k=2
+    pred = np.array([[[1, 0]], [[2, 7]], [[6, 7]]])
+    # hits: token 0 both (2), token 1 one (1), token 2 none -> 3 / 6
+    assert topk_hit_rate(pred, true) == pytest.approx(0.5)
+    # exact sets (order ignored): token 0 only -> 1 / 3
+    assert exact_set_accuracy(pred, true) == pytest.approx(1 / 3)
+    # a wider prediction can recover more but is never an exact set
+    wide = np.array([[[0, 1, 9]], [[2, 3, 9]], [[4, 5, 9]]])
+    assert topk_hit_rate(wide, true) == 1.0
+    assert exact_set_accuracy(wide, true) == 0.0
+
+
+def test_distribution_distances_by_hand():
+    p = np.array([0.5, 0.5, 0.0, 0.0])
+    q = np.array([0.25, 0.25, 0.25, 0.25])
+    assert total_variation(p, q) == pytest.approx(0.5)
+    assert l1_distance(p, q) == pytest.approx(1.0)
+    # counts are normalised first
+    assert total_variation(p * 10, q * 4) == pytest.approx(0.5)
+    # max share 0.5 vs 0.25 -> |0.5 - 0.25| / 0.25 = 1
+    assert max_load_relative_error(p, q) == pytest.approx(1.0)
+    # mean |p - q| over 4 entries: (0.25 + 0.25 + 0.25 + 0.25) / 4
+    assert proportion_mae(p, q) == pytest.approx(0.25)
+    # along the last axis only
+    both = total_variation(np.stack([p, q]), np.stack([q, q]))
+    np.testing.assert_allclose(both, [0.5, 0.0])
+
+
+def test_expert_histogram_and_induced_error():
+    true = np.array([[[0, 1]], [[0, 2]], [[1, 2]], [[3, 0]], [[9, 9]]])[:4]
+    hist = expert_histogram(true, 4, batch_size=2)
+    np.testing.assert_array_equal(hist, [[[2, 1, 1, 0]], [[1, 1, 1, 1]]])
+    pred = np.array([[[0, 1]], [[0, 1]], [[1, 2]], [[3, 0]]])
+    err = induced_distribution_error(pred, true, 4, batch_size=2)
+    # batch 0: pred [2,2,0,0]/4 vs [2,1,1,0]/4 -> TV 0.25; batch 1 identical
+    assert err["tv"] == pytest.approx(0.125)
+    assert err["max_load_rel_err"] == pytest.approx(0.0)  # max shares 0.5 / 0.5 and equal
+    with pytest.raises(ValueError, match="batch_size"):
+        expert_histogram(true, 4, batch_size=5)
+    with pytest.raises(ValueError, match=r"\[T, L\]"):
+        topk_hit_rate(pred[:3], true)
+
+
+def test_horizon_errors_constant_and_periodic():
+    series = load_series(constant_loads(n=80))
+    errs = horizon_errors(series, LastBatchPredictor(), horizons=(1, 10))
+    assert errs[1] == pytest.approx(0.0, abs=1e-12)
+    assert errs[10] == pytest.approx(0.0, abs=1e-12)
+    # a horizon longer than the fit part is undefined
+    assert np.isnan(horizon_errors(series, LastBatchPredictor(), horizons=(100,))[100])
+    # period-4 pattern: last batch is wrong at h=1, right at h=4; the AR model (direct
+    # h-step) learns both
+    periodic = load_series(np.round(periodic_loads(n=200) * 1e6))
+    last = horizon_errors(periodic, LastBatchPredictor(), horizons=(1, 4))
+    ar = horizon_errors(periodic, LinearARPredictor(lags=8), horizons=(1, 4))
+    assert last[4] < 1e-6 < last[1]
+    assert ar[1] < 0.1 * last[1] and ar[4] < 1e-3
+    with pytest.raises(ValueError, match="load-history"):
+        horizon_errors(periodic, TokenIdDistributionPredictor())
+    with pytest.raises(ValueError, match="LoadSeries"):
+        horizon_errors(periodic.counts, GlobalPriorPredictor())
+
+
+def test_price_uses_the_roofline():
+    g = gpu()
+    # per token, 8 invocations (layers): each op = 100 tokens * (2e6 FLOPs, 1e3 B) + fixed
+    cost = PredictorCost(
+        flops=2e6, bytes=1e3, per="token", where="gpu_critical", launches=2, invocations=8,
+        fixed_bytes=1e6,
+    )  # fmt: skip
+    f, b = cost.invocation_work(100)
+    assert (f, b) == (2e8, 1e5 + 1e6)
+    expected = 8 * float(op_time(2e8, 1.1e6, g, "bf16", 2))
+    # by hand: max(2e8 / 1e15, 1.1e6 / 1e12) = 1.1e-6 s, + 2 launches * 1e-6 s, x 8
+    assert expected == pytest.approx(8 * 3.1e-6)
+    assert price(cost, g, 100) == pytest.approx(expected)
+    assert cost.batch_work(100) == (1.6e9, 8 * 1.1e6)
+    per_layer = layer_overhead_s(cost, g, 100, 8)
+    np.testing.assert_allclose(per_layer, np.full(8, 3.1e-6))
+    # once per batch on the CPU: on layer 0, no kernel launches, hidden by the cost model
+    once = PredictorCost(flops=0.0, bytes=1e6, per="batch", where="cpu_offpath")
+    assert not once.on_critical_path
+    assert price(once, g, 4096) == pytest.approx(1e-6)
+    np.testing.assert_allclose(layer_overhead_s(once, g, 4096, 3), [1e-6, 0, 0])
+    with pytest.raises(ValueError, match="invocations"):
+        layer_overhead_s(cost, g, 100, 4)
+    with pytest.raises(ValueError, match="per"):
+        PredictorCost(flops=1.0, bytes=1.0, per="layer", where="gpu_critical")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="flops"):
+        PredictorCost(flops=-1.0, bytes=1.0, per="token", where="gpu_critical")

@@ -1,0 +1,39 @@
+"""`gps-tune`: an Optuna study of a few trials, resumed from its storage; constraint; bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from gps.tune import best_feasible, main, storage_of, tune
+
+TINY = ["workload.batch_size=1", "workload.seq_len=256", "evaluation.train_batches=3",
+        "evaluation.test_batches=2", "predictor=fast"]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_study_runs_and_resumes(tmp_path: Path, kind: str) -> None:
+    url = f"sqlite:///{tmp_path}/s.db" if kind == "sqlite" else f"journal:{tmp_path}/s.log"
+    first = tune(TINY, trials=3, study_name="t", storage=url, max_changed=0.01, seed=0)
+    assert len(first.trials) == 3
+    again = tune(TINY, trials=5, study_name="t", storage=url, max_changed=0.01, seed=0)
+    assert len(again.trials) == 5  # resumed: 2 more, not 5 more
+    loaded = optuna.load_study(study_name="t", storage=storage_of(url))
+    assert len(loaded.trials) == 5
+    for t in loaded.trials:
+        assert t.value > 0 and 0 <= t.user_attrs["changed_fraction"] <= 1
+
+
+def test_best_feasible_respects_the_quality_bound(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    study = tune(TINY, trials=6, study_name="q", storage=url, max_changed=0.0, seed=1)
+    best = best_feasible(study)
+    assert best is None or best.user_attrs["changed_fraction"] == 0.0
+
+
+def test_cli_bad_input(tmp_path: Path, capsys) -> None:
+    assert main(["--trials", "0", "--storage", f"sqlite:///{tmp_path}/x.db", *TINY]) == 2
+    assert "--trials" in capsys.readouterr().err
+    assert main(["--max-changed", "2", "--storage", f"sqlite:///{tmp_path}/x.db", *TINY]) == 2
