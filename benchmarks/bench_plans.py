@@ -96,15 +96,15 @@ def bench_planner_time(runs: int) -> None:
     print("| --- | --- | --- | --- |")
     for a in (0.3, 1.0):
         load = zipf_loads(61, 256, a, 16384 * 8, seed=1)
-        t_greedy = median_time(
-            lambda load=load: pack_balanced(load, replicate_greedy(load, 320, max_replicas=64), 64, 5),
-            runs,
-        )  # fmt: skip
+
+        def greedy(load=load):
+            return pack_balanced(load, replicate_greedy(load, 320, max_replicas=64), 64, 5)
+
+        t_greedy = median_time(greedy, runs)
         t_full = median_time(lambda load=load: plan_duplication(load, 64, 5), runs)
         t_node = median_time(lambda load=load: plan_duplication_node_aware(load, 64, 5, 8), runs)
-        print(
-            f"| Zipf a={a} | {t_greedy * 1e3:.1f} ms | {t_full * 1e3:.1f} ms | {t_node * 1e3:.1f} ms |"
-        )
+        times = " | ".join(f"{x * 1e3:.1f} ms" for x in (t_greedy, t_full, t_node))
+        print(f"| Zipf a={a} | {times} |")
 
 
 def balance_rows(name: str, load: np.ndarray, g: int, r: int, gpn: int | None) -> str:
@@ -193,7 +193,7 @@ def bench_ilp(quick: bool) -> None:
             None,
             10.0,
             10.0,
-        )  # noqa: E501
+        )
 
 
 def ilp_row(name, load, c, g, max_pairs, limit, heuristic_s) -> None:
@@ -218,45 +218,46 @@ def bench_straggler() -> None:
     cluster = load_cluster_config("h100_nvlink")
     wl = Workload(phase="prefill", batch_size=8, seq_len=2048)
     t = wl.tokens_per_step
-    trace = preset_trace("mixtral_mmlu_like", 2 * t)
+    trace = preset_trace("mixtral_mmlu_like", 3 * t)
     if trace is None:
         rng = np.random.default_rng(0)
         p = rng.dirichlet(np.full(8, 5.0), size=32)
         ids = np.stack(
-            [[rng.choice(8, 2, replace=False, p=p[i]) for i in range(32)] for _ in range(2 * t)]
+            [[rng.choice(8, 2, replace=False, p=p[i]) for i in range(32)] for _ in range(3 * t)]
         )
         from gps.traces.trace import TokenTrace
 
-        z = np.zeros(2 * t, dtype=np.int32)
+        z = np.zeros(3 * t, dtype=np.int32)
         trace = TokenTrace(ids.astype(np.int16), z - 1, z, z, 8)
-    prev, cur = take_tokens(trace, slice(0, t)), take_tokens(trace, slice(t, 2 * t))
-    pred = batch_loads(prev, t)[0] * 1.0
-    actual = batch_loads(cur, t)[0] * 1.0
+    batches = [take_tokens(trace, slice(i * t, (i + 1) * t)) for i in range(3)]
+    loads = [batch_loads(b, t)[0] * 1.0 for b in batches]
+    cur = batches[2]
     layers, g = 32, cluster.num_gpus
     static = static_placement(layers, 8, g)
     ebytes = expert_weight_bytes(spec)
-    rows = [("static (1 expert/GPU)", static, cur, static)]
+    rows = [("static (1 expert/GPU)", static, cur, None)]
     for r in (2, 3):
-        rows.append((f"duplication R={r}, oracle", plan_duplication(actual, g, r), cur, None))
-        rows.append((f"duplication R={r}, previous batch", plan_duplication(pred, g, r), cur, None))
-    ilp = ilp_placement(pred, transition_counts(prev.experts, 8), g, time_limit_s=60.0)
-    rows.append((f"ILP ({ilp.method}), previous batch", ilp.plan, cur, None))
+        rows.append((f"duplication R={r}, oracle", plan_duplication(loads[2], g, r), cur, None))
+        before = plan_duplication(loads[0], g, r)  # planned for batch 1
+        plan = plan_duplication(loads[1], g, r, previous=before)  # planned for batch 2
+        rows.append((f"duplication R={r}, previous batch", plan, cur, before))
+    ilp = ilp_placement(loads[1], transition_counts(batches[1].experts, 8), g, time_limit_s=60.0)
+    rows.append((f"ILP ({ilp.method}), previous batch, deployed once", ilp.plan, cur, None))
     for gamma in (1.0, 1.25):
-        rows.append((f"capacity drop gamma={gamma}", static, capacity_drop(cur, gamma), static))
-        rows.append(
-            (f"capacity reroute gamma={gamma}", static, capacity_reroute(cur, gamma), static)
-        )
+        rows.append((f"capacity drop gamma={gamma}", static, capacity_drop(cur, gamma), None))
+        rows.append((f"capacity reroute gamma={gamma}", static, capacity_reroute(cur, gamma), None))
     print("experts = slowest-GPU expert FFN time summed over the 32 MoE layers; a2a = dispatch +")
-    print("combine; migration = exposed copy time of new replicas vs static (hidden behind")
-    print("attention when it fits). Cut = 1 - experts / static experts.")
+    print("combine; migration = exposed time to copy the replicas that are new relative to the")
+    print("previous batch's plan (hidden behind attention up to its length). Cut = 1 - experts /")
+    print("static experts.")
     print("| plan | experts ms | cut | a2a ms | migration ms | total ms | imbalance | dropped |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     base = None
     for name, plan, routing, prev_plan in rows:
         sim = simulate(plan, routing, spec=spec)
-        mig = (
-            0.0 if prev_plan is plan else migration_bytes_per_gpu(static, plan, ebytes).max(axis=1)
-        )
+        mig = 0.0
+        if prev_plan is not None:
+            mig = migration_bytes_per_gpu(prev_plan, plan, ebytes).max(axis=1)
         cost = batch_cost(spec, cluster, wl, **sim.cost_kwargs(), migration_bytes=mig)
         experts = float(cost.components["experts"].sum())
         base = experts if base is None else base
@@ -277,8 +278,8 @@ def main() -> None:
     args = parser.parse_args()
     print("# bench_plans")
     print(
-        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; Python {platform.python_version()},"
-        f" numpy {np.__version__}, scipy {scipy.__version__}"
+        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; "
+        f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}"
     )
     print("loads:", "synthetic presets" if generate_from_preset else "Zipf (presets missing)")
     t0 = time.perf_counter()

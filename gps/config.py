@@ -44,7 +44,7 @@ class EvaluationConfig:
 
 @dataclass
 class PredictorConfig:
-    """Which predictors the advisor trains and compares (names from ``predictors.REGISTRY``).
+    """Which predictors the advisor trains and compares (names from ``predictors.PREDICTORS``).
 
     Attributes:
         distribution: Distribution-Only predictors.

@@ -72,7 +72,6 @@ TOKEN_PREDICTORS: dict[str, type[TokenPredictor]] = {
     "whatif_token": WhatIfTokenPredictor,
 }
 PREDICTORS: dict[str, type[BaseEstimator]] = {**DISTRIBUTION_PREDICTORS, **TOKEN_PREDICTORS}
-REGISTRY = PREDICTORS  # alias
 
 
 def make_predictor(name: str, **params: object) -> BaseEstimator:
@@ -97,7 +96,6 @@ def make_predictor(name: str, **params: object) -> BaseEstimator:
 __all__ = [
     "DISTRIBUTION_PREDICTORS",
     "PREDICTORS",
-    "REGISTRY",
     "TOKEN_PREDICTORS",
     "DistributionPredictor",
     "EWMAPredictor",

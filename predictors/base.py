@@ -239,7 +239,20 @@ def check_trace(
 def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
     """``[..., E]`` scores -> ``[..., k]`` int16 ids of the ``k`` largest, best first.
 
-    Ties go to the lower expert id (stable sort), so results are deterministic.
+    Ties go to the lower expert id, so results are deterministic. For ``E > 32`` a
+    partition (threshold = the ``k``-th largest value) replaces the full sort.
     """
-    k = min(int(k), scores.shape[-1])
-    return np.argsort(-scores, axis=-1, kind="stable")[..., :k].astype(np.int16)
+    e = scores.shape[-1]
+    k = min(int(k), e)
+    if e <= 32 or k == e:
+        return np.argsort(-scores, axis=-1, kind="stable")[..., :k].astype(np.int16)
+    flat = scores.reshape(-1, e)
+    thr = -np.partition(-flat, k - 1, axis=-1)[:, k - 1 : k]  # k-th largest per row
+    above = flat > thr
+    tie = flat == thr
+    need = k - above.sum(axis=-1, keepdims=True)
+    chosen = above | (tie & (np.cumsum(tie, axis=-1) <= need))  # lowest-id ties first
+    ids = np.nonzero(chosen)[1].reshape(-1, k)  # exactly k per row, in id order
+    order = np.argsort(-np.take_along_axis(flat, ids, axis=-1), axis=-1, kind="stable")
+    out = np.take_along_axis(ids, order, axis=-1)
+    return out.reshape(*scores.shape[:-1], k).astype(np.int16)

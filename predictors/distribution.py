@@ -410,7 +410,7 @@ class TokenIdDistributionPredictor(DistributionPredictor):
         raise ValueError(f"key must be 'token_id' or 'domain', got {self.key!r}")
 
     def fit(self, trace: TokenTrace, y: None = None) -> TokenIdDistributionPredictor:
-        """Count expert choices per key and layer on ``trace``."""
+        """Count expert choices per key and layer on ``trace`` (sparse: ``O(T * L * k)``)."""
         trace = check_trace(trace)
         if not self.smoothing >= 0:
             raise ValueError(f"smoothing must be >= 0, got {self.smoothing!r}")
@@ -421,8 +421,7 @@ class TokenIdDistributionPredictor(DistributionPredictor):
         vocab, inv = np.unique(keys[known], return_inverse=True)
         experts = np.asarray(trace.experts[known], dtype=np.int64)
         flat = ((inv[:, None, None] * layers + np.arange(layers)[None, :, None]) * e) + experts
-        counts = np.bincount(flat.ravel(), minlength=vocab.size * layers * e)
-        counts = counts.reshape(vocab.size, layers, e).astype(float)
+        key, count = np.unique(flat.ravel(), return_counts=True)
         everything = np.bincount(
             (np.arange(layers)[None, :, None] * e + np.asarray(trace.experts, np.int64)).ravel(),
             minlength=layers * e,
@@ -430,19 +429,30 @@ class TokenIdDistributionPredictor(DistributionPredictor):
         self.prior_ = proportions(everything)
         occurrences = np.bincount(inv, minlength=vocab.size).astype(float)
         s = float(self.smoothing)
-        table = (counts + s * k * self.prior_) / (occurrences + s)[:, None, None]
-        # Row ``vocab.size`` is the unseen-key fallback ``k * g``.
-        self.table_ = np.concatenate([table, k * self.prior_[None]]).astype(np.float32)
+        row, col = key // (layers * e), key % (layers * e)
+        # q[v] = c[v] / (n_v + s) + w_v * k * g with w_v = s / (n_v + s); row U = unseen keys
+        # (c = 0, w = 1). Stored as a sparse [U + 1, L*E] matrix plus the weights w.
+        self.table_ = sp.csr_matrix(
+            (count / (occurrences[row] + s), (row, col)), shape=(vocab.size + 1, layers * e)
+        )
+        self.weight_ = np.append(s / (occurrences + s), 1.0)
         self.vocab_ = vocab
         self.num_layers_, self.num_experts_, self.top_k_ = layers, e, k
         return self
 
     def _rows(self, keys: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self.vocab_, keys)
-        pos_c = np.minimum(pos, max(self.vocab_.size - 1, 0))
-        hit = (self.vocab_.size > 0) & (keys >= 0)
-        hit = hit & (self.vocab_[pos_c] == keys) if self.vocab_.size else hit
-        return np.where(hit, pos_c, self.vocab_.size)
+        """Table row of every key; ``U`` (the fallback row) for unseen and ``-1`` keys."""
+        if self.vocab_.size == 0:
+            return np.zeros(keys.size, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.vocab_, keys), self.vocab_.size - 1)
+        hit = (keys >= 0) & (self.vocab_[pos] == keys)
+        return np.where(hit, pos, self.vocab_.size)
+
+    def _loads(self, hist: sp.csr_matrix) -> np.ndarray:
+        """``[N, U + 1]`` token counts per table row -> ``[N, L, E]`` expected loads."""
+        loads = np.asarray((hist @ self.table_).todense())
+        loads += (hist @ self.weight_)[:, None] * (self.top_k_ * self.prior_.ravel())[None]
+        return loads.reshape(-1, self.num_layers_, self.num_experts_)
 
     def _as_keys(self, x: TokenTrace | np.ndarray, name: str) -> np.ndarray:
         check_is_fitted(self, "table_")
@@ -459,9 +469,11 @@ class TokenIdDistributionPredictor(DistributionPredictor):
     def predict(self, batch: TokenTrace | np.ndarray) -> np.ndarray:
         """Proportions ``[L, E]`` for one batch: a ``TokenTrace`` or its ``[T]`` keys."""
         rows = self._rows(self._as_keys(batch, "batch"))
-        hist = np.bincount(rows, minlength=self.table_.shape[0]).astype(np.float32)
-        loads = np.tensordot(hist, self.table_, axes=(0, 0))
-        return proportions(loads)
+        hist = sp.csr_matrix(
+            (np.ones(rows.size), (np.zeros(rows.size, dtype=np.int64), rows)),
+            shape=(1, self.table_.shape[0]),
+        )
+        return proportions(self._loads(hist)[0])
 
     def predict_batches(self, trace: TokenTrace | np.ndarray, batch_size: int) -> np.ndarray:
         """``[N, L, E]`` proportions for consecutive batches of ``batch_size`` tokens
@@ -473,12 +485,8 @@ class TokenIdDistributionPredictor(DistributionPredictor):
             raise ValueError(f"trace: {keys.size} tokens, fewer than batch_size={batch_size}")
         rows = self._rows(keys[: n * batch_size])
         batch = np.arange(n * batch_size) // batch_size
-        hist = sp.csr_matrix(
-            (np.ones(rows.size, dtype=np.float32), (batch, rows)),
-            shape=(n, self.table_.shape[0]),
-        )
-        loads = hist @ self.table_.reshape(self.table_.shape[0], -1)
-        return proportions(np.asarray(loads).reshape(n, self.num_layers_, self.num_experts_))
+        hist = sp.csr_matrix((np.ones(rows.size), (batch, rows)), shape=(n, self.table_.shape[0]))
+        return proportions(self._loads(hist))
 
     def cost(self) -> PredictorCost:
         check_is_fitted(self, "table_")

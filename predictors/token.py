@@ -97,8 +97,10 @@ class PopularityTokenPredictor(_FittedShape):
 class TokenIdTablePredictor(_FittedShape):
     """Per (token id, layer): the ``k`` experts the id was routed to most often in fit.
 
-    Ties go to the more popular expert. **Fallback**: ids unseen in fit (and ``-1``) get the
-    layer's popular top-k. Memory of the fit step: ``[ids seen, L, E]`` int64 counts.
+    Ties go to the more popular expert, then the lower id; an id seen with fewer than ``k``
+    experts at a layer is filled with the layer's most popular others. **Fallback**: ids
+    unseen in fit (and ``-1``) get the layer's popular top-k. Counting is sparse (memory
+    ``O(T * L * k)``; the table is ``[ids seen, L, k]`` int16).
     Overhead: a gather from a ``[V, L, k]`` int16 table (bytes only).
     """
 
@@ -107,13 +109,32 @@ class TokenIdTablePredictor(_FittedShape):
         ids = np.asarray(trace.token_id, dtype=np.int64)
         known = ids >= 0
         vocab, inv = np.unique(ids[known], return_inverse=True)
-        layers, e = self.num_layers_, self.num_experts_
+        layers, e, k = self.num_layers_, self.num_experts_, self.top_k_
         experts = np.asarray(trace.experts[known], dtype=np.int64)
+        # Sparse counts of (id row, layer, expert): memory O(T * L * k), not O(ids * L * E).
         flat = (inv[:, None, None] * layers + np.arange(layers)[None, :, None]) * e + experts
-        counts = np.bincount(flat.ravel(), minlength=vocab.size * layers * e)
-        scores = counts.reshape(vocab.size, layers, e) + 0.5 * self.popularity_[None]
+        key, count = np.unique(flat.ravel(), return_counts=True)
+        # Candidates: every observed expert (score count + 0.5 * popularity >= 1) and the
+        # layer's popular top-k (score 0.5 * popularity < 1) to fill groups with < k experts.
+        groups = np.arange(vocab.size * layers)
+        fill = (groups[:, None] * e + self.popular_topk_[groups % layers]).ravel()
+        key = np.concatenate([key, fill])
+        score = np.concatenate([count, np.zeros(fill.size)])
+        score = score + 0.5 * self.popularity_.ravel()[key % (layers * e)]
+        first = np.lexsort((-score, key))  # per key, highest score first
+        keep = np.ones(key.size, dtype=bool)
+        keep[1:] = key[first][1:] != key[first][:-1]
+        key, score = key[first][keep], score[first][keep]
+        group, expert = key // e, key % e
+        order = np.lexsort((expert, -score, group))  # best first, ties -> lower id
+        group, expert = group[order], expert[order]
+        start = np.searchsorted(group, groups)
+        rank = np.arange(group.size) - start[group]
+        take = rank < k
+        table = np.empty((vocab.size * layers, k), dtype=np.int16)
+        table[group[take], rank[take]] = expert[take]
         self.vocab_ = vocab
-        self.table_ = topk_from_scores(scores, self.top_k_)  # [U, L, k]
+        self.table_ = table.reshape(vocab.size, layers, k)  # [U, L, k]
         return self
 
     def lookup(self, token_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +212,7 @@ class PreviousLayerPredictor(_FittedShape):
         occurrences = counts.sum(axis=3, keepdims=True) / k  # tokens with j in slot s
         s = float(self.smoothing)
         prior = k * self.popularity_[:, None, None, :]
-        self.conditional_ = (counts + s * prior) / (occurrences + s)
+        self.conditional_ = ((counts + s * prior) / (occurrences + s)).astype(np.float32)
         self.table_model_ = (
             TokenIdTablePredictor().fit(trace) if self.first_layer == "table" else None
         )

@@ -18,6 +18,7 @@ from predictors.base import (
     check_loads,
     check_trace,
     proportions,
+    topk_from_scores,
 )
 from predictors.token import expert_counts
 
@@ -91,7 +92,7 @@ class WhatIfTokenPredictor(TokenPredictor):
             keep = rng.random(tr.shape) < self.accuracy
             keys = log_w - np.log(-np.log(rng.random((tr.shape[0], layers, e))))  # Gumbel
             np.put_along_axis(keys, tr, -np.inf, axis=-1)
-            cand = np.argsort(-keys, axis=-1, kind="stable")[..., :k]  # wrong experts, ranked
+            cand = topk_from_scores(keys, k).astype(np.int64)  # wrong experts, ranked
             valid = np.isfinite(np.take_along_axis(keys, cand, axis=-1))
             rank = np.clip(np.cumsum(~keep, axis=-1) - 1, 0, k - 1)  # j-th dropped slot
             repl = np.take_along_axis(cand, rank, axis=-1)

@@ -23,7 +23,7 @@ def correlated_trace(tokens: int, layers: int, experts: int, k: int, seed: int) 
 
 
 def loads_of(ids: np.ndarray, experts: int) -> np.ndarray:
-    t, layers, k = ids.shape
+    layers = ids.shape[1]
     idx = ids.astype(np.int64) + np.arange(layers)[None, :, None] * experts
     return np.bincount(idx.ravel(), minlength=layers * experts).reshape(layers, experts) * 1.0
 

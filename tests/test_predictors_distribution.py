@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
-from test_predictors_helpers import constant_loads, id_mapped_trace, periodic_loads
+from test_predictors_helpers import constant_loads, id_mapped_trace, make_trace, periodic_loads
 
 from gps.traces import batch_loads
 from predictors import (
@@ -186,3 +186,12 @@ def test_seeded_models_are_deterministic():
     a = LightGBMLoadPredictor(n_estimators=10, max_train_samples=200, seed=5).fit(loads[:60])
     b = LightGBMLoadPredictor(n_estimators=10, max_train_samples=200, seed=5).fit(loads[:60])
     np.testing.assert_array_equal(a.predict_rolling(loads, 60), b.predict_rolling(loads, 60))
+
+
+def test_token_id_predictor_smoothing_by_hand():
+    experts = np.array([[[0, 1]], [[2, 3]]])  # two tokens, one layer, E = 4, k = 2
+    trace = make_trace(experts, np.array([5, 6]), 4)
+    model = TokenIdDistributionPredictor(smoothing=1.0).fit(trace)
+    # g = 1/4 each; q[5] = ([1, 1, 0, 0] + 1 * 2 * g) / (1 + 1) = [.75, .75, .25, .25]
+    np.testing.assert_allclose(model.predict(np.array([5])), [[0.375, 0.375, 0.125, 0.125]])
+    np.testing.assert_allclose(model.predict(np.array([5, 6, 7])), np.full((1, 4), 0.25))

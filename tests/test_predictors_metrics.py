@@ -25,6 +25,7 @@ from predictors import (
     topk_hit_rate,
     total_variation,
 )
+from predictors.base import topk_from_scores
 
 
 def test_topk_hit_rate_and_exact_set_by_hand():
@@ -118,3 +119,18 @@ def test_price_uses_the_roofline():
         PredictorCost(flops=1.0, bytes=1.0, per="layer", where="gpu_critical")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="flops"):
         PredictorCost(flops=-1.0, bytes=1.0, per="token", where="gpu_critical")
+
+
+@pytest.mark.parametrize("experts", [8, 64])
+def test_topk_from_scores_breaks_ties_to_lower_ids(experts):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(500, experts)).astype(float)  # many ties
+    scores[0] = 1.0  # all tied
+    got = topk_from_scores(scores, 5)
+    expected = np.argsort(-scores, axis=-1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got[0], np.arange(5))
+    neg = np.where(rng.random((50, experts)) < 0.5, -np.inf, rng.random((50, experts)))
+    np.testing.assert_array_equal(
+        topk_from_scores(neg, 3), np.argsort(-neg, axis=-1, kind="stable")[:, :3]
+    )

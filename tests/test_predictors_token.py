@@ -137,3 +137,18 @@ def test_bad_inputs():
         prev.predict(make_trace(trace.experts[..., :1], trace.token_id, 8))
     with pytest.raises(ValueError, match="max_train_samples"):
         LightGBMTokenPredictor(max_train_samples=0).fit(trace)
+
+
+def test_sparse_table_equals_dense_reference():
+    trace = random_trace(num_tokens=3000, layers=3, experts=8, k=2, seed=4)
+    ids = np.random.default_rng(5).integers(0, 2000, trace.num_tokens)
+    trace = make_trace(trace.experts, ids, 8)  # many ids seen once or twice
+    model = TokenIdTablePredictor().fit(trace)
+    ids = np.asarray(trace.token_id, dtype=np.int64)
+    vocab, inv = np.unique(ids, return_inverse=True)
+    counts = np.zeros((vocab.size, 3, 8))
+    for j in range(2):  # dense reference: counts + 0.5 * popularity, stable top-k
+        np.add.at(counts, (inv[:, None], np.arange(3)[None, :], trace.experts[:, :, j]), 1)
+    scores = counts + 0.5 * model.popularity_[None]
+    expected = np.argsort(-scores, axis=-1, kind="stable")[..., :2]
+    np.testing.assert_array_equal(model.table_, expected)

@@ -156,7 +156,9 @@ def max_gpu_load(slot_expert: np.ndarray, load: np.ndarray) -> np.ndarray:
     """Predicted maximum GPU load ``[M]`` of ``slot_expert [M, G, R]`` under ``load [M, E]``
     (tokens split evenly over replicas)."""
     load = np.asarray(load, dtype=float)
-    counts = expert_gpu_counts(slot_expert, load.shape[1]).sum(axis=1)
+    m, e = load.shape
+    idx = np.where(slot_expert >= 0, slot_expert, e) + (np.arange(m) * (e + 1))[:, None, None]
+    counts = np.bincount(idx.ravel(), minlength=m * (e + 1)).reshape(m, e + 1)[:, :e]
     return _slot_weights(slot_expert, load, counts).sum(axis=2).max(axis=1)
 
 

@@ -61,7 +61,7 @@ class ILPResult:
         traffic_tokens: transition tokens whose two experts sit on different GPUs.
         traffic_weight: ``lambda`` used.
         solve_time_s: wall seconds (MILP + heuristic).
-        milp_gap: HiGHS's own relative gap (``mip_gap``) on the model it solved (NaN if no
+        milp_gap: HiGHS's ``mip_gap`` on its internal (scaled, constant-free) objective (NaN if no
             MILP ran or no incumbent; with ``max_pairs`` the model is reduced, so it says
             nothing about the full objective).
         message: why this method; solver status.
@@ -423,11 +423,10 @@ def ilp_placement(
     if n_vars > max_variables:
         msg = f"MILP not built: {n_vars:,} variables > max_variables={max_variables:,}"
     else:
-        assign, bound, status, msg = _solve_milp(
+        assign, bound, status, msg, milp_gap = _solve_milp(
             load, c, g, r, weight, pairs, time_limit_s, mip_gap
         )
         msg = f"HiGHS status {status}: {msg}"
-        milp_gap = highs_gap
     reduced = pairs[0].size < int((c > 0).sum()) and weight > 0
     if reduced:
         msg += f"; reduced model: {pairs[0].size} of {int((c > 0).sum())} transition pairs"
