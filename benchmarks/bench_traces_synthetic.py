@@ -4,7 +4,7 @@ Generates ``mixtral_mmlu_like`` and ``deepseek_like`` at ~1M tokens (token-layer
 assignments per second = ``T * L / seconds``, output validation included) and the
 ``training_gpt_350m_like`` load series (steps per second), and prints the machine.
 
-    .venv/bin/python benchmarks/bench_traces_synthetic.py [--tokens 1048576] [--repeat 2]
+    .venv/bin/python benchmarks/bench_traces_synthetic.py [--tokens 1048576] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=1 << 20, help="tokens per token trace")
     parser.add_argument("--steps", type=int, default=60000, help="load-series steps")
-    parser.add_argument("--repeat", type=int, default=2, help="runs per figure (best kept)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure (best kept)")
     args = parser.parse_args()
     print(
         f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cores, "

@@ -3,20 +3,24 @@
 Runs the advisor on the configured model, cluster, workload and trace, writes
 ``results.json`` (schema: ``docs/results.md``) and ``report.md``/``report.html`` into the
 run's output folder, and ends with one line ``report: <path>``. A run that fails writes
-``error.json`` there instead (what ``gps-report`` lists as failed); user errors exit 2.
+``error.json`` there instead (what ``gps-report`` lists as failed); user errors exit 2, other
+errors 1, except inside a multirun, where the sweep goes on to its next job.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from gps.advisor import advise
@@ -71,10 +75,17 @@ def _main(cfg: DictConfig) -> None:
             "traceback": traceback.format_exc(),
         }, indent=1))  # fmt: skip
         print(f"gps: error: {message}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return  # the sweep goes on; gps-report lists this run as failed
         sys.exit(2 if user else 1)
     print(f"report: {path}")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Ray's usage statistics (an upload to Ray's servers when a
+    sweep uses the Ray launcher) are off unless the user set ``RAY_USAGE_STATS_ENABLED``."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # conf/hydra/launcher/{joblib,ray,submitit_slurm}.yaml share their names with the launcher
+    # plugins' schemas on purpose (validated against them); Hydra warns about that match.
+    warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
     _main()

@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import socket
 import sys
+import warnings
 from collections.abc import Sequence
 
 import optuna
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
 
 from gps.advisor import strategies as st
 from gps.advisor.data import prepare
@@ -41,15 +45,45 @@ from gps.model import spec_from_dict
 from gps.profiles import load_cluster
 from gps.workload import Workload
 
+HEARTBEAT_S, GRACE_S = 10, 30  # RDB storages: a worker silent this long has died
 
-def storage_of(url: str) -> optuna.storages.BaseStorage | str:
-    """``journal:PATH`` -> a journal-file storage; anything else is an RDB URL for Optuna."""
+
+def storage_of(url: str) -> optuna.storages.BaseStorage:
+    """``journal:PATH`` -> a journal-file storage (one machine, several processes); anything
+    else -> an RDB storage with heartbeats, so trials of a killed worker turn ``FAIL`` after
+    ``GRACE_S`` seconds and are retried."""
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return url
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 4/5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+
+
+def fail_dead_local_trials(study: optuna.Study) -> int:
+    """Mark ``FAIL`` the running trials whose worker ran on this host and no longer exists
+    (what a killed worker leaves behind in a journal storage, which has no heartbeat).
+    Returns how many."""
+    host, n = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or pid is None or _alive(int(pid)):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Objective:
@@ -107,7 +141,11 @@ def tune(
     max_changed: float,
     seed: int,
 ) -> optuna.Study:
-    """Run (or resume) the study until it holds ``trials`` finished trials; return it."""
+    """Run (or resume) the study until it holds exactly ``trials`` complete trials; return it.
+
+    Several processes may run this with the same ``study_name`` and ``storage`` at once: they
+    share the work. Trials left running by a dead worker are failed (heartbeat for RDB
+    storages, a process check on this host for journal files) and redone."""
     if trials < 1:
         raise ValueError(f"--trials must be >= 1, got {trials}")
     if not 0.0 <= max_changed <= 1.0:
@@ -121,20 +159,29 @@ def tune(
         sampler=optuna.samplers.TPESampler(seed=seed),
     )  # fmt: skip
     study.set_user_attr("overrides", list(overrides))
+    fail_dead_local_trials(study)
+    complete = (optuna.trial.TrialState.COMPLETE,)
 
     def run_trial(trial: optuna.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("max_changed", max_changed)
+        # Exactly `trials` complete: trials finished or started earlier (lower number) by any
+        # worker count first; a trial beyond them is pruned and this worker stops.
+        earlier = study.get_trials(deepcopy=False, states=(*complete, TrialState.RUNNING))
+        ahead = sum(t.state == TrialState.COMPLETE or t.number < trial.number for t in earlier)
+        if ahead >= trials:
+            study.stop()
+            raise optuna.TrialPruned(f"the study already has {trials} trials")
         value = objective(trial)
         # feasible when <= 0; the TPE sampler steers towards feasible trials
         trial.set_constraint("changed_fraction", trial.user_attrs["changed_fraction"] - max_changed)
         return value
 
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=done))
-    if remaining > 0:
+    if len(study.get_trials(deepcopy=False, states=complete)) < trials:
         study.optimize(
-            run_trial, n_trials=remaining, show_progress_bar=sys.stderr.isatty(),
-            callbacks=[optuna.study.MaxTrialsCallback(trials, states=done)],
+            run_trial, show_progress_bar=sys.stderr.isatty(),
+            callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete)],
         )  # fmt: skip
     return study
 

@@ -107,20 +107,36 @@ class Context:
         return simulate_loads(plan, loads, spec=self.spec, split=self.split,
                               gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
 
-    def replan(self, previous: Plan, load: np.ndarray) -> Plan:
-        """Migration-aware re-planning from a predicted ``[L, E]`` load: the new duplication
-        plan replaces ``previous`` only when, priced on that *predicted* load, its step
-        including the exposed replica migration beats keeping ``previous`` (no migration)."""
-        new = self.plan(load, previous)
-        both = self.simulate(previous, load), self.simulate(new, load)
-        mig = migration_bytes_per_gpu(previous, new, expert_weight_bytes(self.spec)).max(axis=1)
+    def cheapest(self, candidates: list[Plan], load: np.ndarray, previous: Plan | None) -> Plan:
+        """The candidate whose step, priced on the *predicted* ``[L, E]`` load plus the exposed
+        expert-weight migration from ``previous`` (none when ``None``), is shortest."""
+        sims = [self.simulate(p, load) for p in candidates]
+        wbytes = expert_weight_bytes(self.spec)
+        mig = [
+            np.zeros(load.shape[0]) if previous is None
+            else migration_bytes_per_gpu(previous, p, wbytes).max(axis=1)
+            for p in candidates
+        ]  # fmt: skip
         cost = batch_cost(
             self.spec, self.cluster, self.workload,
-            np.stack([b.slot_tokens for b in both]), np.stack([b.traffic_bytes for b in both]),
-            migration_bytes=np.stack([np.zeros_like(mig), mig]),
-            migration_overlap=self.migration_overlap,
+            np.stack([s.slot_tokens for s in sims]), np.stack([s.traffic_bytes for s in sims]),
+            migration_bytes=np.stack(mig), migration_overlap=self.migration_overlap,
         )  # fmt: skip
-        return new if cost.total_s[1] < cost.total_s[0] else previous
+        return candidates[int(np.argmin(cost.total_s))]
+
+    def replan(self, previous: Plan, load: np.ndarray) -> Plan:
+        """Migration-aware re-planning from a predicted ``[L, E]`` load: keep ``previous``,
+        switch to a new duplication plan, or fall back to static placement, whichever is
+        cheapest on that load once the replica copies it needs are paid
+        (``cheapest``). Replicas are not free: each busy slot streams its expert's weights."""
+        return self.cheapest([previous, self.plan(load, previous), self.static], load, previous)
+
+    def start(self) -> Plan:
+        """The plan in place before the first held-out batch, the same for every dynamic
+        strategy: static or the duplication plan of the last training batch's actual load,
+        whichever is cheaper on that load (steady state: no migration charged)."""
+        last = self.data.train_loads[-1]
+        return self.cheapest([self.static, self.plan(last, None)], last, None)
 
 
 def _stack(results: list[SimResult]) -> SimResult:
@@ -151,9 +167,8 @@ def replay(ctx: Context, plans: list[Plan], start: Plan, name: str, family: str)
 
 def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Routed:
     """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
-    pays (``Context.replan``). The plan in place before the first held-out batch is the
-    duplication plan of the last training batch's actual load, the same for every strategy."""
-    start = ctx.plan(ctx.data.train_loads[-1], None)
+    pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy)."""
+    start = ctx.start()
     plans, prev = [], start
     for load in predicted:
         prev = ctx.replan(prev, load)
@@ -195,7 +210,7 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     d = ctx.data
     seen = np.concatenate([d.train_loads, d.test_loads]).astype(float)
     m = d.train_loads.shape[0]
-    start = ctx.plan(d.train_loads[-1], None)
+    start = ctx.start()
     plans, prev = [], start
     for n in range(d.test_loads.shape[0]):
         if n % interval == 0:

@@ -17,14 +17,14 @@ Two generators:
      permutations), what MoETuner-style placement exploits.
 
   ``p = (1 - m) * ((1 - a) * pop[l, domain] + a * token_pref[l, token_id]) + m * T[l][prev]``
-  with ``a = token_affinity`` and ``m = markov_strength`` (``m`` is ignored at layer 0). The
+  with ``a = token_affinity`` and ``m`` the layer pair's Markov strength (none at layer 0). The
   top-k is an exponential race (equivalent to Gumbel-top-k on ``log p``): keys
   ``X / p`` with ``X ~ Exp(1)``, the ``k`` smallest win, best first. The gate scores are the
   softmax over the top-k of the perturbed logits ``-log(key) / score_temperature`` (float16).
 
 - :func:`generate_load_series` (:class:`LoadSeriesConfig`) -> :class:`LoadSeries`: expert
-  load proportions over training steps follow a mean-reverting random walk in log space
-  whose noise decays from a *transient* phase (large fluctuation) into a *stable* phase
+  log-proportions over training steps are a slow mean-reverting walk plus a fast one whose
+  noise decays: a *transient* phase (large fluctuation) settles into a *stable* phase
   (temporal locality), as "Prediction Is All MoE Needs" (arXiv 2404.16914) reports; counts
   are multinomial draws of ``tokens_per_step * top_k`` assignments.
 
