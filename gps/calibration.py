@@ -61,7 +61,10 @@ def _ffn_rows(measurements: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray, 
 def roofline_s(
     flops: np.ndarray, bytes_: np.ndarray, peak_flops: float, bandwidth: float, params: np.ndarray
 ) -> np.ndarray:
-    """``max(flops/(peak*c), bytes/(bw*m)) + launch`` in seconds; ``params = (c, m, launch)``."""
+    """``max(flops/(peak*c), bytes/(bw*m)) + launch`` in seconds; ``params = (c, m, launch)``.
+
+    The formula of ``gps.cost.roofline.op_time``, written over a parameter vector so that
+    ``least_squares`` can vary the efficiencies (``op_time`` reads them from a profile)."""
     c, m, launch = params
     return np.maximum(flops / (peak_flops * c), bytes_ / (bandwidth * m)) + launch
 

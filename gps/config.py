@@ -28,8 +28,6 @@ class EvaluationConfig:
             generate the preset). Its ``L``/``E``/``k`` must match the model.
         train_batches: batches of training history (predictor fitting, EPLB's first window).
         test_batches: held-out batches every strategy is priced on.
-        order: ``"auto"`` (decode steps interleave sequences, prefill takes whole sequences),
-            ``"prefill"`` or ``"decode"``.
         horizons: load-series runs: forecast horizons in steps.
         train_fraction: load-series runs: leading fraction of the steps the predictors fit on.
     """
@@ -37,7 +35,6 @@ class EvaluationConfig:
     trace_path: str | None = None
     train_batches: int = 16
     test_batches: int = 8
-    order: str = "auto"
     horizons: list[int] = field(default_factory=lambda: [1, 10, 100, 1000, 2000])
     train_fraction: float = 0.5
 

@@ -87,7 +87,7 @@ def _alive(pid: int) -> bool:
 
 
 class Objective:
-    """Prices one trial's strategy; the data (trace, batches) is prepared once per slot count."""
+    """Prices one trial's strategy; the data (trace, batches) is prepared once per process."""
 
     def __init__(self, cfg: DictConfig, max_changed: float) -> None:
         self.cfg, self.max_changed = cfg, max_changed
@@ -97,7 +97,7 @@ class Objective:
         ev = cfg.evaluation
         self.data = prepare(instantiate(cfg.trace, _convert_="all"), self.spec, self.workload,
                             train_batches=ev.train_batches, test_batches=ev.test_batches,
-                            order=ev.order, trace_path=ev.trace_path, seed=cfg.seed)  # fmt: skip
+                            trace_path=ev.trace_path, seed=cfg.seed)  # fmt: skip
         self.params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
 
     def __call__(self, trial: optuna.Trial) -> float:

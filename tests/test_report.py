@@ -30,12 +30,13 @@ def test_crossover_interpolates_and_says_never() -> None:
     assert crossover(acc, np.array([1.0, 1.2, 1.4]), 1.1) == pytest.approx(0.625)
     assert crossover(acc, np.array([1.0, 1.2, 1.4]), 0.9) == 0.5
     assert crossover(acc, np.array([1.0, 1.2, 1.4]), 1.5) is None
+    assert crossover(acc, np.array([1.0, 1.0, 1.0]), 1.0) is None  # a tie is no win
 
 
 def test_frontier_adds_overhead_per_layer() -> None:
     # step 10 s at every accuracy, baseline 20 s -> 2x; 1 s/layer x 10 layers -> 20 s -> 1x
-    guide = frontier(lambda a: 10.0, [1.0, 0.5], [0.0, 1.0], 10, 20.0, 1.5)
-    assert guide["accuracy"] == [0.5, 1.0]
+    guide = frontier(lambda a: 10.0, [1.0, 0.5], [1.0, 0.0], 10, 20.0, 1.5)
+    assert guide["accuracy"] == [0.5, 1.0] and guide["overhead_s"] == [0.0, 1.0]
     assert guide["token_speedup"] == [[2.0, 2.0], [1.0, 1.0]]
     assert guide["crossover_accuracy"] == [0.5, None]
     with pytest.raises(ValueError, match="accuracy_grid"):

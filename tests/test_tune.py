@@ -29,8 +29,14 @@ def test_study_runs_and_resumes(tmp_path: Path, kind: str) -> None:
 def test_best_feasible_respects_the_quality_bound(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     study = tune(TINY, trials=6, study_name="q", storage=url, max_changed=0.0, seed=1)
+    feasible = [t for t in study.trials if t.user_attrs["changed_fraction"] == 0.0]
+    infeasible = [t for t in study.trials if t.user_attrs["changed_fraction"] > 0.0]
     best = best_feasible(study)
-    assert best is None or best.user_attrs["changed_fraction"] == 0.0
+    if feasible:
+        assert best is not None and best.value == min(t.value for t in feasible)
+    else:
+        assert best is None
+    assert all(best is None or t.value != best.value or t in feasible for t in infeasible)
 
 
 def test_cli_bad_input(tmp_path: Path, capsys) -> None:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"expert-FFN fit: compute_efficiency {fit.compute_efficiency:.3f}, "
           f"memory_efficiency {fit.memory_efficiency:.3f}, launch {launch * 1e6:.2f} us (fixed), "
           f"max |model/measured - 1| = {fit.max_rel_error:.1%}")  # fmt: skip
-    ffn = [r for r in rows if r["kind"] == "expert_ffn"]
+    ffn = [r for r in rows if r.get("kind") == "expert_ffn"]
     print(f"  {'model':12s} {'tokens/expert':>13s} {'measured us':>12s} {'model us':>10s}")
     for row, pred in zip(ffn, fit.predicted_s, strict=True):
         print(f"  {row['model']:12s} {row['tokens_per_expert']:13d} "

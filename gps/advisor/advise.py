@@ -9,6 +9,7 @@ import math
 import shlex
 import sys
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
@@ -17,7 +18,7 @@ from gps.advisor import strategies as st
 from gps.advisor.data import prepare
 from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
-from gps.advisor.paper import paper_figure
+from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
 from gps.cost.memory import memory_breakdown
 from gps.model import spec_from_dict
@@ -26,21 +27,42 @@ from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
 from predictors.whatif import WhatIfTokenPredictor
 
-SCHEMA_VERSION = 1
 # Capacity rules change which experts process a token (drop or reroute): above this fraction of
 # token copies changed, a strategy is reported but not recommended (quality cost).
 MAX_CHANGED_FRACTION = 0.01
+# Strategies within this relative speed-up of the fastest count as tied; the simplest of them
+# (fewest changed token copies, then least predictor time) is recommended.
+TIE_MARGIN = 0.005
 
 
-def command_line(cfg: DictConfig) -> str:
-    """The command that reproduces this run: ``gps`` plus the run's overrides."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def command_line() -> str | None:
+    """The command that reproduces this run, ``gps`` plus the run's overrides; ``None`` when the
+    config was not composed by the ``gps`` app (library use, ``gps-tune``, tests)."""
+    if not HydraConfig.initialized():
+        return None
+    return " ".join(["gps", *(shlex.quote(o) for o in HydraConfig.get().overrides.task)])
 
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # not inside a Hydra run (library use, tests)
-        overrides = sys.argv[1:]
-    return "gps " + " ".join(shlex.quote(o) for o in overrides)
+
+def check_knobs(cfg: DictConfig) -> None:
+    """Reject bad ``strategy.*`` / ``report.*`` values before any work, naming the key."""
+    s, r = cfg.strategy, cfg.report
+    rules = [
+        ("strategy.replica_slots_per_gpu", s.replica_slots_per_gpu >= 0, ">= 0"),
+        ("strategy.replan_interval", s.replan_interval >= 1, ">= 1"),
+        ("strategy.history_window", s.history_window >= 1, ">= 1"),
+        ("strategy.capacity_factors", all(g > 0 for g in s.capacity_factors), "all > 0"),
+        ("strategy.ilp_time_limit_s", s.ilp_time_limit_s > 0, "> 0"),
+        ("strategy.ilp_mip_gap", 0 <= s.ilp_mip_gap < 1, "in [0, 1)"),
+        ("strategy.migration_overlap", 0 <= s.migration_overlap <= 1, "in [0, 1]"),
+        ("strategy.split", s.split in ("even", "locality"), "even or locality"),
+        ("report.accuracy_grid", len(r.accuracy_grid) > 0
+         and all(0 <= a <= 1 for a in r.accuracy_grid), "non-empty, values in [0, 1]"),
+        ("report.overhead_grid_us", len(r.overhead_grid_us) > 0
+         and all(o >= 0 for o in r.overhead_grid_us), "non-empty, values >= 0"),
+    ]  # fmt: skip
+    for key, ok, want in rules:
+        if not ok:
+            raise ValueError(f"{key}={OmegaConf.select(cfg, key)}: must be {want}")
 
 
 def recommend(entries: list[dict], baseline: dict) -> dict:
@@ -51,7 +73,12 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
         if s["family"] != "oracle" and not s["synthetic"]
         and s["dropped_token_fraction"] + s["rerouted_token_fraction"] <= MAX_CHANGED_FRACTION
     ]  # fmt: skip
-    best = max(ok, key=lambda s: s["speedup_vs_baseline"])
+    top = max(s["speedup_vs_baseline"] for s in ok)
+    tied = [s for s in ok if s["speedup_vs_baseline"] >= top / (1.0 + TIE_MARGIN)]
+    best = min(tied, key=lambda s: (
+        s["dropped_token_fraction"] + s["rerouted_token_fraction"],
+        (s["overhead"] or {}).get("seconds_per_batch", 0.0), -s["speedup_vs_baseline"],
+    ))  # fmt: skip
     by_family = {}
     for s in ok:
         if s["family"] in ("distribution", "token"):
@@ -95,14 +122,15 @@ def advise(cfg: DictConfig) -> dict:
     trace_cfg = instantiate(cfg.trace, _convert_="all")
     config = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(trace_cfg, LoadSeriesConfig):
-        return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line(cfg))
+        return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
+    check_knobs(cfg)
     s = cfg.strategy
     slots = math.ceil(spec.num_experts / cluster.num_gpus) + s.replica_slots_per_gpu
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
     data = prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
-                   test_batches=ev.test_batches, order=ev.order, trace_path=ev.trace_path,
+                   test_batches=ev.test_batches, trace_path=ev.trace_path,
                    seed=cfg.seed)  # fmt: skip
     ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
@@ -125,22 +153,21 @@ def advise(cfg: DictConfig) -> dict:
         routed.append(job())
     t = workload.tokens_per_step
 
-    def priced(r: st.Routed, extra: float = 0.0):
-        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap,
-                            extra_overhead_s=extra)  # fmt: skip
+    def priced(r: st.Routed):
+        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap)
 
     baseline_s = float(priced(routed[0]).total_s.mean())
     layer = busiest_layer(routed[0])
     entries = [summarise(r, priced(r), baseline_s, cluster, t, layer) for r in routed]
     results = {
         "schema_version": SCHEMA_VERSION,
-        "command": command_line(cfg),
+        "command": command_line(),
         "config": config,
         "setup": {
             "model": spec.name, "hardware": cluster.name, "gpus": cluster.num_gpus,
             "nodes": cluster.num_nodes, "phase": workload.phase, "tokens_per_step": t,
             "trace": data.source, "train_batches": ev.train_batches,
-            "test_batches": ev.test_batches, "replica_slots_per_gpu": slots,
+            "test_batches": ev.test_batches, "slots_per_gpu": slots,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory,
         },
         "baseline": "no_balancing",

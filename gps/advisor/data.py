@@ -1,7 +1,8 @@
-"""The trace every strategy is judged on: training history and held-out batches.
+"""The trace every strategy is judged on: training history, held-out batches and the tokens
+that token-level predictors are fitted on.
 
 Shapes: ``T`` tokens per step (``workload.tokens_per_step``), ``L`` MoE layers, ``k`` top-k,
-``E`` experts, ``N`` held-out batches, ``M`` training batches.
+``E`` experts, ``N`` held-out batches, ``M`` training batches, ``B`` sequences per step.
 """
 
 from __future__ import annotations
@@ -22,19 +23,20 @@ from gps.workload import Workload
 
 @dataclass(frozen=True)
 class EvalData:
-    """Training history and held-out batches, in step order.
+    """Training history, held-out batches and the token predictors' fitting set, in step order.
 
     Attributes:
-        train: ``TokenTrace`` of the first ``M * T`` tokens (predictor fitting).
-        test: ``TokenTrace`` of the next ``N * T`` tokens (held out: every strategy is priced
-            on these batches; predictors never see them before predicting).
-        train_loads: ``[M, L, E]`` int64 tokens per expert per training batch.
+        fit: tokens token-level predictors are fitted on; no sequence of ``fit`` occurs in
+            ``test`` (nothing held out leaks into a fit).
+        test: the ``N * T`` held-out tokens, batch after batch (every strategy is priced on
+            these; load-history predictors forecast each from the batches before it).
+        train_loads: ``[M, L, E]`` int64 tokens per expert of the ``M`` steps before ``test``.
         test_loads: ``[N, L, E]`` int64 tokens per expert per held-out batch.
         tokens_per_batch: ``T``.
-        source: the preset name or file the trace came from.
+        source: the preset's model name or the trace file.
     """
 
-    train: TokenTrace
+    fit: TokenTrace
     test: TokenTrace
     train_loads: np.ndarray
     test_loads: np.ndarray
@@ -57,6 +59,19 @@ def _check_matches(trace: TokenTrace, spec: MoEModelSpec, origin: str) -> None:
         )
 
 
+def _split(steps: TokenTrace, fit: TokenTrace, m: int, n: int, t: int, source: str) -> EvalData:
+    """Cut ``steps`` (``(M + N) * T`` tokens, step-major) into history and held-out batches."""
+    train = take_tokens(steps, slice(0, m * t))
+    test = take_tokens(steps, slice(m * t, (m + n) * t))
+    fit = take_tokens(fit, ~np.isin(fit.sequence_id, np.unique(test.sequence_id)))
+    if fit.num_tokens == 0:
+        raise ValueError(
+            f"{source}: every training sequence continues into the held-out batches, so no "
+            "token is left to fit token predictors on; raise evaluation.train_batches"
+        )
+    return EvalData(fit, test, batch_loads(train, t), batch_loads(test, t), t, source)
+
+
 def prepare(
     trace_cfg: SyntheticTraceConfig,
     spec: MoEModelSpec,
@@ -64,61 +79,56 @@ def prepare(
     *,
     train_batches: int,
     test_batches: int,
-    order: str = "auto",
     trace_path: str | None = None,
     seed: int = 0,
 ) -> EvalData:
-    """Generate (or load) the trace and cut it into training and held-out batches.
+    """Generate (or load) the trace and cut it into history, held-out batches and a fit set.
 
-    The synthetic preset is generated at the model's ``L``, ``E`` and ``k`` (its skew,
-    domains, affinity and Markov knobs unchanged) with ``seed`` and exactly the tokens needed.
-    ``order``: ``prefill`` keeps trace order (a batch holds whole sequences), ``decode``
-    interleaves sequences step by step (``decode_order``), ``auto`` follows
-    ``workload.phase``. Training batches come first, held-out batches after them, so a
-    history predictor forecasts forwards in time.
+    Synthetic presets are generated at the model's ``L``, ``E`` and ``k`` with ``seed`` (their
+    skew, domain, affinity and Markov knobs unchanged), shaped like the workload:
+
+    * prefill: ``(M + N) * B`` prompts of exactly ``S`` tokens; step ``i`` is prompts
+      ``i*B .. i*B + B - 1``; token predictors fit on the ``M`` history steps' prompts;
+    * decode: ``2B`` sequences of ``M + N`` generated tokens; the last ``B`` are the served
+      requests (step ``i`` = token ``i`` of each), the first ``B`` other requests of the same
+      router that token predictors fit on.
+
+    A trace file is taken as it is: prefill batches consecutive tokens, decode interleaves
+    sequences step by step (``decode_order``); token predictors fit on the history's tokens
+    minus every sequence that reaches into the held-out part.
 
     Raises:
-        ValueError: a trace file whose shape does not match the model, too few tokens, or
-            batch counts < 1.
+        ValueError: batch counts < 1, a trace file of the wrong shape or with too few tokens,
+            or no fitting token left.
     """
     for name, value in (("train_batches", train_batches), ("test_batches", test_batches)):
         if value < 1:
             raise ValueError(f"evaluation.{name}={value}: must be >= 1")
-    if order not in ("auto", "prefill", "decode"):
-        raise ValueError(f"evaluation.order={order!r}: expected auto, prefill or decode")
-    t = workload.tokens_per_step
-    need = (train_batches + test_batches) * t
+    m, n, t, b = train_batches, test_batches, workload.tokens_per_step, workload.batch_size
+    decode = workload.phase == "decode"
     if trace_path:
         trace = load_trace(trace_path)
         if not isinstance(trace, TokenTrace):
             raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
-        source = str(trace_path)
-        _check_matches(trace, spec, source)
-    else:
-        cfg = dataclasses.replace(
-            trace_cfg,
-            num_layers=num_moe_layers(spec),
-            num_experts=spec.num_experts,
-            top_k=spec.top_k,
-            num_tokens=need,
-            seed=seed,
-        )
-        trace = generate_token_trace(cfg)
-        source = trace_cfg.model or "synthetic"
-    if (order == "auto" and workload.phase == "decode") or order == "decode":
-        trace = decode_order(trace)
-    if trace.num_tokens < need:
-        raise ValueError(
-            f"{source}: {trace.num_tokens} tokens, but {train_batches} + {test_batches} batches "
-            f"of {t} tokens need {need}; lower evaluation.*_batches or the batch size"
-        )
-    train = take_tokens(trace, slice(0, train_batches * t))
-    test = take_tokens(trace, slice(train_batches * t, need))
-    return EvalData(
-        train=train,
-        test=test,
-        train_loads=batch_loads(train, t),
-        test_loads=batch_loads(test, t),
-        tokens_per_batch=t,
-        source=source,
-    )
+        _check_matches(trace, spec, str(trace_path))
+        steps = decode_order(trace) if decode else trace
+        if steps.num_tokens < (m + n) * t:
+            raise ValueError(
+                f"{trace_path}: {steps.num_tokens} tokens, but {m} + {n} batches of {t} tokens "
+                f"need {(m + n) * t}; lower evaluation.*_batches or the batch size"
+            )
+        return _split(steps, take_tokens(steps, slice(0, m * t)), m, n, t, str(trace_path))
+    length = m + n if decode else workload.seq_len
+    sequences = 2 * b if decode else (m + n) * b
+    cfg = dataclasses.replace(
+        trace_cfg, num_layers=num_moe_layers(spec), num_experts=spec.num_experts,
+        top_k=spec.top_k, num_tokens=sequences * length, min_sequence_length=length,
+        max_sequence_length=length, seed=seed,
+    )  # fmt: skip
+    trace = generate_token_trace(cfg)
+    source = trace_cfg.model or "synthetic"
+    if decode:
+        served = take_tokens(trace, trace.sequence_id >= b)
+        fit = take_tokens(trace, trace.sequence_id < b)
+        return _split(decode_order(served), fit, m, n, t, source)
+    return _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, source)

@@ -5,6 +5,7 @@ proportion MAE at ``evaluation.horizons`` steps ahead (``predictors.metrics.hori
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 
@@ -12,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import predictors
-from gps.advisor.paper import paper_figure
+from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.traces.synthetic import LoadSeriesConfig, generate_load_series
@@ -29,8 +30,6 @@ def forecast_results(
 ) -> dict:
     """``results.json`` dict of a forecasting run: ``forecast.rows[i].mae[j]`` is predictor
     ``i``'s MAE at ``forecast.horizons[j]`` (``None`` where the history is too short)."""
-    import dataclasses
-
     series = generate_load_series(dataclasses.replace(series_cfg, seed=cfg.seed))
     horizons = [int(h) for h in cfg.evaluation.horizons]
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
@@ -50,7 +49,7 @@ def forecast_results(
     best = min(rows, key=lambda r: r["mae"][-1] if r["mae"][-1] is not None else math.inf)
     s, layers, e = series.counts.shape
     results = {
-        "schema_version": 1,
+        "schema_version": SCHEMA_VERSION,
         "command": command,
         "config": config,
         "setup": {

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+SCHEMA_VERSION = 1  # of results.json (docs/results.md)
+
 
 def _best(entries: list[dict], family: str) -> dict:
     pool = [s for s in entries if s["family"] == family and not s["synthetic"]]
@@ -42,7 +44,8 @@ def paper_figure(paper: Any, results: dict) -> dict:
     elif metric == "speedup:capacity":
         cap = _best(entries, "capacity")
         ours = (f"{cap['name']}: {cap['speedup_vs_baseline']:.3f}x, "
-                f"{cap['dropped_token_fraction']:.2%} of token copies dropped")  # fmt: skip
+                f"{cap['dropped_token_fraction']:.2%} of token copies dropped and "
+                f"{cap['rerouted_token_fraction']:.2%} rerouted")  # fmt: skip
     elif metric == "forecast":
         fc = results["forecast"]
         hs = fc["horizons"][-2:]

@@ -13,7 +13,8 @@ from gps.cost.e2e import CostBreakdown, batch_cost
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.workload import Workload
-from predictors.base import layer_overhead_s, price
+from predictors.base import layer_overhead_s
+from predictors.evaluate import overhead_summary
 
 
 def price_routed(
@@ -23,17 +24,12 @@ def price_routed(
     workload: Workload,
     *,
     migration_overlap: float,
-    extra_overhead_s: float = 0.0,
 ) -> CostBreakdown:
-    """``batch_cost`` over the ``N`` held-out batches of ``r``; sweep shape ``[N]``.
-
-    ``extra_overhead_s``: seconds per MoE layer added on the critical path (what-if overhead).
-    """
+    """``batch_cost`` over the ``N`` held-out batches of ``r``; sweep shape ``[N]``."""
     moe_layers = r.sim.slot_tokens.shape[-3]
-    overhead, critical = np.full(moe_layers, float(extra_overhead_s)), True
+    overhead, critical = np.zeros(moe_layers), True
     if r.cost is not None:
-        overhead = overhead + layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step,
-                                               moe_layers)  # fmt: skip
+        overhead = layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step, moe_layers)
         critical = r.cost.on_critical_path
     return batch_cost(
         spec, cluster, workload, r.sim.slot_tokens, r.sim.traffic_bytes,
@@ -61,12 +57,9 @@ def summarise(
     routed = r.sim.routed.sum(axis=-1)
     overhead = None
     if r.cost is not None:
-        flops, bytes_ = r.cost.batch_work(tokens)
         overhead = {
-            "flops_per_step": flops, "bytes_per_step": bytes_,
-            "seconds_per_step": price(r.cost, cluster.gpu, tokens),
-            "where": r.cost.where, "per": r.cost.per, "note": r.cost.note,
-            "measured_fit_s": r.wall_s.get("fit_s"),
+            **overhead_summary(r.cost, cluster.gpu, tokens), "per": r.cost.per,
+            "note": r.cost.note, "measured_fit_s": r.wall_s.get("fit_s"),
             "measured_predict_s": r.wall_s.get("predict_s"),
         }  # fmt: skip
     return {

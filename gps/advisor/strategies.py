@@ -34,17 +34,14 @@ from gps.plans import (
     transition_counts,
 )
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
-from gps.traces.batching import batch_loads, take_tokens
-from gps.traces.trace import TokenTrace
 from gps.workload import Workload
 from predictors.base import PredictorCost
+from predictors.evaluate import distribution_accuracy
 from predictors.metrics import (
     exact_set_accuracy,
+    expert_histogram,
     induced_distribution_error,
-    max_load_relative_error,
-    proportion_mae,
     topk_hit_rate,
-    total_variation,
 )
 
 
@@ -95,7 +92,7 @@ class Context:
     def static(self) -> Plan:
         """Contiguous placement, one copy per expert, the same in every layer."""
         d = self.data
-        return static_placement(d.train.num_layers, d.train.num_experts, self.cluster.num_gpus,
+        return static_placement(d.test.num_layers, d.test.num_experts, self.cluster.num_gpus,
                                 self.slots_per_gpu)  # fmt: skip
 
     def plan(self, load: np.ndarray, previous: Plan | None) -> Plan:
@@ -176,16 +173,6 @@ def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Rout
     return replay(ctx, plans, start, name, family)
 
 
-def distribution_accuracy(pred: np.ndarray, true: np.ndarray) -> dict:
-    """Mean over held-out batches and layers: total variation, max-load relative error and
-    proportion MAE of ``pred`` vs ``true`` loads (``[N, L, E]``)."""
-    return {
-        "total_variation": float(total_variation(pred, true).mean()),
-        "max_load_rel_error": float(max_load_relative_error(pred, true).mean()),
-        "mae": proportion_mae(pred, true),
-    }
-
-
 # ------------------------------------------------------------------------------ strategies
 
 
@@ -198,13 +185,15 @@ def no_balancing(ctx: Context) -> Routed:
 def oracle(ctx: Context) -> Routed:
     """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead."""
     out = planned(ctx, ctx.data.test_loads, "oracle", "oracle")
-    out.accuracy = {"total_variation": 0.0, "max_load_rel_error": 0.0, "mae": 0.0}
+    out.accuracy = distribution_accuracy(ctx.data.test_loads, ctx.data.test_loads)
     return out
 
 
 def periodic(ctx: Context, interval: int, window: int) -> Routed:
-    """EPLB-style: every ``interval`` batches re-plan from the mean load of the last
-    ``window`` batches actually served (no predictor; history only)."""
+    """EPLB-style: at every step that is a multiple of ``interval`` (counted from the first
+    history batch, so the held-out window sees the re-plan rate, whatever its length) re-plan
+    from the mean load of the last ``window`` batches served (history only; the migration is
+    always paid, as EPLB applies every new plan)."""
     if interval < 1 or window < 1:
         raise ValueError(f"strategy.replan_interval={interval} / history_window={window}: >= 1")
     d = ctx.data
@@ -213,18 +202,12 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     start = ctx.start()
     plans, prev = [], start
     for n in range(d.test_loads.shape[0]):
-        if n % interval == 0:
+        if (m + n) % interval == 0:
             prev = ctx.plan(seen[max(0, m + n - window) : m + n].mean(axis=0), prev)
         plans.append(prev)
     out = replay(ctx, plans, start, f"eplb_every_{interval}", "periodic")
     out.notes = {"replan_interval": interval, "history_window": window}
     return out
-
-
-def _fit_trace(data: EvalData) -> TokenTrace:
-    """Training tokens minus the sequence that continues into the held-out part (no leak)."""
-    straddling = data.test.sequence_id[0]
-    return take_tokens(data.train, data.train.sequence_id != straddling)
 
 
 def distribution(ctx: Context, name: str, params: dict) -> Routed:
@@ -234,7 +217,7 @@ def distribution(ctx: Context, name: str, params: dict) -> Routed:
     model = predictors.make_predictor(name, **params)
     t0 = time.perf_counter()
     if model.input_kind == "tokens":
-        model.fit(_fit_trace(d))
+        model.fit(d.fit)
         t1 = time.perf_counter()
         pred = model.predict_batches(d.test, d.tokens_per_batch)
     else:
@@ -243,7 +226,7 @@ def distribution(ctx: Context, name: str, params: dict) -> Routed:
         seen = np.concatenate([d.train_loads, d.test_loads])
         pred = model.predict_rolling(seen, start=d.train_loads.shape[0])
     t2 = time.perf_counter()
-    load = pred * d.test_loads.sum(axis=-1, keepdims=True)  # proportions -> expected tokens
+    load = pred * (d.tokens_per_batch * d.test.top_k)  # proportions -> expected token copies
     out = planned(ctx, load, f"distribution:{name}", "distribution")
     out.cost, out.predictor = model.cost(), name
     out.accuracy = distribution_accuracy(pred, d.test_loads)
@@ -257,13 +240,12 @@ def token(ctx: Context, name: str, params: dict, model=None) -> Routed:
     d = ctx.data
     model = model if model is not None else predictors.make_predictor(name, **params)
     t0 = time.perf_counter()
-    model.fit(_fit_trace(d))
+    model.fit(d.fit)
     t1 = time.perf_counter()
     guess = model.predict(d.test)
     t2 = time.perf_counter()
-    guessed = TokenTrace(guess, d.test.token_id, d.test.sequence_id, d.test.position,
-                         d.test.num_experts)  # fmt: skip
-    out = planned(ctx, batch_loads(guessed, d.tokens_per_batch), f"token:{name}", "token")
+    hist = expert_histogram(guess, d.test.num_experts, d.tokens_per_batch)  # [N, L, E]
+    out = planned(ctx, hist, f"token:{name}", "token")
     out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
     true = np.asarray(d.test.experts)
     out.accuracy = {
@@ -301,9 +283,8 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float) -> Routed:
     the training trace's loads and layer-to-layer transition counts, solved as an ILP (HiGHS)
     or by the documented fallback (``notes['method']`` and ``notes['gap']`` say which)."""
     d = ctx.data
-    fit = _fit_trace(d)
-    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(fit.experts),
-                        fit.num_experts), ctx.cluster.num_gpus, time_limit_s=time_limit_s,
+    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(d.fit.experts),
+                        d.fit.num_experts), ctx.cluster.num_gpus, time_limit_s=time_limit_s,
                         mip_gap=mip_gap)  # fmt: skip
     n = d.test_loads.shape[0]
     out = replay(ctx, [res.plan] * n, res.plan, "ilp_moetuner", "ilp")

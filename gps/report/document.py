@@ -43,6 +43,11 @@ class Code:
 Block = Heading | Para | Table | Image | Code
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: ``|`` escaped, newlines folded."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
 def render_markdown(blocks: list[Block], base: Path) -> str:
     """Markdown text; image links relative to ``base`` (the report's folder)."""
     out: list[str] = []
@@ -52,9 +57,9 @@ def render_markdown(blocks: list[Block], base: Path) -> str:
         elif isinstance(b, Para):
             out.append(f"{b.text}\n")
         elif isinstance(b, Table):
-            out.append("| " + " | ".join(b.header) + " |")
+            out.append("| " + " | ".join(map(_cell, b.header)) + " |")
             out.append("|" + "|".join(" --- " for _ in b.header) + "|")
-            out.extend("| " + " | ".join(row) + " |" for row in b.rows)
+            out.extend("| " + " | ".join(map(_cell, row)) + " |" for row in b.rows)
             out.append("")
         elif isinstance(b, Image):
             rel = Path(b.path).resolve().relative_to(base.resolve())

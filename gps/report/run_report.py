@@ -32,7 +32,7 @@ def headline_accuracy(acc: dict | None) -> str:
     """The one accuracy figure a table row shows: top-k hit rate or distribution TV error."""
     if not acc:
         return "-"
-    for key, label in (("topk_hit_rate", "hit"), ("total_variation", "TV"), ("mae", "MAE")):
+    for key, label in (("topk_hit_rate", "hit"), ("tv", "TV")):
         if acc.get(key) is not None:
             return f"{label} {acc[key]:.3f}"
     return "-"
@@ -51,7 +51,7 @@ def strategy_table(strategies: list[dict]) -> Table:
             fmt(s["speedup_vs_baseline"], ".3f", suffix="x"),
             fmt(s["e2e_time_s"] / s["balanced_time_s"] - 1.0, ".1f", 100.0, "%"),
             headline_accuracy(s.get("accuracy")),
-            fmt(ov.get("seconds_per_step"), ".1f", 1e6),
+            fmt(ov.get("seconds_per_batch"), ".1f", 1e6),
             fmt(s.get("dropped_token_fraction"), ".2f", 100.0, "%") + " / "
             + fmt(s.get("rerouted_token_fraction"), ".2f", 100.0, "%"),
         ])  # fmt: skip
@@ -109,7 +109,9 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
         blocks += _strategy_blocks(results, out_dir / "plots" if plots else None)
     blocks += [
         Heading("Reproduce"),
-        Code(results["command"]),
+        Code(
+            results["command"] or "(composed outside the gps command: rerun with the same config)"
+        ),
         Heading("Configuration"),
         Code(yaml.safe_dump(results["config"], sort_keys=False).rstrip()),
     ]
@@ -124,7 +126,7 @@ def _strategy_blocks(results: dict, plots: Path | None) -> list[Block]:
         Heading("Strategies"),
         Para(
             f"Priced on {setup['test_batches']} held-out batches of `{setup['trace']}` with "
-            f"{setup['replica_slots_per_gpu']} expert slots per GPU; times are the mean per step. "
+            f"{setup['slots_per_gpu']} expert slots per GPU; times are the mean per step. "
             "Speed-up is over no balancing; 'above balanced' is how far the step sits above the "
             "same step with perfectly balanced experts."
         ),

@@ -100,7 +100,7 @@ def rows_of(run: Run, root: Path) -> list[dict]:
             "e2e_time_s": s["e2e_time_s"], "tokens_per_s": s["tokens_per_s"],
             "speedup_vs_baseline": s["speedup_vs_baseline"],
             "balanced_time_s": s["balanced_time_s"],
-            "predictor_overhead_s": ov.get("seconds_per_step", 0.0),
+            "predictor_overhead_s": ov.get("seconds_per_batch", 0.0),
             "accuracy": headline_accuracy(s.get("accuracy")),
             "dropped_token_fraction": s.get("dropped_token_fraction", 0.0),
             "recommended": s["name"] == rec,

@@ -1,0 +1,163 @@
+"""Advisor internals: held-out data without leaks, decode steps, the recommendation rule, EPLB's
+re-plan rate, paper figures, and results.json against its documented schema."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gps.advisor import strategies as st
+from gps.advisor.advise import MAX_CHANGED_FRACTION, recommend
+from gps.advisor.data import prepare
+from gps.advisor.paper import paper_figure
+from gps.app import CONF_DIR, run
+from gps.model import load_model_spec
+from gps.profiles import load_cluster_config
+from gps.report.sweep import find_runs
+from gps.traces.synthetic import load_preset
+from gps.workload import Workload
+
+DOCS = Path(__file__).parents[1] / "docs" / "results.md"
+TINY = ["workload.seq_len=256", "evaluation.train_batches=3", "evaluation.test_batches=2",
+        "predictor=fast", "report=minimal", "strategy.ilp=false"]  # fmt: skip
+MIXTRAL = load_model_spec("mixtral_8x7b")
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize(
+    ("workload", "steps_tokens"),
+    [(Workload(phase="prefill", batch_size=2, seq_len=64), 128),
+     (Workload(phase="decode", batch_size=16, context_len=512), 16)],
+)  # fmt: skip
+def test_prepare_shapes_and_no_leak(workload: Workload, steps_tokens: int) -> None:
+    data = prepare(load_preset("mixtral_mmlu_like"), MIXTRAL, workload, train_batches=3,
+                   test_batches=2, seed=0)  # fmt: skip
+    assert data.tokens_per_batch == steps_tokens
+    assert data.train_loads.shape == (3, 32, 8) and data.test_loads.shape == (2, 32, 8)
+    assert (data.test_loads.sum(axis=-1) == steps_tokens * 2).all()  # T tokens x top-2
+    assert not np.intersect1d(data.fit.sequence_id, data.test.sequence_id).size
+    assert data.fit.num_tokens > 0
+    if workload.phase == "decode":  # a step = one new token of each of the B sequences
+        for n in range(2):
+            batch = data.test_batch(n)
+            assert np.unique(batch.sequence_id).size == 16
+            assert (batch.position == 3 + n).all()
+
+
+def test_seed_changes_the_trace() -> None:
+    w = Workload(phase="prefill", batch_size=1, seq_len=64)
+    a, b = (prepare(load_preset("mixtral_mmlu_like"), MIXTRAL, w, train_batches=1,
+                    test_batches=1, seed=s) for s in (0, 1))  # fmt: skip
+    assert not np.array_equal(a.test_loads, b.test_loads)
+
+
+def test_decode_run_and_documented_schema(tmp_path: Path) -> None:
+    run(_cfg(*TINY, "workload=decode", "workload.batch_size=8"), tmp_path)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["command"] is None  # composed outside the gps command
+    first_cells = re.findall(r"^\| ([^|]+) \|", DOCS.read_text(), flags=re.M)
+    documented = {k for cell in first_cells for k in re.findall(r"`([a-z0-9_]+)`", cell)}
+    assert set(results) <= documented, set(results) - documented
+    for entry in results["strategies"]:
+        assert set(entry) <= documented, set(entry) - documented
+    names = {s["name"]: s for s in results["strategies"]}
+    assert names["oracle"]["speedup_vs_baseline"] >= 0.99  # static placement is a candidate
+
+
+def test_eplb_replans_at_its_interval() -> None:
+    w = Workload(phase="prefill", batch_size=1, seq_len=256)
+    data = prepare(load_preset("mixtral_mmlu_like"), MIXTRAL, w, train_batches=3,
+                   test_batches=5, seed=0)  # fmt: skip
+    ctx = st.Context(MIXTRAL, load_cluster_config("h100_nvlink"), w, data, 2, "even", 1.0)
+    routed = st.periodic(ctx, interval=2, window=2)
+    moved = np.flatnonzero(routed.migration_bytes.sum(axis=1) > 0)
+    assert set(moved) <= {1, 3}  # absolute steps 3 + n divisible by 2
+
+
+def _entry(name: str, family: str, speedup: float, changed: float = 0.0, **kw) -> dict:
+    return {"name": name, "family": family, "speedup_vs_baseline": speedup, "synthetic": False,
+            "e2e_time_s": 1.0 / speedup, "balanced_time_s": 0.5, "dropped_token_fraction": changed,
+            "rerouted_token_fraction": 0.0, "overhead": None, **kw}  # fmt: skip
+
+
+def test_recommend_excludes_oracle_whatif_and_lossy_rules() -> None:
+    base = _entry("no_balancing", "baseline", 1.0)
+    entries = [
+        base, _entry("oracle", "oracle", 2.0), _entry("whatif", "token", 1.9, synthetic=True),
+        _entry("capacity_drop@1", "capacity", 1.8, changed=MAX_CHANGED_FRACTION * 2),
+        _entry("distribution:ewma", "distribution", 1.3),
+    ]  # fmt: skip
+    rec = recommend(entries, base)
+    assert rec["strategy"] == "distribution:ewma"
+    assert "capacity_drop@1" in rec["text"] and "quality cost" in rec["text"]
+
+
+def test_recommend_breaks_near_ties_towards_the_simplest() -> None:
+    base = _entry("no_balancing", "baseline", 1.0)
+    lossy = _entry("capacity_drop@1.5", "capacity", 1.003, changed=0.003)
+    costly = _entry("token:mlp", "token", 1.002, overhead={"seconds_per_batch": 1e-4})
+    assert recommend([base, lossy, costly], base)["strategy"] == "no_balancing"
+
+
+def test_paper_figures() -> None:
+    results = {"strategies": [
+        _entry("no_balancing", "baseline", 1.0), _entry("distribution:ewma", "distribution", 1.2),
+        _entry("token:mlp", "token", 1.0), _entry("ilp_moetuner", "ilp", 1.05),
+        _entry("capacity_drop@1", "capacity", 1.5, changed=0.02),
+    ]}  # fmt: skip
+    results["forecast"] = {"horizons": [1000, 2000],
+                           "rows": [{"predictor": "ewma", "mae": [0.013, None]}]}  # fmt: skip
+
+    class Paper:
+        name, claim, why = "p", "c", "w"
+
+    def figure(metric: str) -> str:
+        paper = Paper()
+        paper.metric = metric
+        return paper_figure(paper, results)["ours"]
+
+    assert "+20.0%" in figure("do_vs_t2e")  # T2E time 1.0 / DO time (1/1.2) - 1
+    assert "+5.0%" in figure("speedup:ilp")
+    assert "1.500x" in figure("speedup:capacity") and "2.00% of token copies dropped" in figure(
+        "speedup:capacity"
+    )
+    assert "1.30% at 1000 steps" in figure("forecast") and "n/a at 2000" in figure("forecast")
+    with pytest.raises(ValueError, match=r"paper\.metric"):
+        figure("nonsense")
+
+
+def test_multirun_goes_on_past_a_failing_job(tmp_path: Path) -> None:
+    gps = [sys.executable, "-c", "from gps.app import main; main()"]
+    proc = subprocess.run(
+        [*gps, "-m", *TINY, "workload.batch_size=1", "hardware=a100_nvlink",
+         "model=mixtral_8x7b,deepseek_v3", f"hydra.sweep.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    status = {" ".join(r.overrides): r.status for r in find_runs(tmp_path)}
+    assert sorted(status.values()) == ["failed", "ok"]
+    failed = next(r for r in find_runs(tmp_path) if r.status == "failed")
+    assert "overflows by" in failed.error
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("strategy.migration_overlap=2", "strategy.migration_overlap"),
+     ("report.accuracy_grid=[]", "report.accuracy_grid"),
+     ("strategy.replica_slots_per_gpu=-1", "strategy.replica_slots_per_gpu")],
+)  # fmt: skip
+def test_bad_knobs_fail_before_any_work(tmp_path: Path, override: str, key: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(key)):
+        run(_cfg(*TINY, "workload.batch_size=1", override), tmp_path)
+    assert not (tmp_path / "results.json").exists()
