@@ -92,7 +92,7 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
         f"step), {best['e2e_time_s'] / best['balanced_time_s'] - 1:.1%} above perfect balance."
     )
     for fam, label in (("distribution", "Distribution-Only"), ("token", "Token-to-Expert")):
-        if fam in by_family and by_family[fam] is not best:
+        if fam in by_family and fam != best["family"]:
             s = by_family[fam]
             text += f" Best {label}: {s['name']} {s['speedup_vs_baseline']:.3f}x."
     if oracle:
