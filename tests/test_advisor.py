@@ -161,3 +161,15 @@ def test_bad_knobs_fail_before_any_work(tmp_path: Path, override: str, key: str)
     with pytest.raises(ValueError, match=re.escape(key)):
         run(_cfg(*TINY, "workload.batch_size=1", override), tmp_path)
     assert not (tmp_path / "results.json").exists()
+
+
+def test_ilp_with_fewer_experts_than_gpus_uses_every_gpu() -> None:
+    w = Workload(phase="prefill", batch_size=1, seq_len=256)
+    data = prepare(load_preset("mixtral_mmlu_like"), MIXTRAL, w, train_batches=2,
+                   test_batches=1, seed=0)  # fmt: skip
+    cluster = load_cluster_config("h100_2node_ib")  # 16 GPUs, 8 experts
+    ctx = st.Context(MIXTRAL, cluster, w, data, 2, "even", 1.0)
+    routed = st.ilp(ctx, time_limit_s=5.0, mip_gap=1e-4)
+    gpu_tokens = routed.sim.slot_tokens.sum(axis=-1)  # [N, L, G]
+    assert (gpu_tokens > 0).all()  # no idle GPU
+    assert routed.notes["gpu_groups"] == 8

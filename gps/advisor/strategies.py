@@ -281,13 +281,26 @@ def capacity(ctx: Context, factor: float, mode: str) -> Routed:
 def ilp(ctx: Context, time_limit_s: float, mip_gap: float) -> Routed:
     """MoETuner: one static placement (one copy per expert, ``ceil(E/G)`` slots per GPU) from
     the training trace's loads and layer-to-layer transition counts, solved as an ILP (HiGHS)
-    or by the documented fallback (``notes['method']`` and ``notes['gap']`` say which)."""
-    d = ctx.data
-    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(d.fit.experts),
-                        d.fit.num_experts), ctx.cluster.num_gpus, time_limit_s=time_limit_s,
-                        mip_gap=mip_gap)  # fmt: skip
+    or by the documented fallback (``notes['method']`` and ``notes['gap']`` say which).
+
+    With fewer experts than GPUs (``E < G``, e.g. Mixtral's 8 experts on 16 GPUs) one copy per
+    expert would leave GPUs idle; the ILP then places experts on ``E`` groups of ``G/E``
+    consecutive GPUs and every GPU of a group holds its expert, as static placement does.
+
+    Raises:
+        ValueError: ``E < G`` with ``G`` not a multiple of ``E``.
+    """
+    d, g, e = ctx.data, ctx.cluster.num_gpus, ctx.data.test.num_experts
+    groups = min(g, e)
+    if g % groups:
+        raise ValueError(f"ilp: {e} experts on {g} GPUs: G must be a multiple of E when E < G")
+    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(d.fit.experts), e),
+                        groups, time_limit_s=time_limit_s, mip_gap=mip_gap)  # fmt: skip
+    plan = res.plan
+    if groups < g:  # [L, E, R] -> [L, G, R]: each group's slots on all of its GPUs
+        plan = Plan(np.repeat(plan.slot_expert, g // groups, axis=1), e, meta=plan.meta)
     n = d.test_loads.shape[0]
-    out = replay(ctx, [res.plan] * n, res.plan, "ilp_moetuner", "ilp")
+    out = replay(ctx, [plan] * n, plan, "ilp_moetuner", "ilp")
     out.notes = {"method": res.method, "gap": res.gap, "solve_time_s": res.solve_time_s,
-                 "message": res.message}  # fmt: skip
+                 "message": res.message, "gpu_groups": groups}  # fmt: skip
     return out
