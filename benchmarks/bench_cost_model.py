@@ -22,11 +22,10 @@ Run: ``.venv/bin/python benchmarks/bench_cost_model.py [--points 200000] [--loop
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
+from machine import describe
 
 from gps.cost.comm import alltoall_time
 from gps.cost.e2e import batch_cost
@@ -49,18 +48,6 @@ def random_inputs(rng: np.random.Generator, points: int) -> tuple[np.ndarray, np
     return slots, traffic
 
 
-def cpu_model() -> str:
-    """CPU model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=200_000, help="vectorised sweep points")
@@ -70,10 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
 
-    print(
-        f"machine: {platform.machine()} {cpu_model()} cpus={os.cpu_count()} "
-        f"python={platform.python_version()} numpy={np.__version__}"
-    )
+    print(describe())
     print(f"model {MIXTRAL.name}, {CLUSTER.name}, {WORKLOAD}")
 
     vec_s, checksum = 0.0, 0.0

@@ -19,13 +19,12 @@ Zipf draws. Run: ``.venv/bin/python benchmarks/bench_plans.py [--quick]``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 
 import numpy as np
 import scipy
+from machine import describe
 
 from gps.cost import batch_cost
 from gps.model import load_model_spec
@@ -54,17 +53,6 @@ try:
     from gps.traces.synthetic import generate_from_preset
 except ImportError:  # pragma: no cover - presets not available
     generate_from_preset = None
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def zipf_loads(layers: int, experts: int, a: float, tokens: int, seed: int) -> np.ndarray:
@@ -277,10 +265,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     print("# bench_plans")
-    print(
-        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs; "
-        f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}"
-    )
+    print(describe(f"scipy {scipy.__version__}"))
     print("loads:", "synthetic presets" if generate_from_preset else "Zipf (presets missing)")
     t0 = time.perf_counter()
     bench_planner_time(3 if args.quick else args.runs)

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
 import lightgbm
-import numpy as np
 import sklearn
+from machine import describe
 
 from gps.profiles import load_gpu
 from gps.traces import batch_loads, generate_from_preset, split_by_sequence
@@ -44,26 +42,6 @@ from predictors import (
 HORIZONS = (1, 10, 100, 1000)
 
 
-def cpu_model() -> str:
-    """CPU model name from ``/proc/cpuinfo`` (Linux), else ``platform.processor()``."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def machine() -> str:
-    return (
-        f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"numpy {np.__version__}, scikit-learn {sklearn.__version__}, "
-        f"lightgbm {lightgbm.__version__}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=None, help="token trace size (preset's)")
@@ -74,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
 
     gpu = load_gpu("h100_sxm5_80gb")
-    print(f"machine: {machine()}")
+    machine = describe(f"scikit-learn {sklearn.__version__}", f"lightgbm {lightgbm.__version__}")
+    print(machine)
     print(f"overhead priced on: {gpu.name} ({gpu.efficiency_source})")
 
     t0 = time.perf_counter()
@@ -138,7 +117,7 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump(
                 {
-                    "machine": machine(),
+                    "machine": machine,
                     "records": [r.to_dict() for r in records],
                     "horizon_errors": horizon_rows,
                 },

@@ -12,13 +12,14 @@ Run: ``.venv/bin/python benchmarks/bench_sweep.py``
 from __future__ import annotations
 
 import os
-import platform
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import describe
 
 GRID = ["hardware=h100_nvlink,a100_nvlink", "workload.batch_size=1,2,4,8"]
 POINTS = 8
@@ -46,8 +47,7 @@ def sweep(out: Path, *launcher: str, env: dict | None = None) -> float:
 
 
 def main() -> None:
-    print(f"machine: {platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()} "
-          f"python={platform.python_version()}; grid: {POINTS} configurations")  # fmt: skip
+    print(f"{describe()}; grid: {POINTS} configurations")
     ray = Path(sys.executable).with_name("ray")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

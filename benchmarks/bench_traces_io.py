@@ -11,8 +11,6 @@ Run: ``.venv/bin/python benchmarks/bench_traces_io.py [--tokens 10000000] [--no-
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from machine import describe
 
 from gps.traces.batching import batch_loads
 from gps.traces.io import load_trace, save_trace
@@ -76,10 +75,7 @@ def main() -> None:
     parser.add_argument("--no-scores", action="store_true")
     parser.add_argument("--dir", default=None, help="scratch folder (default: system temp)")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"python {platform.python_version()}, numpy {np.__version__}"
-    )
+    print(describe())
     trace = make_trace(args.tokens, args.layers, args.experts, not args.no_scores, seed=0)
     nbytes = trace.experts.nbytes + (0 if trace.scores is None else trace.scores.nbytes)
     print(

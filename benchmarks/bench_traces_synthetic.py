@@ -15,7 +15,7 @@ import os
 import platform
 import time
 
-import numpy as np
+from machine import describe
 
 from gps.traces.synthetic import generate_load_series, generate_token_trace, load_preset
 
@@ -36,10 +36,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60000, help="load-series steps")
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure (best kept)")
     args = parser.parse_args()
-    print(
-        f"machine: {platform.platform()}, {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, numpy {np.__version__}"
-    )
+    print(describe(platform.platform()))
     print("| preset | size | threads | seconds | throughput |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in ("mixtral_mmlu_like", "deepseek_like"):
