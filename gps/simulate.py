@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gps.model import MoEModelSpec, bytes_per_param
-from gps.plans.capacity import CapacityResult
+from gps.plans.capacity import CapacityResult, rank_in_group
 from gps.plans.plan import Plan, expert_gpu_counts
 from gps.traces.trace import TokenTrace
 
@@ -208,17 +208,6 @@ def source_gpus(num_tokens: int, num_gpus: int, source: str = "blocks") -> np.nd
     return t % num_gpus
 
 
-def _rank_in_group(keys: np.ndarray) -> np.ndarray:
-    """0-based rank of each element among earlier elements with the same key."""
-    order = np.argsort(keys, kind="stable")
-    sk = keys[order]
-    start = np.r_[0, np.flatnonzero(np.diff(sk)) + 1]
-    first = np.repeat(start, np.diff(np.r_[start, keys.size]))
-    rank = np.empty(keys.size, dtype=np.int64)
-    rank[order] = np.arange(keys.size) - first
-    return rank
-
-
 def simulate_tokens(
     plan: Plan,
     experts: np.ndarray,
@@ -278,7 +267,7 @@ def simulate_tokens(
     live = cop_ex >= 0
     layer, cop_src, cop_ex = layer[live], cop_src[live], cop_ex[live]
     key = layer * e + cop_ex if split == "even" else (layer * g + cop_src) * e + cop_ex
-    rank = _rank_in_group(key)
+    rank = rank_in_group(key)
     start = np.searchsorted(key_sorted, key, side="left")
     size = np.searchsorted(key_sorted, key, side="right") - start
     slot = slot_sorted[start + rank % size]

@@ -115,7 +115,7 @@ def _priority_order(experts: np.ndarray, scores: np.ndarray | None) -> np.ndarra
     return np.lexsort((token, primary, layer))
 
 
-def _rank_in_group(keys: np.ndarray) -> np.ndarray:
+def rank_in_group(keys: np.ndarray) -> np.ndarray:
     """For a key array (already in priority order): 0-based rank of each element among the
     elements with the same key that come before it."""
     order = np.argsort(keys, kind="stable")
@@ -142,7 +142,7 @@ def _drop(experts: np.ndarray, scores: np.ndarray | None, e: int, capacity: int)
     order = _priority_order(experts, scores)
     layer = order // (t * k)
     key = np.where(flat[order] >= 0, layer * e + flat[order], -1)
-    rank = _rank_in_group(key)
+    rank = rank_in_group(key)
     over = (key >= 0) & (rank >= capacity)
     flat[order[over]] = -1
     return ids, order, over
@@ -234,7 +234,7 @@ def capacity_reroute(
         cum = np.cumsum(np.take_along_axis(room, by_room, 1), axis=1)  # [L, E]
         layer = pending // (t * k)
         token_row = pending // k  # row of [L*T, k]
-        q = _rank_in_group(layer)  # rank among this layer's pending copies
+        q = rank_in_group(layer)  # rank among this layer's pending copies
         cum_flat = (cum + np.arange(lay)[:, None] * big).ravel()
         j = np.searchsorted(cum_flat, q + layer * big, side="right") - layer * e
         own = ids.reshape(lay * t, k)[token_row]
@@ -247,9 +247,9 @@ def capacity_reroute(
         target = np.where(placeable, by_room[layer, np.minimum(j, e - 1)], -1)
         # accept, per expert and in priority order, up to its room
         # one copy per token and round (two copies of a token must not pick the same expert)
-        first = placeable & (_rank_in_group(np.where(placeable, token_row, -1)) == 0)
+        first = placeable & (rank_in_group(np.where(placeable, token_row, -1)) == 0)
         key = np.where(first, layer * e + target, -1)
-        accepted = first & (_rank_in_group(key) < room[layer, np.maximum(target, 0)])
+        accepted = first & (rank_in_group(key) < room[layer, np.maximum(target, 0)])
         idx = pending[accepted]
         flat[idx] = target[accepted]
         lay_acc = layer[accepted]
