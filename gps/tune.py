@@ -24,7 +24,6 @@ resumes. Optuna is used directly (not hydra-optuna-sweeper, which pins ``optuna<
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import socket
 import sys
@@ -33,17 +32,13 @@ from collections.abc import Sequence
 
 import optuna
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from gps.advisor import strategies as st
-from gps.advisor.data import prepare
+from gps.advisor.advise import build, eval_data, slots_per_gpu
 from gps.advisor.pricing import price_routed
 from gps.app import CONF_DIR
-from gps.model import spec_from_dict
-from gps.profiles import load_cluster
-from gps.workload import Workload
 
 HEARTBEAT_S, GRACE_S = 10, 30  # RDB storages: a worker silent this long has died
 
@@ -91,19 +86,14 @@ class Objective:
 
     def __init__(self, cfg: DictConfig, max_changed: float) -> None:
         self.cfg, self.max_changed = cfg, max_changed
-        self.cluster = load_cluster(cfg.hardware)
-        self.spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), "model config")
-        self.workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
-        ev = cfg.evaluation
-        self.data = prepare(instantiate(cfg.trace, _convert_="all"), self.spec, self.workload,
-                            train_batches=ev.train_batches, test_batches=ev.test_batches,
-                            trace_path=ev.trace_path, seed=cfg.seed)  # fmt: skip
+        self.spec, self.cluster, self.workload, trace_cfg = build(cfg)
+        self.data = eval_data(cfg, trace_cfg, self.spec, self.workload)
         self.params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
 
     def __call__(self, trial: optuna.Trial) -> float:
         s, spec, cluster = self.cfg.strategy, self.spec, self.cluster
         extra = trial.suggest_int("replica_slots_per_gpu", 0, 3)
-        slots = math.ceil(spec.num_experts / cluster.num_gpus) + extra
+        slots = slots_per_gpu(spec, cluster, extra)
         ctx = st.Context(spec, cluster, self.workload, self.data, slots, s.split,
                          s.migration_overlap)  # fmt: skip
         kind = trial.suggest_categorical(

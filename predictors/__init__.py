@@ -34,6 +34,7 @@ from predictors.evaluate import (
     overhead_summary,
 )
 from predictors.metrics import (
+    distribution_accuracy,
     exact_set_accuracy,
     expert_histogram,
     horizon_errors,
@@ -115,6 +116,7 @@ __all__ = [
     "WhatIfDistributionPredictor",
     "WhatIfTokenPredictor",
     "WindowMeanPredictor",
+    "distribution_accuracy",
     "evaluate_distribution_predictor",
     "evaluate_token_predictor",
     "exact_set_accuracy",

@@ -27,13 +27,10 @@ from predictors.base import (
     proportions,
 )
 from predictors.metrics import (
+    distribution_accuracy,
     exact_set_accuracy,
     induced_distribution_error,
-    l1_distance,
-    max_load_relative_error,
-    proportion_mae,
     topk_hit_rate,
-    total_variation,
 )
 
 
@@ -138,16 +135,6 @@ def evaluate_token_predictor(
         n_train=train.num_tokens,
         n_test=test.num_tokens,
     )
-
-
-def distribution_accuracy(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """Mean TV, L1, max-load relative error and proportion MAE of ``[N, L, E]`` forecasts."""
-    return {
-        "tv": float(total_variation(pred, true).mean()),
-        "l1": float(l1_distance(pred, true).mean()),
-        "max_load_rel_err": float(max_load_relative_error(pred, true).mean()),
-        "proportion_mae": proportion_mae(pred, true),
-    }
 
 
 def evaluate_distribution_predictor(

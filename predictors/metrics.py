@@ -95,16 +95,23 @@ def induced_distribution_error(
     """How far a token predictor's implied per-batch loads are from the true ones.
 
     Histograms both ``[T, L, k]`` predictions and truth per batch of ``batch_size`` tokens and
-    returns the means over batches and layers of ``tv``, ``max_load_rel_err`` and
-    ``proportion_mae``.
+    returns :func:`distribution_accuracy` of the two.
     """
     pred, true = _check_experts(pred, true)
-    hp = expert_histogram(pred, num_experts, batch_size)
-    ht = expert_histogram(true, num_experts, batch_size)
+    return distribution_accuracy(
+        expert_histogram(pred, num_experts, batch_size),
+        expert_histogram(true, num_experts, batch_size),
+    )
+
+
+def distribution_accuracy(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Means over batches and layers of ``tv``, ``l1``, ``max_load_rel_err`` and
+    ``proportion_mae`` of ``[N, L, E]`` forecasts (counts or proportions) against the truth."""
     return {
-        "tv": float(total_variation(hp, ht).mean()),
-        "max_load_rel_err": float(max_load_relative_error(hp, ht).mean()),
-        "proportion_mae": proportion_mae(hp, ht),
+        "tv": float(total_variation(pred, true).mean()),
+        "l1": float(l1_distance(pred, true).mean()),
+        "max_load_rel_err": float(max_load_relative_error(pred, true).mean()),
+        "proportion_mae": proportion_mae(pred, true),
     }
 
 

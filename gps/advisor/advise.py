@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -15,13 +16,14 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from gps.advisor import strategies as st
-from gps.advisor.data import prepare
+from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
 from gps.cost.memory import memory_breakdown
-from gps.model import spec_from_dict
+from gps.hardware import Cluster
+from gps.model import MoEModelSpec, spec_from_dict
 from gps.profiles import load_cluster
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
@@ -114,24 +116,40 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
     }
 
 
-def advise(cfg: DictConfig) -> dict:
-    """Run the configured comparison; return the ``results.json`` dict."""
+def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
+    """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config."""
     cluster = load_cluster(cfg.hardware)
     spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
     workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
-    trace_cfg = instantiate(cfg.trace, _convert_="all")
+    return spec, cluster, workload, instantiate(cfg.trace, _convert_="all")
+
+
+def slots_per_gpu(spec: MoEModelSpec, cluster: Cluster, extra: int) -> int:
+    """``R = ceil(E/G) + extra`` expert slots per GPU."""
+    return math.ceil(spec.num_experts / cluster.num_gpus) + extra
+
+
+def eval_data(cfg: DictConfig, trace_cfg: Any, spec: MoEModelSpec, workload: Workload) -> EvalData:
+    """The run's history and held-out batches (``cfg.evaluation``, ``cfg.seed``)."""
+    ev = cfg.evaluation
+    return prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
+                   test_batches=ev.test_batches, trace_path=ev.trace_path,
+                   seed=cfg.seed)  # fmt: skip
+
+
+def advise(cfg: DictConfig) -> dict:
+    """Run the configured comparison; return the ``results.json`` dict."""
+    spec, cluster, workload, trace_cfg = build(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(trace_cfg, LoadSeriesConfig):
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
     s = cfg.strategy
-    slots = math.ceil(spec.num_experts / cluster.num_gpus) + s.replica_slots_per_gpu
+    slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
-    data = prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
-                   test_batches=ev.test_batches, trace_path=ev.trace_path,
-                   seed=cfg.seed)  # fmt: skip
+    data = eval_data(cfg, trace_cfg, spec, workload)
     ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     jobs = [

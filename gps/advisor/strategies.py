@@ -36,8 +36,8 @@ from gps.plans import (
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
 from predictors.base import PredictorCost
-from predictors.evaluate import distribution_accuracy
 from predictors.metrics import (
+    distribution_accuracy,
     exact_set_accuracy,
     expert_histogram,
     induced_distribution_error,
