@@ -263,15 +263,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter ILP limits, fewer runs")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--planner-only", action="store_true", help="section 1 only")
     args = parser.parse_args()
     print("# bench_plans")
     print(describe(f"scipy {scipy.__version__}"))
     print("loads:", "synthetic presets" if generate_from_preset else "Zipf (presets missing)")
     t0 = time.perf_counter()
     bench_planner_time(3 if args.quick else args.runs)
-    bench_balance()
-    bench_ilp(args.quick)
-    bench_straggler()
+    if not args.planner_only:
+        bench_balance()
+        bench_ilp(args.quick)
+        bench_straggler()
     print(f"\nbenchmark wall time: {time.perf_counter() - t0:.0f} s")
 
 

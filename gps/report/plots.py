@@ -25,6 +25,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as a 110-dpi PNG at ``path``, free it, return ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_breakdown(strategies: list[dict], path: Path) -> Path:
     """Stacked horizontal bars: milliseconds per component of each strategy's step."""
     plt = _pyplot()
@@ -44,10 +52,7 @@ def plot_breakdown(strategies: list[dict], path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("milliseconds per step (black tick: perfectly balanced bound)")
     ax.legend(ncol=5, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_gpu_load(loads: dict[str, list[float]], path: Path) -> Path:
@@ -65,10 +70,7 @@ def plot_gpu_load(loads: dict[str, list[float]], path: Path) -> Path:
     ax.set_xlabel("GPU")
     ax.set_ylabel("tokens / mean (busiest layer)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_accuracy_speedup(guide: dict, path: Path) -> Path:
@@ -92,10 +94,7 @@ def plot_accuracy_speedup(guide: dict, path: Path) -> Path:
     ax.set_xlabel("Token-to-Expert top-k accuracy (what-if predictor)")
     ax.set_ylabel("speed-up over no balancing")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_frontier(guide: dict, path: Path) -> Path:
@@ -114,7 +113,4 @@ def plot_frontier(guide: dict, path: Path) -> Path:
     ax.set_xlabel("Token-to-Expert top-k accuracy")
     ax.set_ylabel("predictor overhead (us per MoE layer)")
     ax.set_title("blue: Token-to-Expert wins; red: Distribution-Only wins", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
