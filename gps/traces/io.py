@@ -137,13 +137,7 @@ def _memmap_member(path: Path, raw: BinaryIO, info: zipfile.ZipInfo, field: str)
         raise TraceError(str(path), field, "corrupt zip local header")
     start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
     raw.seek(start)
-    version = np.lib.format.read_magic(raw)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(raw)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(raw)
-    if dtype.hasobject:
-        raise TraceError(str(path), field, "object arrays are not allowed")
+    shape, fortran, dtype = _read_header(raw)
     offset = raw.tell()
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if offset + nbytes > start + info.file_size:
@@ -153,6 +147,41 @@ def _memmap_member(path: Path, raw: BinaryIO, info: zipfile.ZipInfo, field: str)
     order = "F" if fortran else "C"
     mapped = np.memmap(path, dtype=dtype, mode="r", shape=shape, order=order, offset=offset)
     return mapped.view(np.ndarray)
+
+
+def _read_header(fp: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` header at ``fp``'s position.
+
+    Call it on one thread only: the header parser (``ast.literal_eval``) is not safe to run
+    in several threads at once on CPython 3.11 (``SystemError: AST constructor recursion
+    depth mismatch``, seen here), so worker threads only inflate data.
+
+    Raises:
+        ValueError: a bad header, an unsupported format version, or an object dtype (pickles
+            are refused).
+    """
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+        raise ValueError(f".npy format version {version} is not supported (1.0 or 2.0)")
+    if dtype.hasobject:
+        raise ValueError("object arrays are not allowed (they would need pickle)")
+    return shape, fortran, dtype
+
+
+def _fill(member: BinaryIO, array: np.ndarray) -> np.ndarray:
+    """Stream the member's data into ``array`` in 256 KiB pieces (no second copy)."""
+    flat = array.reshape(-1, order="A").view(np.uint8)
+    done, size = 0, flat.size
+    while done < size:
+        got = member.readinto(flat[done : done + (1 << 18)])
+        if not got:
+            raise EOFError(f"reading array data, expected {size} bytes got {done}")
+        done += got
+    return array
 
 
 def _read_members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
@@ -184,7 +213,9 @@ def _read_members(path: Path, mmap: bool) -> dict[str, np.ndarray]:
                     arrays[field] = _memmap_member(path, raw, info, field)
                 else:
                     member = members.enter_context(zf.open(info))  # opened here: not thread-safe
-                    pending[field] = pool.submit(np.lib.format.read_array, member, False)
+                    shape, fortran, dtype = _read_header(member)  # here: see _read_header
+                    array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+                    pending[field] = pool.submit(_fill, member, array)
             except _READ_ERRORS as exc:
                 raise TraceError(origin, field, f"unreadable: {exc}") from None
         for field, future in pending.items():
