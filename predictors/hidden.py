@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 
 from gps.traces.trace import TokenTrace
 from predictors.base import PredictorCost, check_trace, topk_from_scores
-from predictors.token import _FittedShape, _check_int, _subsample_rows
+from predictors.token import _check_int, _FittedShape, _subsample_rows
 
 _EXPERT_ID_BYTES = 2.0  # int16 expert id written per predicted slot
 _ACTIVATIONS = ("identity", "relu")

@@ -135,8 +135,8 @@ def _parse(entry: object, origin: str, index: int) -> PublishedPredictor:
     if widths is not None:
         bad = [w for w in widths if not (w in SYMBOLS or (type(w) is int and w >= 1))]
         if len(widths) < 2 or bad:
-            raise _err(origin, at, "architecture.widths",
-                       f"{widths}: need >= 2 entries, each a positive int or one of {SYMBOLS}")  # fmt: skip
+            want = f"need >= 2 entries, each a positive int or one of {SYMBOLS}"
+            raise _err(origin, at, "architecture.widths", f"{widths}: {want}")
     src = _get(entry, "source", (dict,), origin, at)
     year = _get(src, "year", (int,), origin, f"{at} source", optional=True)
     source = Source(
@@ -149,7 +149,7 @@ def _parse(entry: object, origin: str, index: int) -> PublishedPredictor:
     if not isinstance(others, dict) or not all(
         isinstance(v, int | float) and not isinstance(v, bool) for v in others.values()
     ):
-        raise _err(origin, at, "other_figures", f"expected a mapping name -> number, got {others!r}")
+        raise _err(origin, at, "other_figures", f"expected a mapping name -> number: {others!r}")
     return PublishedPredictor(
         name=_get(entry, "name", (str,), origin, at),
         method=_get(entry, "method", (str,), origin, at),

@@ -20,8 +20,8 @@ from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
-from gps.advisor.published import published_results
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.advisor.published import published_results
 from gps.cost.memory import memory_breakdown
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict

@@ -185,15 +185,14 @@ def _check_hidden(trace: TokenTrace, origin: str, t: int, layers: int) -> None:
     ids = _check_array(trace.hidden_layers, origin, "hidden_layers", np.int16, (h,))
     if ids.min() < 0 or ids.max() >= layers or (np.diff(ids) <= 0).any():
         raise TraceError(
-            origin, "hidden_layers", f"{ids.tolist()}: need strictly increasing ids in [0, {layers})"
+            origin, "hidden_layers", f"{ids.tolist()}: need increasing ids in [0, {layers})"
         )
     for rows in _chunks(t, h * hidden.shape[2]):
         bad = ~np.isfinite(np.asarray(hidden[rows]))
         if bad.any():
             tok, j, dim = (int(v) for v in np.argwhere(bad)[0])
-            raise TraceError(
-                origin, "hidden", f"non-finite value at token {tok + rows.start}, slice {j}, dim {dim}"
-            )
+            where = f"token {tok + rows.start}, slice {j}, dim {dim}"
+            raise TraceError(origin, "hidden", f"non-finite value at {where}")
 
 
 def validate_load_series(series: LoadSeries, origin: str = "<memory>") -> LoadSeries:
