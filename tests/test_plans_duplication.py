@@ -49,6 +49,7 @@ def test_static_contiguous_and_round_robin():
     assert rr.slot_expert[0].tolist() == [[0, 3], [1, 4], [2, 5]]
     padded = static_placement(1, 5, 2, slots_per_gpu=4)
     assert padded.slot_expert[0].tolist() == [[0, 1, 2, -1], [3, 4, -1, -1]]
+    assert padded.gpu_of_slot().tolist() == [[0, 0, 0, 0], [1, 1, 1, 1]]
 
 
 def test_static_fewer_experts_than_gpus_replicates_like_cost_model():
