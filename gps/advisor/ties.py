@@ -1,9 +1,10 @@
 """Ties between strategies, said plainly: which strategies tied and why.
 
-When every dynamic strategy keeps the plan that was in place before the first held-out batch
-(re-planning would cost more in expert-weight copies than it saves), they all serve the same
-plan: their step times are equal up to predictor overhead, the recommendation among them is
-a tie-break, and neither their accuracy nor the oracle line says anything about prediction.
+When no dynamic strategy copies an expert replica on the held-out batches (copying would cost
+more than it saves), they all stay on the plan in place before the first batch (or drop
+replicas, which is free): their step times are (nearly) equal, the recommendation among them
+is a tie-break, and neither their accuracy nor the oracle line says anything about
+prediction.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
 
     Returns:
         ``strategies`` (names, fastest first), ``same_step_time`` (all equal to 1e-9
-        relative), ``replanned`` (whether any tied dynamic strategy moved expert weights on a
-        held-out batch), ``oracle_tied`` (the oracle is within ``margin`` too) and ``text``
+        relative), ``moved_weights`` (whether any tied dynamic strategy copied expert weights
+        on a held-out batch), ``oracle_tied`` (the oracle is within ``margin`` too) and ``text``
         (the sentence the report's first paragraph carries).
     """
     if len(tied) < 2:
@@ -33,7 +34,7 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
     times = [s["e2e_time_s"] for s in tied]
     same = max(times) - min(times) <= 1e-9 * max(times)
     dynamic = [s for s in tied if s["family"] in DYNAMIC]
-    replanned = any(s["migration_bytes_per_step"] > 0 for s in dynamic)
+    moved = any(s["migration_bytes_per_step"] > 0 for s in dynamic)
     top = tied[0]["speedup_vs_baseline"]
     oracle = next((s for s in entries if s["family"] == "oracle"), None)
     oracle_tied = oracle is not None and (
@@ -41,15 +42,17 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
     )
     names = ", ".join(s["name"] for s in tied)
     text = f"**Tie:** {len(tied)} strategies are within {margin:.1%} of each other ({names})"
-    if dynamic and not replanned:
+    if dynamic and not moved:
+        spread = max(times) / min(times) - 1.0
         text += (
-            ". None of them re-planned on the held-out batches: each kept the plan in place "
-            "before the first batch, because moving expert replicas would cost more than it "
-            "saves on the loads they predicted, so they serve the same plan and "
-            + ("their step times are identical" if same else "differ only by predictor overhead")
+            ". None of them copied an expert replica on the held-out batches: copying would cost "
+            "more than it saves on the loads they predicted, so they keep the plan in place "
+            "before the first batch, and "
+            + ("their step times are identical" if same else f"their step times differ by at "
+               f"most {spread:.2%} (predictor overhead)")
             + ". Their accuracy does not decide anything here; the pick among them is a "
             "tie-break (fewest changed tokens, then least predictor time)."
-        )
+        )  # fmt: skip
     else:
         text += (
             "; the pick among them is a tie-break (fewest changed tokens, then least predictor "
@@ -63,7 +66,7 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
     return {
         "strategies": [s["name"] for s in tied],
         "same_step_time": same,
-        "replanned": replanned,
+        "moved_weights": moved,
         "oracle_tied": oracle_tied,
         "text": text,
     }
