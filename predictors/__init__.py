@@ -43,6 +43,8 @@ from predictors.metrics import (
     l1_distance,
     max_load_relative_error,
     proportion_mae,
+    record_interval,
+    steps_to_records,
     topk_hit_rate,
     total_variation,
 )
@@ -134,7 +136,9 @@ __all__ = [
     "overhead_summary",
     "price",
     "proportion_mae",
+    "record_interval",
     "router_cost",
+    "steps_to_records",
     "topk_hit_rate",
     "total_variation",
 ]
