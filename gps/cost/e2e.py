@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gps.cost._common import element_bytes, num_moe_layers, tokens_per_gpu
+from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layers, tokens_per_gpu
 from gps.cost.attention import attention_time
 from gps.cost.experts import swiglu_op
 from gps.cost.layer import check_slot_tokens, moe_layer_times
@@ -72,15 +72,17 @@ class CostBreakdown:
 def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> dict[str, float]:
     """Seconds of the parts run once per step, on one GPU's share (``n = T/G`` tokens).
 
-    * ``embedding``: lookup, ``a*2*n*d`` bytes (gather rows, write activations), no FLOPs.
+    * ``embedding``: lookup, ``w*n*d + a*n*d`` bytes (gather rows, write activations), no FLOPs.
     * ``dense_layers``: ``(num_layers - L_moe) * (attention_time + dense SwiGLU FFN on n)``
       (DeepSeek's first-k dense layers).
     * ``lm_head``: logits for the last token of each sequence only (serving convention; the
       prompt's other positions need no logits), ``m = B/G`` per GPU: ``2*m*d*V`` FLOPs,
-      ``a*(V*d + m*d + m*V)`` bytes. Final norm and sampling are ignored.
+      ``w*V*d + a*(m*d + m*V)`` bytes. Final norm and sampling are ignored.
+
+    ``w``/``a``: weight/activation element bytes (``spec.dtypes``); GEMMs at the weights' dtype.
     """
-    g, gpu, dt = cluster.num_gpus, cluster.gpu, spec.dtype
-    a, d, v = element_bytes(spec), spec.hidden_size, spec.vocab_size
+    g, gpu, dt = cluster.num_gpus, cluster.gpu, gemm_dtype(spec)
+    w, a, d, v = element_bytes(spec), act_bytes(spec), spec.hidden_size, spec.vocab_size
     n = tokens_per_gpu(workload, g)
     m = workload.batch_size / g
     n_dense = spec.num_layers - num_moe_layers(spec)
@@ -91,10 +93,10 @@ def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> d
             attention_time(spec, cluster, workload) + float(ops_time([dense_ffn], gpu, dt))
         )
     return {
-        "embedding": float(ops_time([Op("embedding", 0.0, a * 2 * n * d)], gpu, dt)),
+        "embedding": float(ops_time([Op("embedding", 0.0, (w + a) * n * d)], gpu, dt)),
         "dense_layers": dense,
         "lm_head": float(
-            ops_time([Op("lm_head", 2 * m * d * v, a * (v * d + m * d + m * v))], gpu, dt)
+            ops_time([Op("lm_head", 2 * m * d * v, w * v * d + a * (m * d + m * v))], gpu, dt)
         ),
     }
 

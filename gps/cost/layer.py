@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gps.cost._common import element_bytes, num_moe_layers, tokens_per_gpu
+from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layers, tokens_per_gpu
 from gps.cost.attention import attention_time
 from gps.cost.comm import alltoall_gpu_major, check_traffic
 from gps.cost.experts import (
@@ -27,14 +27,18 @@ from gps.workload import Workload
 def gate_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     """Router ops on one GPU's ``n = T/G`` tokens.
 
-    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``a*(d*E + n*d + n*E)`` bytes.
+    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``w*d*E + a*(n*d + n*E)`` bytes.
     * top-k: no FLOPs counted; reads the ``n*E`` logits, writes ``n*k`` weights (``a`` bytes)
       and ids (4-byte int32).
+
+    ``w``/``a``: weight/activation element bytes; the router runs at the weights' dtype.
     """
-    a, d, e, k = element_bytes(spec), spec.hidden_size, spec.num_experts, spec.top_k
+    w, a = element_bytes(spec), act_bytes(spec)
+    d, e, k = spec.hidden_size, spec.num_experts, spec.top_k
     n = tokens_per_gpu(workload, num_gpus)
+    dt = gemm_dtype(spec)
     return [
-        Op("router_gemm", 2 * n * d * e, a * (d * e + n * d + n * e)),
+        Op("router_gemm", 2 * n * d * e, w * d * e + a * (n * d + n * e), dtype=dt),
         Op("topk", 0.0, a * n * e + n * k * (a + 4)),
     ]
 
@@ -102,8 +106,8 @@ def moe_layer_times(
     experts_balanced = balanced_time_gpu_major(tokens, busy, spec, gpu)
     fixed = {
         "attention": attention_time(spec, cluster, workload),
-        "gate": float(ops_time(gate_ops(spec, workload, g), gpu, spec.dtype)),
-        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu, spec.dtype)),
+        "gate": float(ops_time(gate_ops(spec, workload, g), gpu)),
+        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu)),
     }
 
     def full(x: float | np.ndarray, source_shape: tuple[int, ...] = ()) -> np.ndarray:
