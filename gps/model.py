@@ -142,9 +142,9 @@ def _build(cls: type, data: Any, origin: str, at: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         path = f"{at}{name}"
-        if name == "attention":
+        if name == "attention" and not at:
             kwargs[name] = _build(AttentionSpec, value, origin, "attention.")
-        elif name == "dtypes":
+        elif name == "dtypes" and not at:
             kwargs[name] = _build(TensorDtypes, value, origin, "dtypes.")
         elif at == "dtypes." and value is None:
             kwargs[name] = None
