@@ -14,6 +14,13 @@ from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layer
 from gps.cost.attention import attention_time
 from gps.cost.experts import swiglu_op
 from gps.cost.layer import check_slot_tokens, moe_layer_times
+from gps.cost.parallel import (
+    LayoutError,
+    ParallelConfig,
+    fixed_components,
+    layout_inputs,
+    resolve_layout,
+)
 from gps.cost.roofline import Op, ops_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
 from gps.hardware import Cluster
@@ -172,6 +179,7 @@ def batch_cost(
     migration_link: str = "intra",
     dropped_tokens: float | np.ndarray = 0,
     dispatch_dedup: tuple[float, float] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
@@ -199,6 +207,12 @@ def batch_cost(
             uniform-routing expectation (``gps.cost.comm.dedup_factors``); ``(1, 1)`` when
             ``traffic_bytes`` already counts de-duplicated sends.
 
+        parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
+            attention DP/TP), priced with uniform routing (``slot_tokens`` and
+            ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
+            with ``workload.attention_parallel`` (today's model). ``ep = G, tp = 1`` gives the
+            same numbers as ``None``.
+
     ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
     two interleaved micro-batches (``two_batch_path``, stages priced at half the batch), plus
     predictor and migration; ``components`` still hold the full batch's stage times, so
@@ -208,6 +222,30 @@ def batch_cost(
         ``CostBreakdown``.
     """
     workload.validate()
+    layer_spec, layer_cluster, fixed = spec, cluster, None
+    if parallel is not None:
+        if slot_tokens is not None or traffic_bytes is not None:
+            raise LayoutError(
+                f"parallel={parallel.name!r}: layouts are priced with uniform routing; pass "
+                "slot_tokens=None and traffic_bytes=None"
+            )
+        ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
+        workload = replace(workload, attention_parallel=attention)
+        layer_spec, layer_cluster, slot_tokens, traffic_bytes, dedup = layout_inputs(
+            spec, cluster, workload, ep, tp
+        )
+        dispatch_dedup = dedup if dispatch_dedup is None else dispatch_dedup
+
+        def fixed(wl: Workload) -> dict[str, float]:
+            return fixed_components(spec, cluster, wl, ep, tp, attention)
+
+    def layer_times(wl: Workload, st: np.ndarray, tb: np.ndarray) -> tuple[dict, dict]:
+        comp, bal = moe_layer_times(layer_spec, layer_cluster, wl, st, tb, dedup=dispatch_dedup)
+        if fixed is not None:
+            for name, value in fixed(wl).items():
+                comp[name] = bal[name] = np.broadcast_to(value, comp[name].shape)
+        return comp, bal
+
     if slot_tokens is None:
         slot_tokens = uniform_slot_tokens(spec, cluster, workload)
     if traffic_bytes is None:
@@ -220,9 +258,7 @@ def batch_cost(
     mig_bytes = _nonneg("migration_bytes", migration_bytes)
     dropped = _nonneg("dropped_tokens", dropped_tokens)
 
-    comp, balanced = moe_layer_times(
-        spec, cluster, workload, slot_tokens, traffic_bytes, dedup=dispatch_dedup
-    )
+    comp, balanced = layer_times(workload, slot_tokens, traffic_bytes)
     attn = comp["attention"]
     if not predictor_on_critical_path:
         pred = np.maximum(pred - attn, 0.0)
@@ -250,10 +286,11 @@ def batch_cost(
     half = _half(workload) if workload.overlap == "two_batch" else None
     if half is not None:
         ratio = half.tokens_per_step / workload.tokens_per_step
-        mb, mb_bal = moe_layer_times(
-            spec, cluster, half, np.asarray(slot_tokens, dtype=float) * ratio,
-            np.asarray(traffic_bytes, dtype=float) * ratio, dedup=dispatch_dedup,
-        )  # fmt: skip
+        mb, mb_bal = layer_times(
+            half,
+            np.asarray(slot_tokens, dtype=float) * ratio,
+            np.asarray(traffic_bytes, dtype=float) * ratio,
+        )
 
         def overlapped(c: dict[str, np.ndarray]) -> np.ndarray:
             return two_batch_path(
