@@ -86,7 +86,7 @@ def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> d
       prompt's other positions need no logits), ``m = B/G`` per GPU: ``2*m*d*V`` FLOPs,
       ``w*V*d + a*(m*d + m*V)`` bytes. Final norm and sampling are ignored.
 
-    ``w``/``a``: weight/activation element bytes (``spec.dtypes``); GEMMs at the weights' dtype.
+    ``w``/``a``: weight/activation element bytes (``spec.dtypes``); GEMMs at ``gemm_dtype``.
     """
     g, gpu, dt = cluster.num_gpus, cluster.gpu, gemm_dtype(spec)
     w, a, d, v = element_bytes(spec), act_bytes(spec), spec.hidden_size, spec.vocab_size

@@ -38,7 +38,7 @@ def gate_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     * top-k: no FLOPs counted; reads the ``n*E`` logits, writes ``n*k`` weights (``a`` bytes)
       and ids (4-byte int32).
 
-    ``w``/``a``: weight/activation element bytes; the router runs at the weights' dtype.
+    ``w``/``a``: weight/activation element bytes; the router runs at ``gemm_dtype``.
     """
     w, a = element_bytes(spec), act_bytes(spec)
     d, e, k = spec.hidden_size, spec.num_experts, spec.top_k
