@@ -71,9 +71,10 @@ def expert_roofline_s(
     """Roofline seconds of one GPU's grouped expert GEMM, launch overhead excluded.
 
     ``knee_time(6*d*f*tokens / peak, (w*3*d*f*busy_slots + a*2*(d+f)*tokens) / bandwidth)``
-    with the GPU's efficiency-scaled peak FLOP/s (at ``gemm_dtype``: ``dtypes.compute``, default the weights') and HBM bandwidth and
-    its roofline knee (``gpu.roofline_knee``; 0 = ``max``); shape of ``tokens``. Positive
-    exactly where ``tokens > 0`` (no validation: hot path).
+    with the GPU's efficiency-scaled peak FLOP/s (at ``gemm_dtype``: ``dtypes.compute``,
+    default the weights') and HBM bandwidth and its roofline knee (``gpu.roofline_knee``;
+    0 = ``max``); shape of ``tokens``. Positive exactly where ``tokens > 0`` (no validation:
+    hot path).
     """
     w, a = element_bytes(spec), act_bytes(spec)
     d, f = spec.hidden_size, spec.expert_intermediate_size
