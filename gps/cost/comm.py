@@ -253,6 +253,22 @@ def moe_alltoall_times(
         ``(dispatch, combine, dispatch_balanced, combine_balanced)``, balanced = each class's
         bytes spread evenly over the ``G`` GPUs (a lower bound).
     """
+    peaks = alltoall_peaks(traffic, cluster, mode=mode, dedup=dedup)
+    (d, db), (c, cb) = (price_peaks(peaks, cluster, mode, scale) for scale in scales)
+    return d, c, db, cb
+
+
+def alltoall_peaks(
+    traffic: np.ndarray,
+    cluster: Cluster,
+    *,
+    mode: str = "flat",
+    dedup: tuple[float, float] = (1.0, 1.0),
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per link class (intra, then inter): ``(busiest GPU's max(send, recv) bytes [M], mean send
+    bytes per GPU [M])`` of ``traffic [M, G, G]`` as ``mode`` moves it (see
+    ``moe_alltoall_times``). Bytes scale linearly with the traffic, so a micro-batch or another
+    dtype is priced from the same peaks (``price_peaks``)."""
     if mode not in ALLTOALL_MODES:
         raise ValueError(f"workload.alltoall={mode!r}: expected one of {ALLTOALL_MODES}")
     g, gpn = cluster.num_gpus, cluster.gpus_per_node
@@ -266,22 +282,26 @@ def moe_alltoall_times(
             classes = [(s_in * gpu_f + fwd, r_in * gpu_f + fwd), (s_x * node_f, r_x * node_f)]
         else:
             classes = [(s_in * gpu_f, r_in * gpu_f)]
+    return [(_peak(send, recv), send.sum(axis=0) / g) for send, recv in classes]
+
+
+def price_peaks(
+    peaks: list[tuple[np.ndarray, np.ndarray]], cluster: Cluster, mode: str, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(seconds, balanced seconds)`` ``[M]`` of one all-to-all from ``alltoall_peaks`` with
+    every byte multiplied by ``scale`` (dtype ratio times micro-batch fraction): per class
+    ``alpha + scale*bytes/bandwidth``, the max over classes; ``alpha`` is the link latency, or,
+    in ``deepep_low_latency`` mode, one ``DEEPEP_LL_FIXED_S`` per kernel instead."""
     fixed = DEEPEP_LL_FIXED_S if mode == "deepep_low_latency" else None
-    links = [cluster.intra_link, cluster.inter_link]
-    out = []
-    for scale in scales:
-        t = b = None
-        for (send, recv), link in zip(classes, links, strict=False):
-            tc = _timed(_peak(send, recv), link, scale, fixed)
-            bc = _timed(send.sum(axis=0) / g, link, scale, fixed)
-            t = tc if t is None else np.maximum(t, tc)
-            b = bc if b is None else np.maximum(b, bc)
-        if fixed is not None:
-            t = np.where(t > 0, t + fixed, 0.0)
-            b = np.where(b > 0, b + fixed, 0.0)
-        out.append((t, b))
-    (d, db), (c, cb) = out
-    return d, c, db, cb
+    t = b = None
+    for (peak, mean), link in zip(peaks, [cluster.intra_link, cluster.inter_link], strict=False):
+        tc, bc = _timed(peak, link, scale, fixed), _timed(mean, link, scale, fixed)
+        t = tc if t is None else np.maximum(t, tc)
+        b = bc if b is None else np.maximum(b, bc)
+    if fixed is not None:
+        t = np.where(t > 0, t + fixed, 0.0)
+        b = np.where(b > 0, b + fixed, 0.0)
+    return t, b
 
 
 def hierarchical_dispatch_bytes(
