@@ -50,8 +50,9 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Advise on ``cfg``; write ``results.json`` and the report into ``out_dir``; return the
     report's path. ``results.json`` is written atomically (temporary file, then rename)."""
+    layout = price_layout(cfg)  # a bad layout fails here, before the advisor's work
     results = advise(cfg)
-    results["parallel"] = price_layout(cfg) if results["strategies"] else None
+    results["parallel"] = layout if results["strategies"] else None
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
     if results["strategies"]:
