@@ -99,5 +99,5 @@ def test_gps_parallel_group_prices_three_mixtral_layouts() -> None:
     assert len(set(answers.values())) == 3
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=["parallel=ep4_tp2", "parallel.tp=3"])
-    with pytest.raises(LayoutError, match=r"parallel\.(ep|tp)=3"):
+    with pytest.raises(LayoutError, match=r"parallel\.ep=4, parallel\.tp=3: ep\*tp = 12"):
         price_layout(cfg)
