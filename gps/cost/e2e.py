@@ -206,7 +206,6 @@ def batch_cost(
             per token copy after de-duplication per destination GPU / node); ``None`` = the
             uniform-routing expectation (``gps.cost.comm.dedup_factors``); ``(1, 1)`` when
             ``traffic_bytes`` already counts de-duplicated sends.
-
         parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
             attention DP/TP), priced with uniform routing (``slot_tokens`` and
             ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
