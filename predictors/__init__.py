@@ -33,6 +33,7 @@ from predictors.evaluate import (
     format_table,
     overhead_summary,
 )
+from predictors.hidden import HiddenStateRouterPredictor, router_cost
 from predictors.metrics import (
     distribution_accuracy,
     exact_set_accuracy,
@@ -70,6 +71,7 @@ TOKEN_PREDICTORS: dict[str, type[TokenPredictor]] = {
     "previous_layer": PreviousLayerPredictor,
     "lightgbm_token": LightGBMTokenPredictor,
     "mlp_token": MLPTokenPredictor,
+    "hidden_router": HiddenStateRouterPredictor,
     "whatif_token": WhatIfTokenPredictor,
 }
 PREDICTORS: dict[str, type[BaseEstimator]] = {**DISTRIBUTION_PREDICTORS, **TOKEN_PREDICTORS}
@@ -101,6 +103,7 @@ __all__ = [
     "DistributionPredictor",
     "EWMAPredictor",
     "GlobalPriorPredictor",
+    "HiddenStateRouterPredictor",
     "LastBatchPredictor",
     "LightGBMLoadPredictor",
     "LightGBMTokenPredictor",
@@ -131,6 +134,7 @@ __all__ = [
     "overhead_summary",
     "price",
     "proportion_mae",
+    "router_cost",
     "topk_hit_rate",
     "total_variation",
 ]

@@ -21,6 +21,7 @@ from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.advisor.published import published_results
 from gps.cost.memory import memory_breakdown
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
@@ -211,6 +212,9 @@ def advise(cfg: DictConfig) -> dict:
                    f"{slots} slots/GPU")  # fmt: skip
         guide["rule"] = rule(guide, setting)
         results["guidelines"] = guide
+    results["published_predictors"] = published_results(
+        spec, cluster.gpu, t, results["guidelines"], baseline_s, routed[0].sim.slot_tokens.shape[-3]
+    )
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
     return results
