@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from gps.cost._common import element_bytes, num_moe_layers, tokens_per_gpu
+from gps.cost._common import (
+    act_bytes,
+    dtype_bytes,
+    element_bytes,
+    gemm_dtype,
+    num_moe_layers,
+    tokens_per_gpu,
+)
 from gps.cost.attention import attention_time
-from gps.cost.comm import alltoall_gpu_major, check_traffic
+from gps.cost.comm import alltoall_peaks, check_traffic, dedup_factors, price_peaks
 from gps.cost.experts import (
     balanced_time_gpu_major,
     gpu_loads,
@@ -27,14 +34,18 @@ from gps.workload import Workload
 def gate_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     """Router ops on one GPU's ``n = T/G`` tokens.
 
-    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``a*(d*E + n*d + n*E)`` bytes.
+    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``w*d*E + a*(n*d + n*E)`` bytes.
     * top-k: no FLOPs counted; reads the ``n*E`` logits, writes ``n*k`` weights (``a`` bytes)
       and ids (4-byte int32).
+
+    ``w``/``a``: weight/activation element bytes; the router runs at ``gemm_dtype``.
     """
-    a, d, e, k = element_bytes(spec), spec.hidden_size, spec.num_experts, spec.top_k
+    w, a = element_bytes(spec), act_bytes(spec)
+    d, e, k = spec.hidden_size, spec.num_experts, spec.top_k
     n = tokens_per_gpu(workload, num_gpus)
+    dt = gemm_dtype(spec)
     return [
-        Op("router_gemm", 2 * n * d * e, a * (d * e + n * d + n * e)),
+        Op("router_gemm", 2 * n * d * e, w * d * e + a * (n * d + n * e), dtype=dt),
         Op("topk", 0.0, a * n * e + n * k * (a + 4)),
     ]
 
@@ -64,20 +75,47 @@ def moe_layer_times(
     workload: Workload,
     slot_tokens: np.ndarray,
     traffic_bytes: np.ndarray,
+    *,
+    dedup: tuple[float, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Seconds of each component of every MoE layer, and the same with balanced load.
 
     Args:
         slot_tokens: ``[..., L_moe, G, R]`` token copies per expert slot.
-        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes from GPU ``i`` to ``j``; the
-            combine sends the transpose back, which swaps every GPU's send and receive bytes
-            and so, in this full-duplex model, takes exactly the dispatch time.
+        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes per token copy from GPU ``i`` to
+            ``j`` at ``element_bytes`` per element; the combine sends the transpose back (same
+            per-GPU peaks in this full-duplex model), each direction priced at its own dtype
+            (``spec.dtypes.dispatch``/``combine``) and by ``workload.alltoall``
+            (``gps.cost.comm.moe_alltoall_times``).
+        dedup: ``(gpu_factor, node_factor)`` for ``alltoall="deepep"``; ``None`` = the
+            uniform-routing expectation ``gps.cost.comm.dedup_factors``.
 
     Returns:
         ``(components, balanced)``: dicts name -> seconds ``[..., L_moe]`` (leading dims of the two
         inputs broadcast; read-only views) for ``attention``, ``gate``, ``dispatch``,
         ``experts``, ``combine``, ``shared``; ``balanced`` replaces ``dispatch``/``combine`` with
-        ``AllToAllTime.balanced_s`` and ``experts`` with ``balanced_expert_time``.
+        their balanced bounds and ``experts`` with ``balanced_expert_time``.
+    """
+    return scaled_layer_times(
+        spec, cluster, [(workload, 1.0)], slot_tokens, traffic_bytes, dedup=dedup
+    )[0]
+
+
+def scaled_layer_times(
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    steps: list[tuple[Workload, float]],
+    slot_tokens: np.ndarray,
+    traffic_bytes: np.ndarray,
+    *,
+    dedup: tuple[float, float] | None = None,
+) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """``moe_layer_times`` for several steps that share the routing up to a token fraction.
+
+    Each ``(workload, fraction)`` prices ``slot_tokens * fraction`` and ``traffic_bytes *
+    fraction`` (a two-batch-overlap micro-batch: the step's workload and ``1/2``) with the
+    per-GPU sums computed once: a slot is busy in every fraction where it is busy in the whole.
+    The ``alltoall`` mode of the first workload applies to all.
     """
     slot_tokens = np.asarray(slot_tokens, dtype=float)
     traffic = np.asarray(traffic_bytes, dtype=float)
@@ -96,27 +134,45 @@ def moe_layer_times(
             "leading (sweep) dimensions do not broadcast"
         ) from None
     g, gpu = cluster.num_gpus, cluster.gpu
-    dispatch, _, _, dispatch_balanced = alltoall_gpu_major(traffic.reshape(-1, g, g), cluster)
+    mode = steps[0][0].alltoall
+    w = element_bytes(spec)
+    scales = (dtype_bytes(spec, "dispatch") / w, dtype_bytes(spec, "combine") / w)
+    peaks = alltoall_peaks(
+        traffic.reshape(-1, g, g),
+        cluster,
+        mode=mode,
+        dedup=dedup_factors(spec, cluster) if dedup is None else dedup,
+    )
     tokens, busy = gpu_loads(slot_tokens.reshape(-1, g, slot_tokens.shape[-1]))
-    experts = slowest_gpu_time(tokens, busy, spec, gpu)
-    experts_balanced = balanced_time_gpu_major(tokens, busy, spec, gpu)
-    fixed = {
-        "attention": attention_time(spec, cluster, workload),
-        "gate": float(ops_time(gate_ops(spec, workload, g), gpu, spec.dtype)),
-        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu, spec.dtype)),
-    }
 
     def full(x: float | np.ndarray, source_shape: tuple[int, ...] = ()) -> np.ndarray:
         return np.broadcast_to(np.reshape(x, source_shape), shape)
 
-    def assemble(dispatch: np.ndarray, expert: np.ndarray) -> dict[str, np.ndarray]:
-        return {
-            "attention": full(fixed["attention"]),
-            "gate": full(fixed["gate"]),
-            "dispatch": full(dispatch, traffic.shape[:-2]),
-            "experts": full(expert, slot_tokens.shape[:-2]),
-            "combine": full(dispatch, traffic.shape[:-2]),
-            "shared": full(fixed["shared"]),
+    out = []
+    for workload, fraction in steps:
+        (dispatch, dispatch_b), (combine, combine_b) = (
+            price_peaks(peaks, cluster, mode, scale * fraction) for scale in scales
+        )
+        part = tokens * fraction if fraction != 1.0 else tokens
+        experts = slowest_gpu_time(part, busy, spec, gpu)
+        experts_b = balanced_time_gpu_major(part, busy, spec, gpu)
+        fixed = {
+            "attention": attention_time(spec, cluster, workload),
+            "gate": float(ops_time(gate_ops(spec, workload, g), gpu)),
+            "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu)),
         }
 
-    return assemble(dispatch, experts), assemble(dispatch_balanced, experts_balanced)
+        def assemble(d: np.ndarray, e: np.ndarray, c: np.ndarray, f: dict = fixed) -> dict:
+            return {
+                "attention": full(f["attention"]),
+                "gate": full(f["gate"]),
+                "dispatch": full(d, traffic.shape[:-2]),
+                "experts": full(e, slot_tokens.shape[:-2]),
+                "combine": full(c, traffic.shape[:-2]),
+                "shared": full(f["shared"]),
+            }
+
+        out.append(
+            (assemble(dispatch, experts, combine), assemble(dispatch_b, experts_b, combine_b))
+        )
+    return out
