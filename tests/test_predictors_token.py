@@ -93,12 +93,16 @@ def test_learned_models_learn_planted_patterns(name):
     assert hit > topk_hit_rate(popular[:, 1:], test.experts[:, 1:]) + 0.4
 
 
+def _with_hidden(trace):
+    """``trace`` with random activations (``d = 4``) in every layer, for ``hidden_router``."""
+    hidden = np.random.default_rng(0).standard_normal((trace.num_tokens, 3, 4)).astype(np.float16)
+    return replace(trace, hidden=hidden, hidden_layers=np.arange(3, dtype=np.int16))
+
+
 @pytest.mark.parametrize("name", list(TOKEN_PREDICTORS))
 def test_output_contract_and_determinism(name):
     trace = random_trace(num_tokens=1200, layers=3, k=2)
-    if name == "hidden_router":  # reads activations: attach random ones
-        hidden = np.random.default_rng(0).standard_normal((1200, 3, 4)).astype(np.float16)
-        trace = replace(trace, hidden=hidden, hidden_layers=np.arange(3, dtype=np.int16))
+    trace = _with_hidden(trace) if name == "hidden_router" else trace
     train, test = split_by_sequence(trace, 0.3, seed=1)
     a = small(name).fit(train).predict(test)
     b = small(name).fit(train).predict(test)
@@ -163,6 +167,10 @@ def _hand_seconds(name: str, model) -> float:
         token_bytes = 4 * (3 + 2) + act_bytes + 2 * 2
         weights = 2 * (macs + 64 + 8)  # bf16 weights and biases, once per layer
         per_layer = max(1000 * 2 * macs / 1e15, (1000 * token_bytes + weights) / 1e12) + 2e-6
+    elif name == "hidden_router":  # linear router [d=4, E=8] on bf16 activations
+        token_bytes = 2 * (4 + 2 * 8) + 2 * 2  # read d, write+read E scores, write k int16 ids
+        weights = 2 * (4 * 8 + 8)  # bf16 weights and biases, once per layer
+        per_layer = max(1000 * 2 * 4 * 8 / 1e15, (1000 * token_bytes + weights) / 1e12) + 1e-6
     else:  # whatif_token: overhead is a parameter (0 by default)
         per_layer = 0.0
     return 3 * per_layer
@@ -171,6 +179,7 @@ def _hand_seconds(name: str, model) -> float:
 @pytest.mark.parametrize("name", list(TOKEN_PREDICTORS))
 def test_priced_cost_matches_a_hand_value(name):
     trace = random_trace(num_tokens=1200, layers=3, experts=8, k=2)
+    trace = _with_hidden(trace) if name == "hidden_router" else trace
     model = small(name).fit(trace)
     assert price(model.cost(), gpu(), 1000) == pytest.approx(_hand_seconds(name, model), rel=1e-9)
 
