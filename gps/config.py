@@ -68,6 +68,15 @@ class StrategyConfig:
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
         migration_overlap: fraction of attention time that hides replica migration, [0, 1].
         split: how a duplicated expert's tokens split over its replicas: ``even``/``locality``.
+        direct_dispatch: Token-to-Expert sends predicted copies while attention runs; only
+            mispredicted copies pay a corrective all-to-all after the gate.
+        direct_dispatch_overlap: fraction of attention time that hides the early dispatch, [0, 1].
+        replica_choice: Token-to-Expert sends correctly predicted copies of a replicated expert
+            to the replica on their own GPU / node (locality), the rest by ``split``.
+        prefetch: Token-to-Expert fetches only the non-resident experts it predicts busy.
+        resident_experts: fraction of every GPU's expert slots whose weights stay in HBM, [0, 1];
+            the others cross ``expert_fetch_link`` when used (1.0: all resident, no fetch).
+        expert_fetch_link: link profile (``hardware_profiles/link/``) non-resident experts cross.
     """
 
     replica_slots_per_gpu: int = 1
@@ -79,6 +88,12 @@ class StrategyConfig:
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0
     split: str = "even"
+    direct_dispatch: bool = True
+    direct_dispatch_overlap: float = 1.0
+    replica_choice: bool = True
+    prefetch: bool = True
+    resident_experts: float = 1.0
+    expert_fetch_link: str = "pcie_gen5_x16"
 
 
 @dataclass

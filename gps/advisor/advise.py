@@ -22,9 +22,10 @@ from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
 from gps.cost.memory import memory_breakdown
+from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
-from gps.profiles import load_cluster
+from gps.profiles import load_cluster, load_link
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
 from predictors.whatif import WhatIfTokenPredictor
@@ -116,6 +117,16 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
     }
 
 
+def mechanisms(strategy: DictConfig) -> Mechanisms:
+    """The token-level mechanism switches of ``cfg.strategy`` (``gps.cost.token_mechanisms``)."""
+    s = strategy
+    link = load_link(s.expert_fetch_link) if s.resident_experts < 1 else None
+    return Mechanisms(direct_dispatch=s.direct_dispatch,
+                      direct_dispatch_overlap=s.direct_dispatch_overlap,
+                      replica_choice=s.replica_choice, prefetch=s.prefetch,
+                      resident_experts=s.resident_experts, fetch_link=link)  # fmt: skip
+
+
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
     """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config."""
     cluster = load_cluster(cfg.hardware)
@@ -171,8 +182,11 @@ def advise(cfg: DictConfig) -> dict:
         routed.append(job())
     t = workload.tokens_per_step
 
+    mech = mechanisms(s)
+
     def priced(r: st.Routed):
-        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap)
+        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap,
+                            mechanisms=mech)  # fmt: skip
 
     baseline_s = float(priced(routed[0]).total_s.mean())
     layer = busiest_layer(routed[0])

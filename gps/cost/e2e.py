@@ -21,7 +21,8 @@ from gps.model import MoEModelSpec
 from gps.workload import Workload
 
 LAYER_COMPONENTS = (
-    "attention", "gate", "dispatch", "experts", "combine", "shared", "predictor", "migration"
+    "attention", "gate", "dispatch", "experts", "combine", "shared", "predictor", "migration",
+    "expert_fetch",
 )  # fmt: skip
 
 
@@ -119,6 +120,8 @@ def batch_cost(
     migration_overlap: float = 1.0,
     migration_link: str = "intra",
     dropped_tokens: float | np.ndarray = 0,
+    dispatch_s: np.ndarray | None = None,
+    expert_fetch_s: float | np.ndarray = 0.0,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
@@ -141,6 +144,11 @@ def batch_cost(
         migration_link: ``"intra"`` (default: replicas copied from a GPU of the same node) or
             ``"inter"``.
         dropped_tokens: tokens dropped by the plan, broadcastable to ``[...]`` (reported only).
+        dispatch_s: exposed dispatch seconds ``[..., L_moe]`` replacing the all-to-all of
+            ``traffic_bytes`` (direct dispatch, ``gps.cost.token_mechanisms``); the combine is
+            still priced from ``traffic_bytes``. ``None``: dispatch = combine time.
+        expert_fetch_s: exposed seconds ``[..., L_moe]`` fetching non-resident expert weights
+            (``token_mechanisms.expert_fetch_s``), the ``expert_fetch`` component.
 
     Returns:
         ``CostBreakdown``.
@@ -169,6 +177,10 @@ def batch_cost(
         raise ValueError(f"migration_link='inter' but cluster {cluster.name!r} has no inter_link")
     mig_s = np.where(mig_bytes > 0, link.latency_s + mig_bytes / link.gpu_bandwidth, 0.0)
     comp["predictor"] = pred
+    if dispatch_s is not None:  # the balanced bound may hide its dispatch as well
+        comp["dispatch"] = _nonneg("dispatch_s", dispatch_s)
+        balanced["dispatch"] = np.minimum(balanced["dispatch"], comp["dispatch"])
+    comp["expert_fetch"] = _nonneg("expert_fetch_s", expert_fetch_s)
     comp["migration"] = np.maximum(mig_s - migration_overlap * attn, 0.0)
     try:
         shape = np.broadcast_shapes(*(v.shape for v in comp.values()))
