@@ -3,7 +3,7 @@
 Registering the schema in Hydra's ConfigStore makes a typo in a YAML file or an override
 (``workload.batch_sze=8``, ``strategy.replan_intervall=4``) fail at start-up with Hydra's own
 error. Config groups (``conf/<group>/*.yaml``): ``hardware``, ``model``, ``workload``,
-``trace``, ``predictor``, ``strategy``, ``report``, ``experiment``.
+``trace``, ``predictor``, ``strategy``, ``report``, ``assumptions``, ``experiment``.
 """
 
 from __future__ import annotations
@@ -133,6 +133,32 @@ class PaperConfig:
 
 
 @dataclass
+class AssumptionsConfig:
+    """How routed strategies are priced: ours (``roofline``) or the MoE-GPS paper's model
+    (``moe_gps_paper``); every switch is documented in ``gps.advisor.assumptions``.
+
+    Attributes:
+        name: the member's name (reports).
+        load_model: ``simulated`` or ``epsilon`` (busiest GPU at ``(1 + eps) x`` mean tokens).
+        skew: no balancing's busiest-expert / mean under ``epsilon``; ``None``: measured.
+        do_error: Distribution-Only ``|p_hat - p|`` under ``epsilon``; ``None``: measured.
+        weight_copies: ``priced`` or ``hidden`` (behind attention).
+        predictor: ``as_priced`` or ``before_attention`` (every predictor on the critical path).
+        t2e_dispatch: ``mechanisms`` or ``skip_scatter`` (Token-to-Expert skips the dispatch).
+        provenance: switch -> whether the value is the paper's or our reading (reports).
+    """
+
+    name: str = "roofline"
+    load_model: str = "simulated"
+    skew: float | None = None
+    do_error: float | None = None
+    weight_copies: str = "priced"
+    predictor: str = "as_priced"
+    t2e_dispatch: str = "mechanisms"
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class GPSConfig:
     """Top-level config of the ``gps`` app (``conf/config.yaml``).
 
@@ -147,6 +173,8 @@ class GPSConfig:
         strategy: balancing knobs (``conf/strategy/``).
         report: report contents (``conf/report/``).
         evaluation: train/test batches of the trace.
+        assumptions: pricing assumptions (``conf/assumptions/``): ``roofline`` (ours, default)
+            or ``moe_gps_paper``.
         paper: set by ``experiment`` presets; empty otherwise.
         seed: seed of every random choice in the run.
     """
@@ -159,6 +187,7 @@ class GPSConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    assumptions: AssumptionsConfig = field(default_factory=AssumptionsConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     seed: int = 0
 

@@ -16,11 +16,18 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from gps.advisor import strategies as st
+from gps.advisor.assumptions import (
+    Assumptions,
+    assumption_ladder,
+    from_config,
+    load_assumptions,
+    price_under,
+)
 from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
-from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.advisor.pricing import busiest_layer, summarise
 from gps.cost.memory import memory_breakdown
 from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
@@ -182,11 +189,12 @@ def advise(cfg: DictConfig) -> dict:
         routed.append(job())
     t = workload.tokens_per_step
 
-    mech = mechanisms(s)
+    mech, assume = mechanisms(s), from_config(cfg.assumptions)
 
-    def priced(r: st.Routed):
-        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap,
-                            mechanisms=mech)  # fmt: skip
+    def priced(r: st.Routed, under: Assumptions = assume):
+        return price_under(r, spec, cluster, workload, data.test_loads,
+                           migration_overlap=s.migration_overlap, mechanisms=mech,
+                           assumptions=under)  # fmt: skip
 
     baseline_s = float(priced(routed[0]).total_s.mean())
     layer = busiest_layer(routed[0])
@@ -227,4 +235,10 @@ def advise(cfg: DictConfig) -> dict:
         results["guidelines"] = guide
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
+        if cfg.paper.metric == "do_vs_t2e":
+            real = [r for r in routed if not r.synthetic]
+            results["paper"]["assumption_ladder"] = assumption_ladder(
+                real, priced, load_assumptions("moe_gps_paper")
+            )
+            results["paper"]["assumptions"] = assume.name
     return results
