@@ -133,6 +133,33 @@ class PaperConfig:
 
 
 @dataclass
+class GuidelineMapConfig:
+    """The guideline map (``gps +experiment=guideline_map``; ``gps.advisor.guideline_map``).
+
+    Attributes:
+        enabled: run the map instead of the strategy comparison.
+        skews: busiest-expert / mean tokens targets (the trace's Zipf exponent is set per target).
+        link_gbps: intra-node link bandwidths, GB/s per GPU and direction.
+        tokens: tokens per prefill step (prompts of ``min(T, 2048)`` tokens).
+        accuracies: what-if Token-to-Expert top-k accuracies.
+        overheads_us: Token-to-Expert overheads, microseconds per MoE layer (critical path).
+        distribution: the Distribution-Only predictor the map compares against.
+        train_batches: history batches per cell.
+        test_batches: held-out batches per cell.
+    """
+
+    enabled: bool = False
+    skews: list[float] = field(default_factory=lambda: [1.2, 1.4, 1.6, 1.8, 2.0])
+    link_gbps: list[float] = field(default_factory=lambda: [600.0, 200.0, 64.0, 32.0])
+    tokens: list[int] = field(default_factory=lambda: [512, 2048, 8192, 16384])
+    accuracies: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
+    overheads_us: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0])
+    distribution: str = "window_mean"
+    train_batches: int = 2
+    test_batches: int = 2
+
+
+@dataclass
 class AssumptionsConfig:
     """How routed strategies are priced: ours (``roofline``) or the MoE-GPS paper's model
     (``moe_gps_paper``); every switch is documented in ``gps.advisor.assumptions``.
@@ -175,6 +202,7 @@ class GPSConfig:
         evaluation: train/test batches of the trace.
         assumptions: pricing assumptions (``conf/assumptions/``): ``roofline`` (ours, default)
             or ``moe_gps_paper``.
+        guideline_map: the guideline map's axes (``enabled`` by ``+experiment=guideline_map``).
         paper: set by ``experiment`` presets; empty otherwise.
         seed: seed of every random choice in the run.
     """
@@ -188,6 +216,7 @@ class GPSConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     assumptions: AssumptionsConfig = field(default_factory=AssumptionsConfig)
+    guideline_map: GuidelineMapConfig = field(default_factory=GuidelineMapConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     seed: int = 0
 

@@ -25,6 +25,7 @@ from gps.advisor.assumptions import (
 )
 from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
+from gps.advisor.guideline_map import map_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, summarise
@@ -165,6 +166,9 @@ def advise(cfg: DictConfig) -> dict:
     check_knobs(cfg)
     s = cfg.strategy
     slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
+    if cfg.guideline_map.enabled:
+        return map_results(cfg, spec, cluster, trace_cfg, mechanisms(s), slots, config,
+                           command_line())  # fmt: skip
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
     data = eval_data(cfg, trace_cfg, spec, workload)
