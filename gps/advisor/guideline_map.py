@@ -42,6 +42,7 @@ from gps.cost._common import num_moe_layers
 from gps.cost.token_mechanisms import CopySplit, Mechanisms, expected_split
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
+from gps.report.guideline_map import no_win_reason
 from gps.traces.batching import batch_loads
 from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
 from gps.workload import Workload
@@ -145,13 +146,14 @@ def guideline_map(
     mech: Mechanisms, slots: int,
 ) -> dict:  # fmt: skip
     """The ``guideline_map`` block of ``results.json``: ``rows`` (one per skew, link, tokens,
-    overhead, accuracy; ``gps.report.run_report.MAP_COLUMNS``), the axes, and ``reason`` (why
+    overhead, accuracy; ``gps.report.guideline_map.MAP_COLUMNS``), the axes, and ``reason`` (why
     Token-to-Expert never wins, with numbers, or ``None``). ``mech``: the strategy's token-level
     mechanisms; ``slots``: expert slots per GPU."""
     m, s = cfg.guideline_map, cfg.strategy
     assume = from_config(cfg.assumptions)
     acc = np.sort(np.asarray(m.accuracies, dtype=float))
-    ov = np.sort(np.asarray(m.overheads_us, dtype=float)) * 1e-6
+    ov_us = np.sort(np.asarray(m.overheads_us, dtype=float))
+    ov = ov_us * 1e-6
     if acc.size == 0 or acc[0] < 0 or acc[-1] > 1 or ov.size == 0 or ov[0] < 0:
         raise ValueError("guideline_map.accuracies in [0, 1] and overheads_us >= 0, non-empty")
     exps = calibrate_exponents(trace_cfg, spec, m.skews, cfg.seed)
@@ -176,14 +178,14 @@ def guideline_map(
                                          assumptions=assume).total_s.mean())  # fmt: skip
 
             c = cell(ctx, price, acc, ov, m.distribution, wrong, blind.cost())
-            for i, o in enumerate(ov):
+            for i in range(ov.size):
                 cross = crossover(acc, c["token"][i], c["distribution"])
                 for j, a in enumerate(acc):
                     t2e, do = float(c["token"][i, j]), float(c["distribution"])
                     rows.append({
                         "skew_target": float(skew), "skew_measured": seen,
                         "link_gbps": float(gbps), "tokens_per_step": int(tokens),
-                        "overhead_us": float(o * 1e6), "accuracy": float(a),
+                        "overhead_us": float(ov_us[i]), "accuracy": float(a),
                         "token_speedup": t2e, "distribution_speedup": do,
                         "oracle_speedup": float(c["oracle"]),
                         "winner": "token" if t2e > do * (1 + TIE) else "distribution",
@@ -193,28 +195,11 @@ def guideline_map(
     return {
         "axes": {"skews": list(m.skews), "zipf_exponents": exps.tolist(),
                  "link_gbps": list(m.link_gbps), "tokens": list(m.tokens),
-                 "accuracies": acc.tolist(), "overheads_us": (ov * 1e6).tolist()},
+                 "accuracies": acc.tolist(), "overheads_us": ov_us.tolist()},
         "distribution": m.distribution,
         "rows": rows,
         "reason": no_win_reason(rows),
     }  # fmt: skip
-
-
-def no_win_reason(rows: list[dict]) -> str | None:
-    """``None`` when Token-to-Expert wins somewhere; else the mechanism-level reason: at perfect
-    accuracy and no overhead, what it gains over Distribution-Only, and the largest break-even
-    overhead per layer in the map."""
-    if any(r["winner"] == "token" for r in rows):
-        return None
-    best = max(rows, key=lambda r: r["breakeven_overhead_us"])
-    return (
-        "Token-to-Expert wins in no cell. Even a perfect predictor at zero overhead is at most "
-        f"{max(r['margin'] for r in rows):+.2%} against Distribution-Only; the most a perfect "
-        f"predictor may cost per MoE layer before it loses is {best['breakeven_overhead_us']:.1f}"
-        f" us (skew {best['skew_target']:g}, {best['link_gbps']:g} GB/s, "
-        f"{best['tokens_per_step']:,} tokens): what direct dispatch, replica choice and a "
-        "better plan buy is smaller than what the prediction costs."
-    )
 
 
 def map_results(

@@ -129,8 +129,7 @@ def plot_guideline_map(gm: dict, path: Path) -> Path:
     fig, axes = plt.subplots(len(ovs), len(links), squeeze=False,
                              figsize=(2.6 * len(links) + 1.2, 2.5 * len(ovs) + 0.6))  # fmt: skip
     fig.subplots_adjust(hspace=0.45, wspace=0.3)
-    cmap = plt.get_cmap("viridis_r").copy()
-    cmap.set_bad("#d9d9d9")
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="#d9d9d9")
     mesh = None
     for i, ov in enumerate(ovs):
         for j, link in enumerate(links):

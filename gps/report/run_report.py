@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import itertools
 import math
 from pathlib import Path
@@ -21,12 +19,12 @@ from gps.report.document import (
     render_markdown,
     write_atomic,
 )
+from gps.report.guideline_map import map_blocks
 from gps.report.plots import (
     plot_accuracy_speedup,
     plot_breakdown,
     plot_frontier,
     plot_gpu_load,
-    plot_guideline_map,
 )
 
 
@@ -115,66 +113,6 @@ def ladder_blocks(ladder: list[dict], priced_under: str | None) -> list[Block]:
              "DO vs T2E"], rows,
         ),
     ]  # fmt: skip
-
-
-MAP_COLUMNS = (
-    "skew_target", "skew_measured", "link_gbps", "tokens_per_step", "overhead_us", "accuracy",
-    "token_speedup", "distribution_speedup", "oracle_speedup", "winner", "margin",
-    "crossover_accuracy", "breakeven_overhead_us",
-)  # fmt: skip
-
-
-def write_map_csv(rows: list[dict], path: Path) -> Path:
-    """``guideline_map.csv``: one row per (skew, link, tokens, overhead, accuracy)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MAP_COLUMNS, lineterminator="\n",
-                            extrasaction="ignore")  # fmt: skip
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_atomic(path, buf.getvalue())
-
-
-def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
-    """The guideline map section: how to read it, the crossover table, the heat maps; writes
-    ``guideline_map.csv`` (and ``plots/guideline_map.png``) into ``out_dir``."""
-    write_map_csv(gm["rows"], out_dir / "guideline_map.csv")
-    ax = gm["axes"]
-    lo, hi = ax["overheads_us"][0], ax["overheads_us"][-1]
-    cross = {(r["overhead_us"], r["link_gbps"], r["skew_target"], r["tokens_per_step"]): r
-             for r in gm["rows"] if r["accuracy"] == ax["accuracies"][-1]}  # fmt: skip
-
-    def cell(link: float, skew: float, t: int) -> str:
-        a, b = cross[(lo, link, skew, t)], cross[(hi, link, skew, t)]
-        show = [fmt(r["crossover_accuracy"], ".2f") if r["crossover_accuracy"] is not None
-                else "DO" for r in (a, b)]  # fmt: skip
-        return f"{show[0]} / {show[1]} (b/e {a['breakeven_overhead_us']:.0f} us)"
-
-    def skew_of(link: float, skew: float) -> str:
-        seen = [cross[(lo, link, skew, t)]["skew_measured"] for t in ax["tokens"]]
-        return f"{skew:g} ({min(seen):.2f}-{max(seen):.2f})"
-
-    rows = [[f"{link:g}", skew_of(link, skew), *[cell(link, skew, t) for t in ax["tokens"]]]
-            for link in ax["link_gbps"] for skew in ax["skews"]]  # fmt: skip
-    blocks: list[Block] = [
-        Heading("Guideline map"),
-        Para(
-            f"Which family wins, per interconnect (GB/s per GPU and direction), expert skew "
-            f"(target, measured in brackets) and tokens per step. Each cell: the crossover "
-            f"Token-to-Expert accuracy above which it beats distribution:{gm['distribution']} at "
-            f"{lo:g} / {hi:g} us per MoE layer of predictor overhead (DO: never in "
-            f"{ax['accuracies'][0]:g}-{ax['accuracies'][-1]:g}), and the break-even overhead "
-            "(b/e) of a perfect predictor. Every (cell, accuracy, overhead) point is a row of "
-            "`guideline_map.csv`."
-        ),
-        Table(["link GB/s", "skew", *[f"{t:,} tokens" for t in ax["tokens"]]], rows),
-    ]
-    if gm.get("reason"):
-        blocks.append(Para(f"**Why Token-to-Expert never wins here.** {gm['reason']}"))
-    if plots:
-        (out_dir / "plots").mkdir(parents=True, exist_ok=True)
-        blocks.append(Image(plot_guideline_map(gm, out_dir / "plots" / "guideline_map.png"),
-                            "Guideline map: crossover accuracy per panel"))  # fmt: skip
-    return blocks
 
 
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
