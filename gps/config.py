@@ -68,6 +68,13 @@ class StrategyConfig:
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
         migration_overlap: fraction of attention time that hides replica migration, [0, 1].
         split: how a duplicated expert's tokens split over its replicas: ``even``/``locality``.
+        replicas: ``spare`` (home copies stay; dynamic duplication rewrites the spare slots
+            only) or ``repack`` (every re-plan re-packs all slots, as periodic re-layout does).
+        migration_source: where new replicas' weights come from: ``peer`` (nearest GPU that
+            holds the expert: NVLink in the node, InfiniBand across nodes) or ``host`` (host
+            memory over PCIe, ``hardware.host_link``).
+        horizon: steps a new plan is expected to serve; keep-or-switch weighs the exposed
+            migration divided by this against the per-step gain (>= 1; 1 = myopic).
     """
 
     replica_slots_per_gpu: int = 1
@@ -79,6 +86,9 @@ class StrategyConfig:
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0
     split: str = "even"
+    replicas: str = "spare"
+    migration_source: str = "peer"
+    horizon: float = 4.0
 
 
 @dataclass

@@ -48,6 +48,7 @@ def replicate_greedy(
     *,
     member: np.ndarray | None = None,
     max_replicas: int | None = None,
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Replica counts: one per (member) expert, then each further slot to the expert with the
     largest ``load / replicas``.
@@ -60,6 +61,8 @@ def replicate_greedy(
         num_slots: slots per row, int or ``[M]``.
         member: ``[M, E]`` bool, experts this row must place (default all).
         max_replicas: cap per expert (default unlimited).
+        start: ``[M, E]`` copies already placed (e.g. home copies), instead of one per member;
+            they count against ``num_slots``.
 
     Returns:
         ``[M, E]`` int64 replica counts (0 for non-members).
@@ -67,7 +70,7 @@ def replicate_greedy(
     load = np.asarray(load, dtype=float)
     m, e = load.shape
     member = np.ones((m, e), dtype=bool) if member is None else np.asarray(member, dtype=bool)
-    counts = member.astype(np.int64)
+    counts = member.astype(np.int64) if start is None else np.array(start, dtype=np.int64)
     budget = np.broadcast_to(np.asarray(num_slots, dtype=np.int64), (m,)) - counts.sum(axis=1)
     if np.any(budget < 0):
         raise ValueError("num_slots: fewer slots than experts to place")
