@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from gps.plans.duplication import replicate_greedy
+from gps.plans.exact import check_small, exact_candidates
 from gps.plans.plan import Plan, check_load, expert_gpu_counts
 
 REPLICA_MODES = ("spare", "repack")
@@ -78,7 +79,7 @@ def grow_replicas(
     """
     load = np.asarray(load, dtype=float)
     se = np.array(slot_expert, dtype=np.int64, copy=True)
-    m, g, r = se.shape
+    g, r = se.shape[1:]
     e = load.shape[1]
     free = np.array(free, dtype=bool, copy=True) & (se < 0)
     cap = g if max_replicas is None else int(max_replicas)
@@ -145,7 +146,7 @@ def keep_slots(slot_expert: np.ndarray, spare: np.ndarray, previous: np.ndarray)
         slot_expert: ``[L, G, R]`` new plan; spare: ``[L, G, R]`` bool spare slots;
         previous: ``[L, G, R]`` previous plan's ``slot_expert``.
     """
-    nl, g, r = slot_expert.shape
+    nl, g = slot_expert.shape[:2]
     e = int(max(slot_expert.max(), previous.max())) + 1
     new_sp = np.where(spare, slot_expert, -1)
     prev_sp = np.where(spare, previous, -1)
@@ -185,7 +186,7 @@ def pack_replicas(
     """
     load = np.asarray(load, dtype=float)
     se = np.array(slot_expert, dtype=np.int64, copy=True)
-    m, g, r = se.shape
+    m, g = se.shape[:2]
     e = load.shape[1]
     free = np.array(free, dtype=bool, copy=True) & (se < 0)
     cnt = expert_gpu_counts(se, e)
@@ -238,7 +239,9 @@ def pack_replicas(
     return se
 
 
-def _fetch_total(slot_expert: np.ndarray, base: np.ndarray, fetch_s: np.ndarray | None) -> np.ndarray:
+def _fetch_total(
+    slot_expert: np.ndarray, base: np.ndarray, fetch_s: np.ndarray | None
+) -> np.ndarray:
     """``[M]`` summed fetch cost of the (GPU, expert) pairs ``slot_expert`` adds to ``base``."""
     if fetch_s is None:
         return np.zeros(slot_expert.shape[0])
@@ -255,6 +258,8 @@ def plan_spare(
     fetch_s: np.ndarray | None = None,
     migration_slack: float = 0.0,
     max_replicas: int | None = None,
+    exact: bool = False,
+    exact_time_limit_s: float = 5.0,
 ) -> Plan:
     """Duplication plan that rewrites spare slots only (module docstring).
 
@@ -273,6 +278,9 @@ def plan_spare(
             (``gps.plans.migration.fetch_seconds``); ``None``: placement by balance only.
         migration_slack: relative balance traded for cheaper fetches (>= 0; ``0``: only ties).
         max_replicas: copies per expert at most (default ``G``).
+        exact: add each layer's exact optimum with these home copies (``gps.plans.exact``;
+            ``E <= 16``, ``G <= 8``) as a candidate; ``meta["exact_status"]`` [L].
+        exact_time_limit_s: HiGHS time limit per layer.
 
     Returns:
         ``Plan`` with ``home`` = ``home.home``; ``meta``: ``choice`` [L] candidate names,
@@ -308,8 +316,17 @@ def plan_spare(
     if previous is not None:
         names.append("top-up")
         cands.append(grow_replicas(load, previous.slot_expert, spare, **kw))
-    stacked = np.stack(cands)  # [C, L, G, R]
     maxes = np.stack([Plan(c, e).gpu_load(load).max(axis=1) for c in cands])  # [C, L]
+    status = None
+    if exact:
+        check_small(e, g)
+        best = np.stack(cands)[np.argmin(maxes, axis=0), np.arange(nl)]
+        solved, status = exact_candidates(load, g, r, best, home=base, max_replicas=max_replicas,
+                                          time_limit_s=exact_time_limit_s)  # fmt: skip
+        names.append("exact")
+        cands.append(solved)
+        maxes = np.concatenate([maxes, Plan(solved, e).gpu_load(load).max(axis=1)[None]])
+    stacked = np.stack(cands)  # [C, L, G, R]
     fetch = np.stack([_fetch_total(c, base if previous is None else previous.slot_expert,
                                    fetch_s) for c in cands])  # fmt: skip
     used = (stacked >= 0).sum(axis=(2, 3)).astype(float)
@@ -330,6 +347,7 @@ def plan_spare(
             "predicted_max_load": maxes[choice, np.arange(nl)],
             "home_max_load": maxes[0],
             "lower_bound": load.sum(axis=1) / g,
+            **({} if status is None else {"exact_status": status}),
         },
         home=home.home,
     )
