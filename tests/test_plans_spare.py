@@ -111,7 +111,7 @@ def test_batch_cost_takes_priced_migration_seconds() -> None:
 
 def _context(loads: np.ndarray, nodes: int, per_node: int, r_extra: int, overlap: float,
              horizon: float, source: str) -> st.Context:  # fmt: skip
-    n_all, nl, e = loads.shape
+    nl, e = loads.shape[1:]
     spec = gqa_model(num_layers=nl, num_experts=e)
     trace = TokenTrace(
         experts=np.zeros((1, nl, 2), dtype=np.int16), token_id=np.zeros(1, np.int32),
@@ -173,8 +173,9 @@ def test_spare_plan_bounds(seed, egr, skew) -> None:
     assert np.all(meta["predicted_max_load"] >= meta["lower_bound"] * (1 - 1e-12))
     np.testing.assert_allclose(meta["predicted_max_load"], plan.gpu_load(load).max(axis=1))
     assert np.array_equal(plan.home, home.home)
-    assert np.all(np.where(home.home, plan.slot_expert, -1) == np.where(home.home,
-                                                                        home.slot_expert, -1))
+    assert np.all(
+        np.where(home.home, plan.slot_expert, -1) == np.where(home.home, home.slot_expert, -1)
+    )
     assert migration_bytes_per_gpu(plan, plan.home_only(), EB).sum() == 0.0
     assert plan.used_slots().max() <= r
     assert (plan.expert_gpu_counts() <= 1).all()  # never two copies of an expert on one GPU
@@ -245,5 +246,5 @@ def test_bad_inputs_give_clear_errors() -> None:
     with pytest.raises(ValueError, match="-1 spare slots"):
         _context(loads, 1, 2, -1, 1.0, 1.0, "peer")
     ctx = _context(loads, 1, 2, 1, 1.0, 1.0, "peer")
-    with pytest.raises(ValueError, match="migration_source=host: .* no host_link"):
+    with pytest.raises(ValueError, match=r"migration_source=host: .* no host_link"):
         replace(ctx, cluster=cluster(1, 2), migration_source="host")
