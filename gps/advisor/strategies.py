@@ -98,7 +98,7 @@ class Context:
         migration_source: ``peer`` (nearest GPU holding the expert) or ``host`` (host memory
             over PCIe), the link new replicas are priced on.
         horizon: steps a new plan is expected to serve; a switch is weighed against its
-            migration divided by this (``cheapest``). ``1`` = myopic.
+            migration divided by this (``choose``). ``1`` = myopic.
     """
 
     spec: MoEModelSpec
@@ -202,26 +202,43 @@ class Context:
         exposed = cost.components["migration"].sum(axis=-1)
         return cost.total_s - exposed, exposed
 
+    def choose(
+        self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
+        horizon: float = 1.0, bank: float = 0.0,
+    ) -> tuple[int, float]:  # fmt: skip
+        """The amortised keep-or-switch rule (``docs/advisor.md``) on the *predicted* ``[L, E]``
+        load: ``(index of the chosen candidate, its predicted saving over the fallback)``.
+
+        Each candidate ``X`` has a step time ``t_X`` and an exposed migration ``m_X`` from
+        ``previous``; the last candidate is the fallback ``F`` (home copies only with ``spare``
+        replicas, reachable at zero migration; static placement with ``repack``). Chosen: the
+        lowest amortised ``t_X + m_X / horizon`` among candidates whose full step may cost at
+        most ``bank`` more than the fallback's, ``t_X + m_X <= t_F + m_F + bank`` (``bank``:
+        the savings over the fallback predicted for the steps already served; the fallback
+        itself is always allowed). So, on its own forecast, a strategy never falls behind
+        serving from home copies in total time."""
+        t, m = self.step_costs(candidates, load, previous)
+        full = t + m
+        allowed = full <= full[-1] + max(bank, 0.0) + 1e-12 * full[-1]
+        allowed[-1] = True
+        pick = int(np.argmin(np.where(allowed, t + m / horizon, np.inf)))
+        return pick, float(full[-1] - full[pick])
+
     def cheapest(
         self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
-        horizon: float = 1.0,
+        horizon: float = 1.0, bank: float = 0.0,
     ) -> Plan:  # fmt: skip
-        """The amortised keep-or-switch rule (``docs/advisor.md``) on the *predicted* ``[L, E]``
-        load. Each candidate ``X`` has a step time ``t_X`` and an exposed migration ``m_X``
-        from ``previous``; the last candidate is the fallback (home copies only / static).
-        Chosen: the lowest ``t_X + m_X / horizon`` among candidates whose full step
-        ``t_X + m_X`` is no slower than the fallback's (so the fallback is always allowed:
-        with ``spare`` replicas it costs no migration, and a forecast never buys a step that
-        it predicts slower than not balancing)."""
-        t, m = self.step_costs(candidates, load, previous)
-        allowed = t + m <= (t[-1] + m[-1]) * (1 + 1e-12)
-        return candidates[int(np.argmin(np.where(allowed, t + m / horizon, np.inf)))]
+        """The candidate ``choose`` picks."""
+        return candidates[self.choose(candidates, load, previous, horizon, bank)[0]]
 
-    def replan(self, previous: Plan, load: np.ndarray) -> Plan:
+    def replan(self, previous: Plan, load: np.ndarray, bank: float = 0.0) -> tuple[Plan, float]:
         """Migration-aware re-planning from a predicted ``[L, E]`` load: keep ``previous``,
         switch to a new migration-minimal plan, or fall back to home copies / static
-        placement, by the amortised rule of ``cheapest`` over ``horizon`` steps."""
-        return self.cheapest(self.candidates(load, previous), load, previous, self.horizon)
+        placement, by the amortised rule of ``choose`` over ``horizon`` steps. Returns the
+        plan and ``bank`` plus its predicted saving over the fallback."""
+        cands = self.candidates(load, previous)
+        pick, saving = self.choose(cands, load, previous, self.horizon, bank)
+        return cands[pick], bank + saving
 
     def start(self) -> Plan:
         """The plan in place before the first held-out batch, the same for every dynamic
@@ -269,9 +286,9 @@ def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Rout
     """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
     pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy)."""
     start = ctx.start()
-    plans, prev = [], start
+    plans, prev, bank = [], start, 0.0
     for load in predicted:
-        prev = ctx.replan(prev, load)
+        prev, bank = ctx.replan(prev, load, bank)
         plans.append(prev)
     out = replay(ctx, plans, start, name, family)
     out.notes = {"replicas": ctx.replicas, "migration_source": ctx.migration_source,
@@ -290,9 +307,10 @@ def no_balancing(ctx: Context) -> Routed:
 
 def oracle(ctx: Context) -> Routed:
     """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead,
-    migration paid. With ``spare`` replicas it is never slower than ``no_balancing`` in any
-    batch (home copies only is always a candidate, reachable at zero migration, and the rule
-    of ``Context.cheapest`` never takes a step it predicts slower; the prediction is exact)."""
+    migration paid. With ``spare`` replicas it is never behind ``no_balancing`` in total time
+    after any held-out batch: home copies only is always a candidate, reachable at zero
+    migration, and the rule of ``Context.choose`` never spends more than the savings it
+    predicted so far, and here the prediction is exact."""
     out = planned(ctx, ctx.data.test_loads, "oracle", "oracle")
     out.accuracy = distribution_accuracy(ctx.data.test_loads, ctx.data.test_loads)
     return out
