@@ -77,6 +77,13 @@ class StrategyConfig:
         resident_experts: fraction of every GPU's expert slots whose weights stay in HBM, [0, 1];
             the others cross ``expert_fetch_link`` when used (1.0: all resident, no fetch).
         expert_fetch_link: link profile (``hardware_profiles/link/``) non-resident experts cross.
+        replicas: ``spare`` (home copies stay; dynamic duplication rewrites the spare slots
+            only) or ``repack`` (every re-plan re-packs all slots, as periodic re-layout does).
+        migration_source: where new replicas' weights come from: ``peer`` (nearest GPU that
+            holds the expert: NVLink in the node, InfiniBand across nodes) or ``host`` (host
+            memory over PCIe, ``hardware.host_link``).
+        horizon: steps a new plan is expected to serve; keep-or-switch weighs the exposed
+            migration divided by this against the per-step gain (>= 1; 1 = myopic).
     """
 
     replica_slots_per_gpu: int = 1
@@ -94,6 +101,9 @@ class StrategyConfig:
     prefetch: bool = True
     resident_experts: float = 1.0
     expert_fetch_link: str = "pcie_gen5_x16"
+    replicas: str = "spare"
+    migration_source: str = "peer"
+    horizon: float = 4.0
 
 
 @dataclass

@@ -33,6 +33,7 @@ from gps.cost.memory import memory_breakdown
 from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
+from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
@@ -66,6 +67,10 @@ def check_knobs(cfg: DictConfig) -> None:
         ("strategy.ilp_mip_gap", 0 <= s.ilp_mip_gap < 1, "in [0, 1)"),
         ("strategy.migration_overlap", 0 <= s.migration_overlap <= 1, "in [0, 1]"),
         ("strategy.split", s.split in ("even", "locality"), "even or locality"),
+        ("strategy.replicas", s.replicas in REPLICA_MODES, f"one of {list(REPLICA_MODES)}"),
+        ("strategy.migration_source", s.migration_source in MIGRATION_SOURCES,
+         f"one of {list(MIGRATION_SOURCES)}"),
+        ("strategy.horizon", s.horizon >= 1, ">= 1 (steps)"),
         ("report.accuracy_grid", len(r.accuracy_grid) > 0
          and all(0 <= a <= 1 for a in r.accuracy_grid), "non-empty, values in [0, 1]"),
         ("report.overhead_grid_us", len(r.overhead_grid_us) > 0
@@ -172,7 +177,8 @@ def advise(cfg: DictConfig) -> dict:
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
     data = eval_data(cfg, trace_cfg, spec, workload)
-    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
+    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap,
+                     s.replicas, s.migration_source, s.horizon)  # fmt: skip
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     jobs = [
         ("no_balancing", lambda: st.no_balancing(ctx)),
@@ -182,6 +188,7 @@ def advise(cfg: DictConfig) -> dict:
         *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
           for n in cfg.predictor.token],
         ("oracle", lambda: st.oracle(ctx)),
+        ("oracle_free_migration", lambda: st.oracle_free_migration(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
           for g in s.capacity_factors for m in ("drop", "reroute")],
         *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),

@@ -170,7 +170,8 @@ def guideline_map(
         wrong = expert_histogram(blind.predict(data.test), spec.num_experts, w.tokens_per_step)
         for gbps in m.link_gbps:
             cl = with_link(cluster, float(gbps))
-            ctx = st.Context(spec, cl, w, data, slots, s.split, s.migration_overlap)
+            ctx = st.Context(spec, cl, w, data, slots, s.split, s.migration_overlap,
+                             s.replicas, s.migration_source, s.horizon)  # fmt: skip
 
             def price(r: st.Routed, cl=cl, w=w, data=data) -> float:
                 return float(price_under(r, spec, cl, w, data.test_loads,
