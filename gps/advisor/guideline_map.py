@@ -18,8 +18,8 @@
 For every (skew, link, tokens) it prices no balancing, the oracle, one real Distribution-Only
 predictor (``guideline_map.distribution``) and the what-if Token-to-Expert predictor at every
 accuracy on the same held-out batches, and records per (overhead, accuracy) which family wins
-and by how much, the crossover accuracy per overhead, and the break-even overhead of a perfect
-Token-to-Expert predictor (the per-layer overhead at which it ties Distribution-Only).
+and by how much, the crossover accuracy per overhead, and the break-even overhead of the best
+swept accuracy (the per-layer overhead at which it ties Distribution-Only).
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def cell(
     wrong: np.ndarray, cost: PredictorCost,
 ) -> dict[str, Any]:  # fmt: skip
     """One (skew, link, tokens) cell: speed-ups ``token [O, A]``, ``distribution``, ``oracle``,
-    and ``breakeven_s`` (per-layer overhead at which a perfect predictor ties DO).
+    and ``breakeven_s`` (per-layer overhead at which the best swept accuracy ties DO; negative:
+    it loses even at zero overhead).
     ``wrong [N, L, E]``: the accuracy-0 guesses (``expected_split``)."""
     base = price(st.no_balancing(ctx))
     do = base / price(st.distribution(ctx, distribution, {}))
@@ -138,7 +139,7 @@ def cell(
     layers = true.shape[1]
     speed = base / (t2e[None, :] + overheads_s[:, None] * layers)  # [O, A]
     return {"token": speed, "distribution": do, "oracle": oracle,
-            "breakeven_s": (base / do - t2e[-1]) / layers}  # fmt: skip
+            "breakeven_s": (base / do - t2e.min()) / layers}  # fmt: skip
 
 
 def guideline_map(
@@ -156,6 +157,8 @@ def guideline_map(
     ov = ov_us * 1e-6
     if acc.size == 0 or acc[0] < 0 or acc[-1] > 1 or ov.size == 0 or ov[0] < 0:
         raise ValueError("guideline_map.accuracies in [0, 1] and overheads_us >= 0, non-empty")
+    if not m.link_gbps or min(m.link_gbps) <= 0 or not m.tokens or not m.skews:
+        raise ValueError("guideline_map.link_gbps (> 0), tokens and skews: non-empty")
     exps = calibrate_exponents(trace_cfg, spec, m.skews, cfg.seed)
     rows = []
     jobs = [(sk, x, t) for sk, x in zip(m.skews, exps, strict=True) for t in m.tokens]

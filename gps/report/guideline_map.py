@@ -58,7 +58,7 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
             f"Token-to-Expert accuracy above which it beats distribution:{gm['distribution']} at "
             f"{lo:g} / {hi:g} us per MoE layer of predictor overhead (DO: never in "
             f"{ax['accuracies'][0]:g}-{ax['accuracies'][-1]:g}), and the break-even overhead "
-            "(b/e) of a perfect predictor. Every (cell, accuracy, overhead) point is a row of "
+            "(b/e) of the best swept accuracy. Every (cell, accuracy, overhead) point is a row of "
             "`guideline_map.csv`."
         ),
         Table(["link GB/s", "skew", *[f"{t:,} tokens" for t in ax["tokens"]]], rows),
@@ -85,15 +85,15 @@ def merge_maps(maps: list[dict]) -> dict:
 
 
 def no_win_reason(rows: list[dict]) -> str | None:
-    """``None`` when Token-to-Expert wins somewhere; else the mechanism-level reason: at perfect
-    accuracy and no overhead, what it gains over Distribution-Only, and the largest break-even
+    """``None`` when Token-to-Expert wins somewhere; else the mechanism-level reason: at its best
+    swept accuracy and no overhead, what it gains over Distribution-Only, and the largest break-even
     overhead per layer in the map."""
     if any(r["winner"] == "token" for r in rows):
         return None
     best = max(rows, key=lambda r: r["breakeven_overhead_us"])
     return (
-        "Token-to-Expert wins in no cell. Even a perfect predictor at zero overhead is at most "
-        f"{max(r['margin'] for r in rows):+.2%} against Distribution-Only; the most a perfect "
+        "Token-to-Expert wins in no cell. At its best swept accuracy and zero overhead it is at "
+        f"most {max(r['margin'] for r in rows):+.2%} against Distribution-Only; the most such a "
         f"predictor may cost per MoE layer before it loses is {best['breakeven_overhead_us']:.1f}"
         f" us (skew {best['skew_target']:g}, {best['link_gbps']:g} GB/s, "
         f"{best['tokens_per_step']:,} tokens): what direct dispatch, replica choice and a "
