@@ -169,10 +169,11 @@ def advise(cfg: DictConfig) -> dict:
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
+    mech, assume = mechanisms(cfg.strategy), from_config(cfg.assumptions)  # fail before work
     s = cfg.strategy
     slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
     if cfg.guideline_map.enabled:
-        return map_results(cfg, spec, cluster, trace_cfg, mechanisms(s), slots, config,
+        return map_results(cfg, spec, cluster, trace_cfg, mech, slots, config,
                            command_line())  # fmt: skip
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
@@ -199,8 +200,6 @@ def advise(cfg: DictConfig) -> dict:
         tqdm.write(f"  {name}", file=sys.stderr)
         routed.append(job())
     t = workload.tokens_per_step
-
-    mech, assume = mechanisms(s), from_config(cfg.assumptions)
 
     def priced(r: st.Routed, under: Assumptions = assume):
         return price_under(r, spec, cluster, workload, data.test_loads,
