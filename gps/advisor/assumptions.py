@@ -31,14 +31,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from gps.advisor.pricing import routed_inputs
+from gps.advisor.pricing import price_routed, routed_inputs
 from gps.advisor.strategies import Routed
-from gps.cost.e2e import CostBreakdown, batch_cost
+from gps.cost.e2e import CostBreakdown
 from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.workload import Workload
-from predictors.base import layer_overhead_s
 
 LOAD_MODELS = ("simulated", "epsilon")
 WEIGHT_COPIES = ("priced", "hidden")
@@ -148,17 +147,10 @@ def price_under(
         eps = epsilon(r, a, true_loads)
         if eps is not None:
             inputs["slot_tokens"] = epsilon_slot_tokens(inputs["slot_tokens"], eps)
-    moe_layers = r.sim.slot_tokens.shape[-3]
-    overhead, critical = np.zeros(moe_layers), True
-    if r.cost is not None:
-        overhead = layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step, moe_layers)
-        critical = r.cost.on_critical_path or a.predictor == "before_attention"
-    hidden = a.weight_copies == "hidden"
-    return batch_cost(
-        spec, cluster, workload, **inputs,
-        predictor_overhead_s=overhead, predictor_on_critical_path=critical,
-        migration_bytes=0.0 if hidden else r.migration_bytes, migration_overlap=migration_overlap,
-        migration_s=None if hidden else r.migration_s, dropped_tokens=r.sim.dropped.sum(axis=-1),
+    return price_routed(
+        r, spec, cluster, workload, migration_overlap=migration_overlap, inputs=inputs,
+        predictor_critical=a.predictor == "before_attention",
+        hide_migration=a.weight_copies == "hidden",
     )  # fmt: skip
 
 

@@ -78,22 +78,31 @@ def price_routed(
     *,
     migration_overlap: float,
     mechanisms: Mechanisms = NONE,
+    inputs: dict[str, np.ndarray] | None = None,
+    predictor_critical: bool = False,
+    hide_migration: bool = False,
 ) -> CostBreakdown:
     """``batch_cost`` over the ``N`` held-out batches of ``r``; sweep shape ``[N]``.
-    ``mechanisms``: the token-level mechanisms (``routed_inputs``); prefetch hides behind
-    attention up to ``migration_overlap``, as replica copies do."""
+
+    ``mechanisms``: the token-level mechanisms (``routed_inputs``; prefetch hides behind
+    attention up to ``migration_overlap``, as replica copies do). ``inputs``: ``routed_inputs``
+    already computed (and altered, ``gps.advisor.assumptions``); ``predictor_critical``: price
+    every predictor on the critical path; ``hide_migration``: replica copies cost no time."""
     moe_layers = r.sim.slot_tokens.shape[-3]
     overhead, critical = np.zeros(moe_layers), True
     if r.cost is not None:
         overhead = layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step, moe_layers)
-        critical = r.cost.on_critical_path
-    inputs = routed_inputs(r, spec, cluster, workload, mechanisms=mechanisms,
-                           fetch_overlap=migration_overlap)  # fmt: skip
+        critical = r.cost.on_critical_path or predictor_critical
+    if inputs is None:
+        inputs = routed_inputs(r, spec, cluster, workload, mechanisms=mechanisms,
+                               fetch_overlap=migration_overlap)  # fmt: skip
     return batch_cost(
         spec, cluster, workload, **inputs,
         predictor_overhead_s=overhead, predictor_on_critical_path=critical,
-        migration_bytes=r.migration_bytes, migration_overlap=migration_overlap,
-        migration_s=r.migration_s, dropped_tokens=r.sim.dropped.sum(axis=-1),
+        migration_bytes=0.0 if hide_migration else r.migration_bytes,
+        migration_overlap=migration_overlap,
+        migration_s=None if hide_migration else r.migration_s,
+        dropped_tokens=r.sim.dropped.sum(axis=-1),
     )  # fmt: skip
 
 
