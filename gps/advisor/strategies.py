@@ -98,7 +98,8 @@ class Context:
         migration_source: ``peer`` (nearest GPU holding the expert) or ``host`` (host memory
             over PCIe), the link new replicas are priced on.
         horizon: steps a new plan is expected to serve; a switch is weighed against its
-            migration divided by this (``choose``). ``1`` = myopic.
+            migration divided by this (``choose``). ``1`` = myopic; default 4, as
+            ``StrategyConfig.horizon``.
     """
 
     spec: MoEModelSpec
@@ -110,7 +111,7 @@ class Context:
     migration_overlap: float
     replicas: str = "spare"
     migration_source: str = "peer"
-    horizon: float = 1.0
+    horizon: float = 4.0
 
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
