@@ -31,6 +31,7 @@ respects the constraint is achievable, and the result is ``optimal`` when they a
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import numpy as np
@@ -50,14 +51,22 @@ def check_small(num_experts: int, num_gpus: int) -> None:
         )
 
 
+@functools.lru_cache(maxsize=32)
+def _extras(num_experts: int, budget: int) -> np.ndarray:
+    """``[V, E]`` int64 every ``x >= 0`` with ``sum(x) <= budget`` (stars and bars), read-only."""
+    e = num_experts
+    bars = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(budget + e), e)),
+                       dtype=np.int64).reshape(-1, e)  # fmt: skip
+    gaps = np.diff(np.concatenate([np.full((bars.shape[0], 1), -1), bars], axis=1), axis=1) - 1
+    gaps.setflags(write=False)
+    return gaps
+
+
 def _count_vectors(low: np.ndarray, budget: int, cap: int) -> np.ndarray:
     """``[V, E]`` int64 every ``c`` with ``low <= c <= cap`` and ``sum(c - low) <= budget``."""
-    e = low.size
     if budget < 0:
-        return np.zeros((0, e), dtype=np.int64)
-    bars = np.array(list(itertools.combinations(range(budget + e), e)), dtype=np.int64)
-    gaps = np.diff(np.concatenate([np.full((bars.shape[0], 1), -1), bars], axis=1), axis=1) - 1
-    c = low[None, :] + gaps
+        return np.zeros((0, low.size), dtype=np.int64)
+    c = low[None, :] + _extras(int(low.size), int(budget))
     return c[(c <= cap).all(axis=1)]
 
 
@@ -70,7 +79,8 @@ def _items(load: np.ndarray, extra: np.ndarray, per_copy: np.ndarray, size: int)
     real = j[None, None, :] < extra[:, :, None]  # [V, E, K]
     w = np.where(real, per_copy[:, :, None], 0.0).reshape(v, -1)
     ids = np.where(real, np.arange(e)[None, :, None], -1).reshape(v, -1)
-    order = np.lexsort((ids < 0, -w), axis=1)[:, :size]  # heaviest, real before padding
+    key = np.where(ids >= 0, w, -1.0)  # padding after every real copy (loads are >= 0)
+    order = np.argsort(-key, axis=1, kind="stable")[:, :size]
     w, ids = np.take_along_axis(w, order, 1), np.take_along_axis(ids, order, 1)
     if w.shape[1] < size:
         pad = size - w.shape[1]
