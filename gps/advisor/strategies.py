@@ -332,12 +332,7 @@ def oracle(ctx: Context) -> Routed:
     ``horizon - 1`` batches (a perfect multi-step forecast). With ``spare`` replicas it is
     never behind ``no_balancing`` in total time after any held-out batch: home copies only
     is always a candidate, reachable at zero migration, and the rule of ``Context.choose``
-    never spends more than the savings it predicted so far (here the prediction is exact)."""Duplication planned from each batch's *actual* load: perfect knowledge, no overhead,
-    migration paid; its keep-or-switch rule also sees the actual loads of the next
-    ``horizon - 1`` batches (a perfect multi-step forecast). With ``spare`` replicas it is
-    never behind ``no_balancing`` in total time after any held-out batch: home copies only is always a candidate, reachable at zero
-    migration, and the rule of ``Context.choose`` never spends more than the savings it
-    predicted so far, and here the prediction is exact."""
+    never spends more than the savings it predicted so far (here the prediction is exact)."""
     out = planned(ctx, ctx.data.test_loads, "oracle", "oracle", lookahead=True)
     out.accuracy = distribution_accuracy(ctx.data.test_loads, ctx.data.test_loads)
     return out
