@@ -95,7 +95,8 @@ class Objective:
         extra = trial.suggest_int("replica_slots_per_gpu", 0, 3)
         slots = slots_per_gpu(spec, cluster, extra)
         ctx = st.Context(spec, cluster, self.workload, self.data, slots, s.split,
-                         s.migration_overlap)  # fmt: skip
+                         s.migration_overlap, s.replicas, s.migration_source,
+                         s.horizon)  # fmt: skip
         kind = trial.suggest_categorical(
             "strategy", ["eplb", "distribution", "capacity_drop", "capacity_reroute"]
         )

@@ -139,7 +139,8 @@ class Context:
         migration_source: ``peer`` (nearest GPU holding the expert) or ``host`` (host memory
             over PCIe), the link new replicas are priced on.
         horizon: steps a new plan is expected to serve; a switch is weighed against its
-            migration divided by this (``choose``). ``1`` = myopic.
+            migration divided by this (``choose``). ``1`` = myopic; default 4, as
+            ``StrategyConfig.horizon``.
     """
 
     spec: MoEModelSpec
@@ -151,7 +152,7 @@ class Context:
     migration_overlap: float
     replicas: str = "spare"
     migration_source: str = "peer"
-    horizon: float = 1.0
+    horizon: float = 4.0
 
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
@@ -245,7 +246,7 @@ class Context:
 
     def choose(
         self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
-        horizon: float = 1.0, bank: float = 0.0,
+        horizon: float = 1.0, bank: float = 0.0, later: np.ndarray | None = None,
     ) -> tuple[int, float]:  # fmt: skip
         """The amortised keep-or-switch rule (``docs/advisor.md``) on the *predicted* ``[L, E]``
         load: ``(index of the chosen candidate, its predicted saving over the fallback)``.
@@ -257,12 +258,22 @@ class Context:
         most ``bank`` more than the fallback's, ``t_X + m_X <= t_F + m_F + bank`` (``bank``:
         the savings over the fallback predicted for the steps already served; the fallback
         itself is always allowed). So, on its own forecast, a strategy never falls behind
-        serving from home copies in total time."""
+        serving from home copies in total time.
+
+        ``later``: ``[h, L, E]`` forecasts of the steps after this one (a multi-step forecast;
+        the oracle's are the actual batches). Then ``t_X`` in the amortised score is the mean
+        step time over this load and those (the rest of the horizon assumed alike); the
+        bound still uses this step alone."""
         t, m = self.step_costs(candidates, load, previous)
         full = t + m
         allowed = full <= full[-1] + max(bank, 0.0) + 1e-12 * full[-1]
         allowed[-1] = True
-        pick = int(np.argmin(np.where(allowed, t + m / horizon, np.inf)))
+        mean_t = t
+        if later is not None and len(later):
+            mean_t = (t + sum(self.step_costs(candidates, x, None)[0] for x in later)) / (
+                1 + len(later)
+            )
+        pick = int(np.argmin(np.where(allowed, mean_t + m / horizon, np.inf)))
         return pick, float(full[-1] - full[pick])
 
     def cheapest(
@@ -272,13 +283,17 @@ class Context:
         """The candidate ``choose`` picks."""
         return candidates[self.choose(candidates, load, previous, horizon, bank)[0]]
 
-    def replan(self, previous: Plan, load: np.ndarray, bank: float = 0.0) -> tuple[Plan, float]:
+    def replan(
+        self, previous: Plan, load: np.ndarray, bank: float = 0.0,
+        later: np.ndarray | None = None,
+    ) -> tuple[Plan, float]:  # fmt: skip
         """Migration-aware re-planning from a predicted ``[L, E]`` load: keep ``previous``,
         switch to a new migration-minimal plan, or fall back to home copies / static
-        placement, by the amortised rule of ``choose`` over ``horizon`` steps. Returns the
-        plan and ``bank`` plus its predicted saving over the fallback."""
+        placement, by the amortised rule of ``choose`` over ``horizon`` steps (``later``:
+        forecasts of the following steps). Returns the plan and ``bank`` plus its predicted
+        saving over the fallback."""
         cands = self.candidates(load, previous)
-        pick, saving = self.choose(cands, load, previous, self.horizon, bank)
+        pick, saving = self.choose(cands, load, previous, self.horizon, bank, later)
         return cands[pick], bank + saving
 
     def start(self) -> Plan:
@@ -323,13 +338,19 @@ def replay(
     return out
 
 
-def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Routed:
+def planned(
+    ctx: Context, predicted: np.ndarray, name: str, family: str, *, lookahead: bool = False
+) -> Routed:
     """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
-    pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy)."""
+    pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy).
+    ``lookahead``: ``predicted`` is known in advance (the oracle), so the amortised rule sees
+    the next ``horizon - 1`` batches too."""
     start = ctx.start()
     plans, prev, bank = [], start, 0.0
-    for load in predicted:
-        prev, bank = ctx.replan(prev, load, bank)
+    ahead = max(int(np.ceil(ctx.horizon)) - 1, 0) if lookahead else 0
+    for n, load in enumerate(predicted):
+        later = predicted[n + 1 : n + 1 + ahead] if ahead else None
+        prev, bank = ctx.replan(prev, load, bank, later)
         plans.append(prev)
     out = replay(ctx, plans, start, name, family)
     out.notes = {"replicas": ctx.replicas, "migration_source": ctx.migration_source,
@@ -348,11 +369,12 @@ def no_balancing(ctx: Context) -> Routed:
 
 def oracle(ctx: Context) -> Routed:
     """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead,
-    migration paid. With ``spare`` replicas it is never behind ``no_balancing`` in total time
-    after any held-out batch: home copies only is always a candidate, reachable at zero
-    migration, and the rule of ``Context.choose`` never spends more than the savings it
-    predicted so far, and here the prediction is exact."""
-    out = planned(ctx, ctx.data.test_loads, "oracle", "oracle")
+    migration paid; its keep-or-switch rule also sees the actual loads of the next
+    ``horizon - 1`` batches (a perfect multi-step forecast). With ``spare`` replicas it is
+    never behind ``no_balancing`` in total time after any held-out batch: home copies only
+    is always a candidate, reachable at zero migration, and the rule of ``Context.choose``
+    never spends more than the savings it predicted so far (here the prediction is exact)."""
+    out = planned(ctx, ctx.data.test_loads, "oracle", "oracle", lookahead=True)
     out.accuracy = distribution_accuracy(ctx.data.test_loads, ctx.data.test_loads)
     return out
 

@@ -13,9 +13,26 @@ places the copies jointly:
 
 Without home copies GPUs are interchangeable, so the heaviest expert is put on GPU 0
 (symmetry breaking). ``status`` says whether HiGHS proved optimality within ``time_limit_s``.
+
+Two common shapes are solved by enumeration instead (milliseconds, no solver):
+
+* no home copies and ``R <= 2``: for every count vector (``c_e >= 1``, ``sum c <= G*R``,
+  ``c_e <= G``) the best packing of its copies into ``G`` pairs is largest-with-smallest
+  (sorted, zero-padded to ``G*R`` items; ``R = 1``: the largest item);
+* home copies with exactly one free slot per GPU: for every count vector (``c_e >=`` home
+  copies, one replica per free slot at most) the best assignment of the replicas is
+  heaviest replica to the GPU with the lightest home load (bottleneck assignment).
+
+Both rules are optimal without the constraint that a GPU holds an expert once; the minimum
+over all count vectors is therefore a lower bound, the minimum over count vectors whose rule
+respects the constraint is achievable, and the result is ``optimal`` when they are equal
+(else the MILP runs with that plan as its upper bound).
 """
 
 from __future__ import annotations
+
+import functools
+import itertools
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -32,6 +49,85 @@ def check_small(num_experts: int, num_gpus: int) -> None:
             f"exact: only for E <= {MAX_EXPERTS} and G <= {MAX_GPUS} (got E={num_experts}, "
             f"G={num_gpus}); use the heuristic planner"
         )
+
+
+@functools.lru_cache(maxsize=32)
+def _extras(num_experts: int, budget: int) -> np.ndarray:
+    """``[V, E]`` int64 every ``x >= 0`` with ``sum(x) <= budget`` (stars and bars), read-only."""
+    e = num_experts
+    bars = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(budget + e), e)),
+                       dtype=np.int64).reshape(-1, e)  # fmt: skip
+    gaps = np.diff(np.concatenate([np.full((bars.shape[0], 1), -1), bars], axis=1), axis=1) - 1
+    gaps.setflags(write=False)
+    return gaps
+
+
+def _count_vectors(low: np.ndarray, budget: int, cap: int) -> np.ndarray:
+    """``[V, E]`` int64 every ``c`` with ``low <= c <= cap`` and ``sum(c - low) <= budget``."""
+    if budget < 0:
+        return np.zeros((0, low.size), dtype=np.int64)
+    c = low[None, :] + _extras(int(low.size), int(budget))
+    return c[(c <= cap).all(axis=1)]
+
+
+def _items(load: np.ndarray, extra: np.ndarray, per_copy: np.ndarray, size: int):
+    """``(weight [V, size], expert [V, size])``: ``extra[v, e]`` copies of weight
+    ``per_copy[v, e]`` per count vector, heaviest first, zero-padded (expert ``-1``)."""
+    v, e = extra.shape
+    k = int(extra.max(initial=0))
+    j = np.arange(max(k, 1))
+    real = j[None, None, :] < extra[:, :, None]  # [V, E, K]
+    w = np.where(real, per_copy[:, :, None], 0.0).reshape(v, -1)
+    ids = np.where(real, np.arange(e)[None, :, None], -1).reshape(v, -1)
+    key = np.where(ids >= 0, w, -1.0)  # padding after every real copy (loads are >= 0)
+    order = np.argsort(-key, axis=1, kind="stable")[:, :size]
+    w, ids = np.take_along_axis(w, order, 1), np.take_along_axis(ids, order, 1)
+    if w.shape[1] < size:
+        pad = size - w.shape[1]
+        w = np.concatenate([w, np.zeros((v, pad))], axis=1)
+        ids = np.concatenate([ids, np.full((v, pad), -1)], axis=1)
+    return w, ids
+
+
+def _enumerate_repack(load: np.ndarray, g: int, r: int, cap: int):
+    """Exact plan without home copies for ``R <= 2`` (module docstring), or ``None``."""
+    e = load.size
+    counts = _count_vectors(np.ones(e, dtype=np.int64), g * r - e, cap)
+    if counts.shape[0] == 0:
+        return None
+    w, ids = _items(load, counts, load[None, :] / counts, g * r)
+    if r == 1:
+        value, clash = w.max(axis=1), np.zeros(counts.shape[0], dtype=bool)
+        pairs = ids[:, :, None]
+    else:
+        top, bottom = w[:, :g], w[:, ::-1][:, :g]  # item i with item 2G-1-i
+        value = (top + bottom).max(axis=1)
+        it, ib = ids[:, :g], ids[:, ::-1][:, :g]
+        clash = ((it == ib) & (it >= 0)).any(axis=1)
+        pairs = np.stack([it, ib], axis=2)
+    return value, clash, pairs, counts
+
+
+def _enumerate_spare(load: np.ndarray, home: np.ndarray, cap: int):
+    """Exact plan with home copies and one free slot per GPU (module docstring), or ``None``."""
+    e = load.size
+    g = home.shape[0]
+    if not np.all((home < 0).sum(axis=1) == 1):
+        return None
+    hc = np.zeros((e, g), dtype=bool)
+    hg, hr = np.nonzero(home >= 0)
+    hc[home[hg, hr], hg] = True
+    h = hc.sum(axis=1)
+    counts = _count_vectors(h, g, cap)
+    per_copy = load[None, :] / counts
+    base = per_copy @ hc  # [V, G] home load of each GPU
+    w, ids = _items(load, counts - h[None, :], per_copy, g)
+    order = np.argsort(base, axis=1, kind="stable")  # lightest GPU gets the heaviest replica
+    value = (np.take_along_axis(base, order, 1) + w).max(axis=1)
+    clash = ((ids >= 0) & hc[np.maximum(ids, 0), order]).any(axis=1)
+    pairs = np.full((counts.shape[0], g, 1), -1, dtype=np.int64)
+    np.put_along_axis(pairs[:, :, 0], order, ids, 1)
+    return value, clash, pairs, counts
 
 
 def exact_layer(
@@ -60,6 +156,27 @@ def exact_layer(
     """
     load = np.asarray(load, dtype=float)
     e, g, r = load.size, int(num_gpus), int(slots_per_gpu)
+    cap_e = g if max_replicas is None else int(max_replicas)
+    found = None
+    if home is None and r <= 2:
+        found = _enumerate_repack(load, g, r, cap_e)
+    elif home is not None:
+        found = _enumerate_spare(load, np.asarray(home), cap_e)
+    if found is not None:
+        value, clash, pairs, _ = found
+        ok = np.flatnonzero(~clash)
+        if ok.size:
+            best = ok[np.argmin(value[ok])]
+            if value[best] <= value.min() * (1 + 1e-12):
+                if home is None:
+                    out = np.full((g, r), -1, dtype=np.int64)
+                    out[:, : pairs.shape[2]] = pairs[best]
+                else:
+                    out = np.array(home, dtype=np.int64, copy=True)
+                    free = np.argmax(out < 0, axis=1)
+                    out[np.arange(g), free] = pairs[best][:, 0]
+                return out, float(value[best]), "optimal"
+            upper = value[best] if upper is None else min(upper, value[best])
     hc = np.zeros((e, g), dtype=bool)
     if home is not None:
         hg, hr = np.nonzero(np.asarray(home) >= 0)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gps.plans.duplication import replicate_greedy
+from gps.plans.duplication import max_gpu_load, replicate_greedy
 from gps.plans.exact import check_small, exact_candidates
 from gps.plans.plan import Plan, check_load, expert_gpu_counts
 
@@ -62,6 +62,7 @@ def grow_replicas(
     fetch_s: np.ndarray | None = None,
     migration_slack: float = 0.0,
     max_replicas: int | None = None,
+    partners: int = 16,
 ) -> np.ndarray:
     """Add replicas into ``free`` slots, busiest GPU first (module docstring).
 
@@ -72,10 +73,13 @@ def grow_replicas(
         fetch_s: ``[M, G, E]`` cost of bringing ``e`` to ``g`` (``None``: all equal).
         migration_slack: relative balance given up for a cheaper fetch (>= 0).
         max_replicas: copies per expert at most (default ``G``).
+        partners: target GPUs considered per step: the ``partners`` least-loaded GPUs with a
+            free slot (the best target is among them unless they all hold the expert).
 
     Returns:
         ``[M, G, R]`` with replicas in some free slots. Loop of at most ``free.sum(axis=(1,
-        2)).max()`` steps, each vectorised over the rows still improving (``[rows, G, R]``).
+        2)).max()`` steps, each vectorised over the rows still improving
+        (``[rows, partners, R]``).
     """
     load = np.asarray(load, dtype=float)
     se = np.array(slot_expert, dtype=np.int64, copy=True)
@@ -91,6 +95,7 @@ def grow_replicas(
     active = np.flatnonzero(room.sum(axis=1) > 0)
     steps = int(room.sum(axis=1).max(initial=0))
     gi = np.arange(g)
+    p = min(g, partners)
     for _ in range(steps):
         if active.size == 0:
             break
@@ -104,25 +109,29 @@ def grow_replicas(
         le = load[a[:, None], exc]
         w_new = le / (ce + 1)
         h_new = lh[:, None] - (le / np.maximum(ce, 1) - w_new) * cnt[a[:, None], h[:, None], exc]
-        score = np.maximum(h_new[:, None, :], gl[a][:, :, None] + w_new[:, None, :])  # [A, G, R]
-        holds = cnt[a[:, None, None], gi[None, :, None], exc[:, None, :]] > 0
+        open_load = np.where(room[a] > 0, gl[a], np.inf)  # [A, G]
+        part = np.argpartition(open_load, p - 1, axis=1)[:, :p] if p < g else np.tile(gi, (n, 1))
+        pl = np.take_along_axis(open_load, part, 1)  # [A, P] load of the lightest open GPUs
+        score = np.maximum(h_new[:, None, :], pl[:, :, None] + w_new[:, None, :])  # [A, P, R]
+        holds = cnt[a[:, None, None], part[:, :, None], exc[:, None, :]] > 0
         ok = (ex >= 0) & (ce < cap) & (le > 0)  # [A, R]
-        valid = ok[:, None, :] & (room[a] > 0)[:, :, None] & ~holds
+        valid = ok[:, None, :] & np.isfinite(pl)[:, :, None] & ~holds
         valid &= score < lh[:, None, None] * (1 - 1e-12)
         score = np.where(valid, score, np.inf)
         best = score.reshape(n, -1).min(axis=1)
         go = np.isfinite(best)
         if not go.any():
             break
-        a, h, ex, score, best, w_new = a[go], h[go], ex[go], score[go], best[go], w_new[go]
+        a, h, ex, part = a[go], h[go], ex[go], part[go]
+        score, best, w_new = score[go], best[go], w_new[go]
         n = a.size
         near = score <= best[:, None, None] * (1 + migration_slack) + 1e-12 * best[:, None, None]
         if fetch_s is not None:
-            fc = fetch_s[a[:, None, None], gi[None, :, None], np.maximum(ex, 0)[:, None, :]]
+            fc = fetch_s[a[:, None, None], part[:, :, None], np.maximum(ex, 0)[:, None, :]]
             fc = np.where(near, fc, np.inf)
             near &= fc <= fc.reshape(n, -1).min(axis=1)[:, None, None]
         pick = np.argmin(np.where(near, score, np.inf).reshape(n, -1), axis=1)
-        tg, slot = pick // r, pick % r
+        tg, slot = part[np.arange(n), pick // r], pick % r
         eb = ex[np.arange(n), slot]
         c_old = c[a, eb]
         # every holder's copy of eb shrinks from load/c to load/(c+1); the target gains one
@@ -239,15 +248,16 @@ def pack_replicas(
     return se
 
 
-def _fetch_total(
-    slot_expert: np.ndarray, base: np.ndarray, fetch_s: np.ndarray | None
-) -> np.ndarray:
-    """``[M]`` summed fetch cost of the (GPU, expert) pairs ``slot_expert`` adds to ``base``."""
+def _fetch_total(slot_expert: np.ndarray, ref_has: np.ndarray, fetch_s: np.ndarray | None):
+    """``[M]`` summed fetch cost of the copies in ``slot_expert [M, G, R]`` on GPUs that do not
+    hold that expert in the reference (``ref_has [M, G, E]`` bool)."""
     if fetch_s is None:
         return np.zeros(slot_expert.shape[0])
-    e = fetch_s.shape[2]
-    new = (expert_gpu_counts(slot_expert, e) > 0) & ~(expert_gpu_counts(base, e) > 0)
-    return np.where(new, fetch_s, 0.0).sum(axis=(1, 2))
+    m, g, _ = slot_expert.shape
+    li, gi = np.arange(m)[:, None, None], np.arange(g)[None, :, None]
+    x = np.maximum(slot_expert, 0)
+    new = (slot_expert >= 0) & ~ref_has[li, gi, x]
+    return np.where(new, fetch_s[li, gi, x], 0.0).sum(axis=(1, 2))
 
 
 def plan_spare(
@@ -316,7 +326,7 @@ def plan_spare(
     if previous is not None:
         names.append("top-up")
         cands.append(grow_replicas(load, previous.slot_expert, spare, **kw))
-    maxes = np.stack([Plan(c, e).gpu_load(load).max(axis=1) for c in cands])  # [C, L]
+    maxes = np.stack([max_gpu_load(c, load) for c in cands])  # [C, L]
     status = None
     if exact:
         check_small(e, g)
@@ -325,10 +335,10 @@ def plan_spare(
                                           time_limit_s=exact_time_limit_s)  # fmt: skip
         names.append("exact")
         cands.append(solved)
-        maxes = np.concatenate([maxes, Plan(solved, e).gpu_load(load).max(axis=1)[None]])
+        maxes = np.concatenate([maxes, max_gpu_load(solved, load)[None]])
     stacked = np.stack(cands)  # [C, L, G, R]
-    fetch = np.stack([_fetch_total(c, base if previous is None else previous.slot_expert,
-                                   fetch_s) for c in cands])  # fmt: skip
+    ref_has = expert_gpu_counts(base if previous is None else previous.slot_expert, e) > 0
+    fetch = np.stack([_fetch_total(c, ref_has, fetch_s) for c in cands])
     used = (stacked >= 0).sum(axis=(2, 3)).astype(float)
     best = maxes.min(axis=0)
     near = maxes <= best * (1 + migration_slack) + 1e-12 * np.abs(best)
