@@ -2,15 +2,20 @@
 
 1. Planner time for 256 experts x 64 GPUs x 61 layers (R = 5: 256 + 64 redundant slots, as
    DeepSeek's EPLB deployment), median of several runs: greedy replication + packing
-   (+ refinement) and the node-aware variant (8 nodes of 8).
+   (+ refinement), the full re-pack with the migration-minimal GPU relabelling
+   (``align_to_previous``, one assignment per layer), the node-aware variant (8 nodes of 8),
+   and the spare-slot planner (home copies + 1 spare slot per GPU) from scratch and as a
+   migration-minimal re-plan (fetch costs from the previous plan over NVLink/IB, 8 GPUs/node).
 2. Max GPU load / balanced lower bound (``sum load / G``) on skewed loads: static placement,
-   greedy + LPT (no refinement), refined, the planner's pick, node-aware; with R from the
-   skew's needs (``slots_needed``) and with a fixed R.
+   greedy + LPT (no refinement), refined, the planner's pick, node-aware, spare-slot planner;
+   with R from the skew's needs (``slots_needed``) and with a fixed R.
 3. ILP (MoETuner): Mixtral size (8 experts, 8 GPUs, 32 layers) and DeepSeek size (256
    experts, 32 and 64 GPUs, a few layers, a time limit): method, time, gap.
 4. Straggler-time cut on Mixtral-8x7B / 8x H100 (conf defaults, prefill 8 x 2048): each plan
    priced with ``gps.cost.batch_cost`` on the simulated routing, planned from the same batch
    (oracle) and from the previous batch (a realistic prediction), with migration bytes.
+5. Exact small layers (``gps.plans.exact``, HiGHS MILP) against the heuristic planners on
+   Mixtral-size layers (8 experts, 8 GPUs): max load / lower bound, solver status and time.
 
 Loads come from the synthetic presets (``gps.traces.synthetic``) when available, else from
 Zipf draws. Run: ``.venv/bin/python benchmarks/bench_plans.py [--quick]``.
@@ -33,18 +38,20 @@ from gps.plans import (
     capacity_drop,
     capacity_reroute,
     expert_weight_bytes,
+    fetch_seconds,
     ilp_placement,
     max_gpu_load,
     migration_bytes_per_gpu,
     pack_balanced,
     plan_duplication,
     plan_duplication_node_aware,
+    plan_spare,
     replicate_greedy,
     slots_needed,
     static_placement,
     transition_counts,
 )
-from gps.profiles import load_cluster_config
+from gps.profiles import load_cluster, load_cluster_config
 from gps.simulate import simulate
 from gps.traces.batching import batch_loads, take_tokens
 from gps.workload import Workload
@@ -88,18 +95,38 @@ def spread_ms(times: list[float]) -> str:
 def bench_planner_time(runs: int) -> None:
     print("\n## 1. Planner time, 256 experts x 64 GPUs x 61 layers, R = 5: median (min-max) of",
           runs, "runs")  # fmt: skip
-    print("| load | greedy + LPT | full planner (5 candidates + refine) | node-aware (8x8) |")
-    print("| --- | --- | --- | --- |")
+    print("| load | greedy + LPT | full planner (5 candidates + refine) | full planner + "
+          "align_to_previous | node-aware (8x8) | spare, from scratch | spare, migration-minimal "
+          "re-plan |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    cluster = load_cluster({"name": "h100_8x8_ib", "gpu": "h100_sxm5_80gb", "num_nodes": 8,
+                            "intra_node_link": "nvlink4", "inter_node_link": "ib_ndr",
+                            "gpus_per_node": 8})  # fmt: skip
+    ebytes = expert_weight_bytes(load_model_spec("deepseek_v3"))
+    home = static_placement(61, 256, 64, 5)
     for a in (0.3, 1.0):
         load = zipf_loads(61, 256, a, 16384 * 8, seed=1)
+        before = zipf_loads(61, 256, a, 16384 * 8, seed=2)  # the previous batch
 
         def greedy(load=load):
             return pack_balanced(load, replicate_greedy(load, 320, max_replicas=64), 64, 5)
 
+        prev_full = plan_duplication(before, 64, 5)
+        prev_spare = plan_spare(before, home)
+
+        def spare_replan(load=load, prev=prev_spare):
+            fetch = fetch_seconds(prev, ebytes, cluster)
+            return plan_spare(load, home, previous=prev, fetch_s=fetch)
+
         t_greedy = timings(greedy, runs)
         t_full = timings(lambda load=load: plan_duplication(load, 64, 5), runs)
+        t_align = timings(lambda load=load, p=prev_full: plan_duplication(
+            load, 64, 5, previous=p, gpus_per_node=8), runs)  # fmt: skip
         t_node = timings(lambda load=load: plan_duplication_node_aware(load, 64, 5, 8), runs)
-        times = " | ".join(spread_ms(x) for x in (t_greedy, t_full, t_node))
+        t_spare = timings(lambda load=load: plan_spare(load, home), runs)
+        t_replan = timings(spare_replan, runs)
+        times = " | ".join(spread_ms(x) for x in (t_greedy, t_full, t_align, t_node,
+                                                   t_spare, t_replan))  # fmt: skip
         print(f"| Zipf a={a} | {times} |")
 
 
@@ -118,21 +145,23 @@ def balance_rows(name: str, load: np.ndarray, g: int, r: int, gpn: int | None) -
         node_plan = plan_duplication_node_aware(load, g, r, gpn)
         node = f"{(node_plan.meta['predicted_max_load'] / lb).max():.3f}"
     need = int(slots_needed(load, g).max())
+    spare = plan_spare(load, static_placement(load.shape[0], e, g, r)).meta["predicted_max_load"]
 
     def worst(x: np.ndarray) -> str:
         return f"{(x / lb).mean():.3f} / {(x / lb).max():.3f}"
 
     return (
         f"| {name} | {g}x{r} ({need}) | {worst(static)} | {worst(greedy)} | {worst(refined)} "
-        f"| {worst(final)} | {node} |"
+        f"| {worst(final)} | {node} | {worst(spare)} |"
     )  # fmt: skip
 
 
 def bench_balance() -> None:
     print("\n## 2. Max GPU load / balanced lower bound (mean / worst layer)")
     print("GxR (slots the skew needs, worst layer); node-aware column: worst layer, 8 GPUs/node")
-    print("| loads | G x R | static | greedy+LPT | refined | planner | node-aware |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("spare: home copies (static) + R - ceil(E/G) spare slots per GPU, only replicas move")
+    print("| loads | G x R | static | greedy+LPT | refined | planner | node-aware | spare |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     cases = []
     mix = preset_trace("mixtral_mmlu_like", 16384)
     ds = preset_trace("deepseek_like", 8192)
@@ -267,6 +296,39 @@ def bench_straggler() -> None:
         )
 
 
+def bench_exact(quick: bool) -> None:
+    print("\n## 5. Exact small layers (HiGHS MILP) vs the heuristic planners, 8 experts x 8 GPUs")
+    print("max GPU load / lower bound, mean / worst over the layers; status: layers proved optimal")
+    print("| loads | mode | G x R | heuristic | exact | proved optimal | exact time / layer |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    layers = 2 if quick else 4
+    limit = 2.0 if quick else 10.0
+    mix = preset_trace("mixtral_mmlu_like", 16384)
+    if mix is not None:
+        load = batch_loads(mix, 16384)[0][:layers] * 1.0
+    else:
+        load = zipf_loads(layers, 8, 1.0, 32768, seed=3)
+    lb = balanced_lower_bound(load, 8)
+    for r in (2, 3):
+        for mode in ("repack", "spare"):
+            home = static_placement(layers, 8, 8, r)
+
+            def plan(exact: bool, mode=mode, r=r, home=home):
+                if mode == "repack":
+                    return plan_duplication(load, 8, r, exact=exact, exact_time_limit_s=limit)
+                return plan_spare(load, home, exact=exact, exact_time_limit_s=limit)
+
+            heur = plan(False).meta["predicted_max_load"] / lb
+            t0 = time.perf_counter()
+            ex = plan(True)
+            dt = (time.perf_counter() - t0) / layers
+            val = ex.meta["predicted_max_load"] / lb
+            done = sum(s == "optimal" for s in ex.meta["exact_status"])
+            print(f"| mixtral_mmlu_like 16k tok | {mode} | 8x{r} | {heur.mean():.4f} / "
+                  f"{heur.max():.4f} | {val.mean():.4f} / {val.max():.4f} | {done}/{layers} | "
+                  f"{dt:.2f} s |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter ILP limits, fewer runs")
@@ -282,6 +344,7 @@ def main() -> None:
         bench_balance()
         bench_ilp(args.quick)
         bench_straggler()
+        bench_exact(args.quick)
     print(f"\nbenchmark wall time: {time.perf_counter() - t0:.0f} s")
 
 

@@ -3,7 +3,8 @@
 Registering the schema in Hydra's ConfigStore makes a typo in a YAML file or an override
 (``workload.batch_sze=8``, ``strategy.replan_intervall=4``) fail at start-up with Hydra's own
 error. Config groups (``conf/<group>/*.yaml``): ``hardware``, ``model``, ``workload``,
-``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``experiment``.
+``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``assumptions``,
+``experiment``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ class StrategyConfig:
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
         migration_overlap: fraction of attention time that hides replica migration, [0, 1].
         split: how a duplicated expert's tokens split over its replicas: ``even``/``locality``.
+        direct_dispatch: Token-to-Expert sends predicted copies while attention runs; only
+            mispredicted copies pay a corrective all-to-all after the gate.
+        direct_dispatch_overlap: fraction of attention time that hides the early dispatch, [0, 1].
+        replica_choice: Token-to-Expert sends correctly predicted copies of a replicated expert
+            to the replica on their own GPU / node (locality), the rest by ``split``.
+        prefetch: Token-to-Expert fetches only the non-resident experts it predicts busy.
+        resident_experts: fraction of every GPU's expert slots whose weights stay in HBM, [0, 1];
+            the others cross ``expert_fetch_link`` when used (1.0: all resident, no fetch).
+        expert_fetch_link: link profile (``hardware_profiles/link/``) non-resident experts cross.
+        replicas: ``spare`` (home copies stay; dynamic duplication rewrites the spare slots
+            only) or ``repack`` (every re-plan re-packs all slots, as periodic re-layout does).
+        migration_source: where new replicas' weights come from: ``peer`` (nearest GPU that
+            holds the expert: NVLink in the node, InfiniBand across nodes) or ``host`` (host
+            memory over PCIe, ``hardware.host_link``).
+        horizon: steps a new plan is expected to serve; keep-or-switch weighs the exposed
+            migration divided by this against the per-step gain (>= 1; 1 = myopic).
     """
 
     replica_slots_per_gpu: int = 1
@@ -82,6 +99,15 @@ class StrategyConfig:
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0
     split: str = "even"
+    direct_dispatch: bool = True
+    direct_dispatch_overlap: float = 1.0
+    replica_choice: bool = True
+    prefetch: bool = True
+    resident_experts: float = 1.0
+    expert_fetch_link: str = "pcie_gen5_x16"
+    replicas: str = "spare"
+    migration_source: str = "peer"
+    horizon: float = 4.0
 
 
 @dataclass
@@ -121,6 +147,59 @@ class PaperConfig:
 
 
 @dataclass
+class GuidelineMapConfig:
+    """The guideline map (``gps +experiment=guideline_map``; ``gps.advisor.guideline_map``).
+
+    Attributes:
+        enabled: run the map instead of the strategy comparison.
+        skews: busiest-expert / mean tokens targets (the trace's Zipf exponent is set per target).
+        link_gbps: intra-node link bandwidths, GB/s per GPU and direction.
+        tokens: tokens per prefill step (prompts of ``min(T, 2048)`` tokens).
+        accuracies: what-if Token-to-Expert top-k accuracies.
+        overheads_us: Token-to-Expert overheads, microseconds per MoE layer (critical path).
+        distribution: the Distribution-Only predictor the map compares against.
+        train_batches: history batches per cell.
+        test_batches: held-out batches per cell.
+    """
+
+    enabled: bool = False
+    skews: list[float] = field(default_factory=lambda: [1.2, 1.4, 1.6, 1.8, 2.0])
+    link_gbps: list[float] = field(default_factory=lambda: [600.0, 200.0, 64.0, 32.0])
+    tokens: list[int] = field(default_factory=lambda: [512, 2048, 8192, 16384])
+    accuracies: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
+    overheads_us: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0])
+    distribution: str = "window_mean"
+    train_batches: int = 2
+    test_batches: int = 2
+
+
+@dataclass
+class AssumptionsConfig:
+    """How routed strategies are priced: ours (``roofline``) or the MoE-GPS paper's model
+    (``moe_gps_paper``); every switch is documented in ``gps.advisor.assumptions``.
+
+    Attributes:
+        name: the member's name (reports).
+        load_model: ``simulated`` or ``epsilon`` (busiest GPU at ``(1 + eps) x`` mean tokens).
+        skew: no balancing's busiest-expert / mean under ``epsilon``; ``None``: measured.
+        do_error: Distribution-Only ``|p_hat - p|`` under ``epsilon``; ``None``: measured.
+        weight_copies: ``priced`` or ``hidden`` (behind attention).
+        predictor: ``as_priced`` or ``before_attention`` (every predictor on the critical path).
+        t2e_dispatch: ``mechanisms`` or ``skip_scatter`` (Token-to-Expert skips the dispatch).
+        provenance: switch -> whether the value is the paper's or our reading (reports).
+    """
+
+    name: str = "roofline"
+    load_model: str = "simulated"
+    skew: float | None = None
+    do_error: float | None = None
+    weight_copies: str = "priced"
+    predictor: str = "as_priced"
+    t2e_dispatch: str = "mechanisms"
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class GPSConfig:
     """Top-level config of the ``gps`` app (``conf/config.yaml``).
 
@@ -137,6 +216,9 @@ class GPSConfig:
         strategy: balancing knobs (``conf/strategy/``).
         report: report contents (``conf/report/``).
         evaluation: train/test batches of the trace.
+        assumptions: pricing assumptions (``conf/assumptions/``): ``roofline`` (ours, default)
+            or ``moe_gps_paper``.
+        guideline_map: the guideline map's axes (``enabled`` by ``+experiment=guideline_map``).
         paper: set by ``experiment`` presets; empty otherwise.
         seed: seed of every random choice in the run.
     """
@@ -150,6 +232,8 @@ class GPSConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    assumptions: AssumptionsConfig = field(default_factory=AssumptionsConfig)
+    guideline_map: GuidelineMapConfig = field(default_factory=GuidelineMapConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     seed: int = 0
 

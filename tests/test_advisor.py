@@ -106,8 +106,10 @@ def test_decode_run_and_documented_schema(tmp_path: Path) -> None:
     assert results["command"] is None  # composed outside the gps command
     top, entry, what = _documented()
     # both ways: every documented key is emitted, every emitted key documented
-    # (`forecast` only in load-series runs: test_forecast_run_counts_training_steps)
-    assert set(results) == top - {"forecast"}, set(results) ^ (top - {"forecast"})
+    # (`forecast` only in load-series runs: test_forecast_run_counts_training_steps;
+    # `guideline_map` only in map runs: tests/test_guideline_map.py)
+    top -= {"forecast", "guideline_map"}
+    assert set(results) == top, set(results) ^ top
     for s in results["strategies"]:
         assert set(s) == entry, (s["name"], set(s) ^ entry)
     published = _section_keys("## A `published_predictors` entry")
@@ -130,7 +132,7 @@ def test_forecast_run_counts_training_steps(tmp_path: Path) -> None:
              "evaluation.horizons=[10,100,1000,2000]"), tmp_path)  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     top, _, what = _documented()
-    top -= {"published_predictors"}  # token-trace runs only
+    top -= {"published_predictors", "guideline_map"}  # token-trace runs / map runs only
     assert set(results) == top, set(results) ^ top
     _check_nested(results, what)
     fc = results["forecast"]

@@ -16,17 +16,27 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from gps.advisor import strategies as st
+from gps.advisor.assumptions import (
+    Assumptions,
+    assumption_ladder,
+    from_config,
+    load_assumptions,
+    price_under,
+)
 from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
+from gps.advisor.guideline_map import map_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
-from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.advisor.pricing import busiest_layer, summarise
 from gps.advisor.published import published_results
 from gps.advisor.ties import describe_tie
 from gps.cost.memory import memory_breakdown
+from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
-from gps.profiles import load_cluster
+from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
+from gps.profiles import load_cluster, load_link
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
 from predictors.whatif import WhatIfTokenPredictor
@@ -59,6 +69,10 @@ def check_knobs(cfg: DictConfig) -> None:
         ("strategy.ilp_mip_gap", 0 <= s.ilp_mip_gap < 1, "in [0, 1)"),
         ("strategy.migration_overlap", 0 <= s.migration_overlap <= 1, "in [0, 1]"),
         ("strategy.split", s.split in ("even", "locality"), "even or locality"),
+        ("strategy.replicas", s.replicas in REPLICA_MODES, f"one of {list(REPLICA_MODES)}"),
+        ("strategy.migration_source", s.migration_source in MIGRATION_SOURCES,
+         f"one of {list(MIGRATION_SOURCES)}"),
+        ("strategy.horizon", s.horizon >= 1, ">= 1 (steps)"),
         ("report.accuracy_grid", len(r.accuracy_grid) > 0
          and all(0 <= a <= 1 for a in r.accuracy_grid), "non-empty, values in [0, 1]"),
         ("report.overhead_grid_us", len(r.overhead_grid_us) > 0
@@ -123,6 +137,16 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
     }
 
 
+def mechanisms(strategy: DictConfig) -> Mechanisms:
+    """The token-level mechanism switches of ``cfg.strategy`` (``gps.cost.token_mechanisms``)."""
+    s = strategy
+    link = load_link(s.expert_fetch_link) if s.resident_experts < 1 else None
+    return Mechanisms(direct_dispatch=s.direct_dispatch,
+                      direct_dispatch_overlap=s.direct_dispatch_overlap,
+                      replica_choice=s.replica_choice, prefetch=s.prefetch,
+                      resident_experts=s.resident_experts, fetch_link=link)  # fmt: skip
+
+
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
     """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config."""
     cluster = load_cluster(cfg.hardware)
@@ -152,12 +176,17 @@ def advise(cfg: DictConfig) -> dict:
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
+    mech, assume = mechanisms(cfg.strategy), from_config(cfg.assumptions)  # fail before work
     s = cfg.strategy
     slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
+    if cfg.guideline_map.enabled:
+        return map_results(cfg, spec, cluster, trace_cfg, mech, slots, config,
+                           command_line())  # fmt: skip
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
     data = eval_data(cfg, trace_cfg, spec, workload)
-    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
+    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap,
+                     s.replicas, s.migration_source, s.horizon)  # fmt: skip
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     jobs = [
         ("no_balancing", lambda: st.no_balancing(ctx)),
@@ -167,6 +196,7 @@ def advise(cfg: DictConfig) -> dict:
         *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
           for n in cfg.predictor.token],
         ("oracle", lambda: st.oracle(ctx)),
+        ("oracle_free_migration", lambda: st.oracle_free_migration(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
           for g in s.capacity_factors for m in ("drop", "reroute")],
         *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),
@@ -178,8 +208,10 @@ def advise(cfg: DictConfig) -> dict:
         routed.append(job())
     t = workload.tokens_per_step
 
-    def priced(r: st.Routed):
-        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap)
+    def priced(r: st.Routed, under: Assumptions = assume):
+        return price_under(r, spec, cluster, workload, data.test_loads,
+                           migration_overlap=s.migration_overlap, mechanisms=mech,
+                           assumptions=under)  # fmt: skip
 
     baseline_s = float(priced(routed[0]).total_s.mean())
     layer = busiest_layer(routed[0])
@@ -223,4 +255,10 @@ def advise(cfg: DictConfig) -> dict:
     )
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
+        if cfg.paper.metric == "do_vs_t2e":
+            real = [r for r in routed if not r.synthetic]
+            results["paper"]["assumption_ladder"] = assumption_ladder(
+                real, priced, load_assumptions("moe_gps_paper")
+            )
+            results["paper"]["assumptions"] = assume.name
     return results

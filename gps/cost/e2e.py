@@ -28,7 +28,8 @@ from gps.model import MoEModelSpec
 from gps.workload import Workload
 
 LAYER_COMPONENTS = (
-    "attention", "gate", "dispatch", "experts", "combine", "shared", "predictor", "migration"
+    "attention", "gate", "dispatch", "experts", "combine", "shared", "predictor", "migration",
+    "expert_fetch",
 )  # fmt: skip
 
 
@@ -177,9 +178,12 @@ def batch_cost(
     migration_bytes: float | np.ndarray = 0.0,
     migration_overlap: float = 1.0,
     migration_link: str = "intra",
+    migration_s: float | np.ndarray | None = None,
     dropped_tokens: float | np.ndarray = 0,
     dispatch_dedup: tuple[float, float] | None = None,
     parallel: ParallelConfig | None = None,
+    dispatch_s: np.ndarray | None = None,
+    expert_fetch_s: float | np.ndarray = 0.0,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
@@ -201,6 +205,9 @@ def batch_cost(
         migration_overlap: fraction of the attention time usable to hide migration, in [0, 1].
         migration_link: ``"intra"`` (default: replicas copied from a GPU of the same node) or
             ``"inter"``.
+        migration_s: seconds to copy each MoE layer's replicas, already priced per link
+            (``gps.plans.migration.migration_seconds``), broadcastable to ``[..., L_moe]``;
+            when given it replaces ``migration_bytes``/``migration_link`` (same overlap rule).
         dropped_tokens: tokens dropped by the plan, broadcastable to ``[...]`` (reported only).
         dispatch_dedup: ``(gpu_factor, node_factor)`` of ``workload.alltoall="deepep"`` (sends
             per token copy after de-duplication per destination GPU / node); ``None`` = the
@@ -211,11 +218,17 @@ def batch_cost(
             ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
             with ``workload.attention_parallel`` (today's model). ``ep = G, tp = 1`` gives the
             same numbers as ``None``.
+        dispatch_s: exposed dispatch seconds ``[..., L_moe]`` replacing the all-to-all of
+            ``traffic_bytes`` (direct dispatch, ``gps.cost.token_mechanisms``); the combine is
+            still priced from ``traffic_bytes``. ``None``: dispatch = combine time.
+        expert_fetch_s: exposed seconds ``[..., L_moe]`` fetching non-resident expert weights
+            (``token_mechanisms.expert_fetch_s``), the ``expert_fetch`` component.
 
     ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
     two interleaved micro-batches (``two_batch_path``, stages priced at half the batch), plus
-    predictor and migration; ``components`` still hold the full batch's stage times, so
-    ``per_layer_s`` is then below their sum.
+    predictor, expert fetch and migration (the micro-batches' own dispatch overlaps, so
+    ``dispatch_s`` is not used on that path); ``components`` still hold the full batch's stage
+    times, so ``per_layer_s`` is then below their sum.
 
     Returns:
         ``CostBreakdown``.
@@ -273,7 +286,13 @@ def batch_cost(
     if link is None:
         raise ValueError(f"migration_link='inter' but cluster {cluster.name!r} has no inter_link")
     mig_s = np.where(mig_bytes > 0, link.latency_s + mig_bytes / link.gpu_bandwidth, 0.0)
+    if migration_s is not None:
+        mig_s = _nonneg("migration_s", migration_s)
     comp["predictor"] = pred
+    if dispatch_s is not None:  # the balanced bound may hide its dispatch as well
+        comp["dispatch"] = _nonneg("dispatch_s", dispatch_s)
+        balanced["dispatch"] = np.minimum(balanced["dispatch"], comp["dispatch"])
+    comp["expert_fetch"] = _nonneg("expert_fetch_s", expert_fetch_s)
     comp["migration"] = np.maximum(mig_s - migration_overlap * attn, 0.0)
     try:
         shape = np.broadcast_shapes(*(v.shape for v in comp.values()))
@@ -296,7 +315,7 @@ def batch_cost(
                 c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
             )
 
-        per_layer = overlapped(mb) + comp["predictor"] + comp["migration"]
+        per_layer = overlapped(mb) + comp["predictor"] + comp["expert_fetch"] + comp["migration"]
         balanced_layer = overlapped(mb_bal)
         per_layer = np.broadcast_to(per_layer, shape)
     total = per_layer.sum(axis=-1) + non_moe_s

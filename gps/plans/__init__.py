@@ -7,6 +7,9 @@ simulation (``gps.simulate``) replays the actual routing against it.
 * ``duplication``: greedy replication + balanced packing (+ swap refinement), node-aware
   variant, migration bytes against the previous plan.
 * ``ilp``: MoETuner-style ILP placement with cross-layer routing dependency (HiGHS).
+* ``spare``: dynamic duplication through spare slots (home copies stay), migration-minimal.
+* ``migration``: replica copies priced on the link they travel (peer NVLink/IB or host PCIe).
+* ``exact``: the exact minimum of the max GPU load on small layers (HiGHS MILP).
 * ``capacity``: capacity-aware token drop / reroute.
 """
 
@@ -36,6 +39,13 @@ from gps.plans.ilp import (
     placement_cost,
     transition_counts,
 )
+from gps.plans.migration import (
+    MIGRATION_SOURCES,
+    fetch_seconds,
+    fetch_tier,
+    migration_seconds,
+    migration_seconds_per_gpu,
+)
 from gps.plans.placement import static_placement, static_slot_expert
 from gps.plans.plan import (
     Plan,
@@ -44,8 +54,18 @@ from gps.plans.plan import (
     migration_bytes,
     migration_bytes_per_gpu,
 )
+from gps.plans.spare import (
+    REPLICA_MODES,
+    grow_replicas,
+    keep_slots,
+    pack_replicas,
+    plan_spare,
+    spare_slots_per_gpu,
+)
 
 __all__ = [
+    "MIGRATION_SOURCES",
+    "REPLICA_MODES",
     "CapacityResult",
     "ILPResult",
     "Plan",
@@ -58,18 +78,27 @@ __all__ = [
     "expert_capacity",
     "expert_gpu_counts",
     "expert_weight_bytes",
+    "fetch_seconds",
+    "fetch_tier",
+    "grow_replicas",
     "heuristic_placement",
     "ilp_placement",
+    "keep_slots",
     "max_gpu_load",
     "migration_bytes",
     "migration_bytes_per_gpu",
+    "migration_seconds",
+    "migration_seconds_per_gpu",
     "pack_balanced",
+    "pack_replicas",
     "placement_cost",
     "plan_duplication",
     "plan_duplication_node_aware",
+    "plan_spare",
     "refine_swaps",
     "replicate_greedy",
     "slots_needed",
+    "spare_slots_per_gpu",
     "static_placement",
     "static_slot_expert",
     "transition_counts",
