@@ -48,7 +48,9 @@ class Architecture:
         router_suffixes: module-name suffixes of the router (the gate ``nn.Linear`` or
             router module with a ``weight [E, H]``), tried in order; ``".mlp.gate"`` must not
             match ``shared_expert_gate``, so suffixes start with a dot and are compared whole.
-        num_experts_key: config key holding ``E`` (routed experts).
+        num_experts_keys: config keys that may hold ``E`` (routed experts), first present
+            wins (``transformers`` 5 renamed some, e.g. Qwen3-MoE's ``num_experts`` to
+            ``num_local_experts``; published ``config.json`` files keep the old names).
         top_k_key: config key holding ``k``.
         default_norm_topk: renormalisation when the config has no ``norm_topk_prob``.
         dense_layers_key: config key of the number of leading dense layers (DeepSeek's
@@ -57,7 +59,7 @@ class Architecture:
 
     model_type: str
     router_suffixes: tuple[str, ...]
-    num_experts_key: str
+    num_experts_keys: tuple[str, ...]
     top_k_key: str = "num_experts_per_tok"
     default_norm_topk: bool = False
     dense_layers_key: str | None = None
@@ -69,15 +71,16 @@ ARCHITECTURES: dict[str, Architecture] = {
     a.model_type: a
     for a in (
         # MixtralSparseMoeBlock.gate (renamed from block_sparse_moe to mlp in transformers 5)
-        Architecture("mixtral", (".block_sparse_moe.gate", ".mlp.gate"), "num_local_experts",
+        Architecture("mixtral", (".block_sparse_moe.gate", ".mlp.gate"),
+                     ("num_local_experts",), default_norm_topk=True),
+        Architecture("qwen2_moe", (".mlp.gate",), ("num_experts",)),  # norm_topk_prob: False
+        Architecture("qwen3_moe", (".mlp.gate",), ("num_experts", "num_local_experts"),
                      default_norm_topk=True),
-        Architecture("qwen2_moe", (".mlp.gate",), "num_experts"),  # norm_topk_prob: False
-        Architecture("qwen3_moe", (".mlp.gate",), "num_experts", default_norm_topk=True),
-        Architecture("olmoe", (".mlp.gate",), "num_experts"),  # norm_topk_prob: False
-        Architecture("deepseek_v2", (".mlp.gate",), "n_routed_experts",
+        Architecture("olmoe", (".mlp.gate",), ("num_experts",)),  # norm_topk_prob: False
+        Architecture("deepseek_v2", (".mlp.gate",), ("n_routed_experts", "num_experts"),
                      dense_layers_key="first_k_dense_replace"),
-        Architecture("deepseek_v3", (".mlp.gate",), "n_routed_experts", default_norm_topk=True,
-                     dense_layers_key="first_k_dense_replace"),
+        Architecture("deepseek_v3", (".mlp.gate",), ("n_routed_experts", "num_local_experts"),
+                     default_norm_topk=True, dense_layers_key="first_k_dense_replace"),
     )
 }  # fmt: skip
 
@@ -174,15 +177,17 @@ def rule_from_config(config: Mapping, origin: str = "<config>") -> RoutingRule:
             raise ValueError(f"{origin}: field {key!r}: expected a positive int, got {value!r}")
         return value
 
-    num_experts, top_k = need(arch.num_experts_key), need(arch.top_k_key)
+    e_key = next((key for key in arch.num_experts_keys if config.get(key) is not None), None)
+    num_experts, top_k = need(e_key or arch.num_experts_keys[0]), need(arch.top_k_key)
     norm = bool(config.get("norm_topk_prob", arch.default_norm_topk))
     if arch.model_type == "mixtral":
         norm = True  # MixtralSparseMoeBlock always renormalises the top-k weights
     scoring: Scoring = "softmax"
     n_group, topk_group, group_score = 1, 1, "none"
     if arch.model_type.startswith("deepseek"):
-        method = config.get("topk_method", "greedy")
-        scoring = config.get("scoring_func", "softmax")
+        v3 = arch.model_type == "deepseek_v3"  # DeepSeek-V3 always routes noaux_tc / sigmoid
+        method = config.get("topk_method") or ("noaux_tc" if v3 else "greedy")
+        scoring = config.get("scoring_func") or ("sigmoid" if v3 else "softmax")
         if scoring not in ("softmax", "sigmoid"):
             raise ValueError(f"{origin}: field 'scoring_func': {scoring!r} is not supported")
         if method == "group_limited_greedy":
