@@ -166,7 +166,7 @@ def test_registry_reads_each_architecture(model_type, e, k, scoring, group, norm
 
 
 def test_registry_errors_name_the_field():
-    with pytest.raises(ValueError, match="'model_type'.*gpt2"):
+    with pytest.raises(ValueError, match=r"'model_type'.*gpt2"):
         rule_from_config({"model_type": "gpt2"})
     with pytest.raises(ValueError, match=r"cfg\.json: field 'num_experts_per_tok'"):
         rule_from_config({"model_type": "mixtral", "num_local_experts": 8}, "cfg.json")
@@ -239,9 +239,8 @@ def test_hf_router_logits_drops_padding_and_checks_layers(tmp_path):
     assert trace.sequence_id.tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
     assert trace.position.tolist() == [0, 1, 2, 0, 1, 2, 3, 4]
     assert trace.token_id.tolist() == [0, 1, 2, 5, 6, 7, 8, 9]
-    assert (trace.experts[:, 2] == route(logits["layer_2"], rule_from_config(_config("mixtral")))[0][
-        mask.ravel() != 0
-    ]).all()  # fmt: skip
+    expect = route(logits["layer_2"], rule_from_config(_config("mixtral")))[0]
+    assert (trace.experts[:, 2] == expect[mask.ravel() != 0]).all()
 
     del logits["layer_1"]
     path, cfg = _hf_files(tmp_path, logits)
@@ -362,7 +361,7 @@ def test_torch_pickle_refuses_other_globals(tmp_path):
 
     with zipfile.ZipFile(tmp_path / "evil.pt", "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps({"x": Evil()}))
-    with pytest.raises(ValueError, match="refusing to load global builtins.print"):
+    with pytest.raises(ValueError, match=r"refusing to load global builtins\.print"):
         load_torch_file(tmp_path / "evil.pt")
 
 
