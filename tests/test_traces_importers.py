@@ -24,10 +24,11 @@ from gps.traces.importers import (
 )
 from gps.traces.record import find_routers, read_prompts
 from gps.traces.routing import ARCHITECTURES, RoutingRule, logits_to_trace, route, rule_from_config
+from gps.traces.shared import shared_traces_dir
 from gps.traces.torch_pickle import load_torch_file
 from gps.traces.validate import TraceError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
+SHARED = shared_traces_dir()
 ESFT_NPZ = SHARED / "deepseek_v2_lite_esft" / "esft_routing_compact.npz"
 COUNTS_JSON = SHARED / "olmoe_mixtral_domain_counts" / "olmoe_mixtral_expert_counts.json"
 
