@@ -421,3 +421,27 @@ def test_cli_convert_format_errors_exit_2(tmp_path, capsys):
     assert cli_main(["convert", "--format", "arrays", str(tmp_path / "x.npz"),
                      str(tmp_path / "o.npz"), "--num-experts", "8"]) == 2  # fmt: skip
     assert "field 'experts'" in capsys.readouterr().err and not (tmp_path / "o.npz").exists()
+
+
+@pytest.mark.skipif(not ESFT_NPZ.is_file(), reason=f"real ESFT routing absent: {ESFT_NPZ}")
+def test_gps_runs_end_to_end_on_converted_esft(tmp_path):
+    """The quality bar: one documented convert command, then the advisor on real routing."""
+    from hydra import compose, initialize_config_dir
+
+    from gps.app import run
+
+    esft = tmp_path / "esft.npz"
+    assert cli_main(["convert", "--format", "arrays", str(ESFT_NPZ), str(esft),
+                     "--num-experts", "64"]) == 0  # fmt: skip
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+    overrides = ["model=deepseek_v2_lite", f"evaluation.trace_path={esft}",
+                 "workload.batch_size=1", "workload.seq_len=256", "evaluation.train_batches=3",
+                 "evaluation.test_batches=2", "predictor=fast", "strategy.ilp_time_limit_s=2",
+                 "report=minimal"]  # fmt: skip
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    run(cfg, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["config"]["evaluation"]["trace_path"] == str(esft)
+    families = {s["family"] for s in results["strategies"]}
+    assert {"baseline", "distribution", "token", "oracle"} <= families
