@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 from machine import describe
 
+from gps.profiles import load_gpu
 from gps.traces import batch_loads, save_trace, split_by_sequence, take_tokens
 from gps.traces.shared import esft_trace
 from gps.traces.synthetic import generate_token_trace, load_preset
@@ -45,6 +46,7 @@ from gps.traces.trace import LoadSeries, TokenTrace
 from predictors import (
     DISTRIBUTION_PREDICTORS,
     TOKEN_PREDICTORS,
+    evaluate_distribution_predictor,
     horizon_errors,
     make_predictor,
     topk_hit_rate,
@@ -118,9 +120,32 @@ def token_table(traces: dict[str, TokenTrace], seed: int) -> str:
             else "needs no token id"
         )
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {note} |")
-    lines.append("| token_id_mle (Distribution-Only) | " + " | ".join(
-        "n/a" if (t.token_id < 0).all() else "see docs/predictors.md" for t in traces.values()
-    ) + " | cannot run: its only input is the token id |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def held_out_table(traces: dict[str, TokenTrace], batch_size: int, seed: int) -> str:
+    """Per held-out batch TV of the batch's expert-load shares (one batch ahead)."""
+    gpu = load_gpu("h100_sxm5_80gb")
+    lines = [
+        f"Distribution-Only on the same held-out sequences: total-variation distance of each "
+        f"test batch's load shares ({batch_size} tokens), mean over batches and layers",
+        "",
+        "| predictor | " + " | ".join(traces) + " |",
+        "| --- | " + " | ".join("---:" for _ in traces) + " |",
+    ]
+    splits = {label: split_by_sequence(t, 0.25, seed=seed) for label, t in traces.items()}
+    for name in ("last_batch", "window_mean", "global_prior", "token_id_mle"):
+        cells = []
+        for train, test in splits.values():
+            if name in NEEDS_TOKEN_ID and (train.token_id < 0).all():
+                cells.append("n/a (no token ids)")
+                continue
+            record = evaluate_distribution_predictor(
+                make_predictor(name), gpu=gpu, batch_size=batch_size, train_trace=train,
+                test_trace=test,
+            )  # fmt: skip
+            cells.append(f"{record.accuracy['tv']:.3f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -187,6 +212,7 @@ def main() -> None:
           f"synthetic {traces['deepseek_v2_lite_like'].num_tokens} tokens\n")  # fmt: skip
     print(horizon_table(traces, args.batch_size), "\n", flush=True)
     print(token_table(traces, args.seed), "\n", flush=True)
+    print(held_out_table(traces, args.batch_size, args.seed), "\n", flush=True)
     if not args.skip_strategies:
         with tempfile.TemporaryDirectory() as tmp:
             path = save_trace(Path(tmp) / "esft_shuffled.npz", real)
