@@ -181,8 +181,10 @@ def strategy_table(esft_path: Path, workdir: Path) -> str:
 
             def best(family: str, rows: list = rows) -> str:
                 fam = [r for r in rows if r["family"] == family]
-                top = max(fam, key=lambda r: r["speedup_vs_baseline"])
-                return f"{top['name']} {top['speedup_vs_baseline']:.3f}x"
+                top = max(r["speedup_vs_baseline"] for r in fam)
+                tied = [r["name"].split(":")[-1] for r in fam if r["speedup_vs_baseline"] == top]
+                more = f" (+{len(tied) - 1} tied)" if len(tied) > 1 else ""
+                return f"{top:.3f}x {tied[0]}{more}"
 
             base = next(r for r in rows if r["family"] == "baseline")
             oracle = next(r for r in rows if r["family"] == "oracle")
