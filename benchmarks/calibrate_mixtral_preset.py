@@ -5,7 +5,8 @@ is calibrated on — expert max/mean load (:func:`gps.traces.stats.imbalance_rat
 entropy of the expert-load proportions (:func:`gps.traces.stats.load_entropy`, bits) and
 mutual information between consecutive layers' experts
 (:func:`gps.traces.stats.cross_layer_mutual_information`, bits) — on the real Mixtral-8x7B
-vLLM trace (``tests/fixtures/mixtral_vllm_routing.npz``: 577 tokens, 32 layers, top-2 of 8)
+vLLM trace (``../shared/traces/mixtral_8x7b_vllm``, converted on the fly by
+:func:`gps.traces.shared.mixtral_vllm_trace`: 577 tokens, 32 layers, top-2 of 8)
 and on the preset generated at the same token count, averaged over seeds. Also prints the
 mean top-1 gate weight (not calibrated: a check of the score model).
 
@@ -22,17 +23,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-from pathlib import Path
 
 import numpy as np
 
-from gps.traces import batch_loads, load_trace
+from gps.traces import batch_loads
+from gps.traces.shared import mixtral_vllm_trace
 from gps.traces.stats import cross_layer_mutual_information, imbalance_ratio, load_entropy
 from gps.traces.synthetic import SyntheticTraceConfig, load_preset
 from gps.traces.synthetic import generate_token_trace as generate
 from gps.traces.trace import TokenTrace
 
-FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mixtral_vllm_routing.npz"
 STATS = ("max/mean load", "load entropy (bits)", "cross-layer MI (bits)")
 SCALE = np.array([0.05, 0.01, 0.01])  # distance units of the grid objective, per statistic
 # --search grid: dirichlet_alpha, layer_skew_spread, markov_strength, markov_layer_spread.
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=8, help="synthetic seeds averaged")
     parser.add_argument("--search", action="store_true", help="also run the calibration grid")
     args = parser.parse_args()
-    real_trace = load_trace(FIXTURE)
+    real_trace = mixtral_vllm_trace()
     real = np.array([summary(v) for v in per_layer(real_trace)])
     real_top1 = float(real_trace.scores[..., 0].astype(np.float64).mean())
     preset = dataclasses.replace(load_preset("mixtral_mmlu_like"), num_tokens=real_trace.num_tokens)

@@ -16,8 +16,6 @@ from gps.traces.io import load_trace
 from gps.traces.jsonl import read_routing_jsonl
 from gps.traces.trace import LoadSeries, TokenTrace
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mixtral_vllm_routing.npz"
-
 
 def _jsonl(path: Path, *, drop_last_layer: bool = False) -> Path:
     records = [
@@ -87,21 +85,25 @@ def test_convert_reports_dropped_tokens_and_errors(
     assert "outside [0, 2)" in capsys.readouterr().err
     assert main(["convert", str(tmp_path / "none.jsonl"), str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["convert", str(FIXTURE), str(src), str(out)]) == 2
+    assert main(["convert", str(out), str(src), str(out)]) == 2
     assert "exactly one .npz" in capsys.readouterr().err
 
 
-def test_inspect_prints_summary_and_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert main(["inspect", str(FIXTURE), "--batch-size", "32", "--ep", "4"]) == 0
+def test_inspect_prints_summary_and_table(
+    mixtral_trace_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["inspect", str(mixtral_trace_path), "--batch-size", "32", "--ep", "4"]) == 0
     out = capsys.readouterr().out
     assert "T=577 tokens, L=32 layers, top-2 of E=8 experts, 4 sequences" in out
     assert "Mixtral-8x7B" in out
     assert len(out.splitlines()) > 10  # the statistics table follows the header
 
 
-def test_inspect_writes_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_inspect_writes_plots(
+    tmp_path: Path, mixtral_trace_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     plots = tmp_path / "plots"
-    assert main(["inspect", str(FIXTURE), "--plots", str(plots)]) == 0
+    assert main(["inspect", str(mixtral_trace_path), "--plots", str(plots)]) == 0
     written = [
         line.split("plot: ", 1)[1]
         for line in capsys.readouterr().out.splitlines()

@@ -20,9 +20,6 @@ from gps.traces.jsonl import read_routing_jsonl
 from gps.traces.trace import LoadSeries, TokenTrace
 from gps.traces.validate import TraceError, validate_load_series, validate_token_trace
 
-FIXTURE = Path(__file__).parent / "fixtures" / "mixtral_vllm_routing.npz"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces" / "mixtral_8x7b_vllm"
-
 
 def make_trace(
     tokens: int = 12,
@@ -515,11 +512,11 @@ def test_jsonl_custom_fields_token_ids_and_no_scores(tmp_path: Path) -> None:
     assert err.value.origin == f"{path}:2" and err.value.field == "tok"
 
 
-# --- the real-trace fixture ----------------------------------------------------------------
+# --- the real Mixtral trace (../shared/traces) ----------------------------------------------
 
 
-def test_fixture_is_the_converted_mixtral_trace() -> None:
-    trace = load_trace(FIXTURE)
+def test_shared_mixtral_trace_converts_as_documented(mixtral_trace: TokenTrace) -> None:
+    trace = mixtral_trace
     assert isinstance(trace, TokenTrace)
     # 244 GSM8K + 333 HumanEval tokens with all 32 layers (shared/traces README)
     assert (trace.num_tokens, trace.num_layers, trace.top_k, trace.num_experts) == (577, 32, 2, 8)
@@ -536,16 +533,6 @@ def test_fixture_is_the_converted_mixtral_trace() -> None:
         load = batch_loads(part, part.num_tokens)[0]
         ratio = load.max(1) / load.mean(1)
         assert 1.4 < np.median(ratio) < 1.55 and 1.1 < ratio.min() and ratio.max() < 1.9
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="shared Mixtral JSONL traces not present")
-def test_fixture_matches_a_fresh_conversion() -> None:
-    files = [SHARED / "gsm8k_2_routing.jsonl", SHARED / "humaneval_2_routing.jsonl"]
-    with pytest.warns(UserWarning, match="dropped 8"):
-        fresh = read_routing_jsonl(files, num_experts=8)
-    fixture = load_trace(FIXTURE)
-    for name in ("experts", "scores", "sequence_id", "position", "domain"):
-        assert np.array_equal(getattr(fresh, name), getattr(fixture, name)), name
 
 
 # --- batching ------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 
 from gps.traces import stats as stats_module
 from gps.traces.batching import take_tokens
-from gps.traces.io import load_trace
 from gps.traces.stats import (
     TraceStats,
     coefficient_of_variation,
@@ -26,8 +25,6 @@ from gps.traces.stats import (
 )
 from gps.traces.trace import LoadSeries, TokenTrace
 from gps.traces.validate import validate_token_trace
-
-FIXTURE = Path(__file__).parent / "fixtures" / "mixtral_vllm_routing.npz"
 
 
 def _trace(
@@ -285,10 +282,10 @@ def test_load_series_stats() -> None:
     json.dumps(st.to_dict(), allow_nan=False)
 
 
-def test_mixtral_fixture_ratios_are_plausible() -> None:
+def test_mixtral_real_trace_ratios_are_plausible(mixtral_trace: TokenTrace) -> None:
     # docs/traces.md: per-layer expert max/mean over each file, median 1.48 (GSM8K) and 1.45
     # (HumanEval), ranges 1.26-1.87 and 1.14-1.86
-    trace = load_trace(FIXTURE)
+    trace = mixtral_trace
     for domain, median, lo, hi in ((0, 1.48, 1.26, 1.87), (1, 1.45, 1.14, 1.86)):
         ratio = trace_stats(take_tokens(trace, trace.domain == domain)).imbalance_expert
         assert np.median(ratio) == pytest.approx(median, abs=0.005)

@@ -1,4 +1,4 @@
-"""Routing traces: format, validation, IO, conversion, batching, statistics and synthesis.
+"""Routing traces: format, validation, IO, importers, batching, statistics and synthesis.
 
 Names are imported lazily on first use (PEP 562), so ``import gps.traces`` stays cheap and
 does not pull in matplotlib or scipy.
@@ -19,6 +19,17 @@ _EXPORTS: dict[str, str] = {
     "save_trace": "io",
     "load_trace": "io",
     "read_routing_jsonl": "jsonl",
+    # importers (importers.py) and routing rules (routing.py)
+    "FORMATS": "importers",
+    "read_arrays": "importers",
+    "read_esft": "importers",
+    "read_hf_router_logits": "importers",
+    "read_sglang_expert_distribution": "importers",
+    "read_counts": "importers",
+    "RoutingRule": "routing",
+    "rule_from_config": "routing",
+    "route": "routing",
+    "logits_to_trace": "routing",
     "batch_loads": "batching",
     "decode_order": "batching",
     "split_by_sequence": "batching",

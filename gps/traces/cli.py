@@ -1,12 +1,15 @@
-"""The ``gps-trace`` console script: ``inspect``, ``generate`` and ``convert`` traces.
+"""The ``gps-trace`` console script: ``inspect``, ``generate``, ``convert`` and ``record``.
 
     gps-trace inspect FILE [--batch-size B] [--ep G] [--plots DIR]
     gps-trace generate PRESET OUT [--seed S] [--tokens T] [--no-compress]
-    gps-trace convert IN [IN ...] OUT [field options] [--no-compress]
+    gps-trace convert IN [IN ...] OUT [--format NAME] [format options] [--no-compress]
+    gps-trace record --model ID_OR_PATH --prompts FILE OUT [--batch-size B] ...
 
-``convert`` reads JSON Lines routing logs (see :func:`read_routing_jsonl`) or re-writes one
-``.npz`` trace (e.g. to switch between compressed and memory-mappable storage). Bad input
-exits with status 2 and a one-line message naming the file and field.
+``convert --format`` is one of :data:`gps.traces.importers.FORMATS` (``jsonl`` by default:
+JSON Lines routing logs, see :func:`read_routing_jsonl`; with one ``.npz`` trace as input it
+re-writes it, e.g. to switch between compressed and memory-mappable storage). ``record``
+needs the ``[record]`` extra (torch, transformers). Bad input exits with status 2 and a
+one-line message naming the file and field.
 """
 
 from __future__ import annotations
@@ -70,9 +73,58 @@ def _generate(args: argparse.Namespace) -> None:
     print(f"wrote {path}\n{describe(trace)}")
 
 
+def _single(inputs: list[Path], fmt: str) -> Path:
+    if len(inputs) != 1:
+        raise ValueError(f"convert --format {fmt}: give exactly one input")
+    return inputs[0]
+
+
+def _provenance(args: argparse.Namespace) -> dict:
+    return {"model": args.model, "source": args.source, "license": args.license}
+
+
+def _convert_other(args: argparse.Namespace, inputs: list[Path]) -> TokenTrace | LoadSeries:
+    """Every ``--format`` but ``jsonl``."""
+    from gps.traces import importers
+
+    fmt = args.format
+    path = _single(inputs, fmt)
+    if fmt == "arrays":
+        fields = dict(f.split("=", 1) for f in args.field)
+        return importers.read_arrays(
+            path, num_experts=args.num_experts, fields=fields,
+            sort_by_score=not args.keep_slot_order, renormalise=not args.raw_scores,
+            **_provenance(args),
+        )  # fmt: skip
+    if fmt == "esft":
+        tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
+        provenance = {k: v for k, v in _provenance(args).items() if v}
+        return importers.read_esft(
+            path, num_experts=args.num_experts or 64, tasks=tasks,
+            sort_by_score=not args.keep_slot_order, renormalise=not args.raw_scores,
+            **provenance,
+        )  # fmt: skip
+    if fmt == "hf-router-logits":
+        if args.hf_config is None:
+            raise ValueError("convert --format hf-router-logits needs --hf-config config.json")
+        trace = importers.read_hf_router_logits(path, args.hf_config, **_provenance(args))
+        if args.num_experts is not None and args.num_experts != trace.num_experts:
+            raise ValueError(
+                f"{args.hf_config}: field 'num_experts': config routes over "
+                f"{trace.num_experts} experts, --num-experts says {args.num_experts}"
+            )
+        return trace
+    if fmt == "sglang-expert-distribution":
+        return importers.read_sglang_expert_distribution(path, **_provenance(args))
+    layers = [int(v) for v in args.layers.split(",")] if args.layers else None
+    return importers.read_counts(path, prefix=args.prefix, layers=layers, **_provenance(args))
+
+
 def _convert(args: argparse.Namespace) -> None:
     inputs = [Path(p) for p in args.inputs]
-    if any(p.suffix == ".npz" for p in inputs):
+    if args.format != "jsonl":
+        trace = _convert_other(args, inputs)
+    elif any(p.suffix == ".npz" for p in inputs):
         if len(inputs) != 1:
             raise ValueError("convert: give exactly one .npz input (or only JSON Lines inputs)")
         trace = load_trace(inputs[0])
@@ -96,6 +148,18 @@ def _convert(args: argparse.Namespace) -> None:
     print(f"wrote {path}\n{describe(trace)}")
 
 
+def _record(args: argparse.Namespace) -> None:
+    from gps.traces.record import read_prompts, record_routing
+
+    prompts = read_prompts(args.prompts)
+    trace = record_routing(
+        args.model, prompts, batch_size=args.batch_size, max_length=args.max_length,
+        device=args.device, dtype=args.dtype, prompts_name=Path(args.prompts).name,
+    )  # fmt: skip
+    path = save_trace(args.out, trace, compress=not args.no_compress)
+    print(f"wrote {path}\n{describe(trace)}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gps-trace", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -115,25 +179,67 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compress", action="store_true", help="store memory-mappable .npz")
     p.set_defaults(func=_generate)
 
-    p = sub.add_parser("convert", help="JSON Lines routing logs (or one .npz) -> trace .npz")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="JSON Lines files, or one .npz")
+    from gps.traces.importers import FORMATS
+
+    p = sub.add_parser("convert", help="routing logs / arrays / counts -> trace .npz")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="input file(s) or folder")
     p.add_argument("out", metavar="OUT", help="output .npz")
-    p.add_argument("--layer-field", default="layer")
-    p.add_argument("--experts-field", default="experts")
-    p.add_argument("--scores-field", default="gating_probs")
-    p.add_argument("--no-scores", action="store_true", help="logs carry no gate scores")
-    p.add_argument("--token-field", default="token_idx", help="position in the sequence")
-    p.add_argument("--sequence-fields", default="dataset,problem_id", help="comma-separated")
-    p.add_argument("--token-id-field", default=None, help="vocabulary id field (default none)")
-    p.add_argument("--domain-field", default="dataset")
-    p.add_argument("--no-domain", action="store_true", help="logs carry no domain label")
+    p.add_argument(
+        "--format", choices=sorted(FORMATS), default="jsonl",
+        help="input format (default jsonl; see docs/traces.md)",
+    )  # fmt: skip
+    g = p.add_argument_group("arrays / esft")
+    g.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="FIELD=MEMBER",
+        help="arrays: member holding FIELD (experts, scores, sequence_id, ...)",
+    )
+    g.add_argument(
+        "--keep-slot-order",
+        action="store_true",
+        help="keep the file's slot order (default: best first by gate weight)",
+    )
+    g.add_argument(
+        "--raw-scores",
+        action="store_true",
+        help="keep gate weights as given (default: renormalise the k to sum 1)",
+    )
+    g.add_argument("--tasks", default=None, help="esft: comma-separated task folders")
+    g = p.add_argument_group("hf-router-logits")
+    g.add_argument("--hf-config", default=None, help="the model's config.json (or its folder)")
+    g = p.add_argument_group("counts")
+    g.add_argument("--prefix", default="", help="only entries whose name starts with this")
+    g.add_argument("--layers", default=None, help="model layer of each row, e.g. 0,7,15")
+    g = p.add_argument_group("jsonl")
+    g.add_argument("--layer-field", default="layer")
+    g.add_argument("--experts-field", default="experts")
+    g.add_argument("--scores-field", default="gating_probs")
+    g.add_argument("--no-scores", action="store_true", help="logs carry no gate scores")
+    g.add_argument("--token-field", default="token_idx", help="position in the sequence")
+    g.add_argument("--sequence-fields", default="dataset,problem_id", help="comma-separated")
+    g.add_argument("--token-id-field", default=None, help="vocabulary id field (default none)")
+    g.add_argument("--domain-field", default="dataset")
+    g.add_argument("--no-domain", action="store_true", help="logs carry no domain label")
     p.add_argument("--num-experts", type=int, default=None, help="E (default: largest id + 1)")
     p.add_argument("--model", default="")
     p.add_argument("--source", default="")
     p.add_argument("--license", default="")
-    p.add_argument("--missing-layers", choices=("drop", "error"), default="drop")
+    g.add_argument("--missing-layers", choices=("drop", "error"), default="drop")
     p.add_argument("--no-compress", action="store_true", help="store memory-mappable .npz")
     p.set_defaults(func=_convert)
+
+    p = sub.add_parser("record", help="record routing of a Hugging Face MoE model (torch)")
+    p.add_argument("out", metavar="OUT", help="output .npz")
+    p.add_argument("--model", required=True, help="Hugging Face model id or local folder")
+    p.add_argument("--prompts", required=True, help=".txt (one per line) or .jsonl prompts")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    p.add_argument("--max-length", type=int, default=2048, help="truncate prompts (tokens)")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument("--no-compress", action="store_true", help="store memory-mappable .npz")
+    p.set_defaults(func=_record)
     return parser
 
 
@@ -144,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("always")
         try:
             args.func(args)
-        except (ValueError, OSError, KeyError) as exc:
+        except (ValueError, OSError, KeyError, ImportError) as exc:
             print(f"gps-trace: error: {exc}", file=sys.stderr)
             return 2
         finally:
