@@ -64,6 +64,9 @@ class StrategyConfig:
         history_window: batches of history EPLB plans from.
         capacity_factors: capacity-aware drop/reroute at these factors ``gamma``.
         ilp: include the MoETuner ILP placement.
+        ilp_stages: ``1``: one joint ILP over load and cross-layer traffic (``gps.plans.ilp``);
+            ``2``: MoETuner's two-stage ILP, group each layer's experts, then map the groups to
+            GPUs by bandwidth-weighted traffic (``gps.plans.ilp_two_stage``).
         ilp_time_limit_s: seconds HiGHS may spend on the ILP.
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
         migration_overlap: fraction of attention time that hides replica migration, [0, 1].
@@ -75,6 +78,7 @@ class StrategyConfig:
     history_window: int = 4
     capacity_factors: list[float] = field(default_factory=lambda: [1.0, 1.25])
     ilp: bool = True
+    ilp_stages: int = 1
     ilp_time_limit_s: float = 10.0
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0

@@ -53,6 +53,7 @@ def check_knobs(cfg: DictConfig) -> None:
         ("strategy.replan_interval", s.replan_interval >= 1, ">= 1"),
         ("strategy.history_window", s.history_window >= 1, ">= 1"),
         ("strategy.capacity_factors", all(g > 0 for g in s.capacity_factors), "all > 0"),
+        ("strategy.ilp_stages", s.ilp_stages in (1, 2), "1 or 2"),
         ("strategy.ilp_time_limit_s", s.ilp_time_limit_s > 0, "> 0"),
         ("strategy.ilp_mip_gap", 0 <= s.ilp_mip_gap < 1, "in [0, 1)"),
         ("strategy.migration_overlap", 0 <= s.migration_overlap <= 1, "in [0, 1]"),
@@ -162,7 +163,8 @@ def advise(cfg: DictConfig) -> dict:
         ("oracle", lambda: st.oracle(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
           for g in s.capacity_factors for m in ("drop", "reroute")],
-        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),
+        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap, s.ilp_stages))]
+          if s.ilp else []),
     ]  # fmt: skip
     routed = []
     for name, job in tqdm(jobs, desc="strategies", unit="strategy", file=sys.stderr,

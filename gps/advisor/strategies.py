@@ -12,6 +12,7 @@ GPU, ``T`` tokens per batch, ``k`` top-k.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -24,6 +25,7 @@ from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.plans import (
     Plan,
+    bandwidth_matrix,
     capacity_drop,
     capacity_reroute,
     expert_weight_bytes,
@@ -32,6 +34,7 @@ from gps.plans import (
     plan_duplication,
     static_placement,
     transition_counts,
+    two_stage_placement,
 )
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
@@ -278,29 +281,51 @@ def capacity(ctx: Context, factor: float, mode: str) -> Routed:
     return out
 
 
-def ilp(ctx: Context, time_limit_s: float, mip_gap: float) -> Routed:
+def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> Routed:
     """MoETuner: one static placement (one copy per expert, ``ceil(E/G)`` slots per GPU) from
     the training trace's loads and layer-to-layer transition counts, solved as an ILP (HiGHS)
     or by the documented fallback (``notes['method']`` and ``notes['gap']`` say which).
+
+    ``stages=1``: one joint ILP over straggler load and cross-GPU transition tokens
+    (``gps.plans.ilp``); ``stages=2``: the paper's two stages, balanced expert groups per layer,
+    then groups mapped to GPUs minimising the worst bandwidth-weighted link
+    (``gps.plans.ilp_two_stage``; intra- vs inter-node bandwidth from the cluster).
 
     With fewer experts than GPUs (``E < G``, e.g. Mixtral's 8 experts on 16 GPUs) one copy per
     expert would leave GPUs idle; the ILP then places experts on ``E`` groups of ``G/E``
     consecutive GPUs and every GPU of a group holds its expert, as static placement does.
 
     Raises:
-        ValueError: ``E < G`` with ``G`` not a multiple of ``E``.
+        ValueError: ``E < G`` with ``G`` not a multiple of ``E``; ``stages`` not 1 or 2.
     """
     d, g, e = ctx.data, ctx.cluster.num_gpus, ctx.data.test.num_experts
     groups = min(g, e)
     if g % groups:
         raise ValueError(f"ilp: {e} experts on {g} GPUs: G must be a multiple of E when E < G")
-    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(d.fit.experts), e),
-                        groups, time_limit_s=time_limit_s, mip_gap=mip_gap)  # fmt: skip
+    load = d.train_loads.sum(axis=0)
+    trans = transition_counts(np.asarray(d.fit.experts), e)
+    if stages == 1:
+        res = ilp_placement(load, trans, groups, time_limit_s=time_limit_s, mip_gap=mip_gap)
+        name, notes = "ilp_moetuner", {"method": res.method, "gap": res.gap}
+    elif stages == 2:
+        cl, width = ctx.cluster, g // groups  # rank j = GPUs j*width .. (j+1)*width-1
+        per_node = max(cl.gpus_per_node // width, 1)
+        inter = cl.inter_link.gpu_bandwidth if cl.inter_link is not None else None
+        bw = bandwidth_matrix(groups, per_node, cl.intra_link.gpu_bandwidth, inter)
+        res = two_stage_placement(load, trans, bw, time_limit_s=time_limit_s, mip_gap=mip_gap)
+        name = "ilp_moetuner_2stage"
+        gaps = [res.stage1_gap, res.stage2_gap]  # nan: that stage has no MILP bound
+        notes = {"method": res.method,
+                 "gap": None if any(map(math.isnan, gaps)) else max(gaps),
+                 "stage1_objective": res.stage1_objective,
+                 "stage2_objective": res.stage2_objective}  # fmt: skip
+    else:
+        raise ValueError(f"strategy.ilp_stages={stages}: expected 1 or 2")
     plan = res.plan
     if groups < g:  # [L, E, R] -> [L, G, R]: each group's slots on all of its GPUs
         plan = Plan(np.repeat(plan.slot_expert, g // groups, axis=1), e, meta=plan.meta)
     n = d.test_loads.shape[0]
-    out = replay(ctx, [plan] * n, plan, "ilp_moetuner", "ilp")
-    out.notes = {"method": res.method, "gap": res.gap, "solve_time_s": res.solve_time_s,
-                 "message": res.message, "gpu_groups": groups}  # fmt: skip
+    out = replay(ctx, [plan] * n, plan, name, "ilp")
+    out.notes = {**notes, "solve_time_s": res.solve_time_s, "message": res.message,
+                 "gpu_groups": groups, "stages": stages}  # fmt: skip
     return out
