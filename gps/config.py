@@ -28,14 +28,16 @@ class EvaluationConfig:
             generate the preset). Its ``L``/``E``/``k`` must match the model.
         train_batches: batches of training history (predictor fitting, EPLB's first window).
         test_batches: held-out batches every strategy is priced on.
-        horizons: load-series runs: forecast horizons in steps.
-        train_fraction: load-series runs: leading fraction of the steps the predictors fit on.
+        horizons: load-series runs: forecast horizons in training steps, each a multiple of
+            the series' record interval (``LoadSeriesConfig.step_interval``).
+        train_fraction: load-series runs: leading fraction of the records the predictors fit
+            on.
     """
 
     trace_path: str | None = None
     train_batches: int = 16
     test_batches: int = 8
-    horizons: list[int] = field(default_factory=lambda: [1, 10, 100, 1000, 2000])
+    horizons: list[int] = field(default_factory=lambda: [10, 100, 1000, 2000])
     train_fraction: float = 0.5
 
 

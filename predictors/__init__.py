@@ -42,6 +42,8 @@ from predictors.metrics import (
     l1_distance,
     max_load_relative_error,
     proportion_mae,
+    record_interval,
+    steps_to_records,
     topk_hit_rate,
     total_variation,
 )
@@ -131,6 +133,8 @@ __all__ = [
     "overhead_summary",
     "price",
     "proportion_mae",
+    "record_interval",
+    "steps_to_records",
     "topk_hit_rate",
     "total_variation",
 ]

@@ -3,7 +3,8 @@
 Token-to-Expert (``[T, L, k]`` expert ids): :func:`topk_hit_rate`, :func:`exact_set_accuracy`,
 :func:`induced_distribution_error`. Distribution-Only (proportions or counts ``[..., E]``,
 normalised along the last axis inside): :func:`total_variation`, :func:`l1_distance`,
-:func:`max_load_relative_error`, :func:`proportion_mae`, :func:`horizon_errors`.
+:func:`max_load_relative_error`, :func:`proportion_mae`, :func:`horizon_errors` (horizons in
+training steps: :func:`record_interval`, :func:`steps_to_records`).
 """
 
 from __future__ import annotations
@@ -115,23 +116,67 @@ def distribution_accuracy(pred: np.ndarray, true: np.ndarray) -> dict[str, float
     }
 
 
+def record_interval(series: LoadSeries) -> int:
+    """Training steps between two records of ``series`` (``series.step`` evenly spaced).
+
+    A series recorded every 10 steps has interval 10; a single record counts as interval 1.
+
+    Raises:
+        ValueError: ``series.step`` unevenly spaced (horizons in steps would be ambiguous).
+    """
+    step = np.asarray(series.step, dtype=np.int64)
+    if step.size < 2:
+        return 1
+    gaps = np.diff(step)
+    if not np.all(gaps == gaps[0]) or gaps[0] < 1:
+        raise ValueError(
+            f"series.step: records are not evenly spaced (gaps {np.unique(gaps)[:5].tolist()}); "
+            "horizons in training steps need one record interval"
+        )
+    return int(gaps[0])
+
+
+def steps_to_records(steps: int, interval: int, name: str) -> int:
+    """``steps`` training steps as a whole number of records ``interval`` steps apart.
+
+    Raises:
+        ValueError: ``steps < 1`` or not a multiple of ``interval`` (the message names ``name``).
+    """
+    steps = int(steps)
+    if steps < 1 or steps % interval:
+        raise ValueError(
+            f"{name}={steps}: must be a positive multiple of the record interval "
+            f"({interval} training steps)"
+        )
+    return steps // interval
+
+
 def horizon_errors(
     series: LoadSeries,
     predictor: DistributionPredictor,
     horizons: Sequence[int] = (1, 10, 100, 1000),
     *,
     train_fraction: float = 0.5,
-    max_test_steps: int | None = None,
 ) -> dict[int, float]:
-    """Proportion MAE of forecasting step ``t + h`` from the load history up to ``t``.
+    """Proportion MAE of forecasting training step ``t + h`` from the loads up to step ``t``.
 
-    The series' first ``n = floor(train_fraction * S)`` steps fit a fresh clone of
-    ``predictor`` (with ``horizon=h`` when it has that parameter: a direct ``h``-step model);
-    test steps are ``t in [n, n + max_test_steps)`` (default: to the end), each forecast
-    from ``counts[: t - h + 1]`` (past steps only; test steps already seen count as history,
-    the fitted parameters do not change). The MAE averages over experts, layers and test
-    steps. A horizon with ``h > n`` (or too short a fit history for a direct model) gives
-    ``nan``.
+    ``horizons`` are in **training steps** (the unit of ``series.step``), each a multiple of
+    the series' record interval ``r`` (:func:`record_interval`); a horizon of ``h`` steps is
+    ``h / r`` records ahead. The series' first ``n = floor(train_fraction * S)`` records fit a
+    fresh clone of ``predictor`` (with ``horizon=h / r`` when it has that parameter: a direct
+    model, in records); test records are ``t in [n, S)``, each forecast from
+    ``counts[: t - h / r + 1]`` (past records only; test records already seen count as
+    history, the fitted parameters do not change). The MAE averages over experts, layers and
+    test records. A horizon beyond the fit history (``h / r > n``, or too short a fit history
+    for a direct model) gives ``nan``. Predictor parameters such as ``window`` or ``lags``
+    still count records.
+
+    Returns:
+        ``{h: MAE}`` keyed by the horizons in steps as given.
+
+    Raises:
+        ValueError: not a ``LoadSeries``, a token-input predictor, a bad ``train_fraction``,
+            or a horizon that is not a positive multiple of the record interval.
     """
     if not isinstance(series, LoadSeries):
         raise ValueError(f"series: expected a LoadSeries, got {type(series).__name__}")
@@ -143,24 +188,22 @@ def horizon_errors(
         raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
     n = int(train_fraction * s)
     if n < 1 or n >= s:
-        raise ValueError(f"series: {s} steps leave no train or no test steps")
-    end = s if max_test_steps is None else min(s, n + int(max_test_steps))
-    truth = counts[n:end]
+        raise ValueError(f"series: {s} records leave no train or no test records")
+    interval = record_interval(series)
+    ahead = {int(h): steps_to_records(h, interval, "horizons") for h in horizons}
+    truth = counts[n:]
     out: dict[int, float] = {}
-    for h in horizons:
-        h = int(h)
-        if h < 1:
-            raise ValueError(f"horizons must be >= 1, got {h}")
+    for h, records in ahead.items():
         model = clone(predictor)
         if "horizon" in model.get_params():
-            model.set_params(horizon=h)
-            if n < h + 1:
+            model.set_params(horizon=records)
+            if n < records + 1:
                 out[h] = float("nan")
                 continue
-        if h > n:
+        if records > n:
             out[h] = float("nan")
             continue
         model.fit(counts[:n])
-        forecast = model.predict_rolling(counts[:end], start=n, horizon=h)
+        forecast = model.predict_rolling(counts, start=n, horizon=records)
         out[h] = proportion_mae(forecast, truth)
     return out

@@ -7,12 +7,14 @@ import pytest
 from test_predictors_helpers import constant_loads, gpu, load_series, periodic_loads
 
 from gps.cost.roofline import op_time
+from gps.traces import LoadSeries
 from predictors import (
     GlobalPriorPredictor,
     LastBatchPredictor,
     LinearARPredictor,
     PredictorCost,
     TokenIdDistributionPredictor,
+    WindowMeanPredictor,
     exact_set_accuracy,
     expert_histogram,
     horizon_errors,
@@ -22,6 +24,8 @@ from predictors import (
     max_load_relative_error,
     price,
     proportion_mae,
+    record_interval,
+    steps_to_records,
     topk_hit_rate,
     total_variation,
 )
@@ -90,6 +94,32 @@ def test_horizon_errors_constant_and_periodic():
         horizon_errors(periodic, TokenIdDistributionPredictor())
     with pytest.raises(ValueError, match="LoadSeries"):
         horizon_errors(periodic.counts, GlobalPriorPredictor())
+
+
+def test_horizon_errors_count_training_steps_not_records():
+    """A series recorded every 10 training steps: a horizon of 10 steps is one record ahead,
+    so it errs exactly as a 1-step horizon on the same loads recorded every step."""
+    rng = np.random.default_rng(0)
+    drift = np.cumsum(rng.normal(0.0, 0.05, size=(120, 2, 4)), axis=0)  # error grows with h
+    counts = np.round(1e4 * np.exp(drift)).astype(np.int64)
+    every_step = load_series(counts)
+    every_10 = LoadSeries(counts=counts, step=np.arange(120, dtype=np.int64) * 10)
+    assert record_interval(every_10) == 10 and record_interval(every_step) == 1
+    for model in (LastBatchPredictor(), WindowMeanPredictor(window=4), LinearARPredictor(lags=2)):
+        in_steps = horizon_errors(every_10, model, horizons=(10, 50))
+        in_records = horizon_errors(every_step, model, horizons=(1, 5))
+        assert set(in_steps) == {10, 50}
+        assert in_steps[10] == pytest.approx(in_records[1], rel=1e-12)
+        assert in_steps[50] == pytest.approx(in_records[5], rel=1e-12)
+        assert in_steps[10] < in_steps[50]
+    # 700 steps = 70 records: beyond the 60-record fit half
+    assert np.isnan(horizon_errors(every_10, LastBatchPredictor(), horizons=(700,))[700])
+    with pytest.raises(ValueError, match="multiple of the record interval"):
+        horizon_errors(every_10, LastBatchPredictor(), horizons=(15,))
+    uneven = LoadSeries(counts=counts[:3], step=np.array([0, 10, 30], dtype=np.int64))
+    with pytest.raises(ValueError, match="evenly spaced"):
+        record_interval(uneven)
+    assert steps_to_records(2000, 10, "h") == 200
 
 
 def test_price_uses_the_roofline():

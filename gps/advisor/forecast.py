@@ -1,6 +1,9 @@
 """Expert-load forecasting over training/serving time: a load-series ``trace`` preset makes
 the run a forecasting study (no cost model): each load-history Distribution-Only predictor's
-proportion MAE at ``evaluation.horizons`` steps ahead (``predictors.metrics.horizon_errors``).
+proportion MAE at ``evaluation.horizons`` training steps ahead
+(``predictors.metrics.horizon_errors``). The series stores one record every
+``step_interval`` training steps; horizons are given and reported in steps, predictor
+parameters (``window``, ``lags``) count records and are reported in steps too.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.traces.synthetic import LoadSeriesConfig, generate_load_series
-from predictors.metrics import horizon_errors
+from predictors.metrics import horizon_errors, record_interval, steps_to_records
 
 
 def forecast_results(
@@ -29,9 +32,17 @@ def forecast_results(
     command: str,
 ) -> dict:
     """``results.json`` dict of a forecasting run: ``forecast.rows[i].mae[j]`` is predictor
-    ``i``'s MAE at ``forecast.horizons[j]`` (``None`` where the history is too short)."""
+    ``i``'s MAE at ``forecast.horizons_steps[j]`` training steps ahead (``None`` where the
+    history is too short); ``forecast.horizons[j]`` is the same horizon in records.
+
+    Raises:
+        ValueError: a horizon that is not a positive multiple of the record interval.
+    """
     series = generate_load_series(dataclasses.replace(series_cfg, seed=cfg.seed))
+    interval = record_interval(series)
     horizons = [int(h) for h in cfg.evaluation.horizons]
+    for h in horizons:
+        steps_to_records(h, interval, "evaluation.horizons")
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     rows = []
     for name in tqdm(list(cfg.predictor.distribution), desc="forecasters", file=sys.stderr,
@@ -40,8 +51,10 @@ def forecast_results(
         if model.input_kind != "loads":
             continue
         errs = horizon_errors(series, model, horizons, train_fraction=cfg.evaluation.train_fraction)
+        span = model.get_params().get("window", model.get_params().get("lags"))
         rows.append({
             "predictor": name,
+            "window_steps": None if span is None else int(span) * interval,
             "mae": [None if math.isnan(errs[h]) else errs[h] for h in horizons],
         })  # fmt: skip
     if not rows:
@@ -56,17 +69,21 @@ def forecast_results(
             "model": series_cfg.model or spec.name, "hardware": cluster.name,
             "gpus": cluster.num_gpus, "nodes": cluster.num_nodes, "phase": "training",
             "tokens_per_step": series_cfg.tokens_per_step, "trace": "load series",
-            "steps": s, "layers": layers, "experts": e,
+            "steps": s * interval, "records": s, "layers": layers, "experts": e,
         },
         "baseline": None,
         "strategies": [],
-        "forecast": {"horizons": horizons, "rows": rows},
+        "forecast": {
+            "horizons": [h // interval for h in horizons], "horizons_steps": horizons,
+            "record_interval_steps": interval, "rows": rows,
+        },
         "recommendation": {
             "strategy": best["predictor"], "family": "distribution", "speedup_vs_baseline": None,
             "text": (f"Forecast expert load with **{best['predictor']}**: mean absolute error of "
-                     f"load proportions {best['mae'][-1]:.2%} at {horizons[-1]} steps ahead."
+                     f"load proportions {best['mae'][-1]:.2%} at {horizons[-1]:,} training steps "
+                     f"ahead."
                      if best["mae"][-1] is not None else
-                     f"No predictor could forecast {horizons[-1]} steps ahead on this series."),
+                     f"No predictor could forecast {horizons[-1]:,} steps ahead on this series."),
         },
         "guidelines": None,
         "paper": None,

@@ -48,10 +48,10 @@ def paper_figure(paper: Any, results: dict) -> dict:
                 f"{cap['rerouted_token_fraction']:.2%} rerouted")  # fmt: skip
     elif metric == "forecast":
         fc = results["forecast"]
-        hs = fc["horizons"][-2:]
+        hs = fc["horizons_steps"][-2:]
         best = min(fc["rows"], key=lambda r: r["mae"][-1] if r["mae"][-1] is not None else 1e9)
         vals = ", ".join(
-            f"{v:.2%} at {h} steps" if v is not None else f"n/a at {h} steps"
+            f"{v:.2%} at {h:,} steps" if v is not None else f"n/a at {h:,} steps"
             for h, v in zip(hs, best["mae"][-2:], strict=True)
         )
         ours = f"{best['predictor']}: mean absolute error of load proportions {vals}"

@@ -98,11 +98,15 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
         ]  # fmt: skip
     forecast = results.get("forecast")
     if forecast:
-        hs = forecast["horizons"]
+        hs, every = forecast["horizons_steps"], forecast["record_interval_steps"]
         blocks += [
             Heading("Forecast error (mean absolute error of load proportions)"),
-            Table(["predictor", *[f"{h} steps" for h in hs]],
-                  [[r["predictor"], *[fmt(v, ".2f", 100.0, "%") for v in r["mae"]]]
+            Para(f"Horizons in training steps; the series holds one record every {every} "
+                 "training steps. 'window' is the history a predictor averages or reads, "
+                 "in training steps."),
+            Table(["predictor", "window (steps)", *[f"{h:,} steps" for h in hs]],
+                  [[r["predictor"], fmt(r["window_steps"], ",.0f"),
+                    *[fmt(v, ".2f", 100.0, "%") for v in r["mae"]]]
                    for r in forecast["rows"]]),
         ]  # fmt: skip
     if strategies:

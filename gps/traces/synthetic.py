@@ -290,8 +290,8 @@ class LoadSeriesConfig:
     transient_noise: float = 0.07
     transient_reversion: float = 0.01
     transient_drift: float = 0.005
-    stable_noise: float = 0.0082
-    mean_reversion: float = 0.00015
+    stable_noise: float = 0.01
+    mean_reversion: float = 0.0001
     seed: int = 0
     model: str = ""
     description: str = ""
