@@ -32,6 +32,12 @@ class EvaluationConfig:
             the series' record interval (``LoadSeriesConfig.step_interval``).
         train_fraction: load-series runs: leading fraction of the records the predictors fit
             on.
+        stable_window_steps: load-series runs: when set, detect the stable state with windows
+            of this many training steps (``gps.advisor.stable_state``) and also report each
+            predictor's absolute and relative error inside it (``forecast.stable_state``,
+            ``forecast.rows[i].stable``); ``None``: off.
+        stable_factor: a window is stable when its variance and range are at most this
+            factor times their settled level (``> 1``).
     """
 
     trace_path: str | None = None
@@ -39,6 +45,8 @@ class EvaluationConfig:
     test_batches: int = 8
     horizons: list[int] = field(default_factory=lambda: [10, 100, 1000, 2000])
     train_fraction: float = 0.5
+    stable_window_steps: int | None = None
+    stable_factor: float = 2.0
 
 
 @dataclass
@@ -115,12 +123,19 @@ class PaperConfig:
         claim: the paper's figure, in words.
         metric: which of our numbers to set beside it (see ``gps.advisor.paper``).
         why: what differs between the paper's setting and ours.
+        figures: the paper's headline figures as numbers, in the unit of ``metric`` (fractions
+            for gains and errors, e.g. ``[0.013, 0.018]``; ratios for speed-ups, ``[1.94]``);
+            empty: not compared numerically.
+        setting: the paper's setting, one line per item; ``"(assumed)"`` marks a value the
+            paper does not state.
     """
 
     name: str = ""
     claim: str = ""
     metric: str = ""
     why: str = ""
+    figures: list[float] = field(default_factory=list)
+    setting: list[str] = field(default_factory=list)
 
 
 @dataclass

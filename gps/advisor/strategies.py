@@ -31,6 +31,7 @@ from gps.plans import (
     expert_weight_bytes,
     ilp_placement,
     migration_bytes_per_gpu,
+    placement_cost,
     plan_duplication,
     static_placement,
     transition_counts,
@@ -322,10 +323,19 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> R
     else:
         raise ValueError(f"strategy.ilp_stages={stages}: expected 1 or 2")
     plan = res.plan
+    test_trans = transition_counts(np.asarray(d.test.experts), e)
+    total = max(float(test_trans.sum()), 1.0)
+    gpu_of = np.zeros((plan.num_layers, e), dtype=np.int64)  # [L, E] group of every expert
+    lay, grp, slot = np.nonzero(plan.slot_expert >= 0)
+    gpu_of[lay, plan.slot_expert[lay, grp, slot]] = grp
+    static_of = np.broadcast_to(np.arange(e) // -(-e // groups), gpu_of.shape)
+    co = [1.0 - placement_cost(a, d.test_loads[0], test_trans, groups, 0.0)[1] / total
+          for a in (gpu_of, static_of)]  # fmt: skip
     if groups < g:  # [L, E, R] -> [L, G, R]: each group's slots on all of its GPUs
         plan = Plan(np.repeat(plan.slot_expert, g // groups, axis=1), e, meta=plan.meta)
     n = d.test_loads.shape[0]
     out = replay(ctx, [plan] * n, plan, name, "ilp")
     out.notes = {**notes, "solve_time_s": res.solve_time_s, "message": res.message,
-                 "gpu_groups": groups, "stages": stages}  # fmt: skip
+                 "gpu_groups": groups, "stages": stages, "colocated_fraction": co[0],
+                 "static_colocated_fraction": co[1]}  # fmt: skip
     return out
