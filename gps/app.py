@@ -21,11 +21,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from gps.advisor import advise
+from gps.advisor.advise import build
 from gps.config import register_configs
 from gps.cost.memory import MemoryFitError
+from gps.cost.parallel import ParallelConfig, compare_layouts
 from gps.model import ModelSpecError
 from gps.profiles import ProfileError
 from gps.report.document import write_atomic
@@ -49,6 +51,7 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Advise on ``cfg``; write ``results.json`` and the report into ``out_dir``; return the
     report's path. ``results.json`` is written atomically (temporary file, then rename)."""
     results = advise(cfg)
+    results["parallel"] = price_layout(cfg) if results["strategies"] else None
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
     if results["strategies"]:
@@ -59,7 +62,24 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
         for row in [table.header, *table.rows]:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     print(results["recommendation"]["text"].replace("**", ""))
+    if results["parallel"]:
+        print(results["parallel"]["text"])
     return build_run_report(results, out_dir, plots=cfg.report.plots)
+
+
+def price_layout(cfg: DictConfig) -> dict:
+    """``results["parallel"]``: the configured layout (``cfg.parallel``) and every layout of
+    ``conf/parallel/`` priced with uniform routing (``gps.cost.parallel.compare_layouts``)."""
+    spec, cluster, workload, _ = build(cfg)
+    layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
+    out = compare_layouts(layout, spec, cluster, workload)
+    mine = out["layout"]
+    out["text"] = (
+        f"Layout {mine['name']} (EP{mine['ep']} x TP{mine['tp']}, {mine['attention']} "
+        f"attention): {mine['tokens_per_s']:,.0f} tokens/s with uniform routing; fastest of "
+        f"conf/parallel: {out['best']}. (Balancing strategies are priced for EP over all GPUs.)"
+    )
+    return out
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

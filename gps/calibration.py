@@ -2,11 +2,13 @@
 
 The cost model prices a GPU's routed experts as one grouped SwiGLU (``gps/cost/experts.py``):
 
-    t(M) = max(F / (peak * c), B / (bw * m)) + launch
+    t(M) = knee_time(F / (peak * c), B / (bw * m), p) + launch
 
+(``knee_time``: the p-norm ``(x**p + y**p)**(1/p)``, which rounds the roofline's corner;
+``p -> inf`` is the sharp ``max``)
 with ``F = 6*d*f*M*n_e`` FLOPs and ``B = a*n_e*(3*d*f + 2*(d+f)*M)`` bytes for ``M`` tokens on
 each of ``n_e`` experts. :func:`fit_expert_ffn` finds the compute efficiency ``c``, memory
-efficiency ``m`` and per-launch overhead that make this formula match measured ``expert_ffn``
+efficiency ``m`` and knee exponent ``p`` that make this formula match measured ``expert_ffn``
 timings best in relative (log) error, since that is the kernel whose cost balancing changes.
 The launch overhead is not fitted: left free, it soaks up the roofline's error at the
 compute/memory knee (tens of microseconds, unphysical), so it is held at a measured per-kernel
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import least_squares
 
+from gps.cost.roofline import knee_time
 from gps.hardware import GPUProfile
 
 
@@ -33,6 +36,7 @@ class EfficiencyFit:
         compute_efficiency: fraction of dense peak FLOP/s, in ``(0, 1]``.
         memory_efficiency: fraction of peak HBM bandwidth, in ``(0, 1]``.
         launch_overhead_s: seconds charged once per grouped expert kernel (held fixed).
+        knee_exponent: p-norm exponent of the roofline's corner (``GPUProfile.roofline_knee``).
         predicted_s: ``[P]`` model seconds for each measured point, in input order.
         measured_s: ``[P]`` measured seconds.
         max_rel_error: ``max |predicted / measured - 1|`` over the points.
@@ -41,6 +45,7 @@ class EfficiencyFit:
     compute_efficiency: float
     memory_efficiency: float
     launch_overhead_s: float
+    knee_exponent: float
     predicted_s: np.ndarray
     measured_s: np.ndarray
     max_rel_error: float
@@ -61,12 +66,13 @@ def _ffn_rows(measurements: Sequence[Mapping]) -> tuple[np.ndarray, np.ndarray, 
 def roofline_s(
     flops: np.ndarray, bytes_: np.ndarray, peak_flops: float, bandwidth: float, params: np.ndarray
 ) -> np.ndarray:
-    """``max(flops/(peak*c), bytes/(bw*m)) + launch`` in seconds; ``params = (c, m, launch)``.
+    """``knee_time(flops/(peak*c), bytes/(bw*m), p) + launch`` in seconds; ``params = (c, m,
+    launch, p)`` (``p = 0``: sharp max).
 
     The formula of ``gps.cost.roofline.op_time``, written over a parameter vector so that
     ``least_squares`` can vary the efficiencies (``op_time`` reads them from a profile)."""
-    c, m, launch = params
-    return np.maximum(flops / (peak_flops * c), bytes_ / (bandwidth * m)) + launch
+    c, m, launch, p = params
+    return knee_time(flops / (peak_flops * c), bytes_ / (bandwidth * m), p) + launch
 
 
 def fit_expert_ffn(
@@ -75,7 +81,7 @@ def fit_expert_ffn(
     launch_overhead_s: float,
     dtype: str = "bf16",
 ) -> EfficiencyFit:
-    """Least-squares fit of ``(c, m)`` to the ``expert_ffn`` rows, in log error.
+    """Least-squares fit of ``(c, m, p)`` to the ``expert_ffn`` rows, in log error.
 
     Args:
         measurements: rows of a ``measure.py`` JSON (``kind``, ``flops``, ``bytes``,
@@ -94,17 +100,20 @@ def fit_expert_ffn(
     peak, bw = gpu.flops_for(dtype), gpu.hbm_bandwidth
 
     def params(x: np.ndarray) -> np.ndarray:
-        return np.array([x[0], x[1], launch_overhead_s])
+        return np.array([x[0], x[1], launch_overhead_s, x[2]])
 
     def residual(x: np.ndarray) -> np.ndarray:
         return np.log(roofline_s(flops, bytes_, peak, bw, params(x))) - np.log(seconds)
 
-    result = least_squares(residual, x0=np.array([0.7, 0.8]), bounds=([1e-3, 1e-3], [1.0, 1.0]))
+    result = least_squares(
+        residual, x0=np.array([0.7, 0.8, 4.0]), bounds=([1e-3, 1e-3, 1.0], [1.0, 1.0, 50.0])
+    )
     predicted = roofline_s(flops, bytes_, peak, bw, params(result.x))
     return EfficiencyFit(
         compute_efficiency=float(result.x[0]),
         memory_efficiency=float(result.x[1]),
         launch_overhead_s=float(launch_overhead_s),
+        knee_exponent=float(result.x[2]),
         predicted_s=predicted,
         measured_s=seconds,
         max_rel_error=float(np.max(np.abs(predicted / seconds - 1.0))),

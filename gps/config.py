@@ -3,7 +3,7 @@
 Registering the schema in Hydra's ConfigStore makes a typo in a YAML file or an override
 (``workload.batch_sze=8``, ``strategy.replan_intervall=4``) fail at start-up with Hydra's own
 error. Config groups (``conf/<group>/*.yaml``): ``hardware``, ``model``, ``workload``,
-``trace``, ``predictor``, ``strategy``, ``report``, ``experiment``.
+``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``experiment``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from gps.cost.parallel import ParallelConfig
 from gps.model import MoEModelSpec
 from gps.profiles import ClusterConfig
 from gps.workload import Workload
@@ -146,6 +147,8 @@ class GPSConfig:
         hardware: cluster composed from profiles (``conf/hardware/``).
         model: MoE architecture (``conf/model/``).
         workload: one serving step (``conf/workload/``).
+        parallel: parallel layout priced beside the strategies (``conf/parallel/``:
+            ``ep``, ``ep8``, ``tp8``, ``ep4_tp2``; ``gps.cost.parallel``).
         trace: synthetic trace preset (``conf/trace/``): a ``_target_`` config dataclass
             (``SyntheticTraceConfig`` or ``LoadSeriesConfig``) checked when instantiated at the
             start of the run (an unknown field fails there, before any work).
@@ -160,6 +163,7 @@ class GPSConfig:
     hardware: ClusterConfig = MISSING
     model: MoEModelSpec = MISSING
     workload: Workload = field(default_factory=Workload)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     trace: Any = MISSING
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)

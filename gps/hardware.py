@@ -27,6 +27,8 @@ class GPUProfile:
         memory_efficiency: Achievable fraction of ``hbm_bandwidth`` on streaming copies, in (0, 1].
         efficiency_source: ``"assumption: ..."`` or ``"measured: <device> <date>"``.
         source: Datasheet/whitepaper the peaks come from.
+        roofline_knee: p-norm exponent rounding the roofline's compute/memory corner
+            (``gps.cost.roofline.knee_time``); 0 = sharp ``max``.
     """
 
     name: str
@@ -39,6 +41,7 @@ class GPUProfile:
     memory_efficiency: float
     efficiency_source: str = ""
     source: str = ""
+    roofline_knee: float = 0.0
 
     def flops_for(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``; raises ``KeyError`` naming the GPU if unsupported."""

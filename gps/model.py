@@ -37,6 +37,31 @@ class AttentionSpec:
     v_head_dim: int = 0
 
 
+TENSOR_DTYPES = ("weights", "activations", "attention", "kv_cache", "dispatch", "combine")
+
+
+@dataclass
+class TensorDtypes:
+    """Per-tensor dtypes; ``None`` = the model's ``dtype`` (one dtype for everything).
+
+    Attributes:
+        weights: stored weights; GEMMs run at this dtype's peak FLOP/s (fp8 GEMMs for
+            DeepSeek-V3's block-quantised checkpoint).
+        activations: activation tensors read and written by GEMMs and norms.
+        attention: the attention core (QK^T, softmax, PV): its peak FLOP/s and its Q/O bytes.
+        kv_cache: stored KV-cache (or MLA latent) elements.
+        dispatch: dispatch all-to-all payload per element (DeepEP: fp8 or bf16).
+        combine: combine all-to-all payload per element (DeepEP: bf16).
+    """
+
+    weights: str | None = None
+    activations: str | None = None
+    attention: str | None = None
+    kv_cache: str | None = None
+    dispatch: str | None = None
+    combine: str | None = None
+
+
 @dataclass
 class MoEModelSpec:
     """A decoder-only MoE transformer.
@@ -56,7 +81,10 @@ class MoEModelSpec:
         dense_intermediate_size: SwiGLU inner dim of a dense layer's FFN.
         vocab_size: Vocabulary size.
         tie_word_embeddings: Whether the LM head shares the embedding matrix.
-        dtype: Weight/activation dtype for compute (``bf16``, ``fp16``, ``fp8``).
+        dtype: Default dtype of every tensor (``bf16``, ``fp16``, ``fp8``).
+        dtypes: Per-tensor overrides of ``dtype`` (``tensor_dtype``).
+        num_groups: Expert groups for group-limited routing (DeepSeek-V3 ``n_group``; 1 = none).
+        topk_groups: Groups a token may route into (``topk_group``; 1 when ``num_groups == 1``).
         published_total_params: Published total parameter count (for validation).
         published_active_params: Published active parameters per token (for validation).
         published_active_excludes_input_embedding: The publisher's "active" convention leaves
@@ -78,6 +106,9 @@ class MoEModelSpec:
     vocab_size: int = 0
     tie_word_embeddings: bool = False
     dtype: str = "bf16"
+    dtypes: TensorDtypes = field(default_factory=TensorDtypes)
+    num_groups: int = 1
+    topk_groups: int = 1
     published_total_params: float = 0.0
     published_active_params: float = 0.0
     published_active_excludes_input_embedding: bool = False
@@ -111,8 +142,12 @@ def _build(cls: type, data: Any, origin: str, at: str) -> Any:
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         path = f"{at}{name}"
-        if name == "attention":
+        if name == "attention" and not at:
             kwargs[name] = _build(AttentionSpec, value, origin, "attention.")
+        elif name == "dtypes" and not at:
+            kwargs[name] = _build(TensorDtypes, value, origin, "dtypes.")
+        elif at == "dtypes." and value is None:
+            kwargs[name] = None
         elif name == "dense_layers":
             if not isinstance(value, list):
                 raise ModelSpecError(f"{origin}: field '{path}': expected a list of layer indices")
@@ -123,7 +158,7 @@ def _build(cls: type, data: Any, origin: str, at: str) -> Any:
             default = getattr(cls(), name)
             kind = float if isinstance(default, float) else type(default)
             if default is None:
-                kind = int
+                kind = str if at == "dtypes." else int
             kwargs[name] = _typed(value, kind, origin, path)
     return cls(**kwargs)
 
@@ -165,6 +200,16 @@ def validate_spec(spec: MoEModelSpec, origin: str = "<spec>") -> None:
         raise bad("shared_expert_intermediate_size", "shared experts need a size >= 1")
     if spec.dtype not in DTYPE_BYTES:
         raise bad("dtype", f"unknown dtype {spec.dtype!r}; known: {sorted(DTYPE_BYTES)}")
+    for name in TENSOR_DTYPES:
+        value = getattr(spec.dtypes, name)
+        if value is not None and value not in DTYPE_BYTES:
+            raise bad(f"dtypes.{name}", f"unknown dtype {value!r}; known: {sorted(DTYPE_BYTES)}")
+    if spec.num_groups < 1 or spec.num_experts % spec.num_groups:
+        raise bad("num_groups", f"{spec.num_groups} must be >= 1 and divide num_experts")
+    if not 1 <= spec.topk_groups <= spec.num_groups:
+        raise bad("topk_groups", f"{spec.topk_groups} must be in [1, num_groups]")
+    if spec.top_k > spec.topk_groups * spec.num_experts // spec.num_groups:
+        raise bad("topk_groups", "top_k experts do not fit in topk_groups groups")
     att = spec.attention
     if att.kind not in ATTENTION_KINDS:
         raise bad("attention.kind", f"unknown kind {att.kind!r}; known: {ATTENTION_KINDS}")
@@ -281,5 +326,17 @@ def active_params(spec: MoEModelSpec, include_input_embedding: bool = True) -> i
 
 
 def bytes_per_param(spec: MoEModelSpec) -> float:
-    """Bytes of one weight in ``spec.dtype``."""
-    return DTYPE_BYTES[spec.dtype]
+    """Bytes of one weight (``tensor_dtype(spec, "weights")``)."""
+    return DTYPE_BYTES[tensor_dtype(spec, "weights")]
+
+
+def tensor_dtype(spec: MoEModelSpec, tensor: str) -> str:
+    """The dtype of ``tensor`` (one of ``TENSOR_DTYPES``): its override, else ``spec.dtype``."""
+    if tensor not in TENSOR_DTYPES:
+        raise KeyError(f"unknown tensor {tensor!r}; known: {TENSOR_DTYPES}")
+    return getattr(spec.dtypes, tensor) or spec.dtype
+
+
+def tensor_bytes(spec: MoEModelSpec, tensor: str) -> float:
+    """Bytes of one element of ``tensor`` (``DTYPE_BYTES[tensor_dtype(spec, tensor)]``)."""
+    return DTYPE_BYTES[tensor_dtype(spec, tensor)]

@@ -54,7 +54,7 @@ GPU_FIELDS = {
     "launch_overhead": "time",
     "efficiency": "efficiency_map",
 }
-GPU_OPTIONAL = {"measured"}
+GPU_OPTIONAL = {"measured", "roofline_knee"}
 LINK_FIELDS = {
     "name": "str",
     "source": "str",
@@ -64,7 +64,7 @@ LINK_FIELDS = {
     "efficiency": "fraction",
 }
 MEASURED_REQUIRED = ("device", "date", "method", "compute_efficiency", "memory_efficiency")
-MEASURED_OPTIONAL = ("launch_overhead_us",)
+MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent")
 
 
 class ProfileError(ValueError):
@@ -212,7 +212,24 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
         if us <= 0:
             raise ProfileError(origin, "measured.launch_overhead_us", f"must be > 0, got {us}")
         out["launch_overhead_us"] = us
+    if "knee_exponent" in measured:
+        p = _number(measured["knee_exponent"], origin, "measured.knee_exponent")
+        if p < 1:
+            raise ProfileError(origin, "measured.knee_exponent", f"must be >= 1, got {p}")
+        out["knee_exponent"] = p
     return out
+
+
+def _knee(entry: Any, origin: Path) -> float:
+    """``roofline_knee: {value, source}``: a p-norm exponent >= 1."""
+    if not isinstance(entry, Mapping):
+        raise ProfileError(origin, "roofline_knee", f"expected {{value, source}}, got {entry!r}")
+    _check_keys(entry, {"value", "source"}, set(), origin, "roofline_knee")
+    _string(entry["source"], origin, "roofline_knee.source")
+    p = _number(entry["value"], origin, "roofline_knee.value")
+    if p < 1:
+        raise ProfileError(origin, "roofline_knee.value", f"must be >= 1, got {p}")
+    return p
 
 
 def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> GPUProfile:
@@ -235,10 +252,12 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     memory = _sourced_fraction(eff["memory"], path, "efficiency.memory")
     launch = quantity(data["launch_overhead"], "time", path, "launch_overhead")
     eff_source = f"assumption ({path.name}: efficiency)"
+    knee = _knee(data["roofline_knee"], path) if data.get("roofline_knee") is not None else 0.0
     if data.get("measured") is not None:
         m = validate_measured(data["measured"], path)
         compute, memory = m["compute_efficiency"], m["memory_efficiency"]
         launch = m.get("launch_overhead_us", launch * 1e6) * 1e-6
+        knee = m.get("knee_exponent", knee)
         eff_source = f"measured: {m['device']} {m['date']} ({m['method']})"
     sm = quantity(data["sm_count"], "count", path, "sm_count")
     if sm != int(sm):
@@ -254,6 +273,7 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
         memory_efficiency=memory,
         efficiency_source=eff_source,
         source=_string(data["source"], path, "source"),
+        roofline_knee=knee,
     )
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 PHASES = ("prefill", "decode")
 ATTENTION_PARALLEL = ("dp", "tp")
+ALLTOALL = ("flat", "deepep", "deepep_low_latency")
+OVERLAP = ("none", "two_batch")
 
 
 class WorkloadError(ValueError):
@@ -30,6 +32,14 @@ class Workload:
             included). Ignored in prefill (a prompt attends to itself, causally).
         attention_parallel: ``"dp"``: each GPU of the expert-parallel group runs attention for
             its own share of the sequences; ``"tp"``: attention heads are split over the group.
+        alltoall: how dispatch/combine move tokens (``gps.cost.comm.moe_alltoall_times``):
+            ``"flat"`` (every token copy sent on its own), ``"deepep"`` (DeepEP normal
+            kernels: de-duplicated per destination GPU and node, InfiniBand then NVLink
+            fan-out) or ``"deepep_low_latency"`` (DeepEP decode kernels: per-copy sends plus a
+            fixed per-kernel cost).
+        overlap: ``"none"`` (stages of a layer run one after another) or ``"two_batch"``
+            (SGLang/DeepSeek two-batch overlap: two micro-batches interleave so that one's
+            all-to-all runs under the other's compute; ``gps.cost.e2e.two_batch_path``).
     """
 
     phase: str = "prefill"
@@ -37,6 +47,8 @@ class Workload:
     seq_len: int = 2048
     context_len: int = 2048
     attention_parallel: str = "dp"
+    alltoall: str = "deepep"
+    overlap: str = "none"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -50,6 +62,11 @@ class Workload:
                 f"workload.attention_parallel={self.attention_parallel!r}: "
                 f"expected one of {ATTENTION_PARALLEL}"
             )
+        for name, allowed in (("alltoall", ALLTOALL), ("overlap", OVERLAP)):
+            if getattr(self, name) not in allowed:
+                raise WorkloadError(
+                    f"workload.{name}={getattr(self, name)!r}: expected one of {allowed}"
+                )
         for name in ("batch_size", "seq_len", "context_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

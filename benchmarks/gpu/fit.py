@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in anchor.items():
         print(f"  {key:28s} {value:.4g}")
     print(f"expert-FFN fit: compute_efficiency {fit.compute_efficiency:.3f}, "
-          f"memory_efficiency {fit.memory_efficiency:.3f}, launch {launch * 1e6:.2f} us (fixed), "
+          f"memory_efficiency {fit.memory_efficiency:.3f}, "
+          f"knee_exponent {fit.knee_exponent:.2f}, launch {launch * 1e6:.2f} us (fixed), "
           f"max |model/measured - 1| = {fit.max_rel_error:.1%}")  # fmt: skip
     ffn = [r for r in rows if r.get("kind") == "expert_ffn"]
     print(f"  {'model':12s} {'tokens/expert':>13s} {'measured us':>12s} {'model us':>10s}")
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             "date": data["date"],
             "method": (
                 f"benchmarks/gpu/measure.py + fit.py (torch {data['torch']}, CUDA {data['cuda']}): "
-                f"grouped SwiGLU expert FFN fit over {len(ffn)} points, max error "
-                f"{fit.max_rel_error:.0%} at the roofline knee; anchors: 8192^3 matmul "
+                f"grouped SwiGLU expert FFN fit (efficiencies + p-norm knee) over {len(ffn)} "
+                f"points, max error {fit.max_rel_error:.0%}; anchors: 8192^3 matmul "
                 f"{anchor.get('matmul_compute_efficiency', float('nan')):.2f} of peak, copy "
                 f"{anchor.get('copy_memory_efficiency', float('nan')):.2f} of HBM peak; launch = "
                 "CUDA-graph per-kernel floor"
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             "compute_efficiency": round(fit.compute_efficiency, 3),
             "memory_efficiency": round(fit.memory_efficiency, 3),
             "launch_overhead_us": round(launch * 1e6, 2),
+            "knee_exponent": round(fit.knee_exponent, 2),
         })  # fmt: skip
         print(f"wrote measured: block into {path}")
     return 0

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from gps.model import DTYPE_BYTES, MoEModelSpec, bytes_per_param, moe_layer_indices
+from gps.model import DTYPE_BYTES, MoEModelSpec, moe_layer_indices, tensor_bytes, tensor_dtype
 from gps.workload import Workload
 
 
-def element_bytes(spec: MoEModelSpec) -> float:
-    """Bytes of one weight, activation or KV-cache element (all priced in ``spec.dtype``)."""
+def dtype_bytes(spec: MoEModelSpec, tensor: str) -> float:
+    """Bytes of one element of ``tensor`` (``gps.model.TENSOR_DTYPES``); ``ValueError`` naming
+    the field when its dtype is unknown."""
     try:
-        return bytes_per_param(spec)
+        return tensor_bytes(spec, tensor)
     except KeyError:
+        field = f"dtypes.{tensor}" if getattr(spec.dtypes, tensor) else "dtype"
         raise ValueError(
-            f"model {spec.name!r}: dtype={spec.dtype!r} unknown; known: {sorted(DTYPE_BYTES)}"
+            f"model {spec.name!r}: {field}={tensor_dtype(spec, tensor)!r} unknown; "
+            f"known: {sorted(DTYPE_BYTES)}"
         ) from None
+
+
+def element_bytes(spec: MoEModelSpec) -> float:
+    """Bytes of one weight element (``dtypes.weights``, default ``spec.dtype``); also the unit of
+    ``traffic_bytes`` (one token copy = ``hidden_size * element_bytes``)."""
+    return dtype_bytes(spec, "weights")
+
+
+def act_bytes(spec: MoEModelSpec) -> float:
+    """Bytes of one activation element (``dtypes.activations``)."""
+    return dtype_bytes(spec, "activations")
+
+
+def gemm_dtype(spec: MoEModelSpec) -> str:
+    """Dtype whose peak FLOP/s the GEMMs run at: the weights' dtype."""
+    return tensor_dtype(spec, "weights")
 
 
 def sequences_per_gpu(workload: Workload, num_gpus: int) -> float:

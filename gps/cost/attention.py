@@ -20,11 +20,11 @@ Conventions (see ``docs/cost_model.md``):
 
 from __future__ import annotations
 
-from gps.cost._common import element_bytes, sequences_per_gpu
+from gps.cost._common import act_bytes, dtype_bytes, element_bytes, gemm_dtype, sequences_per_gpu
 from gps.cost.comm import allreduce_time
 from gps.cost.roofline import Op, ops_time
 from gps.hardware import Cluster
-from gps.model import MoEModelSpec
+from gps.model import MoEModelSpec, tensor_dtype
 from gps.workload import Workload
 
 
@@ -49,23 +49,27 @@ def gqa_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     """Ops of one GQA/MHA block on one GPU: fused QKV projection, attention core, output proj.
 
     With ``T`` new tokens, ``P`` query-key pairs per head, ``K`` KV tokens read, ``h`` query
-    heads, ``h_kv`` KV heads, ``D`` head_dim, ``d`` hidden, ``a`` element bytes:
+    heads, ``h_kv`` KV heads, ``D`` head_dim, ``d`` hidden; element bytes ``w`` (weights),
+    ``a`` (activations), ``c`` (attention core), ``kv`` (KV cache) from ``spec.dtypes``:
 
-    * qkv: ``2*T*d*(h+2h_kv)*D`` FLOPs; ``a*(d*(h+2h_kv)*D + T*d + T*(h+2h_kv)*D)`` bytes
+    * qkv: ``2*T*d*(h+2h_kv)*D`` FLOPs; ``w*d*(h+2h_kv)*D + a*(T*d + T*(h+2h_kv)*D)`` bytes
       (K, V outputs are the new KV-cache entries).
-    * core: ``4*P*h*D`` FLOPs (QK^T and PV); ``a*(2*T*h*D + K*2*h_kv*D)`` bytes (read Q and
-      K/V, write O).
-    * o: ``2*T*h*D*d`` FLOPs; ``a*(h*D*d + T*h*D + T*d)`` bytes.
+    * core (at the attention dtype's peak): ``4*P*h*D`` FLOPs (QK^T and PV);
+      ``c*2*T*h*D + kv*K*2*h_kv*D`` bytes (read Q and K/V, write O).
+    * o: ``2*T*h*D*d`` FLOPs; ``w*h*D*d + a*(T*h*D + T*d)`` bytes.
     """
     att = spec.attention
-    a, d, hd = element_bytes(spec), spec.hidden_size, att.head_dim
+    w, a, d, hd = element_bytes(spec), act_bytes(spec), spec.hidden_size, att.head_dim
+    c, kvb = dtype_bytes(spec, "attention"), dtype_bytes(spec, "kv_cache")
+    gdt, cdt = gemm_dtype(spec), tensor_dtype(spec, "attention")
     h, hkv = _local_heads(spec, workload, num_gpus)
     t, pairs, kv = _step_shape(workload, sequences_per_gpu(workload, num_gpus))
     qkv_w = (h + 2 * hkv) * hd
+    core_bytes = c * 2 * t * h * hd + kvb * kv * 2 * hkv * hd
     return [
-        Op("qkv_proj", 2 * t * d * qkv_w, a * (d * qkv_w + t * d + t * qkv_w)),
-        Op("attn_core", 4 * pairs * h * hd, a * (2 * t * h * hd + kv * 2 * hkv * hd)),
-        Op("o_proj", 2 * t * h * hd * d, a * (h * hd * d + t * h * hd + t * d)),
+        Op("qkv_proj", 2 * t * d * qkv_w, w * d * qkv_w + a * (t * d + t * qkv_w), dtype=gdt),
+        Op("attn_core", 4 * pairs * h * hd, core_bytes, dtype=cdt),
+        Op("o_proj", 2 * t * h * hd * d, w * h * hd * d + a * (t * h * hd + t * d), dtype=gdt),
     ]
 
 
@@ -77,7 +81,8 @@ def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     Shared by both phases: q projection (``d*q_r + q_r*h*(n+p)`` weights, or ``d*h*(n+p)``
     without query compression), KV down-projection ``d*(r+p)`` (writes the latent cache entry),
     output projection ``h*v*d``. Every GEMM costs ``2*T*in*out`` FLOPs and
-    ``a*(in*out + T*in + T*out)`` bytes.
+    ``w*in*out + a*(T*in + T*out)`` bytes; the core runs at the attention dtype (``c`` bytes
+    per element of Q, O and per-head K/V; ``kv`` bytes per cached latent element).
 
     * prefill: KV up-projection ``r -> h*(n+v)``; core ``2*P*h*(n+p) + 2*P*h*v`` FLOPs,
       reading Q, per-head K and V of the ``K`` tokens and writing O.
@@ -87,7 +92,9 @@ def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
       ``W_UV`` per head ``r -> v``.
     """
     att = spec.attention
-    a, d = element_bytes(spec), spec.hidden_size
+    w, a, d = element_bytes(spec), act_bytes(spec), spec.hidden_size
+    c, kvb = dtype_bytes(spec, "attention"), dtype_bytes(spec, "kv_cache")
+    gdt, cdt = gemm_dtype(spec), tensor_dtype(spec, "attention")
     r, n, p, v = att.kv_lora_rank, att.qk_nope_head_dim, att.qk_rope_head_dim, att.v_head_dim
     h, _ = _local_heads(spec, workload, num_gpus)
     t, pairs, kv = _step_shape(workload, sequences_per_gpu(workload, num_gpus))
@@ -95,28 +102,29 @@ def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     def gemm(name: str, k_in: float, k_out: float, launches: int = 1, heads: float = 1) -> Op:
         """``heads`` independent ``k_in -> k_out`` GEMMs (per-head batched when ``heads > 1``)."""
         flops = 2 * t * heads * k_in * k_out
-        return Op(name, flops, a * heads * (k_in * k_out + t * k_in + t * k_out), launches)
+        nbytes = heads * (w * k_in * k_out + a * (t * k_in + t * k_out))
+        return Op(name, flops, nbytes, launches, gdt)
 
     if att.q_lora_rank:
         qr = att.q_lora_rank
         q_down, q_up = gemm("q_down", d, qr), gemm("q_up", qr, h * (n + p))
-        q_op = Op("q_proj", q_down.flops + q_up.flops, q_down.bytes + q_up.bytes, 2)
+        q_op = Op("q_proj", q_down.flops + q_up.flops, q_down.bytes + q_up.bytes, 2, gdt)
     else:
         q_op = gemm("q_proj", d, h * (n + p))
     ops = [q_op, gemm("kv_down", d, r + p)]
     if workload.phase == "prefill":
         core_flops = 2 * pairs * h * (n + p) + 2 * pairs * h * v
-        core_bytes = a * (t * h * (n + p) + kv * h * (n + p) + kv * h * v + t * h * v)
+        core_bytes = c * (t * h * (n + p) + kv * h * (n + p) + kv * h * v + t * h * v)
         ops += [
             gemm("kv_up", r, h * (n + v)),
-            Op("attn_core", core_flops, core_bytes),
+            Op("attn_core", core_flops, core_bytes, dtype=cdt),
         ]
     else:
         core_flops = 2 * pairs * h * (r + p) + 2 * pairs * h * r
-        core_bytes = a * (t * h * (r + p) + kv * (r + p) + t * h * r)
+        core_bytes = c * (t * h * (r + p) + t * h * r) + kvb * kv * (r + p)
         ops += [
             gemm("q_absorb_uk", n, r, heads=h),
-            Op("attn_core", core_flops, core_bytes),
+            Op("attn_core", core_flops, core_bytes, dtype=cdt),
             gemm("uv", r, v, heads=h),
         ]
     ops.append(gemm("o_proj", h * v, d))
@@ -137,20 +145,21 @@ def attention_time(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> 
     """Seconds for one attention block on the slowest GPU (all equal under the fractional share).
 
     Sum of ``op_time`` over ``attention_ops``; with ``attention_parallel="tp"`` plus
-    ``allreduce_time`` of the block output (``T*d*a`` bytes for all ``T`` tokens of the step).
+    ``allreduce_time`` of the block output (``T*d*a`` activation bytes for all ``T`` tokens).
     """
     g = cluster.num_gpus
-    t = float(ops_time(attention_ops(spec, workload, g), cluster.gpu, spec.dtype))
+    t = float(ops_time(attention_ops(spec, workload, g), cluster.gpu, gemm_dtype(spec)))
     if workload.attention_parallel == "tp":
-        out_bytes = workload.tokens_per_step * spec.hidden_size * element_bytes(spec)
+        out_bytes = workload.tokens_per_step * spec.hidden_size * act_bytes(spec)
         t += float(allreduce_time(out_bytes, cluster))
     return t
 
 
 def kv_cache_bytes_per_token(spec: MoEModelSpec) -> float:
-    """KV-cache bytes per token per layer (all heads): GQA ``2*H_kv*D*a``; MLA ``(r+p)*a``."""
+    """KV-cache bytes per token per layer (all heads): GQA ``2*H_kv*D*kv``; MLA ``(r+p)*kv``
+    (``kv``: bytes of ``dtypes.kv_cache``)."""
     att = spec.attention
-    a = element_bytes(spec)
+    a = dtype_bytes(spec, "kv_cache")
     if att.kind == "mla":
         return float((att.kv_lora_rank + att.qk_rope_head_dim) * a)
     return float(2 * att.num_kv_heads * att.head_dim * a)

@@ -12,6 +12,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gps.hardware import Cluster, LinkProfile
+from gps.model import MoEModelSpec
 
 
 class AllToAllTime(NamedTuple):
@@ -154,3 +155,182 @@ def allreduce_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
         raise ValueError(f"cluster {cluster.name!r}: {cluster.num_nodes} nodes but inter_link=None")
     t = 2 * (g - 1) * link.latency_s + 2 * (g - 1) / g * b / link.gpu_bandwidth
     return np.where(b > 0, t, 0.0)
+
+
+# ---- MoE dispatch/combine as expert-parallel kernels move them ------------------------------
+
+ALLTOALL_MODES = ("flat", "deepep", "deepep_low_latency")
+
+# Fixed cost of one DeepEP low-latency kernel (dispatch or combine), seconds: least-squares fit
+# of ``fixed + max(nvlink_bytes / bw_nvlink, rdma_bytes / bw_ib)`` to the 12 rows of DeepEP's
+# published low-latency table (H800 + CX7 400 Gb/s, EP8..EP256, 128 tokens/GPU, hidden 7168,
+# top-8, FP8 dispatch / BF16 combine; github.com/deepseek-ai/DeepEP docs/legacy.md,
+# "Low-latency kernels with pure RDMA"), links ``nvlink4_h800`` and ``ib_ndr``. Refit with
+# ``benchmarks/validate.py --fit-ll``; ``tests/test_validate.py`` checks it.
+DEEPEP_LL_FIXED_S = 30.0e-6
+
+
+def expected_distinct_bins(num_experts: int, top_k: int, bins: int) -> float:
+    """Expected number of distinct bins a token's ``top_k`` distinct experts land in.
+
+    ``num_experts`` experts are spread evenly over ``bins`` bins (GPUs or nodes) and a token
+    picks ``top_k`` distinct experts uniformly: a bin of ``b = E/bins`` experts is missed with
+    probability ``prod_{i<k} (E - b - i) / (E - i)``. With ``E <= bins`` every expert is its own
+    bin (replicas) and the answer is ``k``.
+    """
+    e, k = float(num_experts), int(top_k)
+    if num_experts <= bins:
+        return float(k)
+    b = e / bins
+    miss = 1.0
+    for i in range(k):
+        miss *= max(e - b - i, 0.0) / (e - i)
+    return bins * (1.0 - miss)
+
+
+def dedup_factors(spec: MoEModelSpec, cluster: Cluster) -> tuple[float, float]:
+    """``(gpu_factor, node_factor)``: de-duplicated sends per token copy under uniform routing.
+
+    DeepEP's normal kernels send a token once per destination GPU inside a node and once per
+    destination *node* over InfiniBand (then fan it out over NVLink). With ``k`` copies per
+    token, ``gpu_factor = E[distinct GPUs] / k`` and ``node_factor = E[distinct nodes] / k``
+    (``expected_distinct_bins``); remote fractions cancel by symmetry. Group-limited routing
+    (``spec.topk_groups`` of ``spec.num_groups``; DeepSeek-V3: 4 of 8) confines a token to
+    ``topk_groups/num_groups`` of the nodes when the nodes split evenly into groups
+    (``num_nodes % num_groups == 0``); otherwise it is ignored (an upper bound).
+    """
+    e, k = spec.num_experts, spec.top_k
+    gpu_f = expected_distinct_bins(e, k, cluster.num_gpus) / k
+    nodes = cluster.num_nodes
+    if spec.num_groups > 1 and nodes % spec.num_groups == 0:
+        frac = spec.topk_groups / spec.num_groups
+        nodes_c = round(nodes * frac)
+        node_f = expected_distinct_bins(round(e * frac), k, nodes_c) / k
+    else:
+        node_f = expected_distinct_bins(e, k, nodes) / k
+    return gpu_f, node_f
+
+
+def _peak(send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+    return np.maximum(send.max(axis=0), recv.max(axis=0))
+
+
+def _timed(peak: np.ndarray, link: LinkProfile, scale: float, fixed: float | None) -> np.ndarray:
+    """``alpha + peak*scale/bw`` where ``peak > 0`` (``alpha`` = ``fixed`` or link latency)."""
+    alpha = link.latency_s if fixed is None else 0.0
+    return np.where(peak > 0, alpha + peak * (scale / link.gpu_bandwidth), 0.0)
+
+
+def moe_alltoall_times(
+    traffic: np.ndarray,
+    cluster: Cluster,
+    *,
+    mode: str = "flat",
+    scales: tuple[float, float] = (1.0, 1.0),
+    dedup: tuple[float, float] = (1.0, 1.0),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Seconds ``[M]`` of dispatch, combine and their balanced bounds, from ``traffic [M, G, G]``.
+
+    Args:
+        traffic: validated dispatch bytes per token *copy* from GPU ``i`` to ``j`` at
+            ``element_bytes`` per element; the combine sends the transpose back.
+        mode: ``flat`` (``alltoall_time``: every copy sent on its own, one alpha per class);
+            ``deepep`` (normal kernels: copies de-duplicated per destination GPU on NVLink
+            and per destination node on InfiniBand, ``dedup = (gpu_factor, node_factor)``;
+            arriving cross-node tokens fan out over NVLink, ``(gpn-1)/gpn`` of them to another
+            GPU; the two classes are pipelined, ``max`` of the two); ``deepep_low_latency``
+            (every copy sent on its own, NVLink inside a node and RDMA across, plus one fixed
+            kernel cost ``DEEPEP_LL_FIXED_S`` instead of the link latencies).
+        scales: ``(dispatch, combine)`` bytes per element / ``element_bytes`` (per-direction
+            dtypes: e.g. FP8 dispatch, BF16 combine of an FP8 model: ``(1, 2)``).
+        dedup: see ``mode="deepep"``; ignored otherwise.
+
+    Returns:
+        ``(dispatch, combine, dispatch_balanced, combine_balanced)``, balanced = each class's
+        bytes spread evenly over the ``G`` GPUs (a lower bound).
+    """
+    if mode not in ALLTOALL_MODES:
+        raise ValueError(f"workload.alltoall={mode!r}: expected one of {ALLTOALL_MODES}")
+    g, gpn = cluster.num_gpus, cluster.gpus_per_node
+    classes = per_gpu_bytes(traffic, cluster)
+    if mode == "deepep":
+        gpu_f, node_f = dedup
+        (s_in, r_in), *inter = classes
+        if inter:
+            (s_x, r_x) = inter[0]
+            fwd = r_x * (gpu_f * (gpn - 1) / gpn)
+            classes = [(s_in * gpu_f + fwd, r_in * gpu_f + fwd), (s_x * node_f, r_x * node_f)]
+        else:
+            classes = [(s_in * gpu_f, r_in * gpu_f)]
+    fixed = DEEPEP_LL_FIXED_S if mode == "deepep_low_latency" else None
+    links = [cluster.intra_link, cluster.inter_link]
+    out = []
+    for scale in scales:
+        t = b = None
+        for (send, recv), link in zip(classes, links, strict=False):
+            tc = _timed(_peak(send, recv), link, scale, fixed)
+            bc = _timed(send.sum(axis=0) / g, link, scale, fixed)
+            t = tc if t is None else np.maximum(t, tc)
+            b = bc if b is None else np.maximum(b, bc)
+        if fixed is not None:
+            t = np.where(t > 0, t + fixed, 0.0)
+            b = np.where(b > 0, b + fixed, 0.0)
+        out.append((t, b))
+    (d, db), (c, cb) = out
+    return d, c, db, cb
+
+
+def hierarchical_dispatch_bytes(
+    expert_ids: np.ndarray,
+    source_gpu: np.ndarray,
+    expert_gpu: np.ndarray,
+    cluster: Cluster,
+    token_bytes: float,
+) -> dict[str, np.ndarray]:
+    """Per-GPU bytes of one DeepEP normal dispatch, counted token by token (vectorised).
+
+    A token on GPU ``s`` (node ``A``, local rank ``l``) goes once over InfiniBand to GPU ``l`` of
+    every *other* node ``B`` that holds one of its experts (one transfer per (token, node)),
+    which forwards it over NVLink once to every other GPU of ``B`` holding one of its experts;
+    inside ``A`` it goes over NVLink once per destination GPU other than ``s``.
+
+    Args:
+        expert_ids: ``[T, k]`` int experts of each token.
+        source_gpu: ``[T]`` int GPU holding each token.
+        expert_gpu: ``[E]`` int GPU of each expert (one replica per expert).
+        cluster: node layout.
+        token_bytes: bytes of one token (``hidden * dispatch element bytes``).
+
+    Returns:
+        ``{"ib_send", "ib_recv", "nvlink_send", "nvlink_recv"}``: bytes per GPU, each ``[G]``.
+    """
+    g, gpn = cluster.num_gpus, cluster.gpus_per_node
+    ids = np.asarray(expert_ids)
+    src = np.asarray(source_gpu)
+    t, _ = ids.shape
+    dst = np.asarray(expert_gpu)[ids]  # [T, k] destination GPUs
+    hit = np.zeros((t, g), dtype=bool)
+    hit[np.arange(t)[:, None], dst] = True  # distinct (token, GPU)
+    node_hit = hit.reshape(t, -1, gpn).any(axis=-1)  # distinct (token, node)
+    src_node, src_rank = src // gpn, src % gpn
+    remote = node_hit.copy()
+    remote[np.arange(t), src_node] = False
+    forwarder = np.arange(node_hit.shape[1])[None, :] * gpn + src_rank[:, None]  # [T, nodes]
+    ib_send = np.bincount(src, weights=remote.sum(axis=1), minlength=g)
+    ib_recv = np.bincount(forwarder[remote], minlength=g).astype(float)
+    # NVLink: every distinct (token, GPU) pair except the GPU that already holds the token
+    # (its source inside the own node, its forwarder in a remote node).
+    holder = np.where(
+        (np.arange(g)[None, :] // gpn) == src_node[:, None],
+        src[:, None],
+        src_rank[:, None] + (np.arange(g)[None, :] // gpn) * gpn,
+    )  # [T, G]: who holds the token on GPU j's node
+    moved = hit & (holder != np.arange(g)[None, :])
+    nvl_recv = moved.sum(axis=0).astype(float)
+    nvl_send = np.bincount(holder[moved], minlength=g).astype(float)
+    return {
+        "ib_send": ib_send * token_bytes,
+        "ib_recv": ib_recv * token_bytes,
+        "nvlink_send": nvl_send * token_bytes,
+        "nvlink_recv": nvl_recv * token_bytes,
+    }

@@ -6,14 +6,21 @@ non-MoE time (embedding lookup, dense layers, LM head) does not depend on routin
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gps.cost._common import element_bytes, num_moe_layers, tokens_per_gpu
+from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layers, tokens_per_gpu
 from gps.cost.attention import attention_time
 from gps.cost.experts import swiglu_op
 from gps.cost.layer import check_slot_tokens, moe_layer_times
+from gps.cost.parallel import (
+    LayoutError,
+    ParallelConfig,
+    fixed_components,
+    layout_inputs,
+    resolve_layout,
+)
 from gps.cost.roofline import Op, ops_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
 from gps.hardware import Cluster
@@ -31,7 +38,7 @@ class CostBreakdown:
 
     Attributes:
         components: name (``LAYER_COMPONENTS``) -> seconds ``[..., L_moe]``.
-        per_layer_s: ``[..., L_moe]`` sum of ``components``.
+        per_layer_s: ``[..., L_moe]`` sum of ``components`` (less with two-batch overlap).
         non_moe: name (``embedding``, ``dense_layers``, ``lm_head``) -> seconds (scalars).
         non_moe_s: ``[...]`` sum of ``non_moe``.
         total_s: ``[...]`` end-to-end seconds of the step.
@@ -72,15 +79,17 @@ class CostBreakdown:
 def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> dict[str, float]:
     """Seconds of the parts run once per step, on one GPU's share (``n = T/G`` tokens).
 
-    * ``embedding``: lookup, ``a*2*n*d`` bytes (gather rows, write activations), no FLOPs.
+    * ``embedding``: lookup, ``w*n*d + a*n*d`` bytes (gather rows, write activations), no FLOPs.
     * ``dense_layers``: ``(num_layers - L_moe) * (attention_time + dense SwiGLU FFN on n)``
       (DeepSeek's first-k dense layers).
     * ``lm_head``: logits for the last token of each sequence only (serving convention; the
       prompt's other positions need no logits), ``m = B/G`` per GPU: ``2*m*d*V`` FLOPs,
-      ``a*(V*d + m*d + m*V)`` bytes. Final norm and sampling are ignored.
+      ``w*V*d + a*(m*d + m*V)`` bytes. Final norm and sampling are ignored.
+
+    ``w``/``a``: weight/activation element bytes (``spec.dtypes``); GEMMs at the weights' dtype.
     """
-    g, gpu, dt = cluster.num_gpus, cluster.gpu, spec.dtype
-    a, d, v = element_bytes(spec), spec.hidden_size, spec.vocab_size
+    g, gpu, dt = cluster.num_gpus, cluster.gpu, gemm_dtype(spec)
+    w, a, d, v = element_bytes(spec), act_bytes(spec), spec.hidden_size, spec.vocab_size
     n = tokens_per_gpu(workload, g)
     m = workload.batch_size / g
     n_dense = spec.num_layers - num_moe_layers(spec)
@@ -91,12 +100,62 @@ def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> d
             attention_time(spec, cluster, workload) + float(ops_time([dense_ffn], gpu, dt))
         )
     return {
-        "embedding": float(ops_time([Op("embedding", 0.0, a * 2 * n * d)], gpu, dt)),
+        "embedding": float(ops_time([Op("embedding", 0.0, (w + a) * n * d)], gpu, dt)),
         "dense_layers": dense,
         "lm_head": float(
-            ops_time([Op("lm_head", 2 * m * d * v, a * (v * d + m * d + m * v))], gpu, dt)
+            ops_time([Op("lm_head", 2 * m * d * v, w * v * d + a * (m * d + m * v))], gpu, dt)
         ),
     }
+
+
+def two_batch_path(
+    compute_a: np.ndarray, comm_d: np.ndarray, compute_b: np.ndarray, comm_c: np.ndarray
+) -> np.ndarray:
+    """Seconds per MoE layer ``[..., L_moe]`` of two interleaved micro-batches (two-batch overlap).
+
+    Each micro-batch runs, per layer, ``A`` (attention + gate) -> ``D`` (dispatch) -> ``B``
+    (experts + shared) -> ``C`` (combine) -> the next layer's ``A``; the inputs are one
+    micro-batch's stage seconds ``[..., L_moe]`` (both micro-batches alike). One compute stream
+    runs ``A0 A1 B0 B1`` and one communication stream ``D0 D1 C0 C1`` per layer, in that
+    order (SGLang's and DeepSeek's schedule; DeepEP's communication uses no compute SMs in its
+    low-latency mode and few in normal mode, ignored). Every stage starts when its stream is
+    free and its micro-batch's previous stage is done; the result is each layer's share of the
+    critical path (the step's finish time, split at layer boundaries).
+
+    By construction the step is never slower than running every stage of both micro-batches
+    one after another, and never faster than its longest stage.
+    """
+    shape = np.broadcast_shapes(compute_a.shape, comm_d.shape, compute_b.shape, comm_c.shape)
+    a, d, b, c = (np.broadcast_to(x, shape) for x in (compute_a, comm_d, compute_b, comm_c))
+    lead = shape[:-1]
+    cpu = net = f0 = f1 = np.zeros(lead)
+    out = np.empty(shape)
+    end = np.zeros(lead)
+    for layer in range(shape[-1]):
+        al, dl, bl, cl = a[..., layer], d[..., layer], b[..., layer], c[..., layer]
+        a0 = np.maximum(cpu, f0) + al
+        a1 = np.maximum(a0, f1) + al
+        d0 = np.maximum(net, a0) + dl
+        d1 = np.maximum(d0, a1) + dl
+        b0 = np.maximum(a1, d0) + bl
+        b1 = np.maximum(b0, d1) + bl
+        f0 = np.maximum(d1, b0) + cl
+        f1 = np.maximum(f0, b1) + cl
+        cpu, net = b1, f1
+        new_end = np.maximum(f1, cpu)
+        out[..., layer] = new_end - end
+        end = new_end
+    return out
+
+
+def _half(workload: Workload) -> Workload | None:
+    """One micro-batch of ``workload`` for two-batch overlap: ``ceil(B/2)`` sequences, or half
+    the prompt of a single prefill sequence; ``None`` when it cannot be split (decode, B=1)."""
+    if workload.batch_size > 1:
+        return replace(workload, batch_size=-(-workload.batch_size // 2))
+    if workload.phase == "prefill" and workload.seq_len > 1:
+        return replace(workload, seq_len=-(-workload.seq_len // 2))
+    return None
 
 
 def _nonneg(name: str, x: float | np.ndarray) -> np.ndarray:
@@ -119,6 +178,8 @@ def batch_cost(
     migration_overlap: float = 1.0,
     migration_link: str = "intra",
     dropped_tokens: float | np.ndarray = 0,
+    dispatch_dedup: tuple[float, float] | None = None,
+    parallel: ParallelConfig | None = None,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
@@ -141,11 +202,50 @@ def batch_cost(
         migration_link: ``"intra"`` (default: replicas copied from a GPU of the same node) or
             ``"inter"``.
         dropped_tokens: tokens dropped by the plan, broadcastable to ``[...]`` (reported only).
+        dispatch_dedup: ``(gpu_factor, node_factor)`` of ``workload.alltoall="deepep"`` (sends
+            per token copy after de-duplication per destination GPU / node); ``None`` = the
+            uniform-routing expectation (``gps.cost.comm.dedup_factors``); ``(1, 1)`` when
+            ``traffic_bytes`` already counts de-duplicated sends.
+
+        parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
+            attention DP/TP), priced with uniform routing (``slot_tokens`` and
+            ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
+            with ``workload.attention_parallel`` (today's model). ``ep = G, tp = 1`` gives the
+            same numbers as ``None``.
+
+    ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
+    two interleaved micro-batches (``two_batch_path``, stages priced at half the batch), plus
+    predictor and migration; ``components`` still hold the full batch's stage times, so
+    ``per_layer_s`` is then below their sum.
 
     Returns:
         ``CostBreakdown``.
     """
     workload.validate()
+    layer_spec, layer_cluster, fixed = spec, cluster, None
+    if parallel is not None:
+        if slot_tokens is not None or traffic_bytes is not None:
+            raise LayoutError(
+                f"parallel={parallel.name!r}: layouts are priced with uniform routing; pass "
+                "slot_tokens=None and traffic_bytes=None"
+            )
+        ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
+        workload = replace(workload, attention_parallel=attention)
+        layer_spec, layer_cluster, slot_tokens, traffic_bytes, dedup = layout_inputs(
+            spec, cluster, workload, ep, tp
+        )
+        dispatch_dedup = dedup if dispatch_dedup is None else dispatch_dedup
+
+        def fixed(wl: Workload) -> dict[str, float]:
+            return fixed_components(spec, cluster, wl, ep, tp, attention)
+
+    def layer_times(wl: Workload, st: np.ndarray, tb: np.ndarray) -> tuple[dict, dict]:
+        comp, bal = moe_layer_times(layer_spec, layer_cluster, wl, st, tb, dedup=dispatch_dedup)
+        if fixed is not None:
+            for name, value in fixed(wl).items():
+                comp[name] = bal[name] = np.broadcast_to(value, comp[name].shape)
+        return comp, bal
+
     if slot_tokens is None:
         slot_tokens = uniform_slot_tokens(spec, cluster, workload)
     if traffic_bytes is None:
@@ -158,7 +258,7 @@ def batch_cost(
     mig_bytes = _nonneg("migration_bytes", migration_bytes)
     dropped = _nonneg("dropped_tokens", dropped_tokens)
 
-    comp, balanced = moe_layer_times(spec, cluster, workload, slot_tokens, traffic_bytes)
+    comp, balanced = layer_times(workload, slot_tokens, traffic_bytes)
     attn = comp["attention"]
     if not predictor_on_critical_path:
         pred = np.maximum(pred - attn, 0.0)
@@ -182,8 +282,26 @@ def batch_cost(
     non_moe = non_moe_times(spec, cluster, workload)
     non_moe_s = np.full(shape[:-1], sum(non_moe.values()))
     per_layer = sum(comp.values())
+    balanced_layer = sum(balanced.values())
+    half = _half(workload) if workload.overlap == "two_batch" else None
+    if half is not None:
+        ratio = half.tokens_per_step / workload.tokens_per_step
+        mb, mb_bal = layer_times(
+            half,
+            np.asarray(slot_tokens, dtype=float) * ratio,
+            np.asarray(traffic_bytes, dtype=float) * ratio,
+        )
+
+        def overlapped(c: dict[str, np.ndarray]) -> np.ndarray:
+            return two_batch_path(
+                c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
+            )
+
+        per_layer = overlapped(mb) + comp["predictor"] + comp["migration"]
+        balanced_layer = overlapped(mb_bal)
+        per_layer = np.broadcast_to(per_layer, shape)
     total = per_layer.sum(axis=-1) + non_moe_s
-    balanced_total = sum(balanced.values()).sum(axis=-1) + non_moe_s
+    balanced_total = balanced_layer.sum(axis=-1) + non_moe_s
     balanced_total = np.broadcast_to(balanced_total, total.shape)
     try:
         dropped = np.broadcast_to(dropped, total.shape)

@@ -12,8 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from gps.cost._common import element_bytes
-from gps.cost.roofline import Op
+from gps.cost._common import act_bytes, element_bytes, gemm_dtype
+from gps.cost.roofline import Op, knee_time
 from gps.hardware import GPUProfile
 from gps.model import MoEModelSpec
 
@@ -23,16 +23,18 @@ _MATMUL_MAX_SLOTS = 128  # G*R up to which a 0/1 block product beats einsum
 def swiglu_op(name: str, tokens: float | np.ndarray, intermediate: int, spec: MoEModelSpec) -> Op:
     """One SwiGLU FFN of width ``intermediate`` run on ``tokens`` tokens with its full weights.
 
-    FLOPs ``6*d*f*tokens``; bytes ``a*(3*d*f + 2*(d+f)*tokens)``; 1 launch (fused kernel).
+    FLOPs ``6*d*f*tokens``; bytes ``w*3*d*f + a*2*(d+f)*tokens`` (``w``/``a``: weight and
+    activation element bytes); 1 launch (fused kernel), at the weights' GEMM dtype.
     Used for shared experts (``f = num_shared * shared_intermediate``, run as one fused MLP) and
     dense layers' FFN. Zero ``tokens`` or ``intermediate`` gives a zero op.
     """
-    a, d, f = element_bytes(spec), spec.hidden_size, intermediate
+    w, a, d, f = element_bytes(spec), act_bytes(spec), spec.hidden_size, intermediate
     tokens = np.asarray(tokens, dtype=float)
+    dt = gemm_dtype(spec)
     if f == 0:
-        return Op(name, np.zeros_like(tokens), np.zeros_like(tokens))
-    weights = np.where(tokens > 0, 3.0 * d * f * a, 0.0)
-    return Op(name, 6.0 * d * f * tokens, weights + 2.0 * (d + f) * tokens * a)
+        return Op(name, np.zeros_like(tokens), np.zeros_like(tokens), dtype=dt)
+    weights = np.where(tokens > 0, 3.0 * d * f * w, 0.0)
+    return Op(name, 6.0 * d * f * tokens, weights + 2.0 * (d + f) * tokens * a, dtype=dt)
 
 
 def gpu_loads(slot_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -68,16 +70,18 @@ def expert_roofline_s(
 ) -> np.ndarray:
     """Roofline seconds of one GPU's grouped expert GEMM, launch overhead excluded.
 
-    ``max(6*d*f*tokens / peak, a*(3*d*f*busy_slots + 2*(d+f)*tokens) / bandwidth)`` with the
-    GPU's efficiency-scaled peak FLOP/s and HBM bandwidth; shape of ``tokens``. Positive
+    ``knee_time(6*d*f*tokens / peak, (w*3*d*f*busy_slots + a*2*(d+f)*tokens) / bandwidth)``
+    with the GPU's efficiency-scaled peak FLOP/s (at the weights' dtype) and HBM bandwidth and
+    its roofline knee (``gpu.roofline_knee``; 0 = ``max``); shape of ``tokens``. Positive
     exactly where ``tokens > 0`` (no validation: hot path).
     """
-    a, d, f = element_bytes(spec), spec.hidden_size, spec.expert_intermediate_size
-    peak = gpu.flops_for(spec.dtype) * gpu.compute_efficiency
+    w, a = element_bytes(spec), act_bytes(spec)
+    d, f = spec.hidden_size, spec.expert_intermediate_size
+    peak = gpu.flops_for(gemm_dtype(spec)) * gpu.compute_efficiency
     bandwidth = gpu.hbm_bandwidth * gpu.memory_efficiency
     compute_s = tokens * (6.0 * d * f / peak)
-    memory_s = busy_slots * (3.0 * d * f * a / bandwidth) + tokens * (2.0 * (d + f) * a / bandwidth)
-    return np.maximum(compute_s, memory_s)
+    memory_s = busy_slots * (3.0 * d * f * w / bandwidth) + tokens * (2.0 * (d + f) * a / bandwidth)
+    return knee_time(compute_s, memory_s, gpu.roofline_knee)
 
 
 def expert_time_gpu_major(

@@ -9,9 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from gps.cost._common import element_bytes, num_moe_layers, tokens_per_gpu
+from gps.cost._common import (
+    act_bytes,
+    dtype_bytes,
+    element_bytes,
+    gemm_dtype,
+    num_moe_layers,
+    tokens_per_gpu,
+)
 from gps.cost.attention import attention_time
-from gps.cost.comm import alltoall_gpu_major, check_traffic
+from gps.cost.comm import check_traffic, dedup_factors, moe_alltoall_times
 from gps.cost.experts import (
     balanced_time_gpu_major,
     gpu_loads,
@@ -27,14 +34,18 @@ from gps.workload import Workload
 def gate_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     """Router ops on one GPU's ``n = T/G`` tokens.
 
-    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``a*(d*E + n*d + n*E)`` bytes.
+    * router GEMM ``d -> E``: ``2*n*d*E`` FLOPs; ``w*d*E + a*(n*d + n*E)`` bytes.
     * top-k: no FLOPs counted; reads the ``n*E`` logits, writes ``n*k`` weights (``a`` bytes)
       and ids (4-byte int32).
+
+    ``w``/``a``: weight/activation element bytes; the router runs at the weights' dtype.
     """
-    a, d, e, k = element_bytes(spec), spec.hidden_size, spec.num_experts, spec.top_k
+    w, a = element_bytes(spec), act_bytes(spec)
+    d, e, k = spec.hidden_size, spec.num_experts, spec.top_k
     n = tokens_per_gpu(workload, num_gpus)
+    dt = gemm_dtype(spec)
     return [
-        Op("router_gemm", 2 * n * d * e, a * (d * e + n * d + n * e)),
+        Op("router_gemm", 2 * n * d * e, w * d * e + a * (n * d + n * e), dtype=dt),
         Op("topk", 0.0, a * n * e + n * k * (a + 4)),
     ]
 
@@ -64,14 +75,20 @@ def moe_layer_times(
     workload: Workload,
     slot_tokens: np.ndarray,
     traffic_bytes: np.ndarray,
+    *,
+    dedup: tuple[float, float] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Seconds of each component of every MoE layer, and the same with balanced load.
 
     Args:
         slot_tokens: ``[..., L_moe, G, R]`` token copies per expert slot.
-        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes from GPU ``i`` to ``j``; the
-            combine sends the transpose back, which swaps every GPU's send and receive bytes
-            and so, in this full-duplex model, takes exactly the dispatch time.
+        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes per token copy from GPU ``i`` to
+            ``j`` at ``element_bytes`` per element; the combine sends the transpose back (same
+            per-GPU peaks in this full-duplex model), each direction priced at its own dtype
+            (``spec.dtypes.dispatch``/``combine``) and by ``workload.alltoall``
+            (``gps.cost.comm.moe_alltoall_times``).
+        dedup: ``(gpu_factor, node_factor)`` for ``alltoall="deepep"``; ``None`` = the
+            uniform-routing expectation ``gps.cost.comm.dedup_factors``.
 
     Returns:
         ``(components, balanced)``: dicts name -> seconds ``[..., L_moe]`` (leading dims of the two
@@ -96,27 +113,38 @@ def moe_layer_times(
             "leading (sweep) dimensions do not broadcast"
         ) from None
     g, gpu = cluster.num_gpus, cluster.gpu
-    dispatch, _, _, dispatch_balanced = alltoall_gpu_major(traffic.reshape(-1, g, g), cluster)
+    w = element_bytes(spec)
+    scales = (dtype_bytes(spec, "dispatch") / w, dtype_bytes(spec, "combine") / w)
+    dispatch, combine, dispatch_balanced, combine_balanced = moe_alltoall_times(
+        traffic.reshape(-1, g, g),
+        cluster,
+        mode=workload.alltoall,
+        scales=scales,
+        dedup=dedup_factors(spec, cluster) if dedup is None else dedup,
+    )
     tokens, busy = gpu_loads(slot_tokens.reshape(-1, g, slot_tokens.shape[-1]))
     experts = slowest_gpu_time(tokens, busy, spec, gpu)
     experts_balanced = balanced_time_gpu_major(tokens, busy, spec, gpu)
     fixed = {
         "attention": attention_time(spec, cluster, workload),
-        "gate": float(ops_time(gate_ops(spec, workload, g), gpu, spec.dtype)),
-        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu, spec.dtype)),
+        "gate": float(ops_time(gate_ops(spec, workload, g), gpu)),
+        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu)),
     }
 
     def full(x: float | np.ndarray, source_shape: tuple[int, ...] = ()) -> np.ndarray:
         return np.broadcast_to(np.reshape(x, source_shape), shape)
 
-    def assemble(dispatch: np.ndarray, expert: np.ndarray) -> dict[str, np.ndarray]:
+    def assemble(dispatch: np.ndarray, expert: np.ndarray, combine: np.ndarray) -> dict:
         return {
             "attention": full(fixed["attention"]),
             "gate": full(fixed["gate"]),
             "dispatch": full(dispatch, traffic.shape[:-2]),
             "experts": full(expert, slot_tokens.shape[:-2]),
-            "combine": full(dispatch, traffic.shape[:-2]),
+            "combine": full(combine, traffic.shape[:-2]),
             "shared": full(fixed["shared"]),
         }
 
-    return assemble(dispatch, experts), assemble(dispatch_balanced, experts_balanced)
+    return (
+        assemble(dispatch, experts, combine),
+        assemble(dispatch_balanced, experts_balanced, combine_balanced),
+    )

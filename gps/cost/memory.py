@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from gps.cost._common import element_bytes, num_moe_layers
+from gps.cost._common import act_bytes, element_bytes, num_moe_layers
 from gps.cost.attention import kv_cache_bytes_per_token
 from gps.hardware import Cluster
 from gps.model import (
@@ -37,6 +37,8 @@ def memory_parts(
 
     Parts (``a`` element bytes, ``G`` GPUs, ``L`` layers, ``L_moe`` MoE layers):
 
+    ``a`` is the weights' element size, ``a_act`` the activations' (``spec.dtypes``).
+
     * ``attention_weights``: ``L * attention_params * a``, divided by ``G`` under TP attention.
     * ``other_weights``: replicated on every GPU: embedding ``V*d`` (+ LM head ``V*d`` unless
       tied), dense-layer FFNs ``3*d*f_dense``, shared experts ``n_s*3*d*f_s`` and router ``d*E``
@@ -45,7 +47,7 @@ def memory_parts(
       ``max(ceil(E/G), 1)`` (static placement, no replicas) and counts local experts + replicas.
     * ``kv_cache``: per-GPU sequences (DP: ``ceil(B/G)``; TP: ``B`` with GQA KV heads split
       ``max(H_kv/G, 1)/H_kv``, MLA latent not split) ``* kv_len * L * kv_bytes_per_token``.
-    * ``activations`` (estimate, one layer live at a time): ``a * (n_att*(2d + q/k/v width) +
+    * ``activations`` (estimate, one layer live at a time): ``a_act * (n_att*(2d + q/k/v width) +
       n*k*(2d + 2f) + n*2*max(f_dense, n_s*f_s)) + 4*m*V`` with ``n_att`` attention tokens
       (DP ``ceil(B/G)*s``, TP ``B*s``), ``n = ceil(T/G)`` token-parallel tokens (dispatch and
       combine buffers of ``k`` copies, expert intermediates), ``m = ceil(B/G)`` fp32 logits rows.
@@ -90,7 +92,7 @@ def memory_parts(
         spec.num_shared_experts * spec.shared_expert_intermediate_size,
     )
     acts = (
-        a
+        act_bytes(spec)
         * (
             n_att * (2 * d + qkv / (g if tp else 1))
             + n * spec.top_k * (2 * d + 2 * spec.expert_intermediate_size)

@@ -19,6 +19,23 @@ class Op(NamedTuple):
     flops: float | np.ndarray
     bytes: float | np.ndarray
     launches: int = 1
+    dtype: str | None = None  # peak FLOP/s key; None = the caller's default
+
+
+def knee_time(compute_s: np.ndarray, memory_s: np.ndarray, knee: float) -> np.ndarray:
+    """Roofline of a kernel: ``max(c, m)`` for ``knee == 0``, else ``(c**p + m**p)**(1/p)``.
+
+    The p-norm (``p = knee``) rounds the roofline's corner: real kernels near the
+    compute/memory balance point overlap the two imperfectly (H100 grouped GEMM fit, see
+    ``docs/cost_model.md``: ``p = 3.8``, 20% above ``max`` exactly at the knee). Shapes
+    broadcast; 0 where both are 0.
+    """
+    hi = np.maximum(compute_s, memory_s)
+    if not knee:
+        return hi
+    lo = np.minimum(compute_s, memory_s)
+    ratio = np.divide(lo, hi, out=np.zeros(np.shape(hi)), where=hi > 0)
+    return hi * (1.0 + ratio**knee) ** (1.0 / knee)
 
 
 def op_time(
@@ -30,8 +47,9 @@ def op_time(
 ) -> np.ndarray:
     """Roofline time of an op, seconds, broadcast over ``flops``, ``bytes_`` and ``launches``.
 
-    ``t = max(flops / (peak[dtype] * compute_efficiency), bytes / (hbm_bandwidth *
-    memory_efficiency)) + launches * launch_overhead_s``; an op with ``flops == bytes == 0`` is
+    ``t = knee_time(flops / (peak[dtype] * compute_efficiency), bytes / (hbm_bandwidth *
+    memory_efficiency), gpu.roofline_knee) + launches * launch_overhead_s`` (``knee_time`` is the
+    max for a sharp roofline); an op with ``flops == bytes == 0`` is
     not launched and costs exactly 0 s (an expert slot or GPU with no tokens runs no kernel).
 
     Args:
@@ -55,12 +73,14 @@ def op_time(
     compute_s = flops / (gpu.flops_for(dtype) * gpu.compute_efficiency)
     memory_s = bytes_ / (gpu.hbm_bandwidth * gpu.memory_efficiency)
     busy = (flops > 0) | (bytes_ > 0)
-    return np.maximum(compute_s, memory_s) + np.where(busy, launches * gpu.launch_overhead_s, 0.0)
+    t = knee_time(compute_s, memory_s, gpu.roofline_knee)
+    return t + np.where(busy, launches * gpu.launch_overhead_s, 0.0)
 
 
 def ops_time(ops: list[Op], gpu: GPUProfile, dtype: str = "bf16") -> np.ndarray:
-    """Sum of ``op_time`` over ``ops`` run one after another, seconds (broadcast shape)."""
+    """Sum of ``op_time`` over ``ops`` run one after another, seconds (broadcast shape); an op's
+    own ``dtype`` overrides ``dtype``."""
     total = np.zeros(())
     for op in ops:
-        total = total + op_time(op.flops, op.bytes, gpu, dtype, op.launches)
+        total = total + op_time(op.flops, op.bytes, gpu, op.dtype or dtype, op.launches)
     return total

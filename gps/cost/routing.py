@@ -37,10 +37,15 @@ def traffic_from_slot_tokens(slot_tokens: np.ndarray, spec: MoEModelSpec) -> np.
 def uniform_slot_tokens(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> np.ndarray:
     """``[L_moe, G, R]`` token copies per slot for perfectly uniform routing, static placement.
 
-    Each routed expert receives ``T*k/E`` token copies (``T = workload.tokens_per_step``).
-    ``E >= G``: contiguous placement, ``R = ceil(E/G)``, GPU ``g`` holds experts
-    ``g*R .. g*R+R-1`` (slots past ``E`` stay empty). ``E < G``: ``R = 1``, GPU ``g`` holds a
-    replica of expert ``floor(g*E/G)`` and the expert's tokens are split evenly over its replicas.
+    Each routed expert receives ``T*k/E`` token copies on average (``T =
+    workload.tokens_per_step``). ``E >= G``: contiguous placement, ``R = ceil(E/G)``, GPU ``g``
+    holds experts ``g*R .. g*R+R-1`` (slots past ``E`` stay empty). Small decode batches do not
+    touch every expert: an expert is idle with probability ``(1 - k/E)**T`` (each token picks
+    ``k`` distinct experts uniformly), so a GPU with ``R_g`` experts has
+    ``b_g = R_g * (1 - (1 - k/E)**T)`` busy experts in expectation; its ``R_g*T*k/E`` copies are
+    spread evenly over ``max(1, round(b_g))`` slots, the rest stay empty (their weights are not
+    read). For large ``T``, ``b_g = R_g``. ``E < G``: ``R = 1``, GPU ``g`` holds a replica of
+    expert ``floor(g*E/G)`` and the expert's tokens are split evenly over its replicas.
     """
     e, g = spec.num_experts, cluster.num_gpus
     if e < 1 or spec.top_k < 1:
@@ -48,8 +53,12 @@ def uniform_slot_tokens(spec: MoEModelSpec, cluster: Cluster, workload: Workload
     per_expert = workload.tokens_per_step * spec.top_k / e
     if e >= g:
         r = -(-e // g)
-        expert = np.arange(g * r).reshape(g, r)
-        layer = np.where(expert < e, per_expert, 0.0)
+        held = np.clip(e - np.arange(g) * r, 0, r)  # real experts per GPU
+        busy = held * -np.expm1(workload.tokens_per_step * np.log1p(-spec.top_k / e))
+        busy = np.where(held > 0, np.maximum(np.rint(busy), 1), 0)
+        slot = np.arange(r)[None, :]
+        share = np.divide(held * per_expert, busy, out=np.zeros(g), where=busy > 0)
+        layer = np.where(slot < busy[:, None], share[:, None], 0.0)
     else:
         expert = (np.arange(g) * e) // g
         replicas = np.bincount(expert, minlength=e)

@@ -1,0 +1,216 @@
+"""Hybrid parallel layouts of one MoE layer: expert parallelism x expert tensor parallelism.
+
+A layout (``ParallelConfig``, config group ``conf/parallel/``) splits the cluster's ``G`` GPUs
+into ``rep = G / (ep * tp)`` replicated expert-parallel groups. Inside a group, the ``E``
+experts are spread over ``ep`` ranks (contiguous, ``ceil(E/ep)`` per rank) and every rank is
+``tp`` GPUs, each holding a ``1/tp`` slice of its experts' SwiGLU width (column-parallel
+gate/up, row-parallel down: a token's partial outputs are summed on the way back). Attention is
+data parallel over all ``G`` GPUs (``attention: dp``) or tensor parallel over each group's
+``ep*tp`` GPUs (``attention: tp``: heads split, an all-reduce of the block output, then each GPU
+keeps ``1/(ep*tp)`` of the tokens, sequence-parallel style). Either way every GPU then sources
+``T/G`` tokens; each copy bound for a rank goes to all ``tp`` GPUs of that rank (dispatch) and
+comes back as ``tp`` partial sums (combine), priced by ``workload.alltoall`` on the group.
+``ep = G, tp = 1`` is pure expert parallelism, which ``batch_cost`` prices without a layout.
+
+Layouts are priced with uniform routing (``routing.uniform_slot_tokens`` on the group's ranks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from gps.cost._common import element_bytes
+from gps.cost.routing import uniform_slot_tokens
+from gps.hardware import Cluster
+from gps.model import MoEModelSpec
+from gps.workload import ATTENTION_PARALLEL, Workload
+
+
+@dataclass
+class ParallelConfig:
+    """One parallel layout (Hydra group ``parallel``; ``conf/parallel/*.yaml``).
+
+    Attributes:
+        name: label, e.g. ``ep4_tp2``.
+        ep: expert-parallel degree (ranks per group); ``0`` = all GPUs (pure EP, ``tp`` 1).
+        tp: expert tensor-parallel degree (GPUs per rank, each with ``1/tp`` of the width).
+        attention: ``dp`` or ``tp`` (see the module docstring); ``None`` = the workload's
+            ``attention_parallel``.
+    """
+
+    name: str = "ep"
+    ep: int = 0
+    tp: int = 1
+    attention: str | None = None
+
+
+class LayoutError(ValueError):
+    """A parallel layout does not fit the model or cluster; the message names the field."""
+
+
+def resolve_layout(
+    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> tuple[int, int, str]:
+    """``(ep, tp, attention)`` of ``parallel`` on this model and cluster, validated.
+
+    Raises:
+        LayoutError: naming ``parallel.ep``, ``parallel.tp`` or ``parallel.attention``: a
+            degree below 1, ``ep*tp`` not dividing the GPUs, ``tp`` not dividing the expert
+            width, or (tensor-parallel attention) the group not dividing the attention heads.
+    """
+    g = cluster.num_gpus
+    tp = parallel.tp
+    ep = parallel.ep or g // max(tp, 1)
+    attention = parallel.attention or workload.attention_parallel
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise LayoutError(f"parallel.tp={parallel.tp!r}: expected an integer >= 1")
+    if isinstance(ep, bool) or not isinstance(ep, int) or ep < 1:
+        raise LayoutError(f"parallel.ep={parallel.ep!r}: expected an integer >= 0 (0 = all GPUs)")
+    if g % (ep * tp):
+        raise LayoutError(
+            f"parallel.ep={ep}: ep*tp = {ep}*{tp} = {ep * tp} does not divide the {g} GPUs of "
+            f"cluster {cluster.name!r}"
+        )
+    f = spec.expert_intermediate_size
+    if f % tp:
+        raise LayoutError(
+            f"parallel.tp={tp} does not divide expert_intermediate_size={f} of {spec.name!r}"
+        )
+    if attention not in ATTENTION_PARALLEL:
+        raise LayoutError(f"parallel.attention={attention!r}: expected one of {ATTENTION_PARALLEL}")
+    heads = spec.attention.num_heads
+    if attention == "tp" and heads % (ep * tp):
+        raise LayoutError(
+            f"parallel.tp={tp}: tensor-parallel attention over ep*tp = {ep * tp} GPUs does not "
+            f"divide num_heads={heads} of {spec.name!r}"
+        )
+    return ep, tp, attention
+
+
+def group_cluster(cluster: Cluster, size: int, name: str) -> Cluster:
+    """The first ``size`` GPUs of ``cluster`` as a cluster of their own (same profiles)."""
+    gpn = min(cluster.gpus_per_node, size)
+    nodes = max(size // cluster.gpus_per_node, 1)
+    return replace(cluster, name=f"{cluster.name}/{name}", num_nodes=nodes, gpus_per_node=gpn,
+                   inter_link=cluster.inter_link if nodes > 1 else None)  # fmt: skip
+
+
+def layout_inputs(
+    spec: MoEModelSpec, cluster: Cluster, workload: Workload, ep: int, tp: int
+) -> tuple[MoEModelSpec, Cluster, np.ndarray, np.ndarray, tuple[float, float]]:
+    """What ``moe_layer_times`` prices for one expert-parallel group of a layout.
+
+    Returns:
+        ``(spec_tp, group, slot_tokens [L_moe, ep*tp, R], traffic [L_moe, ep*tp, ep*tp],
+        dedup)``: the model with ``1/tp`` of the expert width; the group's ``ep*tp`` GPUs
+        (rank ``r`` = GPUs ``r*tp .. r*tp+tp-1``); every GPU of a rank holding that rank's
+        uniform-routing slots (tokens of the group: ``T/rep``); dispatch bytes per copy, GPU
+        ``i`` sending ``n_r / (ep*tp)`` copies to every other GPU ``j`` of rank ``r`` (``n_r``
+        the rank's copies; all ``tp`` GPUs of a rank, its own rank's peers included); and
+        the de-duplication factors over ranks (``expected_distinct_bins(E, k, ep)/k``) and
+        the group's nodes.
+    """
+    from gps.cost.comm import dedup_factors
+
+    g, size = cluster.num_gpus, ep * tp
+    rep = g // size
+    spec_tp = replace(spec, expert_intermediate_size=spec.expert_intermediate_size // tp)
+    ranks = group_cluster(cluster, ep, "ranks") if tp == 1 else replace(
+        cluster, num_nodes=1, gpus_per_node=ep, inter_link=None
+    )  # fmt: skip
+    rank_slots = uniform_slot_tokens(spec, ranks, workload) / rep  # [L, ep, R]
+    slots = np.repeat(rank_slots, tp, axis=1)
+    group = group_cluster(cluster, size, f"ep{ep}_tp{tp}")
+    per_rank = rank_slots.sum(axis=-1) * (spec.hidden_size * element_bytes(spec) / size)
+    per_gpu = np.repeat(per_rank, tp, axis=1)  # [L, size]: bytes each source sends GPU j
+    traffic = per_gpu[:, None, :] * (1.0 - np.eye(size))
+    rank_nodes = replace(cluster, num_nodes=group.num_nodes,
+                         gpus_per_node=max(ep // group.num_nodes, 1))  # fmt: skip
+    return spec_tp, group, slots, traffic, dedup_factors(spec, rank_nodes)
+
+
+def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, ep: int,
+                     tp: int, attention: str) -> dict[str, float]:  # fmt: skip
+    """``attention``, ``gate`` and ``shared`` seconds of one MoE layer under a layout.
+
+    Gate and shared experts run data parallel on every GPU's ``T/G`` tokens; attention is
+    ``attention_time`` on all GPUs (``dp``) or on one group of ``ep*tp`` GPUs running its
+    ``B/rep`` sequences with heads split (``tp``; ``B`` must divide by ``rep``).
+    """
+    from gps.cost.attention import attention_time
+    from gps.cost.layer import gate_ops, shared_expert_op
+    from gps.cost.roofline import ops_time
+
+    g = cluster.num_gpus
+    rep = g // (ep * tp)
+    if attention == "dp":
+        att = attention_time(spec, cluster, replace(workload, attention_parallel="dp"))
+    else:
+        if workload.batch_size % rep:
+            raise LayoutError(
+                f"workload.batch_size={workload.batch_size}: tensor-parallel attention over "
+                f"{rep} replicated groups needs a batch divisible by {rep}"
+            )
+        group = group_cluster(cluster, ep * tp, "attention")
+        wl = replace(workload, batch_size=workload.batch_size // rep, attention_parallel="tp")
+        att = attention_time(spec, group, wl)
+    return {
+        "attention": att,
+        "gate": float(ops_time(gate_ops(spec, workload, g), cluster.gpu)),
+        "shared": float(ops_time([shared_expert_op(spec, workload, g)], cluster.gpu)),
+    }
+
+
+PARALLEL_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "parallel"
+
+
+def known_layouts() -> list[ParallelConfig]:
+    """Every layout of ``conf/parallel/*.yaml``, by file name."""
+    out = []
+    for path in sorted(PARALLEL_CONF_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text())
+        unknown = sorted(set(data) - set(ParallelConfig.__dataclass_fields__))
+        if unknown:
+            raise LayoutError(f"{path}: field 'parallel.{unknown[0]}': unknown field")
+        out.append(ParallelConfig(**data))
+    return out
+
+
+def layout_summary(
+    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> dict:
+    """One layout priced with uniform routing: ``name``, ``ep``, ``tp``, ``attention``,
+    ``e2e_time_s``, ``tokens_per_s`` (``None`` and ``error`` when it does not fit)."""
+    from gps.cost.e2e import batch_cost
+
+    row: dict = {"name": parallel.name, "ep": parallel.ep, "tp": parallel.tp}
+    try:
+        ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
+        cost = batch_cost(spec, cluster, workload, parallel=parallel)
+    except LayoutError as exc:
+        return {**row, "attention": parallel.attention, "e2e_time_s": None,
+                "tokens_per_s": None, "error": str(exc)}  # fmt: skip
+    return {**row, "ep": ep, "tp": tp, "attention": attention,
+            "e2e_time_s": float(cost.total_s), "tokens_per_s": float(cost.tokens_per_s),
+            "error": None}  # fmt: skip
+
+
+def compare_layouts(
+    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> dict:
+    """The configured layout and every known one, priced with uniform routing.
+
+    Returns ``{"layout": layout_summary(parallel), "compared": [layout_summary, ...],
+    "best": name of the fastest layout that fits (or None)}``; raises ``LayoutError`` when the
+    configured layout does not fit.
+    """
+    resolve_layout(parallel, spec, cluster, workload)
+    rows = [layout_summary(p, spec, cluster, workload) for p in known_layouts()]
+    fits = [r for r in rows if r["tokens_per_s"] is not None]
+    best = max(fits, key=lambda r: r["tokens_per_s"])["name"] if fits else None
+    return {"layout": layout_summary(parallel, spec, cluster, workload), "compared": rows,
+            "best": best}  # fmt: skip

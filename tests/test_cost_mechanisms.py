@@ -1,0 +1,187 @@
+"""DeepEP-style all-to-all, per-direction dtypes, two-batch overlap, roofline knee, busy experts."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from test_cost_helpers import INTER_BW, INTER_LAT, INTRA_BW, INTRA_LAT, cluster, gpu, gqa_model
+
+from gps.cost.attention import kv_cache_bytes_per_token
+from gps.cost.comm import (
+    DEEPEP_LL_FIXED_S,
+    dedup_factors,
+    expected_distinct_bins,
+    hierarchical_dispatch_bytes,
+    moe_alltoall_times,
+)
+from gps.cost.e2e import batch_cost, two_batch_path
+from gps.cost.roofline import op_time
+from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
+from gps.model import ModelSpecError, TensorDtypes, load_model_spec, spec_from_dict
+from gps.workload import Workload, WorkloadError
+
+MB = 1e6
+# GPUs 0,1 on node 0, 2,3 on node 1 (the hand example of docs/cost_model.md)
+TRAFFIC = np.array([[5, 10, 20, 0], [30, 0, 0, 40], [0, 0, 0, 10], [0, 0, 50, 0]]) * MB
+
+
+def test_token_with_k_experts_on_one_remote_node_crosses_ib_once() -> None:
+    cl = cluster(2, 4)  # 8 GPUs, 2 nodes of 4; expert e on GPU e
+    # token on GPU 1 (node 0, local rank 1) routed to experts 4, 6, 7 (all on node 1)
+    got = hierarchical_dispatch_bytes(np.array([[4, 6, 7]]), np.array([1]), np.arange(8), cl, 100.0)
+    ib_send, ib_recv = got["ib_send"], got["ib_recv"]
+    assert ib_send[1] == 100.0 and ib_send.sum() == 100.0  # once, not three times
+    assert ib_recv[5] == 100.0 and ib_recv.sum() == 100.0  # to local rank 1 of node 1 (GPU 5)
+    # GPU 5 fans it out over NVLink to GPUs 4, 6, 7
+    assert got["nvlink_send"][5] == 300.0 and got["nvlink_send"].sum() == 300.0
+    np.testing.assert_array_equal(got["nvlink_recv"], [0, 0, 0, 0, 100, 0, 100, 100])
+
+
+def test_hierarchical_bytes_local_and_forwarder_targets() -> None:
+    cl = cluster(2, 2)
+    # token on GPU 0: experts on GPU 0 (itself), GPU 1 (own node), GPU 2 (the forwarder: local
+    # rank 0 of node 1) -> one NVLink send inside node 0, one IB transfer, no fan-out
+    got = hierarchical_dispatch_bytes(np.array([[0, 1, 2]]), np.array([0]), np.arange(4), cl, 1.0)
+    np.testing.assert_array_equal(got["ib_send"], [1, 0, 0, 0])
+    np.testing.assert_array_equal(got["ib_recv"], [0, 0, 1, 0])
+    np.testing.assert_array_equal(got["nvlink_send"], [1, 0, 0, 0])
+    np.testing.assert_array_equal(got["nvlink_recv"], [0, 1, 0, 0])
+
+
+def test_expected_distinct_bins_by_enumeration() -> None:
+    for e, k, bins in ((4, 2, 2), (8, 3, 4), (12, 4, 3)):
+        b = e // bins
+        combos = list(itertools.combinations(range(e), k))
+        exact = np.mean([len({x // b for x in c}) for c in combos])
+        assert expected_distinct_bins(e, k, bins) == pytest.approx(exact)
+    assert expected_distinct_bins(4, 2, 2) == pytest.approx(5 / 3)  # 2 * (1 - 2/4 * 1/3)
+    assert expected_distinct_bins(8, 2, 16) == 2.0  # replicas: every expert its own bin
+
+
+def test_dedup_factors_group_limited() -> None:
+    spec = gqa_model(num_experts=16, top_k=4, num_groups=4, topk_groups=2)
+    # 4 nodes = 4 groups, a token reaches 2 of them: 8 candidate experts on 2 nodes
+    gpu_f, node_f = dedup_factors(spec, cluster(4, 2))
+    assert node_f == pytest.approx(expected_distinct_bins(8, 4, 2) / 4)
+    assert gpu_f == pytest.approx(expected_distinct_bins(16, 4, 8) / 4)
+
+
+def test_deepep_normal_hand_computed() -> None:
+    cl = cluster(2, 2)
+    t = TRAFFIC[None]
+    d, c, _, _ = moe_alltoall_times(t, cl, mode="deepep", scales=(1.0, 2.0), dedup=(1.0, 0.5))
+    # inter send/recv per GPU (MB): send [20, 40, 0, 0], recv [0, 0, 20, 40]; x0.5 -> peak 20 MB
+    # intra: send [10, 30, 10, 50] recv [30, 10, 50, 10] + forwarded recv_inter * 1/2
+    #   = [0, 0, 10, 20] -> send [10, 30, 20, 70], recv [30, 10, 60, 30] -> peak 70 MB
+    inter = INTER_LAT + 20 * MB / INTER_BW
+    intra = INTRA_LAT + 70 * MB / INTRA_BW
+    assert d[0] == pytest.approx(max(inter, intra))
+    assert c[0] == pytest.approx(
+        max(INTER_LAT + 40 * MB / INTER_BW, INTRA_LAT + 140 * MB / INTRA_BW)
+    )
+
+
+def test_flat_mode_is_the_old_alltoall_and_combine_scales_with_its_dtype() -> None:
+    cl = cluster(2, 2)
+    d, c, db, _ = moe_alltoall_times(TRAFFIC[None], cl, mode="flat", scales=(1.0, 2.0))
+    assert d[0] == pytest.approx(4.01e-3)  # docs hand example
+    assert db[0] == pytest.approx(1.51e-3)
+    assert c[0] == pytest.approx(INTER_LAT + 80 * MB / INTER_BW)  # bf16 combine of fp8 copies
+
+
+def test_low_latency_fixed_cost_replaces_link_latency() -> None:
+    cl = cluster(2, 2)
+    d, *_ = moe_alltoall_times(TRAFFIC[None], cl, mode="deepep_low_latency")
+    assert d[0] == pytest.approx(DEEPEP_LL_FIXED_S + max(40 * MB / INTER_BW, 50 * MB / INTRA_BW))
+    zero, *_ = moe_alltoall_times(np.zeros((1, 4, 4)), cl, mode="deepep_low_latency")
+    assert zero[0] == 0.0
+
+
+def test_batch_cost_combine_dtype() -> None:
+    spec = gqa_model(dtype="fp8", dtypes=TensorDtypes(combine="bf16"))
+    cl = cluster(1, 2, peak_flops={"bf16": 1e15, "fp8": 2e15})
+    wl = Workload("prefill", 2, 512, alltoall="flat")
+    c = batch_cost(spec, cl, wl)
+    d, cb = c.components["dispatch"][0], c.components["combine"][0]
+    # latency + x/bw vs latency + 2x/bw
+    assert cb - INTRA_LAT == pytest.approx(2 * (d - INTRA_LAT))
+
+
+def test_two_batch_path_hand_computed() -> None:
+    one = np.ones(1)
+    assert two_batch_path(one, one, one, one)[0] == pytest.approx(5.0)  # sequential: 8
+    # communication-bound: D = C = 3, A = B = 1:
+    # a0=1 a1=2 d0=4 d1=7 b0=5 b1=8 f0=max(7,5)+3=10 f1=max(10,8)+3=13
+    assert two_batch_path(one, 3 * one, one, 3 * one)[0] == pytest.approx(13.0)
+
+
+STAGES = arrays(np.float64, (4, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(stages=STAGES)
+def test_two_batch_overlap_between_longest_stage_and_sum(stages):
+    a, d, b, c = stages
+    total = two_batch_path(a, d, b, c).sum()
+    assert total <= 2 * stages.sum() * (1 + 1e-12) + 1e-18  # both micro-batches, serially
+    assert total >= stages.max() * (1 - 1e-12)
+
+
+def test_batch_cost_two_batch_overlap_bounds() -> None:
+    spec, cl = gqa_model(num_experts=8), cluster(2, 2)
+    for wl in (Workload("prefill", 4, 256), Workload("decode", 64, 1, 512)):
+        seq = batch_cost(spec, cl, wl)
+        tbo = batch_cost(spec, cl, replace(wl, overlap="two_batch"))
+        half = batch_cost(spec, cl, replace(wl, batch_size=wl.batch_size // 2))
+        assert float(tbo.total_s) <= 2 * float(half.total_s) - float(half.non_moe_s) + 1e-15
+        assert float(tbo.total_s) >= float(half.total_s) - float(half.non_moe_s)
+        assert float(tbo.balanced_total_s) <= float(tbo.total_s) + 1e-15
+        assert np.all(tbo.components["dispatch"] == seq.components["dispatch"])
+
+
+def test_roofline_knee_in_op_time() -> None:
+    g = gpu(roofline_knee=2.0, launch_overhead_s=0.0)
+    # 5e11 FLOPs at 5e14 = 1 ms; 1e9 B at 1e12 = 1 ms -> sqrt(2) ms
+    assert float(op_time(5e11, 1e9, g)) == pytest.approx(np.sqrt(2) * 1e-3)
+    assert float(op_time(5e11, 0.0, g)) == pytest.approx(1e-3)
+
+
+def test_small_decode_batches_touch_few_experts() -> None:
+    spec = gqa_model(num_experts=64, top_k=2)
+    cl = cluster(1, 4)  # 16 experts per GPU
+    slots = uniform_slot_tokens(spec, cl, Workload("decode", 4, 1, 64))[0]
+    # busy per GPU = 16 * (1 - (1 - 2/64)**4) = 1.88 -> 2 slots, 4*2/4 = 2 copies per GPU
+    np.testing.assert_array_equal((slots > 0).sum(axis=1), [2, 2, 2, 2])
+    np.testing.assert_allclose(slots.sum(axis=1), 2.0)
+    big = uniform_slot_tokens(spec, cl, Workload("prefill", 4, 512))[0]
+    assert (big > 0).all()
+    np.testing.assert_allclose(traffic_from_slot_tokens(slots, spec).sum(), 2 * 3 / 4 * 4 * 2048)
+
+
+def test_deepseek_v3_dtypes_and_fp8_kv_option() -> None:
+    spec = load_model_spec("deepseek_v3")
+    assert spec.dtypes == TensorDtypes("fp8", "bf16", "bf16", "bf16", "fp8", "bf16")
+    assert kv_cache_bytes_per_token(spec) == (512 + 64) * 2
+    fp8_kv = replace(spec, dtypes=replace(spec.dtypes, kv_cache="fp8"))
+    assert kv_cache_bytes_per_token(fp8_kv) == 512 + 64
+
+
+def test_bad_dtypes_and_modes_name_the_field() -> None:
+    base = {"name": "m", "source": "s", "num_layers": 2, "hidden_size": 8, "num_experts": 4,
+            "top_k": 2, "expert_intermediate_size": 8, "vocab_size": 10}  # fmt: skip
+    with pytest.raises(ModelSpecError, match=r"dtypes\.kv_cache"):
+        spec_from_dict({**base, "dtypes": {"kv_cache": "int4"}})
+    with pytest.raises(ModelSpecError, match=r"dtypes\.bogus"):
+        spec_from_dict({**base, "dtypes": {"bogus": "fp8"}})
+    with pytest.raises(ModelSpecError, match="num_groups"):
+        spec_from_dict({**base, "num_groups": 3})
+    with pytest.raises(WorkloadError, match=r"workload\.alltoall"):
+        Workload(alltoall="nccl")
+    with pytest.raises(WorkloadError, match=r"workload\.overlap"):
+        Workload(overlap="three")

@@ -1,0 +1,84 @@
+"""Hybrid parallel layouts (gps/cost/parallel.py): pure EP equality, hand checks, bad layouts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from test_cost_helpers import cluster, gqa_model
+
+from gps.cost.e2e import batch_cost
+from gps.cost.parallel import (
+    LayoutError,
+    ParallelConfig,
+    compare_layouts,
+    known_layouts,
+    resolve_layout,
+)
+from gps.model import load_model_spec
+from gps.profiles import load_cluster_config
+from gps.workload import Workload
+
+WORKLOADS = [
+    Workload("prefill", 4, 256),
+    Workload("decode", 32, 1, 512, alltoall="deepep_low_latency"),
+    Workload("decode", 8, 1, 512, alltoall="flat", overlap="two_batch"),
+]
+
+
+@pytest.mark.parametrize("wl", WORKLOADS)
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_tp1_ep_all_gpus_equals_todays_expert_parallel_result(wl, nodes) -> None:
+    spec = gqa_model(num_experts=8, top_k=2)
+    cl = cluster(nodes, 4)
+    today = batch_cost(spec, cl, wl)
+    layout = batch_cost(spec, cl, wl, parallel=ParallelConfig("ep", ep=cl.num_gpus, tp=1))
+    for name, value in today.components.items():
+        np.testing.assert_allclose(layout.components[name], value, rtol=1e-12, err_msg=name)
+    assert float(layout.total_s) == pytest.approx(float(today.total_s), rel=1e-12)
+    assert float(layout.balanced_total_s) == pytest.approx(float(today.balanced_total_s))
+
+
+def test_tensor_parallel_experts_hand_computed() -> None:
+    # 4 GPUs, TP4, 4 experts of f=2048, top-2, flat all-to-all, prefill 2 x 512 tokens
+    spec, cl = gqa_model(num_experts=4, top_k=2), cluster(1, 4)
+    wl = Workload("prefill", 2, 512, alltoall="flat")
+    c = batch_cost(spec, cl, wl, parallel=ParallelConfig("tp4", ep=1, tp=4, attention="dp"))
+    t = 1024 * 2  # token copies: every GPU runs all of them through 1/4 of the width
+    d, f = 1024, 2048 // 4
+    compute = 6 * d * f * t / 5e14
+    memory = (4 * 3 * d * f * 2 + 2 * (d + f) * t * 2) / 1e12
+    assert float(c.components["experts"][0]) == pytest.approx(max(compute, memory) + 1e-6)
+    # each GPU sends its 256 tokens' 2 copies to each of the 3 others: 2*256*1024*2 B each
+    sent = 3 * 2 * 256 * 1024 * 2
+    assert float(c.components["dispatch"][0]) == pytest.approx(1e-6 + sent / 1e11)
+
+
+def test_replicated_groups_read_more_weights() -> None:
+    spec, cl = gqa_model(num_experts=8, top_k=2), cluster(1, 8)
+    wl = Workload("decode", 64, 1, 512)
+    ep8 = batch_cost(spec, cl, wl, parallel=ParallelConfig("ep8", ep=8))
+    ep4 = batch_cost(spec, cl, wl, parallel=ParallelConfig("ep4", ep=4))  # 2 groups, 2 experts
+    assert np.all(ep4.components["experts"] > 1.5 * ep8.components["experts"])
+
+
+def test_mixtral_three_layouts_priced_and_bad_layouts_named() -> None:
+    spec, cl = load_model_spec("mixtral_8x7b"), load_cluster_config("h100_nvlink")
+    wl = Workload("decode", 64, 1, 2048)
+    names = {p.name: p for p in known_layouts()}
+    assert {"ep", "ep8", "tp8", "ep4_tp2"} <= set(names)
+    out = compare_layouts(names["tp8"], spec, cl, wl)
+    rates = {r["name"]: r["tokens_per_s"] for r in out["compared"]}
+    assert len({rates["ep8"], rates["tp8"], rates["ep4_tp2"]}) == 3
+    assert all(r > 0 for r in rates.values())
+    assert out["best"] in rates
+    with pytest.raises(LayoutError, match=r"parallel\.tp=3 does not divide"):
+        resolve_layout(ParallelConfig("x", ep=1, tp=3), spec, replace(cl, gpus_per_node=3), wl)
+    with pytest.raises(LayoutError, match=r"parallel\.ep=3"):
+        resolve_layout(ParallelConfig("x", ep=3, tp=1), spec, cl, wl)
+    with pytest.raises(LayoutError, match=r"parallel\.tp=2: .*num_heads"):
+        resolve_layout(ParallelConfig("x", ep=3, tp=2, attention="tp"), spec,
+                       replace(cl, gpus_per_node=6), wl)  # fmt: skip
+    with pytest.raises(LayoutError, match="uniform routing"):
+        batch_cost(spec, cl, wl, np.zeros((32, 8, 1)), parallel=names["ep8"])
