@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import Any
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -22,6 +23,7 @@ from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
 from gps.cost.memory import memory_breakdown
+from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
 from gps.profiles import load_cluster
@@ -125,9 +127,25 @@ def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
     return spec, cluster, workload, instantiate(cfg.trace, _convert_="all")
 
 
-def slots_per_gpu(spec: MoEModelSpec, cluster: Cluster, extra: int) -> int:
-    """``R = ceil(E/G) + extra`` expert slots per GPU."""
-    return math.ceil(spec.num_experts / cluster.num_gpus) + extra
+def slots_per_gpu(
+    spec: MoEModelSpec, cluster: Cluster, extra: int, ranks: int | None = None
+) -> int:
+    """``R = ceil(E/ranks) + extra`` expert slots per GPU (``ranks``: expert-parallel ranks,
+    default ``G``)."""
+    return math.ceil(spec.num_experts / (ranks or cluster.num_gpus)) + extra
+
+
+def expert_ranks(
+    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> np.ndarray | None:
+    """``[G]`` expert-parallel rank of every GPU under ``cfg.parallel`` (rank ``(g mod ep*tp)
+    // tp``), or ``None`` for pure expert parallelism over all GPUs (one rank per GPU)."""
+    layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
+    ep, tp, _ = resolve_layout(layout, spec, cluster, workload)
+    g = cluster.num_gpus
+    if ep == g and tp == 1:
+        return None
+    return (np.arange(g) % (ep * tp)) // tp
 
 
 def eval_data(cfg: DictConfig, trace_cfg: Any, spec: MoEModelSpec, workload: Workload) -> EvalData:
@@ -147,11 +165,13 @@ def advise(cfg: DictConfig) -> dict:
 
     check_knobs(cfg)
     s = cfg.strategy
-    slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
+    ranks = expert_ranks(cfg, spec, cluster, workload)
+    n_ranks = None if ranks is None else int(ranks.max()) + 1
+    slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu, n_ranks)
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
     data = eval_data(cfg, trace_cfg, spec, workload)
-    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
+    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap, ranks)
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     jobs = [
         ("no_balancing", lambda: st.no_balancing(ctx)),

@@ -91,13 +91,31 @@ class Context:
     slots_per_gpu: int
     split: str
     migration_overlap: float
+    rank_of_gpu: np.ndarray | None = None
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """``[G]`` expert-parallel rank of every GPU: the ``parallel`` layout's (``(g mod
+        ep*tp) // tp``), or one rank per GPU (pure expert parallelism)."""
+        g = self.cluster.num_gpus
+        return np.arange(g) if self.rank_of_gpu is None else np.asarray(self.rank_of_gpu)
+
+    def on_gpus(self, plan: Plan) -> Plan:
+        """A plan over the expert-parallel ranks (``[L, ranks, R]``) on the ``G`` GPUs: each
+        GPU holds its rank's slots (expert tensor parallelism priced as the rank's ``tp`` GPUs
+        splitting its tokens evenly: the same FLOPs, full expert weights on each)."""
+        if plan.num_gpus == self.cluster.num_gpus and self.rank_of_gpu is None:
+            return plan
+        return Plan(plan.slot_expert[:, self.ranks, :], plan.num_experts, meta=plan.meta)
 
     @property
     def static(self) -> Plan:
-        """Contiguous placement, one copy per expert, the same in every layer."""
+        """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
+        expert on each expert-parallel rank, the same in every layer."""
         d = self.data
-        return static_placement(d.test.num_layers, d.test.num_experts, self.cluster.num_gpus,
-                                self.slots_per_gpu)  # fmt: skip
+        n_ranks = int(self.ranks.max()) + 1
+        return self.on_gpus(static_placement(d.test.num_layers, d.test.num_experts, n_ranks,
+                                             self.slots_per_gpu))  # fmt: skip
 
     def plan(self, load: np.ndarray, previous: Plan | None) -> Plan:
         """Duplication plan for one batch's predicted ``[L, E]`` load."""
@@ -292,27 +310,32 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> R
     then groups mapped to GPUs minimising the worst bandwidth-weighted link
     (``gps.plans.ilp_two_stage``; intra- vs inter-node bandwidth from the cluster).
 
-    With fewer experts than GPUs (``E < G``, e.g. Mixtral's 8 experts on 16 GPUs) one copy per
-    expert would leave GPUs idle; the ILP then places experts on ``E`` groups of ``G/E``
-    consecutive GPUs and every GPU of a group holds its expert, as static placement does.
+    The ILP places experts on the expert-parallel ranks (``Context.ranks``: GPUs under pure
+    EP, the ``parallel`` layout's ``ep`` ranks otherwise), every GPU of a rank holding its
+    slots. With fewer experts than ranks (``E < G``, e.g. Mixtral's 8 experts on 16 GPUs) one
+    copy per expert would leave ranks idle; the ILP then places experts on ``E`` groups of
+    ``G/E`` consecutive ranks and every GPU of a group holds its expert, as static placement
+    does.
 
     Raises:
-        ValueError: ``E < G`` with ``G`` not a multiple of ``E``; ``stages`` not 1 or 2.
+        ValueError: ``E < ranks`` with the ranks not a multiple of ``E``; ``stages`` not 1 or 2.
     """
-    d, g, e = ctx.data, ctx.cluster.num_gpus, ctx.data.test.num_experts
+    d, e = ctx.data, ctx.data.test.num_experts
+    g = int(ctx.ranks.max()) + 1  # expert-parallel ranks (GPUs under pure EP)
     groups = min(g, e)
     if g % groups:
-        raise ValueError(f"ilp: {e} experts on {g} GPUs: G must be a multiple of E when E < G")
+        raise ValueError(f"ilp: {e} experts on {g} ranks: ranks must be a multiple of E when E < G")
+    gpu_group = ctx.ranks // (g // groups)  # [G] ILP group of every GPU
     load = d.train_loads.sum(axis=0)
     trans = transition_counts(np.asarray(d.fit.experts), e)
     if stages == 1:
         res = ilp_placement(load, trans, groups, time_limit_s=time_limit_s, mip_gap=mip_gap)
         name, notes = "ilp_moetuner", {"method": res.method, "gap": res.gap}
     elif stages == 2:
-        cl, width = ctx.cluster, g // groups  # rank j = GPUs j*width .. (j+1)*width-1
-        per_node = max(cl.gpus_per_node // width, 1)
+        cl = ctx.cluster
+        first = np.array([np.flatnonzero(gpu_group == j)[0] for j in range(groups)])
         inter = cl.inter_link.gpu_bandwidth if cl.inter_link is not None else None
-        bw = bandwidth_matrix(groups, per_node, cl.intra_link.gpu_bandwidth, inter)
+        bw = bandwidth_matrix(first // cl.gpus_per_node, cl.intra_link.gpu_bandwidth, inter)
         res = two_stage_placement(load, trans, bw, time_limit_s=time_limit_s, mip_gap=mip_gap)
         name = "ilp_moetuner_2stage"
         gaps = [res.stage1_gap, res.stage2_gap]  # nan: that stage has no MILP bound
@@ -331,8 +354,7 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> R
     static_of = np.broadcast_to(np.arange(e) // -(-e // groups), gpu_of.shape)
     co = [1.0 - placement_cost(a, d.test_loads[0], test_trans, groups, 0.0)[1] / total
           for a in (gpu_of, static_of)]  # fmt: skip
-    if groups < g:  # [L, E, R] -> [L, G, R]: each group's slots on all of its GPUs
-        plan = Plan(np.repeat(plan.slot_expert, g // groups, axis=1), e, meta=plan.meta)
+    plan = Plan(plan.slot_expert[:, gpu_group, :], e, meta=plan.meta)  # each group's GPUs
     n = d.test_loads.shape[0]
     out = replay(ctx, [plan] * n, plan, name, "ilp")
     out.notes = {**notes, "solve_time_s": res.solve_time_s, "message": res.message,

@@ -23,7 +23,11 @@ minimise ``sum_l z_l``. Symmetry break (only when every off-diagonal ``B`` is eq
 are interchangeable): layer 0's group 0 sits on GPU 0.
 
 Both stages run on ``scipy.optimize.milp`` (HiGHS) with a time limit and a relative MIP gap
-(the paper used Gurobi with a 0.025 tolerance). **Fallback rule** (never silent;
+(the paper used Gurobi with a 0.025 tolerance), except that stage 2 with at most ``MAX_DP``
+groups (MoETuner's EP4 settings: 4) is solved exactly by dynamic programming: its objective is
+a sum of costs between consecutive layers' permutations, a shortest path through ``C!`` states
+per layer (``dp-optimal``; HiGHS finds no incumbent for 32 layers of 4 groups in 10 s).
+**Fallback rule** (never silent;
 ``TwoStageResult.stage1_method`` / ``stage2_method`` say which): above ``max_variables`` a
 stage's MILP is not built; when HiGHS stops at its time limit the heuristic also runs and the
 better answer is kept (per layer in stage 1, overall in stage 2). The heuristics:
@@ -55,6 +59,7 @@ from gps.plans.ilp import _to_plan, placement_cost
 from gps.plans.plan import Plan, check_load
 
 MAX_ENUMERATE = 8  # stage-2 heuristic: enumerate every permutation up to this many groups
+MAX_DP = 5  # stage 2 solved exactly by dynamic programming up to this many groups (C! states)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ class TwoStageResult:
         groups: ``[L, E]`` int64 stage-1 group of every expert.
         group_gpu: ``[L, C]`` int64 stage-2 GPU of every group.
         stage1_method / stage2_method: ``"milp-optimal"``, ``"milp-timelimit"`` or
-            ``"heuristic-fallback"``.
+            ``"heuristic-fallback"`` (stage 2 also ``"dp-optimal"``).
         stage1_objective: tokens, ``sum_l sum_c |load_{l,c} - mean_l|``.
         stage1_gap: relative gap to the MILP's dual bound (``nan`` without one).
         stage2_objective: ``sum_l max_{g != h} M_l[g,h] * b_max / B[g,h]`` (token copies).
@@ -101,14 +106,20 @@ class TwoStageResult:
 
 
 def bandwidth_matrix(
-    num_gpus: int, gpus_per_node: int, intra_bandwidth: float, inter_bandwidth: float | None
+    node_of: np.ndarray, intra_bandwidth: float, inter_bandwidth: float | None
 ) -> np.ndarray:
     """``[G, G]`` per-direction bytes/s between expert-parallel ranks: ``intra_bandwidth``
-    inside a node, ``inter_bandwidth`` across nodes (rank ``g`` on node ``g // gpus_per_node``);
-    the diagonal is ``inf`` (nothing crosses a link)."""
-    if num_gpus < 1 or gpus_per_node < 1:
-        raise ValueError(f"num_gpus={num_gpus}, gpus_per_node={gpus_per_node}: must be >= 1")
-    node = np.arange(num_gpus) // gpus_per_node
+    between ranks on one node, ``inter_bandwidth`` across nodes; the diagonal is ``inf``
+    (nothing crosses a link).
+
+    Args:
+        node_of: ``[G]`` node of every rank (e.g. ``np.arange(G) // gpus_per_node``).
+        intra_bandwidth: bytes/s inside a node (``> 0``).
+        inter_bandwidth: bytes/s across nodes (``> 0``; may be ``None`` on one node).
+    """
+    node = np.asarray(node_of)
+    if node.ndim != 1 or node.size < 1:
+        raise ValueError(f"node_of: expected a non-empty [G] array, got shape {node.shape}")
     same = node[:, None] == node[None, :]
     if not same.all() and (inter_bandwidth is None or inter_bandwidth <= 0):
         raise ValueError("inter_bandwidth: needed (> 0) when the ranks span several nodes")
@@ -363,6 +374,26 @@ def _map_heuristic(gtrans: np.ndarray, weight: np.ndarray, deadline: float) -> n
     return out
 
 
+def _map_dp(gtrans: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Exact stage 2 by dynamic programming over the chain of layers: the objective is a sum
+    of costs between consecutive layers' permutations, so ``V_{l+1}(b) = min_a V_l(a) +
+    cost_l(a, b)`` over all ``C!`` permutations ``a``, ``b`` (``C <= MAX_DP``); ``[L, C]``."""
+    nl1, c, _ = gtrans.shape
+    perms = np.array(list(itertools.permutations(range(c))))  # [P, C]: GPU of each group
+    wp = weight[perms[:, None, :, None], perms[None, :, None, :]]  # [P, P, C, C]
+    value = np.zeros(perms.shape[0])
+    back = np.zeros((nl1, perms.shape[0]), dtype=np.int64)
+    for layer in range(nl1):
+        total = value[:, None] + (gtrans[layer][None, None] * wp).max(axis=(2, 3))
+        back[layer] = np.argmin(total, axis=0)
+        value = total[back[layer], np.arange(perms.shape[0])]
+    idx = np.zeros(nl1 + 1, dtype=np.int64)
+    idx[-1] = int(np.argmin(value))
+    for layer in range(nl1 - 1, -1, -1):
+        idx[layer] = back[layer, idx[layer + 1]]
+    return perms[idx]
+
+
 def _map_milp(gtrans: np.ndarray, weight: np.ndarray, time_limit_s: float, mip_gap: float):
     """Stage-2 MILP (module docstring); ``(group_gpu [L, C] or None, dual bound, status,
     message)``."""
@@ -460,6 +491,7 @@ def map_groups(
     time_limit_s: float = 10.0,
     mip_gap: float = 1e-4,
     max_variables: int = 500_000,
+    exact: str = "auto",
 ) -> tuple[np.ndarray, str, float, str]:
     """Stage 2: ``(group_gpu [L, C], method, gap, message)`` (module docstring).
 
@@ -467,6 +499,8 @@ def map_groups(
         gtrans: ``[L-1, C, C]`` group transition tokens (``group_transitions``).
         bandwidth: ``[G, G]`` bytes/s per direction (``bandwidth_matrix``); ``G = C``.
         time_limit_s, mip_gap, max_variables: as ``group_experts``.
+        exact: ``"auto"``: dynamic programming (``dp-optimal``) when ``C <= MAX_DP``, else the
+            MILP; ``"dp"`` or ``"milp"`` to force one.
     """
     gtrans = np.asarray(gtrans, dtype=float)
     if gtrans.ndim != 3 or gtrans.shape[1] != gtrans.shape[2]:
@@ -479,6 +513,13 @@ def map_groups(
         raise ValueError(f"bandwidth: {weight.shape[0]} GPUs for {c} groups (need one per GPU)")
     if nl1 == 0 or c == 1:
         return np.tile(np.arange(c), (nl1 + 1, 1)), "milp-optimal", 0.0, "stage 2: trivial"
+    if exact not in ("auto", "dp", "milp"):
+        raise ValueError(f"exact: {exact!r}, expected auto, dp or milp")
+    if exact == "dp" or (exact == "auto" and c <= MAX_DP):
+        if c > MAX_DP:
+            raise ValueError(f"exact='dp': {c} groups, at most MAX_DP = {MAX_DP}")
+        out = _map_dp(gtrans, weight)
+        return out, "dp-optimal", 0.0, f"stage 2: dynamic programming over {c}! permutations"
     n_vars = (nl1 + 1) * c * c + nl1 * c**4 + nl1
     out, bound, status, msg = None, None, None, ""
     if n_vars > max_variables:
@@ -515,6 +556,7 @@ def two_stage_placement(
     time_limit_s: float = 20.0,
     mip_gap: float = 1e-4,
     max_variables: int = 500_000,
+    exact: str = "auto",
 ) -> TwoStageResult:
     """MoETuner's two-stage placement: group each layer's experts (stage 1), then map the groups
     to GPUs (stage 2); each stage gets half of ``time_limit_s``.
@@ -527,6 +569,7 @@ def two_stage_placement(
         time_limit_s: HiGHS time limit of both stages together.
         mip_gap: relative MIP gap at which HiGHS stops (the paper: Gurobi at 0.025).
         max_variables: per stage, above this the MILP is not built (heuristic fallback).
+        exact: stage 2's exact method (``map_groups``).
 
     Returns:
         ``TwoStageResult`` (``stage*_method`` and ``message`` say what was proven).
@@ -550,8 +593,9 @@ def two_stage_placement(
     )
     gtrans = group_transitions(c, groups, g)
     group_gpu, m2, gap2, msg2 = map_groups(
-        gtrans, bandwidth, time_limit_s=half, mip_gap=mip_gap, max_variables=max_variables
-    )
+        gtrans, bandwidth, time_limit_s=half, mip_gap=mip_gap, max_variables=max_variables,
+        exact=exact,
+    )  # fmt: skip
     assign = np.take_along_axis(group_gpu, groups, axis=1)  # [L, E] GPU of every expert
     r = -(-e // g)
     max_load, traffic, _ = placement_cost(assign, load, c, g, 0.0)
