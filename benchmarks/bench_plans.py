@@ -68,18 +68,26 @@ def preset_trace(name: str, tokens: int, seed: int = 0):
     return generate_from_preset(name, seed=seed, num_tokens=tokens)
 
 
-def median_time(fn, runs: int) -> float:
+def timings(fn, runs: int) -> list[float]:
+    """Wall seconds of ``runs`` calls of ``fn`` after one warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def spread_ms(times: list[float]) -> str:
+    """``median ms (min-max)``."""
+    return (f"{statistics.median(times) * 1e3:.1f} ms ({min(times) * 1e3:.1f}-"
+            f"{max(times) * 1e3:.1f})")  # fmt: skip
 
 
 def bench_planner_time(runs: int) -> None:
-    print("\n## 1. Planner time, 256 experts x 64 GPUs x 61 layers, R = 5 (median of", runs, ")")
+    print("\n## 1. Planner time, 256 experts x 64 GPUs x 61 layers, R = 5: median (min-max) of",
+          runs, "runs")  # fmt: skip
     print("| load | greedy + LPT | full planner (5 candidates + refine) | node-aware (8x8) |")
     print("| --- | --- | --- | --- |")
     for a in (0.3, 1.0):
@@ -88,10 +96,10 @@ def bench_planner_time(runs: int) -> None:
         def greedy(load=load):
             return pack_balanced(load, replicate_greedy(load, 320, max_replicas=64), 64, 5)
 
-        t_greedy = median_time(greedy, runs)
-        t_full = median_time(lambda load=load: plan_duplication(load, 64, 5), runs)
-        t_node = median_time(lambda load=load: plan_duplication_node_aware(load, 64, 5, 8), runs)
-        times = " | ".join(f"{x * 1e3:.1f} ms" for x in (t_greedy, t_full, t_node))
+        t_greedy = timings(greedy, runs)
+        t_full = timings(lambda load=load: plan_duplication(load, 64, 5), runs)
+        t_node = timings(lambda load=load: plan_duplication_node_aware(load, 64, 5, 8), runs)
+        times = " | ".join(spread_ms(x) for x in (t_greedy, t_full, t_node))
         print(f"| Zipf a={a} | {times} |")
 
 

@@ -6,8 +6,8 @@
 * Distribution-Only predictors: per-batch loads (``batch_loads``) of the same split, train
   batches then test batches; each test batch forecast one batch ahead.
 * Horizon errors ("Prediction Is All MoE Needs" metric): load series preset
-  ``training_gpt_350m_like``, fit on the first half, proportion MAE at ``t + h`` for
-  ``h = 1, 10, 100, 1000``.
+  ``training_gpt_350m_like`` (one record every 10 training steps), fit on the first half,
+  proportion MAE at ``t + h`` for ``h = 10, 100, 1000, 2000`` training steps.
 
 Overhead is priced per batch of ``--batch-size`` tokens on the H100 SXM5 profile with
 ``gps.cost.roofline.op_time`` (what ``predictors.price`` does). Wall times are measured on
@@ -37,15 +37,18 @@ from predictors import (
     evaluate_token_predictor,
     format_table,
     horizon_errors,
+    record_interval,
+    steps_to_records,
 )
 
-HORIZONS = (1, 10, 100, 1000)
+HORIZONS = (10, 100, 1000, 2000)  # training steps
+WINDOW_STEPS = 1000  # the long sliding window, in training steps
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=None, help="token trace size (preset's)")
-    parser.add_argument("--steps", type=int, default=None, help="load series steps (preset's)")
+    parser.add_argument("--steps", type=int, default=None, help="load series records (preset's)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the records here")
@@ -93,17 +96,20 @@ def main() -> None:
     t0 = time.perf_counter()
     series = generate_from_preset("training_gpt_350m_like", seed=args.seed, num_tokens=args.steps)
     s, layers, e = series.counts.shape
+    every = record_interval(series)
     print(
-        f"\ntraining_gpt_350m_like: {s} steps, L={layers}, E={e} (generated in "
-        f"{time.perf_counter() - t0:.1f} s); fit on the first {s // 2} steps, proportion MAE "
-        f"at t+h over the remaining {s - s // 2}\n"
+        f"\ntraining_gpt_350m_like: {s} records, one every {every} training steps ({s * every:,} "
+        f"steps), L={layers}, E={e} (generated in {time.perf_counter() - t0:.1f} s); fit on the "
+        f"first {s // 2} records, proportion MAE at t+h (h in training steps) over the "
+        f"remaining {s - s // 2}\n"
     )
     print("| predictor | " + " | ".join(f"h={h}" for h in HORIZONS) + " | seconds |")
     print("| --- | " + " | ".join("---:" for _ in HORIZONS) + " | ---: |")
     horizon_rows = {}
     candidates = [(n, c()) for n, c in DISTRIBUTION_PREDICTORS.items() if c.input_kind == "loads"]
-    # the paper's calibration reference: a 1,000-step sliding window
-    candidates.append(("window_mean(window=1000)", WindowMeanPredictor(window=1000)))
+    # a 1,000-step sliding window (window counts records)
+    window = steps_to_records(WINDOW_STEPS, every, "window")
+    candidates.append((f"window_mean({WINDOW_STEPS:,} steps)", WindowMeanPredictor(window=window)))
     for name, model in candidates:
         t0 = time.perf_counter()
         errs = horizon_errors(series, model, HORIZONS)

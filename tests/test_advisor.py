@@ -3,6 +3,7 @@ re-plan rate, paper figures, and results.json against its documented schema."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -21,8 +22,9 @@ from gps.app import CONF_DIR, run
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
 from gps.report.sweep import find_runs
-from gps.traces.synthetic import load_preset
+from gps.traces.synthetic import generate_load_series, load_preset
 from gps.workload import Workload
+from predictors import LastBatchPredictor, horizon_errors
 
 DOCS = Path(__file__).parents[1] / "docs" / "results.md"
 TINY = ["workload.seq_len=256", "evaluation.train_batches=3", "evaluation.test_batches=2",
@@ -62,17 +64,77 @@ def test_seed_changes_the_trace() -> None:
     assert not np.array_equal(a.test_loads, b.test_loads)
 
 
+def _documented() -> tuple[set[str], set[str], dict[str, str]]:
+    """Keys of docs/results.md: top-level table, strategy-entry table, and each top-level
+    key's 'what' cell."""
+    text = DOCS.read_text()
+    top, entry = text.split("## A strategy entry", 1)
+    entry = entry.split("\n## ", 1)[0]
+
+    def rows(part: str) -> list[tuple[str, str]]:
+        found = re.findall(r"^\| ([^|]+) \| (.+) \|$", part, flags=re.M)
+        return [(k, w) for k, w in found if k.strip() not in ("key", "---")]
+
+    def keys(part: str) -> set[str]:
+        return {k for cell, _ in rows(part) for k in re.findall(r"`([a-z0-9_]+)`", cell)}
+
+    what = {re.findall(r"`([a-z0-9_]+)`", k)[0]: w for k, w in rows(top)}
+    return keys(top), keys(entry), what
+
+
+def _check_nested(results: dict, what: dict[str, str]) -> None:
+    for key in ("setup", "recommendation", "forecast"):
+        if isinstance(results.get(key), dict):
+            names = re.findall(r"`([a-z0-9_]+)(?:\[i\]\.([a-z0-9_]+))?[^`]*`", what[key])
+            documented = {n for pair in names for n in pair if n}  # `rows[i].mae`: rows, mae
+            emitted = set(results[key])
+            for row in results[key].get("rows", []):
+                emitted |= set(row)
+            assert emitted <= documented, (key, emitted - documented)
+
+
 def test_decode_run_and_documented_schema(tmp_path: Path) -> None:
     run(_cfg(*TINY, "workload=decode", "workload.batch_size=8"), tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["command"] is None  # composed outside the gps command
-    first_cells = re.findall(r"^\| ([^|]+) \|", DOCS.read_text(), flags=re.M)
-    documented = {k for cell in first_cells for k in re.findall(r"`([a-z0-9_]+)`", cell)}
-    assert set(results) <= documented, set(results) - documented
-    for entry in results["strategies"]:
-        assert set(entry) <= documented, set(entry) - documented
+    top, entry, what = _documented()
+    # both ways: every documented key is emitted, every emitted key documented
+    # (`forecast` only in load-series runs: test_forecast_run_counts_training_steps)
+    assert set(results) == top - {"forecast"}, set(results) ^ (top - {"forecast"})
+    for s in results["strategies"]:
+        assert set(s) == entry, (s["name"], set(s) ^ entry)
+    _check_nested(results, what)
     names = {s["name"]: s for s in results["strategies"]}
-    assert names["oracle"]["speedup_vs_baseline"] >= 0.99  # static placement is a candidate
+    # TODO(issue 11): make this exact (>= 1.0) once duplication makes oracle >= no_balancing
+    # hold by construction; today the oracle may keep a replicated start plan that is slower
+    # than static placement on a held-out batch.
+    assert names["oracle"]["speedup_vs_baseline"] >= 0.99
+
+
+def test_forecast_run_counts_training_steps(tmp_path: Path) -> None:
+    """The training preset records every 10 steps: horizons and windows come out in steps."""
+    run(_cfg("+experiment=load_forecast_training", "trace.num_steps=400",
+             "predictor.distribution=[last_batch,window_mean]", "report=minimal",
+             "predictor.params.window_mean.window=10",
+             "evaluation.horizons=[10,100,1000,2000]"), tmp_path)  # fmt: skip
+    results = json.loads((tmp_path / "results.json").read_text())
+    top, _, what = _documented()
+    assert set(results) == top, set(results) ^ top
+    _check_nested(results, what)
+    fc = results["forecast"]
+    assert fc["record_interval_steps"] == 10
+    assert fc["horizons_steps"] == [10, 100, 1000, 2000] and fc["horizons"] == [1, 10, 100, 200]
+    assert results["setup"]["steps"] == 4000 and results["setup"]["records"] == 400
+    rows = {r["predictor"]: r for r in fc["rows"]}
+    assert rows["window_mean"]["window_steps"] == 100 and rows["last_batch"]["window_steps"] is None
+    series = generate_load_series(dataclasses.replace(load_preset("training_gpt_350m_like"),
+                                                      num_steps=400, seed=0))  # fmt: skip
+    at_1000 = horizon_errors(series, LastBatchPredictor(), (1000,))[1000]
+    assert rows["last_batch"]["mae"][2] == pytest.approx(at_1000)  # 100 records ahead
+    assert "at 1,000 steps" in results["paper"]["ours"]
+    with pytest.raises(ValueError, match=r"evaluation\.horizons=15"):
+        run(_cfg("+experiment=load_forecast_training", "trace.num_steps=50",
+                 "evaluation.horizons=[15]"), tmp_path / "bad")  # fmt: skip
 
 
 def test_eplb_replans_at_its_interval() -> None:
@@ -88,7 +150,8 @@ def test_eplb_replans_at_its_interval() -> None:
 def _entry(name: str, family: str, speedup: float, changed: float = 0.0, **kw) -> dict:
     return {"name": name, "family": family, "speedup_vs_baseline": speedup, "synthetic": False,
             "e2e_time_s": 1.0 / speedup, "balanced_time_s": 0.5, "dropped_token_fraction": changed,
-            "rerouted_token_fraction": 0.0, "overhead": None, **kw}  # fmt: skip
+            "rerouted_token_fraction": 0.0, "overhead": None, "migration_bytes_per_step": 0.0,
+            **kw}  # fmt: skip
 
 
 def test_recommend_excludes_oracle_whatif_and_lossy_rules() -> None:
@@ -110,13 +173,36 @@ def test_recommend_breaks_near_ties_towards_the_simplest() -> None:
     assert recommend([base, lossy, costly], base)["strategy"] == "no_balancing"
 
 
+def test_recommend_reports_a_tie_and_why() -> None:
+    base = _entry("no_balancing", "baseline", 1.0)
+    same = [_entry(f"distribution:{n}", "distribution", 1.19) for n in ("ewma", "last_batch")]
+    slower = _entry("token:mlp", "token", 1.188, overhead={"seconds_per_batch": 1e-4})
+    entries = [base, *same, slower, _entry("oracle", "oracle", 1.19),
+               _entry("eplb_every_4", "periodic", 1.1, migration_bytes_per_step=1e9)]  # fmt: skip
+    rec = recommend(entries, base)
+    tie = rec["tie"]
+    assert tie["strategies"][:2] == ["distribution:ewma", "distribution:last_batch"]
+    assert set(tie["strategies"]) == {"distribution:ewma", "distribution:last_batch", "token:mlp"}
+    assert not tie["same_step_time"] and not tie["moved_weights"] and tie["oracle_tied"]
+    assert "**Tie:** 3 strategies" in rec["text"] and "None of them copied" in rec["text"]
+    assert "oracle" in tie["text"] and "differ by at most 0.17% (predictor overhead)" in tie["text"]
+    # one re-planned: no claim that they kept the start plan; the oracle pulls ahead
+    moved = [_entry("distribution:ewma", "distribution", 1.19, migration_bytes_per_step=1.0),
+             _entry("distribution:last_batch", "distribution", 1.19)]  # fmt: skip
+    tie = recommend([base, *moved, _entry("oracle", "oracle", 1.5)], base)["tie"]
+    assert tie["same_step_time"] and tie["moved_weights"] and not tie["oracle_tied"]
+    assert "None of them" not in tie["text"] and "tie-break" in tie["text"]
+    # a clear winner: no tie
+    assert recommend([base, _entry("distribution:ewma", "distribution", 1.2)], base)["tie"] is None
+
+
 def test_paper_figures() -> None:
     results = {"strategies": [
         _entry("no_balancing", "baseline", 1.0), _entry("distribution:ewma", "distribution", 1.2),
         _entry("token:mlp", "token", 1.0), _entry("ilp_moetuner", "ilp", 1.05),
         _entry("capacity_drop@1", "capacity", 1.5, changed=0.02),
     ]}  # fmt: skip
-    results["forecast"] = {"horizons": [1000, 2000],
+    results["forecast"] = {"horizons": [100, 200], "horizons_steps": [1000, 2000],
                            "rows": [{"predictor": "ewma", "mae": [0.013, None]}]}  # fmt: skip
 
     class Paper:
@@ -132,7 +218,7 @@ def test_paper_figures() -> None:
     assert "1.500x" in figure("speedup:capacity") and "2.00% of token copies dropped" in figure(
         "speedup:capacity"
     )
-    assert "1.30% at 1000 steps" in figure("forecast") and "n/a at 2000" in figure("forecast")
+    assert "1.30% at 1,000 steps" in figure("forecast") and "n/a at 2,000" in figure("forecast")
     with pytest.raises(ValueError, match=r"paper\.metric"):
         figure("nonsense")
 

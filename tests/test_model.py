@@ -131,3 +131,18 @@ def test_spec_from_dict_round_trip():
     spec = load_model_spec("deepseek_v3")
     again = spec_from_dict(yaml.safe_load((MODEL_CONF_DIR / "deepseek_v3.yaml").read_text()))
     assert again == spec and spec.attention.q_lora_rank == 1536
+
+
+def test_docs_parameter_table_is_the_scripts_output(capsys):
+    """docs/models.md's table is what benchmarks/model_table.py prints today."""
+    import importlib.util
+
+    root = Path(__file__).parents[1]
+    spec = importlib.util.spec_from_file_location("model_table", root / "benchmarks/model_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main()
+    printed = capsys.readouterr().out.strip().splitlines()
+    doc = (root / "docs" / "models.md").read_text().splitlines()
+    start = doc.index(printed[0])
+    assert doc[start : start + len(printed)] == printed

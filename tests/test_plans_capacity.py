@@ -53,6 +53,7 @@ def test_reroute_moves_overflow_to_expert_with_room():
     res = capacity_reroute(ids, 1.0, scores=scores, num_experts=2)
     assert res.experts[:, 0, 0].tolist() == [0, 1, 1, 0]
     assert res.rerouted.tolist() == [1 * 2]
+    assert res.rerouted_fraction.tolist() == [0.5]  # 2 of 4 routed copies
     assert res.dropped.tolist() == [0]
     assert res.mean_reroute_rank.tolist() == [2.0]  # k + 1: first fallback expert
 

@@ -49,6 +49,7 @@ def test_static_contiguous_and_round_robin():
     assert rr.slot_expert[0].tolist() == [[0, 3], [1, 4], [2, 5]]
     padded = static_placement(1, 5, 2, slots_per_gpu=4)
     assert padded.slot_expert[0].tolist() == [[0, 1, 2, -1], [3, 4, -1, -1]]
+    assert padded.gpu_of_slot().tolist() == [[0, 0, 0, 0], [1, 1, 1, 1]]
 
 
 def test_static_fewer_experts_than_gpus_replicates_like_cost_model():
@@ -201,7 +202,17 @@ def test_node_aware_uniform_sources_keeps_flat_plan():
     flat = plan_duplication(load, 4, 4)
     assert not plan.meta["node_aware"].any()
     np.testing.assert_array_equal(plan.slot_expert, flat.slot_expert)
-    assert np.all(cross_node_copies(plan.slot_expert, np.repeat(load[:, None] / 2, 2, 1), 2) >= 0)
+    # half of every expert's tokens on each node: a node's tokens to expert e cross iff none
+    # of the node's 2 GPUs holds e (reference: plain loops over layers, nodes, experts)
+    sources = np.repeat(load[:, None] / 2, 2, 1)
+    want = np.zeros(load.shape[0])
+    for layer in range(load.shape[0]):
+        for node in range(2):
+            held = set(plan.slot_expert[layer, 2 * node : 2 * node + 2].ravel().tolist())
+            want[layer] += sum(sources[layer, node, e] for e in range(8) if e not in held)
+    got = cross_node_copies(plan.slot_expert, sources, 2)
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(plan.meta["cross_node_copies"], want)
 
 
 def test_node_aware_bad_inputs():

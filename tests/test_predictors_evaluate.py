@@ -54,7 +54,11 @@ def test_token_record_is_held_out_and_carries_overhead():
     assert record.overhead["seconds_per_batch"] == pytest.approx(price(model.cost(), gpu(), 100))
     assert record.overhead["on_critical_path"] is True
     assert record.fit_s >= 0 and record.predict_s >= 0 and record.throughput > 0
-    json.dumps(record.to_dict(), default=str)  # serialisable for results.json
+    # plain JSON for results.json (no default=str fallback), and nothing lost on the way
+    back = json.loads(json.dumps(record.to_dict(), allow_nan=False))
+    assert back["accuracy"] == record.accuracy and back["params"] == model.get_params()
+    assert back["cost"] == model.cost().to_dict() and back["overhead"] == record.overhead
+    assert back["throughput"] == record.throughput and back["name"] == record.name
 
 
 def test_distribution_records_for_both_input_kinds():

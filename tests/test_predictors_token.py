@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 from test_predictors_helpers import (
+    gpu,
     id_mapped_trace,
     layer_chained_trace,
     make_trace,
@@ -21,6 +22,7 @@ from predictors import (
     PreviousLayerPredictor,
     TokenIdTablePredictor,
     exact_set_accuracy,
+    price,
     topk_hit_rate,
 )
 
@@ -114,6 +116,57 @@ def test_mlp_cost_counts_dense_flops():
     model = MLPTokenPredictor(hidden_layer_sizes=(16,), id_buckets=32, max_iter=2).fit(trace)
     inputs = 32 + 3 + 8 + 1
     assert model.cost().flops == 2 * (inputs * 16 + 16 * 8)
+
+
+def _lightgbm_hand_work(model: LightGBMTokenPredictor) -> tuple[float, float]:
+    """(comparisons, nodes) per layer, recomputed by recursion over each booster's dumped trees
+    and from their ``num_leaves``: mean over layers of the sum over trees of the unweighted
+    mean leaf depth, and of the node count ``2 * leaves - 1``."""
+
+    def leaf_depths(node: dict, depth: int = 0) -> list[int]:
+        if "left_child" not in node:
+            return [depth]
+        return leaf_depths(node["left_child"], depth + 1) + leaf_depths(
+            node["right_child"], depth + 1
+        )
+
+    comparisons, nodes = [], []
+    for m in model.models_:
+        trees = m.booster_.dump_model()["tree_info"]
+        comparisons.append(sum(np.mean(leaf_depths(t["tree_structure"])) for t in trees))
+        nodes.append(sum(2 * t["num_leaves"] - 1 for t in trees))
+    return float(np.mean(comparisons)), float(np.mean(nodes))
+
+
+def _hand_seconds(name: str, model) -> float:
+    """Priced seconds for a batch of 1,000 tokens on the round test GPU (1e15 FLOP/s, 1e12 B/s,
+    1 us per launch), 3 MoE layers, E = 8, k = 2, worked out from each predictor's docstring:
+    per layer ``max(FLOPs / 1e15, bytes / 1e12) + launches * 1e-6``, times 3 layers."""
+    if name == "popularity":  # write k int16 ids per token
+        per_layer = 1000 * 2 * 2 / 1e12 + 1e-6
+    elif name == "token_id_table":  # read an int32 id + k int16 entries, write k int16 ids
+        per_layer = 1000 * (4 + 2 * 2 + 2 * 2) / 1e12 + 1e-6
+    elif name == "previous_layer":  # k rows of E fp32 read, 2kE FLOPs; memory-bound
+        per_layer = 1000 * (2 * 2 * 2 + 4 * 2 * 8) / 1e12 + 1e-6
+    elif name == "lightgbm_token":  # comparisons per token; 4(2+k) + 2k B; 16 B per tree node
+        comparisons, nodes = _lightgbm_hand_work(model)
+        per_layer = max(1000 * comparisons / 1e15, (1000 * 20 + 16 * nodes) / 1e12) + 1e-6
+    elif name == "mlp_token":  # inputs 256 buckets + 3 layers + 8 experts + position = 268
+        macs = 268 * 64 + 64 * 8  # default hidden_layer_sizes=(64,)
+        act_bytes = 2 * 2 * (64 + 8)  # bf16 activations written and read
+        token_bytes = 4 * (3 + 2) + act_bytes + 2 * 2
+        weights = 2 * (macs + 64 + 8)  # bf16 weights and biases, once per layer
+        per_layer = max(1000 * 2 * macs / 1e15, (1000 * token_bytes + weights) / 1e12) + 2e-6
+    else:  # whatif_token: overhead is a parameter (0 by default)
+        per_layer = 0.0
+    return 3 * per_layer
+
+
+@pytest.mark.parametrize("name", list(TOKEN_PREDICTORS))
+def test_priced_cost_matches_a_hand_value(name):
+    trace = random_trace(num_tokens=1200, layers=3, experts=8, k=2)
+    model = small(name).fit(trace)
+    assert price(model.cost(), gpu(), 1000) == pytest.approx(_hand_seconds(name, model), rel=1e-9)
 
 
 def test_bad_inputs():

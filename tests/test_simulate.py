@@ -76,6 +76,10 @@ def test_tokens_hand_case():
     sim = simulate(plan, token_trace(ids, 2), token_bytes=10.0)
     np.testing.assert_array_equal(sim.slot_tokens[0], [[2.0], [2.0]])
     np.testing.assert_array_equal(sim.traffic_bytes[0], [[0.0, 10.0], [10.0, 0.0]])
+    assert sim.gpu_tokens.tolist() == [[2.0, 2.0]] and sim.max_gpu_tokens.tolist() == [2.0]
+    skew = token_trace(np.array([[[0]], [[0]], [[0]], [[1]]]), 2)
+    skewed = simulate(plan, skew, token_bytes=10.0)
+    assert skewed.max_gpu_tokens.tolist() == [3.0]  # the straggler: GPU 0 with expert 0
 
 
 def test_tokens_even_split_round_robins_over_replicas():

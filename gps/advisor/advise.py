@@ -22,6 +22,7 @@ from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.advisor.ties import describe_tie
 from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.hardware import Cluster
@@ -72,7 +73,8 @@ def check_knobs(cfg: DictConfig) -> None:
 
 def recommend(entries: list[dict], baseline: dict) -> dict:
     """Fastest deployable strategy: no oracle, no what-if predictor, no capacity rule that drops
-    or reroutes more than ``MAX_CHANGED_FRACTION`` of the token copies."""
+    or reroutes more than ``MAX_CHANGED_FRACTION`` of the token copies. Strategies within
+    ``TIE_MARGIN`` of it are reported as a tie (``tie``, and the text's second sentence)."""
     ok = [
         s for s in entries
         if s["family"] != "oracle" and not s["synthetic"]
@@ -91,11 +93,14 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
             if cur is None or s["speedup_vs_baseline"] > cur["speedup_vs_baseline"]:
                 by_family[s["family"]] = s
     oracle = next((s for s in entries if s["family"] == "oracle"), None)
+    tie = describe_tie(tied, entries, TIE_MARGIN)
     text = (
         f"Deploy **{best['name']}** ({best['family']}): {best['speedup_vs_baseline']:.3f}x over no "
         f"balancing ({best['e2e_time_s'] * 1e3:.2f} vs {baseline['e2e_time_s'] * 1e3:.2f} ms per "
         f"step), {best['e2e_time_s'] / best['balanced_time_s'] - 1:.1%} above perfect balance."
     )
+    if tie:
+        text += f" {tie['text']}"
     for fam, label in (("distribution", "Distribution-Only"), ("token", "Token-to-Expert")):
         if fam in by_family and fam != best["family"]:
             s = by_family[fam]
@@ -115,6 +120,7 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
         "strategy": best["name"],
         "family": best["family"],
         "speedup_vs_baseline": best["speedup_vs_baseline"],
+        "tie": tie,
         "text": text,
     }
 

@@ -90,6 +90,7 @@ def forecast_results(
         },
         "recommendation": {
             "strategy": best["predictor"], "family": "distribution", "speedup_vs_baseline": None,
+            "tie": None,
             "text": (f"Forecast expert load with **{best['predictor']}**: mean absolute error of "
                      f"load proportions {best['mae'][-1]:.2%} at {horizons[-1]:,} training steps "
                      f"ahead."
