@@ -14,9 +14,14 @@ extrapolated per layer evaluation:
   (attention, gate and shared experts do not depend on routing and are left out, which
   favours the loop).
 
-Input generation is not timed.
+Input generation is not timed. The mechanisms of issue 13 are on by default: DeepEP all-to-all
+(per-direction dtypes, de-duplication), two-batch overlap (the critical path of two
+interleaved micro-batches: a second pricing at half the batch), the H100's fitted roofline
+knee; the per-layer loop then calls ``moe_alltoall_times`` and ``two_batch_path`` per layer
+too. ``--plain`` runs the flat all-to-all without overlap.
 
-Run: ``.venv/bin/python benchmarks/bench_cost_model.py [--points 200000] [--loop-points 300]``
+Run: ``.venv/bin/python benchmarks/bench_cost_model.py [--points 200000] [--loop-points 300]
+[--plain]``
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import time
 import numpy as np
 from machine import describe
 
-from gps.cost.comm import alltoall_time
-from gps.cost.e2e import batch_cost
+from gps.cost.comm import dedup_factors, moe_alltoall_times
+from gps.cost.e2e import batch_cost, two_batch_path
 from gps.cost.experts import balanced_expert_time, expert_time_per_gpu
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
@@ -37,7 +42,9 @@ from gps.workload import Workload
 CLUSTER = load_cluster_config("h100_nvlink")
 H100 = CLUSTER.gpu
 MIXTRAL = load_model_spec("mixtral_8x7b")
-WORKLOAD = Workload(phase="prefill", batch_size=8, seq_len=2048)
+MECHANISMS = Workload(phase="prefill", batch_size=8, seq_len=2048, alltoall="deepep",
+                      overlap="two_batch")  # fmt: skip
+PLAIN = Workload(phase="prefill", batch_size=8, seq_len=2048, alltoall="flat", overlap="none")
 LAYERS, G, R = 32, 8, 2
 
 
@@ -54,17 +61,21 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1_000, help="points per vectorised call")
     parser.add_argument("--loop-points", type=int, default=300, help="points in each loop")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plain", action="store_true", help="flat all-to-all, no overlap")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
+    workload = PLAIN if args.plain else MECHANISMS
+    overlap = workload.overlap == "two_batch"
+    dedup = dedup_factors(MIXTRAL, CLUSTER)
 
     print(describe())
-    print(f"model {MIXTRAL.name}, {CLUSTER.name}, {WORKLOAD}")
+    print(f"model {MIXTRAL.name}, {CLUSTER.name} (roofline knee {H100.roofline_knee}), {workload}")
 
     vec_s, checksum = 0.0, 0.0
     for start in range(0, args.points, args.chunk):
         slots, traffic = random_inputs(rng, min(args.chunk, args.points - start))
         t0 = time.perf_counter()
-        cost = batch_cost(MIXTRAL, CLUSTER, WORKLOAD, slots, traffic)
+        cost = batch_cost(MIXTRAL, CLUSTER, workload, slots, traffic)
         vec_s += time.perf_counter() - t0
         checksum += float(cost.total_s.sum())
     vec_evals = args.points * LAYERS
@@ -72,14 +83,19 @@ def main() -> None:
     slots, traffic = random_inputs(rng, args.loop_points)
     t0 = time.perf_counter()
     for i in range(args.loop_points):
-        batch_cost(MIXTRAL, CLUSTER, WORKLOAD, slots[i], traffic[i])
+        batch_cost(MIXTRAL, CLUSTER, workload, slots[i], traffic[i])
     batch_loop_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(args.loop_points):
         for layer in range(LAYERS):
-            alltoall_time(traffic[i, layer], CLUSTER)
-            expert_time_per_gpu(slots[i, layer], MIXTRAL, H100).max()
-            balanced_expert_time(slots[i, layer], MIXTRAL, H100)
+            for half in (1.0, 0.5) if overlap else (1.0,):
+                d, c, _, _ = moe_alltoall_times(
+                    traffic[i, layer][None] * half, CLUSTER, mode=workload.alltoall, dedup=dedup
+                )
+                e = expert_time_per_gpu(slots[i, layer] * half, MIXTRAL, H100).max()
+                balanced_expert_time(slots[i, layer] * half, MIXTRAL, H100)
+            if overlap:
+                two_batch_path(np.ones(1), d, np.full(1, e), c)
     layer_loop_s = time.perf_counter() - t0
     loop_evals = args.loop_points * LAYERS
 

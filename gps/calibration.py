@@ -81,7 +81,9 @@ def fit_expert_ffn(
     launch_overhead_s: float,
     dtype: str = "bf16",
 ) -> EfficiencyFit:
-    """Least-squares fit of ``(c, m, p)`` to the ``expert_ffn`` rows, in log error.
+    """Least-squares fit of ``(c, m, p)`` to the ``expert_ffn`` rows, in log error; ``p`` is
+    then rounded to an integer (fast square roots for ``p = 4`` in ``knee_time``) and ``(c, m)``
+    refitted with it.
 
     Args:
         measurements: rows of a ``measure.py`` JSON (``kind``, ``flops``, ``bytes``,
@@ -108,6 +110,13 @@ def fit_expert_ffn(
     result = least_squares(
         residual, x0=np.array([0.7, 0.8, 4.0]), bounds=([1e-3, 1e-3, 1.0], [1.0, 1.0, 50.0])
     )
+    knee = float(np.rint(result.x[2]))  # integer: the hot path takes square roots for p = 4
+
+    def residual_fixed(x: np.ndarray) -> np.ndarray:
+        return residual(np.array([x[0], x[1], knee]))
+
+    result = least_squares(residual_fixed, x0=result.x[:2], bounds=([1e-3, 1e-3], [1.0, 1.0]))
+    result.x = np.array([result.x[0], result.x[1], knee])
     predicted = roofline_s(flops, bytes_, peak, bw, params(result.x))
     return EfficiencyFit(
         compute_efficiency=float(result.x[0]),

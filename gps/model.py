@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
+DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
 
 
 @dataclass
@@ -37,7 +37,9 @@ class AttentionSpec:
     v_head_dim: int = 0
 
 
-TENSOR_DTYPES = ("weights", "activations", "attention", "kv_cache", "dispatch", "combine")
+TENSOR_DTYPES = (
+    "weights", "activations", "attention", "kv_cache", "dispatch", "combine", "compute"
+)  # fmt: skip
 
 
 @dataclass
@@ -52,6 +54,9 @@ class TensorDtypes:
         kv_cache: stored KV-cache (or MLA latent) elements.
         dispatch: dispatch all-to-all payload per element (DeepEP: fp8 or bf16).
         combine: combine all-to-all payload per element (DeepEP: bf16).
+        compute: the GEMMs' math dtype (its peak FLOP/s); ``None`` = the weights' dtype.
+            Weight-only quantisation (int8 weights, fp16 math) sets ``weights: int8,
+            compute: fp16``.
     """
 
     weights: str | None = None
@@ -60,6 +65,7 @@ class TensorDtypes:
     kv_cache: str | None = None
     dispatch: str | None = None
     combine: str | None = None
+    compute: str | None = None
 
 
 @dataclass
@@ -331,9 +337,12 @@ def bytes_per_param(spec: MoEModelSpec) -> float:
 
 
 def tensor_dtype(spec: MoEModelSpec, tensor: str) -> str:
-    """The dtype of ``tensor`` (one of ``TENSOR_DTYPES``): its override, else ``spec.dtype``."""
+    """The dtype of ``tensor`` (one of ``TENSOR_DTYPES``): its override, else ``spec.dtype``
+    (``compute``: else the weights' dtype)."""
     if tensor not in TENSOR_DTYPES:
         raise KeyError(f"unknown tensor {tensor!r}; known: {TENSOR_DTYPES}")
+    if tensor == "compute":
+        return spec.dtypes.compute or tensor_dtype(spec, "weights")
     return getattr(spec.dtypes, tensor) or spec.dtype
 
 

@@ -66,10 +66,14 @@ def test_expected_distinct_bins_by_enumeration() -> None:
 
 def test_dedup_factors_group_limited() -> None:
     spec = gqa_model(num_experts=16, top_k=4, num_groups=4, topk_groups=2)
-    # 4 nodes = 4 groups, a token reaches 2 of them: 8 candidate experts on 2 nodes
+    # 4 nodes = 4 groups, a token reaches 2 of them: 8 candidate experts on 2 nodes (4 GPUs)
     gpu_f, node_f = dedup_factors(spec, cluster(4, 2))
     assert node_f == pytest.approx(expected_distinct_bins(8, 4, 2) / 4)
-    assert gpu_f == pytest.approx(expected_distinct_bins(16, 4, 8) / 4)
+    assert gpu_f == pytest.approx(expected_distinct_bins(8, 4, 4) / 4)
+    # 2 nodes of 2 groups each: the limit is ignored at node level (upper bound)
+    assert dedup_factors(spec, cluster(2, 4))[1] == pytest.approx(
+        expected_distinct_bins(16, 4, 2) / 4
+    )
 
 
 def test_deepep_normal_hand_computed() -> None:

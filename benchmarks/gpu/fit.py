@@ -13,10 +13,37 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from itertools import groupby
 from pathlib import Path
 
 from gps.calibration import anchors, fit_expert_ffn
 from gps.profiles import load_gpu, resolve_profile, write_measured
+
+
+def knee_table(ffn: list[dict], fit, peak: float, bandwidth: float) -> None:
+    """Where the fitted roofline's knee sits, and the grouped GEMM's achieved fraction of peak
+    FLOP/s (``F / (t * peak)``) by tokens per expert, for each measured expert shape."""
+    p = fit.knee_exponent
+    for (model, d, f), rows in groupby(
+        ffn, key=lambda r: (r["model"], r["hidden"], r["intermediate"])
+    ):
+        rows = list(rows)
+        e = rows[0]["experts"]
+        # compute = memory: 6*d*f*M/(peak*c) = a*(3*d*f + 2*(d+f)*M)/(bw*m), a = 2 (bf16)
+        rate = 6 * d * f / (peak * fit.compute_efficiency)
+        per_w, per_tok = 2 * 3 * d * f / (bandwidth * fit.memory_efficiency), 2 * 2 * (d + f) / (
+            bandwidth * fit.memory_efficiency)  # fmt: skip
+        knee = per_w / (rate - per_tok)
+        print(
+            f"knee ({model}, {e} experts, d={d}, f={f}): compute = memory at {knee:.0f} "
+            f"tokens/expert; there the fit is 2**(1/{p:g}) = {2 ** (1 / p):.3f}x the sharp max"
+        )
+        print(f"  {'tokens/expert':>13s} {'measured % of peak':>19s} {'fit % of peak':>14s}")
+        for row, pred in zip(ffn, fit.predicted_s, strict=True):
+            if row in rows:
+                measured = row["flops"] / row["seconds"] / peak
+                print(f"  {row['tokens_per_expert']:13d} {measured:19.1%} "
+                      f"{row['flops'] / pred / peak:14.1%}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     for row, pred in zip(ffn, fit.predicted_s, strict=True):
         print(f"  {row['model']:12s} {row['tokens_per_expert']:13d} "
               f"{row['seconds'] * 1e6:12.1f} {pred * 1e6:10.1f}")  # fmt: skip
+    knee_table(ffn, fit, gpu.flops_for(data.get("dtype", "bf16")), gpu.hbm_bandwidth)
     if args.write:
         path = resolve_profile("gpu", args.profile, None)
         write_measured(path, {

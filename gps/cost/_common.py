@@ -31,8 +31,8 @@ def act_bytes(spec: MoEModelSpec) -> float:
 
 
 def gemm_dtype(spec: MoEModelSpec) -> str:
-    """Dtype whose peak FLOP/s the GEMMs run at: the weights' dtype."""
-    return tensor_dtype(spec, "weights")
+    """Dtype whose peak FLOP/s the GEMMs run at: ``dtypes.compute``, default the weights'."""
+    return tensor_dtype(spec, "compute")
 
 
 def sequences_per_gpu(workload: Workload, num_gpus: int) -> float:

@@ -167,7 +167,7 @@ ALLTOALL_MODES = ("flat", "deepep", "deepep_low_latency")
 # top-8, FP8 dispatch / BF16 combine; github.com/deepseek-ai/DeepEP docs/legacy.md,
 # "Low-latency kernels with pure RDMA"), links ``nvlink4_h800`` and ``ib_ndr``. Refit with
 # ``benchmarks/validate.py --fit-ll``; ``tests/test_validate.py`` checks it.
-DEEPEP_LL_FIXED_S = 30.0e-6
+DEEPEP_LL_FIXED_S = 27.1e-6
 
 
 def expected_distinct_bins(num_experts: int, top_k: int, bins: int) -> float:
@@ -188,27 +188,31 @@ def expected_distinct_bins(num_experts: int, top_k: int, bins: int) -> float:
     return bins * (1.0 - miss)
 
 
+def distinct_bins(spec: MoEModelSpec, bins: int) -> float:
+    """Expected distinct bins (GPUs or nodes, experts contiguous) a token's experts land in.
+
+    Group-limited routing (``spec.topk_groups`` of ``spec.num_groups``; DeepSeek-V3: 4 of 8)
+    confines a token to ``topk_groups/num_groups`` of the bins when the bins split evenly into
+    groups (``bins % num_groups == 0``): ``k`` draws from ``E*tg/ng`` experts on ``bins*tg/ng``
+    bins. Otherwise (a bin holds several groups) the limit is ignored: an upper bound.
+    """
+    e, k, ng, tg = spec.num_experts, spec.top_k, spec.num_groups, spec.topk_groups
+    if ng > 1 and bins % ng == 0:
+        return expected_distinct_bins(e * tg // ng, k, bins * tg // ng)
+    return expected_distinct_bins(e, k, bins)
+
+
 def dedup_factors(spec: MoEModelSpec, cluster: Cluster) -> tuple[float, float]:
     """``(gpu_factor, node_factor)``: de-duplicated sends per token copy under uniform routing.
 
     DeepEP's normal kernels send a token once per destination GPU inside a node and once per
     destination *node* over InfiniBand (then fan it out over NVLink). With ``k`` copies per
     token, ``gpu_factor = E[distinct GPUs] / k`` and ``node_factor = E[distinct nodes] / k``
-    (``expected_distinct_bins``); remote fractions cancel by symmetry. Group-limited routing
-    (``spec.topk_groups`` of ``spec.num_groups``; DeepSeek-V3: 4 of 8) confines a token to
-    ``topk_groups/num_groups`` of the nodes when the nodes split evenly into groups
-    (``num_nodes % num_groups == 0``); otherwise it is ignored (an upper bound).
+    (``distinct_bins``, which applies group-limited routing); remote fractions cancel by
+    symmetry.
     """
-    e, k = spec.num_experts, spec.top_k
-    gpu_f = expected_distinct_bins(e, k, cluster.num_gpus) / k
-    nodes = cluster.num_nodes
-    if spec.num_groups > 1 and nodes % spec.num_groups == 0:
-        frac = spec.topk_groups / spec.num_groups
-        nodes_c = round(nodes * frac)
-        node_f = expected_distinct_bins(round(e * frac), k, nodes_c) / k
-    else:
-        node_f = expected_distinct_bins(e, k, nodes) / k
-    return gpu_f, node_f
+    k = spec.top_k
+    return distinct_bins(spec, cluster.num_gpus) / k, distinct_bins(spec, cluster.num_nodes) / k
 
 
 def _peak(send: np.ndarray, recv: np.ndarray) -> np.ndarray:
@@ -249,6 +253,22 @@ def moe_alltoall_times(
         ``(dispatch, combine, dispatch_balanced, combine_balanced)``, balanced = each class's
         bytes spread evenly over the ``G`` GPUs (a lower bound).
     """
+    peaks = alltoall_peaks(traffic, cluster, mode=mode, dedup=dedup)
+    (d, db), (c, cb) = (price_peaks(peaks, cluster, mode, scale) for scale in scales)
+    return d, c, db, cb
+
+
+def alltoall_peaks(
+    traffic: np.ndarray,
+    cluster: Cluster,
+    *,
+    mode: str = "flat",
+    dedup: tuple[float, float] = (1.0, 1.0),
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per link class (intra, then inter): ``(busiest GPU's max(send, recv) bytes [M], mean send
+    bytes per GPU [M])`` of ``traffic [M, G, G]`` as ``mode`` moves it (see
+    ``moe_alltoall_times``). Bytes scale linearly with the traffic, so a micro-batch or another
+    dtype is priced from the same peaks (``price_peaks``)."""
     if mode not in ALLTOALL_MODES:
         raise ValueError(f"workload.alltoall={mode!r}: expected one of {ALLTOALL_MODES}")
     g, gpn = cluster.num_gpus, cluster.gpus_per_node
@@ -262,22 +282,26 @@ def moe_alltoall_times(
             classes = [(s_in * gpu_f + fwd, r_in * gpu_f + fwd), (s_x * node_f, r_x * node_f)]
         else:
             classes = [(s_in * gpu_f, r_in * gpu_f)]
+    return [(_peak(send, recv), send.sum(axis=0) / g) for send, recv in classes]
+
+
+def price_peaks(
+    peaks: list[tuple[np.ndarray, np.ndarray]], cluster: Cluster, mode: str, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(seconds, balanced seconds)`` ``[M]`` of one all-to-all from ``alltoall_peaks`` with
+    every byte multiplied by ``scale`` (dtype ratio times micro-batch fraction): per class
+    ``alpha + scale*bytes/bandwidth``, the max over classes; ``alpha`` is the link latency, or,
+    in ``deepep_low_latency`` mode, one ``DEEPEP_LL_FIXED_S`` per kernel instead."""
     fixed = DEEPEP_LL_FIXED_S if mode == "deepep_low_latency" else None
-    links = [cluster.intra_link, cluster.inter_link]
-    out = []
-    for scale in scales:
-        t = b = None
-        for (send, recv), link in zip(classes, links, strict=False):
-            tc = _timed(_peak(send, recv), link, scale, fixed)
-            bc = _timed(send.sum(axis=0) / g, link, scale, fixed)
-            t = tc if t is None else np.maximum(t, tc)
-            b = bc if b is None else np.maximum(b, bc)
-        if fixed is not None:
-            t = np.where(t > 0, t + fixed, 0.0)
-            b = np.where(b > 0, b + fixed, 0.0)
-        out.append((t, b))
-    (d, db), (c, cb) = out
-    return d, c, db, cb
+    t = b = None
+    for (peak, mean), link in zip(peaks, [cluster.intra_link, cluster.inter_link], strict=False):
+        tc, bc = _timed(peak, link, scale, fixed), _timed(mean, link, scale, fixed)
+        t = tc if t is None else np.maximum(t, tc)
+        b = bc if b is None else np.maximum(b, bc)
+    if fixed is not None:
+        t = np.where(t > 0, t + fixed, 0.0)
+        b = np.where(b > 0, b + fixed, 0.0)
+    return t, b
 
 
 def hierarchical_dispatch_bytes(

@@ -13,7 +13,7 @@ import numpy as np
 from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layers, tokens_per_gpu
 from gps.cost.attention import attention_time
 from gps.cost.experts import swiglu_op
-from gps.cost.layer import check_slot_tokens, moe_layer_times
+from gps.cost.layer import check_slot_tokens, scaled_layer_times
 from gps.cost.parallel import (
     LayoutError,
     ParallelConfig,
@@ -86,7 +86,7 @@ def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> d
       prompt's other positions need no logits), ``m = B/G`` per GPU: ``2*m*d*V`` FLOPs,
       ``w*V*d + a*(m*d + m*V)`` bytes. Final norm and sampling are ignored.
 
-    ``w``/``a``: weight/activation element bytes (``spec.dtypes``); GEMMs at the weights' dtype.
+    ``w``/``a``: weight/activation element bytes (``spec.dtypes``); GEMMs at ``gemm_dtype``.
     """
     g, gpu, dt = cluster.num_gpus, cluster.gpu, gemm_dtype(spec)
     w, a, d, v = element_bytes(spec), act_bytes(spec), spec.hidden_size, spec.vocab_size
@@ -239,12 +239,13 @@ def batch_cost(
         def fixed(wl: Workload) -> dict[str, float]:
             return fixed_components(spec, cluster, wl, ep, tp, attention)
 
-    def layer_times(wl: Workload, st: np.ndarray, tb: np.ndarray) -> tuple[dict, dict]:
-        comp, bal = moe_layer_times(layer_spec, layer_cluster, wl, st, tb, dedup=dispatch_dedup)
+    def layer_times(st: np.ndarray, tb: np.ndarray, steps: list) -> list[tuple[dict, dict]]:
+        out = scaled_layer_times(layer_spec, layer_cluster, steps, st, tb, dedup=dispatch_dedup)
         if fixed is not None:
-            for name, value in fixed(wl).items():
-                comp[name] = bal[name] = np.broadcast_to(value, comp[name].shape)
-        return comp, bal
+            for (wl, _), (comp, bal) in zip(steps, out, strict=True):
+                for name, value in fixed(wl).items():
+                    comp[name] = bal[name] = np.broadcast_to(value, comp[name].shape)
+        return out
 
     if slot_tokens is None:
         slot_tokens = uniform_slot_tokens(spec, cluster, workload)
@@ -258,7 +259,12 @@ def batch_cost(
     mig_bytes = _nonneg("migration_bytes", migration_bytes)
     dropped = _nonneg("dropped_tokens", dropped_tokens)
 
-    comp, balanced = layer_times(workload, slot_tokens, traffic_bytes)
+    half = _half(workload) if workload.overlap == "two_batch" else None
+    steps = [(workload, 1.0)]
+    if half is not None:
+        steps.append((half, half.tokens_per_step / workload.tokens_per_step))
+    priced = layer_times(slot_tokens, traffic_bytes, steps)
+    comp, balanced = priced[0]
     attn = comp["attention"]
     if not predictor_on_critical_path:
         pred = np.maximum(pred - attn, 0.0)
@@ -283,14 +289,8 @@ def batch_cost(
     non_moe_s = np.full(shape[:-1], sum(non_moe.values()))
     per_layer = sum(comp.values())
     balanced_layer = sum(balanced.values())
-    half = _half(workload) if workload.overlap == "two_batch" else None
     if half is not None:
-        ratio = half.tokens_per_step / workload.tokens_per_step
-        mb, mb_bal = layer_times(
-            half,
-            np.asarray(slot_tokens, dtype=float) * ratio,
-            np.asarray(traffic_bytes, dtype=float) * ratio,
-        )
+        mb, mb_bal = priced[1]
 
         def overlapped(c: dict[str, np.ndarray]) -> np.ndarray:
             return two_batch_path(

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from gps.cost._common import act_bytes, element_bytes, gemm_dtype
-from gps.cost.roofline import Op, knee_time
+from gps.cost.roofline import Op, knee_max, knee_time
 from gps.hardware import GPUProfile
 from gps.model import MoEModelSpec
 
@@ -71,17 +71,26 @@ def expert_roofline_s(
     """Roofline seconds of one GPU's grouped expert GEMM, launch overhead excluded.
 
     ``knee_time(6*d*f*tokens / peak, (w*3*d*f*busy_slots + a*2*(d+f)*tokens) / bandwidth)``
-    with the GPU's efficiency-scaled peak FLOP/s (at the weights' dtype) and HBM bandwidth and
-    its roofline knee (``gpu.roofline_knee``; 0 = ``max``); shape of ``tokens``. Positive
-    exactly where ``tokens > 0`` (no validation: hot path).
+    with the GPU's efficiency-scaled peak FLOP/s (at ``gemm_dtype``: ``dtypes.compute``,
+    default the weights') and HBM bandwidth and its roofline knee (``gpu.roofline_knee``;
+    0 = ``max``); shape of ``tokens``. Positive exactly where ``tokens > 0`` (no validation:
+    hot path).
     """
+    return knee_time(*_roofline_parts(tokens, busy_slots, spec, gpu), gpu.roofline_knee)
+
+
+def _roofline_parts(
+    tokens: np.ndarray, busy_slots: np.ndarray, spec: MoEModelSpec, gpu: GPUProfile
+) -> tuple[np.ndarray, np.ndarray]:
+    """(compute seconds, memory seconds) of ``expert_roofline_s``, same shape."""
     w, a = element_bytes(spec), act_bytes(spec)
     d, f = spec.hidden_size, spec.expert_intermediate_size
     peak = gpu.flops_for(gemm_dtype(spec)) * gpu.compute_efficiency
     bandwidth = gpu.hbm_bandwidth * gpu.memory_efficiency
     compute_s = tokens * (6.0 * d * f / peak)
-    memory_s = busy_slots * (3.0 * d * f * w / bandwidth) + tokens * (2.0 * (d + f) * a / bandwidth)
-    return knee_time(compute_s, memory_s, gpu.roofline_knee)
+    memory_s = busy_slots * (3.0 * d * f * w / bandwidth)
+    memory_s += tokens * (2.0 * (d + f) * a / bandwidth)
+    return compute_s, memory_s
 
 
 def expert_time_gpu_major(
@@ -100,7 +109,7 @@ def slowest_gpu_time(
     The launch is added after the max: a GPU's roofline time is positive iff it has tokens, so
     ``max_g(r_g + launch * [n_g > 0]) = max_g r_g + launch * [max_g r_g > 0]``.
     """
-    t = expert_roofline_s(tokens, busy_slots, spec, gpu).max(axis=0)
+    t = knee_max(*_roofline_parts(tokens, busy_slots, spec, gpu), gpu.roofline_knee, axis=0)
     return t + np.where(t > 0, gpu.launch_overhead_s, 0.0)
 
 

@@ -18,7 +18,7 @@ from gps.cost._common import (
     tokens_per_gpu,
 )
 from gps.cost.attention import attention_time
-from gps.cost.comm import check_traffic, dedup_factors, moe_alltoall_times
+from gps.cost.comm import alltoall_peaks, check_traffic, dedup_factors, price_peaks
 from gps.cost.experts import (
     balanced_time_gpu_major,
     gpu_loads,
@@ -38,7 +38,7 @@ def gate_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     * top-k: no FLOPs counted; reads the ``n*E`` logits, writes ``n*k`` weights (``a`` bytes)
       and ids (4-byte int32).
 
-    ``w``/``a``: weight/activation element bytes; the router runs at the weights' dtype.
+    ``w``/``a``: weight/activation element bytes; the router runs at ``gemm_dtype``.
     """
     w, a = element_bytes(spec), act_bytes(spec)
     d, e, k = spec.hidden_size, spec.num_experts, spec.top_k
@@ -94,7 +94,28 @@ def moe_layer_times(
         ``(components, balanced)``: dicts name -> seconds ``[..., L_moe]`` (leading dims of the two
         inputs broadcast; read-only views) for ``attention``, ``gate``, ``dispatch``,
         ``experts``, ``combine``, ``shared``; ``balanced`` replaces ``dispatch``/``combine`` with
-        ``AllToAllTime.balanced_s`` and ``experts`` with ``balanced_expert_time``.
+        their balanced bounds and ``experts`` with ``balanced_expert_time``.
+    """
+    return scaled_layer_times(
+        spec, cluster, [(workload, 1.0)], slot_tokens, traffic_bytes, dedup=dedup
+    )[0]
+
+
+def scaled_layer_times(
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    steps: list[tuple[Workload, float]],
+    slot_tokens: np.ndarray,
+    traffic_bytes: np.ndarray,
+    *,
+    dedup: tuple[float, float] | None = None,
+) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """``moe_layer_times`` for several steps that share the routing up to a token fraction.
+
+    Each ``(workload, fraction)`` prices ``slot_tokens * fraction`` and ``traffic_bytes *
+    fraction`` (a two-batch-overlap micro-batch: the step's workload and ``1/2``) with the
+    per-GPU sums computed once: a slot is busy in every fraction where it is busy in the whole.
+    The ``alltoall`` mode of the first workload applies to all.
     """
     slot_tokens = np.asarray(slot_tokens, dtype=float)
     traffic = np.asarray(traffic_bytes, dtype=float)
@@ -113,38 +134,45 @@ def moe_layer_times(
             "leading (sweep) dimensions do not broadcast"
         ) from None
     g, gpu = cluster.num_gpus, cluster.gpu
+    mode = steps[0][0].alltoall
     w = element_bytes(spec)
     scales = (dtype_bytes(spec, "dispatch") / w, dtype_bytes(spec, "combine") / w)
-    dispatch, combine, dispatch_balanced, combine_balanced = moe_alltoall_times(
+    peaks = alltoall_peaks(
         traffic.reshape(-1, g, g),
         cluster,
-        mode=workload.alltoall,
-        scales=scales,
+        mode=mode,
         dedup=dedup_factors(spec, cluster) if dedup is None else dedup,
     )
     tokens, busy = gpu_loads(slot_tokens.reshape(-1, g, slot_tokens.shape[-1]))
-    experts = slowest_gpu_time(tokens, busy, spec, gpu)
-    experts_balanced = balanced_time_gpu_major(tokens, busy, spec, gpu)
-    fixed = {
-        "attention": attention_time(spec, cluster, workload),
-        "gate": float(ops_time(gate_ops(spec, workload, g), gpu)),
-        "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu)),
-    }
 
     def full(x: float | np.ndarray, source_shape: tuple[int, ...] = ()) -> np.ndarray:
         return np.broadcast_to(np.reshape(x, source_shape), shape)
 
-    def assemble(dispatch: np.ndarray, expert: np.ndarray, combine: np.ndarray) -> dict:
-        return {
-            "attention": full(fixed["attention"]),
-            "gate": full(fixed["gate"]),
-            "dispatch": full(dispatch, traffic.shape[:-2]),
-            "experts": full(expert, slot_tokens.shape[:-2]),
-            "combine": full(combine, traffic.shape[:-2]),
-            "shared": full(fixed["shared"]),
+    out = []
+    for workload, fraction in steps:
+        (dispatch, dispatch_b), (combine, combine_b) = (
+            price_peaks(peaks, cluster, mode, scale * fraction) for scale in scales
+        )
+        part = tokens * fraction if fraction != 1.0 else tokens
+        experts = slowest_gpu_time(part, busy, spec, gpu)
+        experts_b = balanced_time_gpu_major(part, busy, spec, gpu)
+        fixed = {
+            "attention": attention_time(spec, cluster, workload),
+            "gate": float(ops_time(gate_ops(spec, workload, g), gpu)),
+            "shared": float(ops_time([shared_expert_op(spec, workload, g)], gpu)),
         }
 
-    return (
-        assemble(dispatch, experts, combine),
-        assemble(dispatch_balanced, experts_balanced, combine_balanced),
-    )
+        def assemble(d: np.ndarray, e: np.ndarray, c: np.ndarray, f: dict = fixed) -> dict:
+            return {
+                "attention": full(f["attention"]),
+                "gate": full(f["gate"]),
+                "dispatch": full(d, traffic.shape[:-2]),
+                "experts": full(e, slot_tokens.shape[:-2]),
+                "combine": full(c, traffic.shape[:-2]),
+                "shared": full(f["shared"]),
+            }
+
+        out.append(
+            (assemble(dispatch, experts, combine), assemble(dispatch_b, experts_b, combine_b))
+        )
+    return out
