@@ -3,7 +3,8 @@
 Registering the schema in Hydra's ConfigStore makes a typo in a YAML file or an override
 (``workload.batch_sze=8``, ``strategy.replan_intervall=4``) fail at start-up with Hydra's own
 error. Config groups (``conf/<group>/*.yaml``): ``hardware``, ``model``, ``workload``,
-``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``experiment``.
+``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``assumptions``,
+``experiment``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,15 @@ class StrategyConfig:
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
         migration_overlap: fraction of attention time that hides replica migration, [0, 1].
         split: how a duplicated expert's tokens split over its replicas: ``even``/``locality``.
+        direct_dispatch: Token-to-Expert sends predicted copies while attention runs; only
+            mispredicted copies pay a corrective all-to-all after the gate.
+        direct_dispatch_overlap: fraction of attention time that hides the early dispatch, [0, 1].
+        replica_choice: Token-to-Expert sends correctly predicted copies of a replicated expert
+            to the replica on their own GPU / node (locality), the rest by ``split``.
+        prefetch: Token-to-Expert fetches only the non-resident experts it predicts busy.
+        resident_experts: fraction of every GPU's expert slots whose weights stay in HBM, [0, 1];
+            the others cross ``expert_fetch_link`` when used (1.0: all resident, no fetch).
+        expert_fetch_link: link profile (``hardware_profiles/link/``) non-resident experts cross.
     """
 
     replica_slots_per_gpu: int = 1
@@ -94,6 +104,12 @@ class StrategyConfig:
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0
     split: str = "even"
+    direct_dispatch: bool = True
+    direct_dispatch_overlap: float = 1.0
+    replica_choice: bool = True
+    prefetch: bool = True
+    resident_experts: float = 1.0
+    expert_fetch_link: str = "pcie_gen5_x16"
 
 
 @dataclass
@@ -140,6 +156,32 @@ class PaperConfig:
 
 
 @dataclass
+class AssumptionsConfig:
+    """How routed strategies are priced: ours (``roofline``) or the MoE-GPS paper's model
+    (``moe_gps_paper``); every switch is documented in ``gps.advisor.assumptions``.
+
+    Attributes:
+        name: the member's name (reports).
+        load_model: ``simulated`` or ``epsilon`` (busiest GPU at ``(1 + eps) x`` mean tokens).
+        skew: no balancing's busiest-expert / mean under ``epsilon``; ``None``: measured.
+        do_error: Distribution-Only ``|p_hat - p|`` under ``epsilon``; ``None``: measured.
+        weight_copies: ``priced`` or ``hidden`` (behind attention).
+        predictor: ``as_priced`` or ``before_attention`` (every predictor on the critical path).
+        t2e_dispatch: ``mechanisms`` or ``skip_scatter`` (Token-to-Expert skips the dispatch).
+        provenance: switch -> whether the value is the paper's or our reading (reports).
+    """
+
+    name: str = "roofline"
+    load_model: str = "simulated"
+    skew: float | None = None
+    do_error: float | None = None
+    weight_copies: str = "priced"
+    predictor: str = "as_priced"
+    t2e_dispatch: str = "mechanisms"
+    provenance: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class GPSConfig:
     """Top-level config of the ``gps`` app (``conf/config.yaml``).
 
@@ -156,6 +198,8 @@ class GPSConfig:
         strategy: balancing knobs (``conf/strategy/``).
         report: report contents (``conf/report/``).
         evaluation: train/test batches of the trace.
+        assumptions: pricing assumptions (``conf/assumptions/``): ``roofline`` (ours, default)
+            or ``moe_gps_paper``.
         paper: set by ``experiment`` presets; empty otherwise.
         seed: seed of every random choice in the run.
     """
@@ -169,6 +213,7 @@ class GPSConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    assumptions: AssumptionsConfig = field(default_factory=AssumptionsConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     seed: int = 0
 

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from gps.advisor import strategies as st
-from gps.advisor.advise import build, eval_data, slots_per_gpu
+from gps.advisor.advise import build, eval_data, mechanisms, slots_per_gpu
 from gps.advisor.pricing import price_routed
 from gps.app import CONF_DIR
 
@@ -114,7 +114,8 @@ class Objective:
             factor = trial.suggest_float("capacity_factor", 1.0, 2.0)
             routed = st.capacity(ctx, factor, kind.removeprefix("capacity_"))
         cost = price_routed(routed, spec, cluster, self.workload,
-                            migration_overlap=s.migration_overlap)  # fmt: skip
+                            migration_overlap=s.migration_overlap,
+                            mechanisms=mechanisms(s))  # fmt: skip
         routed_copies = routed.sim.routed.sum(axis=-1)
         changed = float(((routed.sim.dropped + routed.sim.rerouted).sum(-1) / routed_copies).mean())
         trial.set_user_attr("changed_fraction", changed)

@@ -17,17 +17,25 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from gps.advisor import strategies as st
+from gps.advisor.assumptions import (
+    Assumptions,
+    assumption_ladder,
+    from_config,
+    load_assumptions,
+    price_under,
+)
 from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
-from gps.advisor.pricing import busiest_layer, price_routed, summarise
+from gps.advisor.pricing import busiest_layer, summarise
 from gps.advisor.ties import describe_tie
 from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
+from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
-from gps.profiles import load_cluster
+from gps.profiles import load_cluster, load_link
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
 from predictors.whatif import WhatIfTokenPredictor
@@ -125,6 +133,16 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
     }
 
 
+def mechanisms(strategy: DictConfig) -> Mechanisms:
+    """The token-level mechanism switches of ``cfg.strategy`` (``gps.cost.token_mechanisms``)."""
+    s = strategy
+    link = load_link(s.expert_fetch_link) if s.resident_experts < 1 else None
+    return Mechanisms(direct_dispatch=s.direct_dispatch,
+                      direct_dispatch_overlap=s.direct_dispatch_overlap,
+                      replica_choice=s.replica_choice, prefetch=s.prefetch,
+                      resident_experts=s.resident_experts, fetch_link=link)  # fmt: skip
+
+
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
     """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config."""
     cluster = load_cluster(cfg.hardware)
@@ -199,8 +217,12 @@ def advise(cfg: DictConfig) -> dict:
         routed.append(job())
     t = workload.tokens_per_step
 
-    def priced(r: st.Routed):
-        return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap)
+    mech, assume = mechanisms(s), from_config(cfg.assumptions)
+
+    def priced(r: st.Routed, under: Assumptions = assume):
+        return price_under(r, spec, cluster, workload, data.test_loads,
+                           migration_overlap=s.migration_overlap, mechanisms=mech,
+                           assumptions=under)  # fmt: skip
 
     baseline_s = float(priced(routed[0]).total_s.mean())
     layer = busiest_layer(routed[0])
@@ -241,4 +263,10 @@ def advise(cfg: DictConfig) -> dict:
         results["guidelines"] = guide
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
+        if cfg.paper.metric == "do_vs_t2e":
+            real = [r for r in routed if not r.synthetic]
+            results["paper"]["assumption_ladder"] = assumption_ladder(
+                real, priced, load_assumptions("moe_gps_paper")
+            )
+            results["paper"]["assumptions"] = assume.name
     return results

@@ -94,7 +94,9 @@ def paper_figure(paper: Any, results: dict) -> dict:
         values = [cap["speedup_vs_baseline"]]
     elif metric == "forecast":
         ours, values = _forecast(results)
-        extra["reading"] = reading(results, [float(x) for x in (paper.figures or [])])
+        extra["reading"] = reading(
+            results, [float(x) for x in (getattr(paper, "figures", None) or [])]
+        )
     else:
         raise ValueError(
             f"paper.metric={metric!r}: expected do_vs_t2e, speedup:ilp, speedup:capacity, "

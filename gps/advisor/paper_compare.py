@@ -163,7 +163,7 @@ def reading(results: dict, paper: list[float]) -> str:
 def compare(paper: Any, results: dict, ours_values: list[float]) -> dict:
     """The comparison fields of the ``paper`` entry (module docstring)."""
     metric = paper.metric
-    figures = [float(x) for x in (paper.figures or [])]
+    figures = [float(x) for x in (getattr(paper, "figures", None) or [])]
     ours = [float(x) for x in ours_values if x is not None and not math.isnan(x)]
     dp, do = _direction(metric, figures), _direction(metric, ours)
     ratio = _size_ratio(metric, figures, ours)
@@ -179,7 +179,7 @@ def compare(paper: Any, results: dict, ours_values: list[float]) -> dict:
         elif metric == "forecast":
             gap = _gap_forecast(results, figures, ours)
     return {
-        "setting": list(paper.setting or []),
+        "setting": list(getattr(paper, "setting", None) or []),
         "figures": figures,
         "ours_values": ours,
         "same_direction": None if not figures else (dp == do and dp != 0),

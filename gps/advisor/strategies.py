@@ -21,6 +21,7 @@ import numpy as np
 import predictors
 from gps.advisor.data import EvalData
 from gps.cost.e2e import batch_cost
+from gps.cost.token_mechanisms import CopySplit, split_copies
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.plans import (
@@ -66,6 +67,9 @@ class Routed:
         accuracy: metric name -> value on the held-out batches.
         wall_s: measured ``fit``/``predict`` seconds on this machine.
         notes: planner diagnostics (ILP method and gap, ...).
+        plans: the plan serving each held-out batch (``None``: not recorded).
+        token_routing: Token-to-Expert only: the batches' copies split by the prediction
+            (``TokenRouting``), what the token-level mechanisms are priced from.
     """
 
     name: str
@@ -78,6 +82,45 @@ class Routed:
     accuracy: dict = field(default_factory=dict)
     wall_s: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    plans: list[Plan] | None = None
+    token_routing: TokenRouting | None = None
+
+
+@dataclass(frozen=True)
+class TokenRouting:
+    """A Token-to-Expert strategy's held-out copies replayed against its plans, by outcome.
+
+    Every field is a ``SimResult`` with leading ``[N]`` (``gps.simulate.simulate_loads`` of the
+    ``CopySplit`` loads, linear in the loads): ``hit_local`` / ``hit_split`` the correctly
+    predicted copies routed with the locality split (token-level replica choice) or the run's
+    ``split``; ``miss`` the mispredicted copies (run's split, after the gate); ``wrong_local`` /
+    ``wrong_split`` the wrong guesses (sent early and discarded under direct dispatch).
+    ``predicted_busy [N, L, G, R]``: slots the guesses send copies to (what prefetch fetches).
+    """
+
+    hit_local: SimResult
+    hit_split: SimResult
+    miss: SimResult
+    wrong_local: SimResult
+    wrong_split: SimResult
+    predicted_busy: np.ndarray
+
+
+def token_routing(ctx: Context, plans: list[Plan], split: CopySplit) -> TokenRouting:
+    """``TokenRouting`` of ``split`` (``[N, L, E]`` loads) against the per-batch ``plans``."""
+    wrong = split.guessed - split.hit
+
+    def sim(loads: np.ndarray, how: str) -> SimResult:
+        return _stack([simulate_loads(p, x, spec=ctx.spec, split=how,
+                                      gpus_per_node=ctx.cluster.gpus_per_node)
+                       for p, x in zip(plans, loads, strict=True)])  # fmt: skip
+
+    guessed = sim(split.guessed, "locality")
+    return TokenRouting(
+        hit_local=sim(split.hit, "locality"), hit_split=sim(split.hit, ctx.split),
+        miss=sim(split.miss, ctx.split), wrong_local=sim(wrong, "locality"),
+        wrong_split=sim(wrong, ctx.split), predicted_busy=guessed.slot_tokens > 0,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -181,7 +224,7 @@ def replay(ctx: Context, plans: list[Plan], start: Plan, name: str, family: str)
             for a, b in zip(prev, plans, strict=True)
         ]
     )
-    return Routed(name, family, _stack(sims), mig)
+    return Routed(name, family, _stack(sims), mig, plans=list(plans))
 
 
 def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Routed:
@@ -258,7 +301,9 @@ def distribution(ctx: Context, name: str, params: dict) -> Routed:
 
 def token(ctx: Context, name: str, params: dict, model=None) -> Routed:
     """A Token-to-Expert predictor guesses every held-out token's top-k; the plan uses the
-    histogram of its guesses. ``model``: an already built estimator (what-if sweeps)."""
+    histogram of its guesses, and ``token_routing`` records which copies it named (what the
+    token-level mechanisms are priced from). ``model``: an already built estimator (what-if
+    sweeps)."""
     d = ctx.data
     model = model if model is not None else predictors.make_predictor(name, **params)
     t0 = time.perf_counter()
@@ -270,6 +315,8 @@ def token(ctx: Context, name: str, params: dict, model=None) -> Routed:
     out = planned(ctx, hist, f"token:{name}", "token")
     out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
     true = np.asarray(d.test.experts)
+    copies = split_copies(guess, true, d.test.num_experts, d.tokens_per_batch)
+    out.token_routing = token_routing(ctx, out.plans, copies)
     out.accuracy = {
         "topk_hit_rate": topk_hit_rate(guess, true),
         "exact_set_accuracy": exact_set_accuracy(guess, true),
@@ -295,7 +342,8 @@ def capacity(ctx: Context, factor: float, mode: str) -> Routed:
                                     gpus_per_node=ctx.cluster.gpus_per_node,
                                     rerouted=res.rerouted))  # fmt: skip
     sim = _stack(sims)
-    out = Routed(f"capacity_{mode}@{factor:g}", "capacity", sim, np.zeros(sim.dropped.shape))
+    out = Routed(f"capacity_{mode}@{factor:g}", "capacity", sim, np.zeros(sim.dropped.shape),
+                 plans=[plan] * len(sims))  # fmt: skip
     out.notes = {"capacity_factor": factor, "mode": mode}
     return out
 

@@ -28,7 +28,8 @@ from gps.model import MoEModelSpec
 from gps.workload import Workload
 
 LAYER_COMPONENTS = (
-    "attention", "gate", "dispatch", "experts", "combine", "shared", "predictor", "migration"
+    "attention", "gate", "dispatch", "experts", "combine", "shared", "predictor", "migration",
+    "expert_fetch",
 )  # fmt: skip
 
 
@@ -180,6 +181,8 @@ def batch_cost(
     dropped_tokens: float | np.ndarray = 0,
     dispatch_dedup: tuple[float, float] | None = None,
     parallel: ParallelConfig | None = None,
+    dispatch_s: np.ndarray | None = None,
+    expert_fetch_s: float | np.ndarray = 0.0,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
@@ -206,12 +209,16 @@ def batch_cost(
             per token copy after de-duplication per destination GPU / node); ``None`` = the
             uniform-routing expectation (``gps.cost.comm.dedup_factors``); ``(1, 1)`` when
             ``traffic_bytes`` already counts de-duplicated sends.
-
         parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
             attention DP/TP), priced with uniform routing (``slot_tokens`` and
             ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
             with ``workload.attention_parallel`` (today's model). ``ep = G, tp = 1`` gives the
             same numbers as ``None``.
+        dispatch_s: exposed dispatch seconds ``[..., L_moe]`` replacing the all-to-all of
+            ``traffic_bytes`` (direct dispatch, ``gps.cost.token_mechanisms``); the combine is
+            still priced from ``traffic_bytes``. ``None``: dispatch = combine time.
+        expert_fetch_s: exposed seconds ``[..., L_moe]`` fetching non-resident expert weights
+            (``token_mechanisms.expert_fetch_s``), the ``expert_fetch`` component.
 
     ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
     two interleaved micro-batches (``two_batch_path``, stages priced at half the batch), plus
@@ -275,6 +282,10 @@ def batch_cost(
         raise ValueError(f"migration_link='inter' but cluster {cluster.name!r} has no inter_link")
     mig_s = np.where(mig_bytes > 0, link.latency_s + mig_bytes / link.gpu_bandwidth, 0.0)
     comp["predictor"] = pred
+    if dispatch_s is not None:  # the balanced bound may hide its dispatch as well
+        comp["dispatch"] = _nonneg("dispatch_s", dispatch_s)
+        balanced["dispatch"] = np.minimum(balanced["dispatch"], comp["dispatch"])
+    comp["expert_fetch"] = _nonneg("expert_fetch_s", expert_fetch_s)
     comp["migration"] = np.maximum(mig_s - migration_overlap * attn, 0.0)
     try:
         shape = np.broadcast_shapes(*(v.shape for v in comp.values()))
@@ -297,7 +308,7 @@ def batch_cost(
                 c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
             )
 
-        per_layer = overlapped(mb) + comp["predictor"] + comp["migration"]
+        per_layer = overlapped(mb) + comp["predictor"] + comp["migration"] + comp["expert_fetch"]
         balanced_layer = overlapped(mb_bal)
         per_layer = np.broadcast_to(per_layer, shape)
     total = per_layer.sum(axis=-1) + non_moe_s

@@ -12,7 +12,7 @@ import numpy as np
 
 BREAKDOWN_ORDER = (
     "attention", "gate", "predictor", "dispatch", "experts", "combine", "shared", "migration",
-    "non_moe",
+    "expert_fetch", "non_moe",
 )  # fmt: skip
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -75,6 +76,39 @@ def guideline_blocks(guide: dict) -> list[Block]:
     return blocks
 
 
+def ladder_blocks(ladder: list[dict], priced_under: str | None) -> list[Block]:
+    """The assumption ladder: the DO-vs-T2E figure from the paper's assumptions to ours."""
+
+    def best(r: dict, fam: str) -> str:
+        return f"{r[fam]} {r[fam + '_s'] * 1e3:.2f} ms ({r[fam + '_speedup']:.3f}x)"
+
+    rows = [
+        [str(r["step"]), r["description"] if r["switched_off"] else "none: " + r["description"],
+         best(r, "distribution"), best(r, "token"), f"{r['gain']:+.1%}"]
+        for r in ladder
+    ]  # fmt: skip
+    moves = [(abs(b["gain"] - a["gain"]), b) for a, b in itertools.pairwise(ladder)]
+    text = (
+        f"From the paper's assumptions (step 0, conf/assumptions/moe_gps_paper.yaml) to ours "
+        f"(last step, roofline), one more assumption switched off per step. Distribution-Only "
+        f"vs Token-to-Expert: {ladder[0]['gain']:+.1%} under the paper's, "
+        f"{ladder[-1]['gain']:+.1%} under ours (positive = Distribution-Only faster)."
+    )
+    if moves:
+        d, rung = max(moves, key=lambda m: m[0])
+        text += f" The largest move ({d:.1%} points) comes from: {rung['description']}."
+    if priced_under:
+        text += f" The strategy table above is priced under `{priced_under}`."
+    return [
+        Heading("Assumption ladder", 3),
+        Para(text),
+        Table(
+            ["step", "switched off", "best Distribution-Only", "best Token-to-Expert",
+             "DO vs T2E"], rows,
+        ),
+    ]  # fmt: skip
+
+
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
 
@@ -96,6 +130,8 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
                   [[paper["name"], paper["claim"], paper["ours"]]]),
             Para(paper["why"]),
         ]  # fmt: skip
+        if paper.get("assumption_ladder"):
+            blocks += ladder_blocks(paper["assumption_ladder"], paper.get("assumptions"))
     forecast = results.get("forecast")
     if forecast:
         hs, every = forecast["horizons_steps"], forecast["record_interval_steps"]
