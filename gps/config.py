@@ -40,6 +40,9 @@ class EvaluationConfig:
             ``forecast.rows[i].stable``); ``None``: off.
         stable_factor: a window is stable when its variance and range are at most this
             factor times their settled level (``> 1``).
+        sample_tokens_per_step: synthetic prefill runs whose step holds more tokens simulate
+            routing on whole prompts totalling at most this many tokens per step and scale
+            every token count to the step (``gps.advisor.data.prepare``); ``None``: off.
     """
 
     trace_path: str | None = None
@@ -49,6 +52,7 @@ class EvaluationConfig:
     train_fraction: float = 0.5
     stable_window_steps: int | None = None
     stable_factor: float = 2.0
+    sample_tokens_per_step: int | None = None
 
 
 @dataclass

@@ -177,7 +177,7 @@ def eval_data(cfg: DictConfig, trace_cfg: Any, spec: MoEModelSpec, workload: Wor
     ev = cfg.evaluation
     return prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
                    test_batches=ev.test_batches, trace_path=ev.trace_path,
-                   seed=cfg.seed)  # fmt: skip
+                   seed=cfg.seed, sample_tokens=ev.sample_tokens_per_step)  # fmt: skip
 
 
 def advise(cfg: DictConfig) -> dict:
@@ -214,7 +214,7 @@ def advise(cfg: DictConfig) -> dict:
     for name, job in tqdm(jobs, desc="strategies", unit="strategy", file=sys.stderr,
                           disable=None, leave=False):  # fmt: skip
         tqdm.write(f"  {name}", file=sys.stderr)
-        routed.append(job())
+        routed.append(st.scaled(job(), data.token_scale))
     t = workload.tokens_per_step
 
     mech, assume = mechanisms(s), from_config(cfg.assumptions)
@@ -236,6 +236,7 @@ def advise(cfg: DictConfig) -> dict:
             "nodes": cluster.num_nodes, "phase": workload.phase, "tokens_per_step": t,
             "trace": data.source, "train_batches": ev.train_batches,
             "test_batches": ev.test_batches, "slots_per_gpu": slots,
+            "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory,
         },
         "baseline": "no_balancing",
@@ -250,7 +251,8 @@ def advise(cfg: DictConfig) -> dict:
 
         def step_time(a: float) -> float:
             model = WhatIfTokenPredictor(accuracy=a, seed=cfg.seed)
-            return float(priced(st.token(ctx, f"whatif@{a:g}", {}, model=model)).total_s.mean())
+            whatif = st.token(ctx, f"whatif@{a:g}", {}, model=model)
+            return float(priced(st.scaled(whatif, data.token_scale)).total_s.mean())
 
         guide = frontier(step_time, cfg.report.accuracy_grid,
                          [u * 1e-6 for u in cfg.report.overhead_grid_us],

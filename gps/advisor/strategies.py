@@ -12,6 +12,7 @@ GPU, ``T`` tokens per batch, ``k`` top-k.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,28 @@ class Context:
         whichever is cheaper on that load (steady state: no migration charged)."""
         last = self.data.train_loads[-1]
         return self.cheapest([self.static, self.plan(last, None)], last, None)
+
+
+def _scale_sim(sim: SimResult, f: float) -> SimResult:
+    return dataclasses.replace(
+        sim, slot_tokens=sim.slot_tokens * f, traffic_bytes=sim.traffic_bytes * f,
+        routed=sim.routed * f, dropped=sim.dropped * f, rerouted=sim.rerouted * f,
+    )  # fmt: skip
+
+
+def scaled(r: Routed, factor: float) -> Routed:
+    """``r`` with every token count (and the bytes they move) multiplied by ``factor``: routing
+    simulated on a sample of the step (``EvalData.token_scale``) priced at the full step."""
+    if factor == 1.0:
+        return r
+    tr = r.token_routing
+    if tr is not None:
+        tr = TokenRouting(
+            *(_scale_sim(getattr(tr, n), factor)
+              for n in ("hit_local", "hit_split", "miss", "wrong_local", "wrong_split")),
+            tr.predicted_busy,
+        )  # fmt: skip
+    return dataclasses.replace(r, sim=_scale_sim(r.sim, factor), token_routing=tr)
 
 
 def _stack(results: list[SimResult]) -> SimResult:
