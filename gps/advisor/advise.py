@@ -28,6 +28,7 @@ from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
+from gps.advisor.paper_compare import with_ladder
 from gps.advisor.pricing import busiest_layer, summarise
 from gps.advisor.ties import describe_tie
 from gps.cost.memory import memory_breakdown
@@ -271,4 +272,5 @@ def advise(cfg: DictConfig) -> dict:
                 real, priced, load_assumptions("moe_gps_paper")
             )
             results["paper"]["assumptions"] = assume.name
+            results["paper"].update(with_ladder(results["paper"]))
     return results

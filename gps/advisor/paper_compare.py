@@ -15,6 +15,7 @@ to the ``paper`` entry of ``results.json`` (``docs/results.md``). Units per metr
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -186,3 +187,27 @@ def compare(paper: Any, results: dict, ours_values: list[float]) -> dict:
         "size_ratio": ratio,
         "gap": gap,
     }
+
+
+def with_ladder(entry: dict) -> dict:
+    """MoE-GPS: the figure under the paper's assumptions (``assumption_ladder`` step 0) as
+    ``ours_values_paper_assumptions``, and the rung that moves the figure most named in
+    ``gap`` (when the run's own figure is off the paper's by more than ``SIZE_TOLERANCE``)."""
+    ladder = entry.get("assumption_ladder") or []
+    if not ladder:
+        return {}
+    first = ladder[0]["gain"]
+    out: dict = {"ours_values_paper_assumptions": [first]}
+    if entry.get("gap") and len(ladder) > 1:
+        _, a, b = max(
+            ((abs(y["gain"] - x["gain"]), x, y) for x, y in itertools.pairwise(ladder)),
+            key=lambda t: t[0],
+        )
+        figures = entry.get("figures") or []
+        ratio = f" ({first / figures[0]:.2f} of the paper's)" if figures else ""
+        out["gap"] = (
+            f"{entry['gap']} Under the paper's assumptions (ladder step 0) our gain is "
+            f"{first:+.1%}{ratio}; the rung that moves it most switches off "
+            f"`{b['switched_off']}` ({b['description']}): {a['gain']:+.1%} -> {b['gain']:+.1%}."
+        )
+    return out
