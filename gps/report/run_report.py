@@ -109,6 +109,25 @@ def ladder_blocks(ladder: list[dict], priced_under: str | None) -> list[Block]:
     ]  # fmt: skip
 
 
+def paper_comparison_blocks(paper: dict, results: dict) -> list[Block]:
+    """The paper's setting (assumed values marked) and its number beside ours."""
+    from gps.report.papers import paper_rows
+
+    blocks: list[Block] = []
+    if paper.get("setting"):
+        blocks.append(
+            Para(
+                "**The paper's setting, as this run composes it** ('assumed': the "
+                "paper does not state it): " + "; ".join(paper["setting"]) + "."
+            )
+        )
+    if paper.get("figures"):
+        row = paper_rows([results])[0]
+        blocks.append(Table(["paper's figure", "ours", "same direction", "ours / paper",
+                             "reason for the gap"], [row[3:]]))  # fmt: skip
+    return blocks
+
+
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
 
@@ -130,6 +149,7 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
                   [[paper["name"], paper["claim"], paper["ours"]]]),
             Para(paper["why"]),
         ]  # fmt: skip
+        blocks += paper_comparison_blocks(paper, results)
         if paper.get("assumption_ladder"):
             blocks += ladder_blocks(paper["assumption_ladder"], paper.get("assumptions"))
     forecast = results.get("forecast")
