@@ -20,7 +20,7 @@ import math
 from typing import Any
 
 SIZE_TOLERANCE = 0.30  # |ours / paper - 1| above this: the report names the responsible assumption
-NO_EFFECT = 1e-3  # a gain below this counts as no effect (neither direction)
+NO_EFFECT = 0.005  # a gain below this is no effect (neither direction): TIE_MARGIN of advise.py
 
 
 def _direction(metric: str, values: list[float]) -> int:
@@ -107,8 +107,8 @@ def _gap_do_vs_t2e(results: dict) -> str:
     ov = (t2e.get("overhead") or {}).get("seconds_per_batch") or 0.0
     crit = (t2e.get("overhead") or {}).get("on_critical_path")
     return (
-        "Assumption responsible: what each family pays and gains per step. Best Token-to-"
-        f"Expert ({t2e['name']}): priced overhead {ov * 1e6:.1f} us per batch "
+        f"Under our pricing: best Token-to-Expert ({t2e['name']}): priced overhead "
+        f"{ov * 1e6:.1f} us per batch "
         f"({'on' if crit else 'off'} the critical path), {t2e['speedup_vs_baseline']:.3f}x over "
         f"no balancing; best Distribution-Only ({do['name']}): "
         f"{do['speedup_vs_baseline']:.3f}x."
@@ -206,8 +206,9 @@ def with_ladder(entry: dict) -> dict:
         figures = entry.get("figures") or []
         ratio = f" ({first / figures[0]:.2f} of the paper's)" if figures else ""
         out["gap"] = (
-            f"{entry['gap']} Under the paper's assumptions (ladder step 0) our gain is "
-            f"{first:+.1%}{ratio}; the rung that moves it most switches off "
-            f"`{b['switched_off']}` ({b['description']}): {a['gain']:+.1%} -> {b['gain']:+.1%}."
+            f"Assumption responsible: `{b['switched_off']}` ({b['description']}), the rung of "
+            f"the assumption ladder that moves the gain most: {a['gain']:+.1%} -> "
+            f"{b['gain']:+.1%}. Under the paper's assumptions (ladder step 0) our gain is "
+            f"{first:+.1%}{ratio}. {entry['gap']}"
         )
     return out
