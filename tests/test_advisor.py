@@ -176,7 +176,13 @@ def test_recommend_breaks_near_ties_towards_the_simplest() -> None:
 def test_recommend_reports_a_tie_and_why() -> None:
     base = _entry("no_balancing", "baseline", 1.0)
     same = [_entry(f"distribution:{n}", "distribution", 1.19) for n in ("ewma", "last_batch")]
-    slower = _entry("token:mlp", "token", 1.188, overhead={"seconds_per_batch": 1e-4})
+    slower = _entry(
+        "token:mlp",
+        "token",
+        1.188,
+        overhead={"seconds_per_batch": 1e-4},
+        breakdown_s={"predictor": 1 / 1.188 - 1 / 1.19},
+    )  # the only difference
     entries = [base, *same, slower, _entry("oracle", "oracle", 1.19),
                _entry("eplb_every_4", "periodic", 1.1, migration_bytes_per_step=1e9)]  # fmt: skip
     rec = recommend(entries, base)
@@ -186,6 +192,9 @@ def test_recommend_reports_a_tie_and_why() -> None:
     assert not tie["same_step_time"] and not tie["moved_weights"] and tie["oracle_tied"]
     assert "**Tie:** 3 strategies" in rec["text"] and "None of them copied" in rec["text"]
     assert "oracle" in tie["text"] and "differ by at most 0.17% (predictor overhead)" in tie["text"]
+    other = dict(slower, breakdown_s={"predictor": 0.0})  # same times, but not from overhead
+    assert "(predictor overhead and plan differences)" in recommend(
+        [base, *same, other], base)["tie"]["text"]  # fmt: skip
     # one re-planned: no claim that they kept the start plan; the oracle pulls ahead
     moved = [_entry("distribution:ewma", "distribution", 1.19, migration_bytes_per_step=1.0),
              _entry("distribution:last_batch", "distribution", 1.19)]  # fmt: skip

@@ -45,6 +45,11 @@ def test_tiny_run_writes_results_and_report(tmp_path: Path, capsys) -> None:
     assert len(guide["token_speedup"]) == 2 and len(guide["token_speedup"][0]) == 2
     text = report.read_text()
     assert report.name == "report.md" and results["recommendation"]["strategy"] in text
+    # a tie is said in the report's first paragraph, naming every tied strategy
+    first = next(line for line in text.splitlines() if line.startswith("**Recommendation.**"))
+    tie = results["recommendation"]["tie"]
+    assert ("**Tie:**" in first) == (tie is not None)
+    assert tie is None or all(name in first for name in tie["strategies"])
     for png in ("breakdown", "gpu_load", "accuracy_speedup", "frontier"):
         assert (tmp_path / "plots" / f"{png}.png").stat().st_size > 1000
         assert f"plots/{png}.png" in text
