@@ -27,7 +27,7 @@ from gps.advisor import advise
 from gps.advisor.advise import build
 from gps.config import register_configs
 from gps.cost.memory import MemoryFitError
-from gps.cost.parallel import ParallelConfig, compare_layouts
+from gps.cost.parallel import ParallelConfig, compare_layouts, resolve_layout
 from gps.model import ModelSpecError
 from gps.profiles import ProfileError
 from gps.report.document import write_atomic
@@ -50,8 +50,9 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Advise on ``cfg``; write ``results.json`` and the report into ``out_dir``; return the
     report's path. ``results.json`` is written atomically (temporary file, then rename)."""
+    layout = configured_layout(cfg)  # a bad layout fails here, before the advisor's work
     results = advise(cfg)
-    results["parallel"] = price_layout(cfg) if results["strategies"] else None
+    results["parallel"] = price_layout(cfg, layout) if results["strategies"] else None
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
     if results["strategies"]:
@@ -67,11 +68,19 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
     return build_run_report(results, out_dir, plots=cfg.report.plots)
 
 
-def price_layout(cfg: DictConfig) -> dict:
+def configured_layout(cfg: DictConfig) -> ParallelConfig:
+    """``cfg.parallel`` checked against the model and cluster (``LayoutError`` names the field)."""
+    spec, cluster, workload, _ = build(cfg)
+    layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
+    resolve_layout(layout, spec, cluster, workload)
+    return layout
+
+
+def price_layout(cfg: DictConfig, layout: ParallelConfig | None = None) -> dict:
     """``results["parallel"]``: the configured layout (``cfg.parallel``) and every layout of
     ``conf/parallel/`` priced with uniform routing (``gps.cost.parallel.compare_layouts``)."""
     spec, cluster, workload, _ = build(cfg)
-    layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
+    layout = layout or configured_layout(cfg)
     out = compare_layouts(layout, spec, cluster, workload)
     mine = out["layout"]
     out["text"] = (

@@ -33,6 +33,7 @@ from predictors.evaluate import (
     format_table,
     overhead_summary,
 )
+from predictors.hidden import HiddenStateRouterPredictor, router_cost
 from predictors.metrics import (
     distribution_accuracy,
     exact_set_accuracy,
@@ -72,6 +73,7 @@ TOKEN_PREDICTORS: dict[str, type[TokenPredictor]] = {
     "previous_layer": PreviousLayerPredictor,
     "lightgbm_token": LightGBMTokenPredictor,
     "mlp_token": MLPTokenPredictor,
+    "hidden_router": HiddenStateRouterPredictor,
     "whatif_token": WhatIfTokenPredictor,
 }
 PREDICTORS: dict[str, type[BaseEstimator]] = {**DISTRIBUTION_PREDICTORS, **TOKEN_PREDICTORS}
@@ -103,6 +105,7 @@ __all__ = [
     "DistributionPredictor",
     "EWMAPredictor",
     "GlobalPriorPredictor",
+    "HiddenStateRouterPredictor",
     "LastBatchPredictor",
     "LightGBMLoadPredictor",
     "LightGBMTokenPredictor",
@@ -134,6 +137,7 @@ __all__ = [
     "price",
     "proportion_mae",
     "record_interval",
+    "router_cost",
     "steps_to_records",
     "topk_hit_rate",
     "total_variation",

@@ -104,6 +104,7 @@ def test_decode_run_and_documented_schema(tmp_path: Path) -> None:
     for s in results["strategies"]:
         assert set(s) == entry, (s["name"], set(s) ^ entry)
     _check_nested(results, what)
+    assert results["published_predictors"]  # methods published on other models still show
     names = {s["name"]: s for s in results["strategies"]}
     # TODO(issue 11): make this exact (>= 1.0) once duplication makes oracle >= no_balancing
     # hold by construction; today the oracle may keep a replicated start plan that is slower

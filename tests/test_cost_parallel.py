@@ -82,3 +82,22 @@ def test_mixtral_three_layouts_priced_and_bad_layouts_named() -> None:
                        replace(cl, gpus_per_node=6), wl)  # fmt: skip
     with pytest.raises(LayoutError, match="uniform routing"):
         batch_cost(spec, cl, wl, np.zeros((32, 8, 1)), parallel=names["ep8"])
+
+
+def test_gps_parallel_group_prices_three_mixtral_layouts() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from gps.app import CONF_DIR, price_layout
+
+    answers = {}
+    for name in ("tp8", "ep8", "ep4_tp2"):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = compose(config_name="config", overrides=[f"parallel={name}"])
+        out = price_layout(cfg)
+        assert out["layout"]["name"] == name and out["layout"]["error"] is None
+        answers[name] = out["layout"]["tokens_per_s"]
+    assert len(set(answers.values())) == 3
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["parallel=ep4_tp2", "parallel.tp=3"])
+    with pytest.raises(LayoutError, match=r"parallel\.ep=4, parallel\.tp=3: ep\*tp = 12"):
+        price_layout(cfg)

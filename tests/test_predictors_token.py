@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
@@ -29,6 +31,7 @@ from predictors import (
 SMALL = {
     "lightgbm_token": {"n_estimators": 20, "n_jobs": 1, "max_train_samples": 4000},
     "mlp_token": {"max_iter": 15, "max_train_samples": 4000, "id_buckets": 256},
+    "hidden_router": {"max_iter": 5},
 }
 
 
@@ -93,6 +96,9 @@ def test_learned_models_learn_planted_patterns(name):
 @pytest.mark.parametrize("name", list(TOKEN_PREDICTORS))
 def test_output_contract_and_determinism(name):
     trace = random_trace(num_tokens=1200, layers=3, k=2)
+    if name == "hidden_router":  # reads activations: attach random ones
+        hidden = np.random.default_rng(0).standard_normal((1200, 3, 4)).astype(np.float16)
+        trace = replace(trace, hidden=hidden, hidden_layers=np.arange(3, dtype=np.int16))
     train, test = split_by_sequence(trace, 0.3, seed=1)
     a = small(name).fit(train).predict(test)
     b = small(name).fit(train).predict(test)

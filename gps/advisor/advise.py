@@ -30,6 +30,7 @@ from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.paper_compare import with_ladder
 from gps.advisor.pricing import busiest_layer, summarise
+from gps.advisor.published import published_results
 from gps.advisor.ties import describe_tie
 from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
@@ -264,6 +265,9 @@ def advise(cfg: DictConfig) -> dict:
                    f"{slots} slots/GPU")  # fmt: skip
         guide["rule"] = rule(guide, setting)
         results["guidelines"] = guide
+    results["published_predictors"] = published_results(
+        spec, cluster.gpu, t, results["guidelines"], baseline_s, routed[0].sim.slot_tokens.shape[-3]
+    )
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
         if cfg.paper.metric == "do_vs_t2e":

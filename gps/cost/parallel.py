@@ -72,8 +72,9 @@ def resolve_layout(
         raise LayoutError(f"parallel.ep={parallel.ep!r}: expected an integer >= 0 (0 = all GPUs)")
     if g % (ep * tp):
         raise LayoutError(
-            f"parallel.ep={ep}: ep*tp = {ep}*{tp} = {ep * tp} does not divide the {g} GPUs of "
-            f"cluster {cluster.name!r}"
+            f"parallel.ep={ep}"
+            + (f", parallel.tp={tp}" if tp > 1 else "")
+            + f": ep*tp = {ep * tp} does not divide the {g} GPUs of cluster {cluster.name!r}"
         )
     f = spec.expert_intermediate_size
     if f % tp:

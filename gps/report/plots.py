@@ -97,9 +97,11 @@ def plot_accuracy_speedup(guide: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_frontier(guide: dict, path: Path) -> Path:
+def plot_frontier(guide: dict, path: Path, published: list[dict] | None = None) -> Path:
     """Heat-map over (accuracy, overhead) of Token-to-Expert speed-up minus the best
-    Distribution-Only speed-up; the 0 contour is the frontier."""
+    Distribution-Only speed-up; the 0 contour is the frontier. ``published``: the
+    ``published_predictors`` entries, drawn as labelled triangles (those with a priced
+    overhead), marked 'published, not measured here'."""
     plt = _pyplot()
     acc = np.asarray(guide["accuracy"])
     ov = np.asarray(guide["overhead_s"]) * 1e6
@@ -109,6 +111,16 @@ def plot_frontier(guide: dict, path: Path) -> Path:
     mesh = ax.pcolormesh(acc, ov, diff, cmap="RdBu", vmin=-lim, vmax=lim, shading="nearest")
     if diff.min() < 0 < diff.max() and len(acc) > 1 and len(ov) > 1:
         ax.contour(acc, ov, diff, levels=[0.0], colors="black", linewidths=1.2)
+    priced = [p for p in published or [] if p["overhead_s_per_layer"] is not None]
+    if priced:
+        x = [p["topk_hit_rate"] for p in priced]
+        y = [p["overhead_s_per_layer"] * 1e6 for p in priced]
+        ax.scatter(x, y, marker="^", s=50, c="gold", edgecolors="black", zorder=3,
+                   label="published, not measured here")  # fmt: skip
+        for i, (p, xi, yi) in enumerate(zip(priced, x, y, strict=True)):
+            ax.annotate(p["name"], (xi, yi), fontsize=7, xytext=(-4, 5 + 9 * (i % 3)),
+                        textcoords="offset points", ha="right")  # fmt: skip
+        ax.legend(fontsize=8, loc="upper left")
     fig.colorbar(mesh, ax=ax, label="Token-to-Expert minus Distribution-Only speed-up")
     ax.set_xlabel("Token-to-Expert top-k accuracy")
     ax.set_ylabel("predictor overhead (us per MoE layer)")

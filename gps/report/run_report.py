@@ -128,6 +128,43 @@ def paper_comparison_blocks(paper: dict, results: dict) -> list[Block]:
     return blocks
 
 
+def published_blocks(points: list[dict]) -> list[Block]:
+    """'Published predictors' section: one row per published operating point (not measured
+    here), its accuracy in our metric, overhead priced on this run, and its source."""
+    rows = [
+        [
+            p["name"],
+            p["published_model"] + ("" if p["same_model"] else " (other model)"),
+            f"{p['published_metric']} {p['published_accuracy']:.3f}",
+            fmt(p["topk_hit_rate"], ".3f")
+            + ("" if p["topk_hit_rate_high"] == p["topk_hit_rate"]
+               else f" - {p['topk_hit_rate_high']:.3f}"),
+            "x".join(map(str, p["widths"])) if p["widths"] else "not published",
+            fmt(p["overhead_s_per_layer"], ".1f", 1e6),
+            fmt(p.get("speedup_estimate"), ".3f", suffix="x")
+            + {True: " (wins)", False: " (loses)", None: ""}[p.get("beats_distribution")],
+            p["source"],
+        ]
+        for p in points
+    ]  # fmt: skip
+    conversions = sorted({f"{p['published_metric']}: {p['conversion']}" for p in points})
+    return [
+        Heading("Published predictors (published, not measured here)"),
+        Para(
+            "Operating points their authors report (`predictors/published.yaml`), not measured "
+            "by moe-gps. Accuracy is converted to our top-k hit rate (range where the published "
+            "metric only bounds it; points use the low end); overhead is the GEMM chain of its "
+            "architecture priced on this run's model and GPU (us per MoE layer, critical path); "
+            "the speed-up is the what-if sweep's at that accuracy plus that overhead, against "
+            "the best Distribution-Only predictor. Rows marked 'other model' were published on "
+            "another model: their accuracy may not carry over."
+        ),
+        Table(["predictor", "published on", "published figure", "top-k hit (ours)",
+               "architecture priced", "us/layer", "est. speed-up", "source"], rows),
+        Para("Metric conversions: " + "; ".join(conversions) + "."),
+    ]  # fmt: skip
+
+
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
 
@@ -195,6 +232,9 @@ def _strategy_blocks(results: dict, plots: Path | None) -> list[Block]:
     guide = results.get("guidelines")
     if guide:
         blocks += guideline_blocks(guide)
+    published = results.get("published_predictors") or []
+    if published:
+        blocks += published_blocks(published)
     if plots is None:
         return blocks
     plots.mkdir(parents=True, exist_ok=True)
@@ -220,6 +260,7 @@ def _strategy_blocks(results: dict, plots: Path | None) -> list[Block]:
                 "Speed-up vs Token-to-Expert accuracy, crossover marked",
             )
         )
-        blocks.append(Image(plot_frontier(guide, plots / "frontier.png"),
-                            "Accuracy x overhead frontier"))  # fmt: skip
+        blocks.append(Image(plot_frontier(guide, plots / "frontier.png", published),
+                            "Accuracy x overhead frontier (triangles: published, not measured "
+                            "here)"))  # fmt: skip
     return blocks

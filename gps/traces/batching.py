@@ -99,6 +99,8 @@ def take_tokens(trace: TokenTrace, index: slice | np.ndarray) -> TokenTrace:
         scores=pick(trace.scores),
         domain=pick(trace.domain),
         meta=dict(trace.meta),
+        hidden=pick(trace.hidden),
+        hidden_layers=trace.hidden_layers,
     )
 
 

@@ -5,7 +5,8 @@ One file per trace: a zip archive of ``.npy`` members (the layout ``np.savez`` w
 ``"load_series"``), ``format_version`` and ``meta`` (a JSON string), plus
 
 - token trace: ``experts [T,L,k]`` int16, ``token_id``/``sequence_id``/``position [T]`` int32,
-  ``num_experts`` (0-d int64), optional ``scores [T,L,k]`` float16 and ``domain [T]`` int16;
+  ``num_experts`` (0-d int64), optional ``scores [T,L,k]`` float16, ``domain [T]`` int16 and
+  ``hidden [T,H,d]`` float16/float32 with ``hidden_layers [H]`` int16 (router-input activations);
 - load series: ``counts [S,L,E]`` (integer dtype), ``step [S]`` int64.
 
 ``compress=True`` deflates every member (zlib level 1: ~2.5x smaller for routing data),
@@ -39,7 +40,7 @@ FORMAT_VERSION = 1
 AUTO_COMPRESS_BYTES = 256 * 2**20  # compress=None: deflate only traces up to this size
 _COMPRESS_LEVEL = 1  # zlib level: measured 2-4x faster than the default 6, ~5-15 % larger
 _TOKEN_REQUIRED = ("experts", "token_id", "sequence_id", "position", "num_experts")
-_TOKEN_OPTIONAL = ("scores", "domain")
+_TOKEN_OPTIONAL = ("scores", "domain", "hidden", "hidden_layers")
 _SERIES_REQUIRED = ("counts", "step")
 _ALIGN = 64  # bytes; numpy pads .npy headers to this boundary too
 _PAD_EXTRA_ID = 0xD935  # zip extra-field id used for alignment padding (Android zipalign)
@@ -63,6 +64,9 @@ def _arrays_of(trace: TokenTrace | LoadSeries) -> dict[str, np.ndarray]:
             arrays["scores"] = trace.scores
         if trace.domain is not None:
             arrays["domain"] = trace.domain
+        if trace.hidden is not None:
+            arrays["hidden"] = trace.hidden
+            arrays["hidden_layers"] = trace.hidden_layers
     else:
         kind = "load_series"
         arrays = {"counts": trace.counts, "step": trace.step}

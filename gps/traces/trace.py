@@ -24,6 +24,13 @@ class TokenTrace:
         scores: ``[T, L, k]`` float16 renormalised gate weights, or ``None``.
         domain: ``[T]`` int16 index into ``meta["domains"]``, or ``None``.
         meta: model name, source, licence, domain names, ... (JSON-serialisable).
+        hidden: ``[T, H, d]`` float16 or float32 router-input activations at ``H`` of the
+            ``L`` MoE layers, or ``None``: ``hidden[:, j]`` is what the token's hidden state was
+            when it entered MoE layer ``hidden_layers[j]``'s decoder block (its attention
+            input, i.e. the previous layer's output; ``meta["hidden_kind"]`` may name another
+            point, e.g. ``"pre_attention_normed"``). Read by hidden-state router predictors.
+        hidden_layers: ``[H]`` int16 strictly increasing MoE-layer indices in ``[0, L)`` the
+            ``hidden`` slices belong to; given exactly when ``hidden`` is.
     """
 
     experts: np.ndarray
@@ -34,6 +41,8 @@ class TokenTrace:
     scores: np.ndarray | None = None
     domain: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    hidden: np.ndarray | None = None
+    hidden_layers: np.ndarray | None = None
 
     @property
     def num_tokens(self) -> int:

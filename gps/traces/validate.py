@@ -124,7 +124,8 @@ def validate_token_trace(trace: TokenTrace, origin: str = "<memory>") -> TokenTr
     and distinct within each token's top-k; ``token_id`` (``>= -1``), ``sequence_id``
     (``>= 0``) and ``position`` (``>= 0``) int32 ``[T]``; ``scores`` ``None`` or float16
     ``[T, L, k]``, finite and ``>= 0``; ``domain`` ``None`` or int16 ``[T]`` indexing
-    ``meta["domains"]`` (``-1`` = unknown); ``meta`` a JSON-serialisable dict.
+    ``meta["domains"]`` (``-1`` = unknown); ``meta`` a JSON-serialisable dict; ``hidden`` and
+    ``hidden_layers`` both ``None`` or both given (see :func:`_check_hidden`).
 
     Raises:
         TraceError: naming ``origin`` and the first field at fault.
@@ -162,7 +163,36 @@ def validate_token_trace(trace: TokenTrace, origin: str = "<memory>") -> TokenTr
     if trace.scores is not None:
         scores = _check_array(trace.scores, origin, "scores", np.float16, (t, layers, k))
         _check_scores(scores, origin)
+    _check_hidden(trace, origin, t, layers)
     return trace
+
+
+def _check_hidden(trace: TokenTrace, origin: str, t: int, layers: int) -> None:
+    """``hidden`` float16/float32 ``[T, H, d]`` (``H, d >= 1``), finite, scanned by chunks;
+    ``hidden_layers`` int16 ``[H]`` strictly increasing in ``[0, L)``; both or neither."""
+    if trace.hidden is None and trace.hidden_layers is None:
+        return
+    if trace.hidden is None or trace.hidden_layers is None:
+        given, missing = ("hidden", "hidden_layers")[:: 1 if trace.hidden is not None else -1]
+        raise TraceError(origin, missing, f"missing: required when {given!r} is given")
+    hidden = trace.hidden
+    if not isinstance(hidden, np.ndarray) or hidden.dtype not in (np.float16, np.float32):
+        what = hidden.dtype if isinstance(hidden, np.ndarray) else type(hidden).__name__
+        raise TraceError(origin, "hidden", f"{what}: need a float16 or float32 numpy array")
+    if hidden.ndim != 3 or hidden.shape[0] != t or 0 in hidden.shape[1:]:
+        raise TraceError(origin, "hidden", f"shape {hidden.shape} != required ({t}, H>=1, d>=1)")
+    h = hidden.shape[1]
+    ids = _check_array(trace.hidden_layers, origin, "hidden_layers", np.int16, (h,))
+    if ids.min() < 0 or ids.max() >= layers or (np.diff(ids) <= 0).any():
+        raise TraceError(
+            origin, "hidden_layers", f"{ids.tolist()}: need increasing ids in [0, {layers})"
+        )
+    for rows in _chunks(t, h * hidden.shape[2]):
+        bad = ~np.isfinite(np.asarray(hidden[rows]))
+        if bad.any():
+            tok, j, dim = (int(v) for v in np.argwhere(bad)[0])
+            where = f"token {tok + rows.start}, slice {j}, dim {dim}"
+            raise TraceError(origin, "hidden", f"non-finite value at {where}")
 
 
 def validate_load_series(series: LoadSeries, origin: str = "<memory>") -> LoadSeries:
