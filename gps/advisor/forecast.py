@@ -98,6 +98,7 @@ def forecast_results(
                      f"No predictor could forecast {horizons[-1]:,} steps ahead on this series."),
         },
         "guidelines": None,
+        "published_predictors": [],
         "paper": None,
     }  # fmt: skip
     if stable is not None:
