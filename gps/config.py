@@ -96,6 +96,13 @@ class StrategyConfig:
         resident_experts: fraction of every GPU's expert slots whose weights stay in HBM, [0, 1];
             the others cross ``expert_fetch_link`` when used (1.0: all resident, no fetch).
         expert_fetch_link: link profile (``hardware_profiles/link/``) non-resident experts cross.
+        replicas: ``spare`` (home copies stay; dynamic duplication rewrites the spare slots
+            only) or ``repack`` (every re-plan re-packs all slots, as periodic re-layout does).
+        migration_source: where new replicas' weights come from: ``peer`` (nearest GPU that
+            holds the expert: NVLink in the node, InfiniBand across nodes) or ``host`` (host
+            memory over PCIe, ``hardware.host_link``).
+        horizon: steps a new plan is expected to serve; keep-or-switch weighs the exposed
+            migration divided by this against the per-step gain (>= 1; 1 = myopic).
     """
 
     replica_slots_per_gpu: int = 1
@@ -114,6 +121,9 @@ class StrategyConfig:
     prefetch: bool = True
     resident_experts: float = 1.0
     expert_fetch_link: str = "pcie_gen5_x16"
+    replicas: str = "spare"
+    migration_source: str = "peer"
+    horizon: float = 4.0
 
 
 @dataclass
@@ -157,6 +167,33 @@ class PaperConfig:
     why: str = ""
     figures: list[float] = field(default_factory=list)
     setting: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GuidelineMapConfig:
+    """The guideline map (``gps +experiment=guideline_map``; ``gps.advisor.guideline_map``).
+
+    Attributes:
+        enabled: run the map instead of the strategy comparison.
+        skews: busiest-expert / mean tokens targets (the trace's Zipf exponent is set per target).
+        link_gbps: intra-node link bandwidths, GB/s per GPU and direction.
+        tokens: tokens per prefill step (prompts of ``min(T, 2048)`` tokens).
+        accuracies: what-if Token-to-Expert top-k accuracies.
+        overheads_us: Token-to-Expert overheads, microseconds per MoE layer (critical path).
+        distribution: the Distribution-Only predictor the map compares against.
+        train_batches: history batches per cell.
+        test_batches: held-out batches per cell.
+    """
+
+    enabled: bool = False
+    skews: list[float] = field(default_factory=lambda: [1.2, 1.4, 1.6, 1.8, 2.0])
+    link_gbps: list[float] = field(default_factory=lambda: [600.0, 200.0, 64.0, 32.0])
+    tokens: list[int] = field(default_factory=lambda: [512, 2048, 8192, 16384])
+    accuracies: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
+    overheads_us: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0])
+    distribution: str = "window_mean"
+    train_batches: int = 2
+    test_batches: int = 2
 
 
 @dataclass
@@ -204,6 +241,7 @@ class GPSConfig:
         evaluation: train/test batches of the trace.
         assumptions: pricing assumptions (``conf/assumptions/``): ``roofline`` (ours, default)
             or ``moe_gps_paper``.
+        guideline_map: the guideline map's axes (``enabled`` by ``+experiment=guideline_map``).
         paper: set by ``experiment`` presets; empty otherwise.
         seed: seed of every random choice in the run.
     """
@@ -218,6 +256,7 @@ class GPSConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     assumptions: AssumptionsConfig = field(default_factory=AssumptionsConfig)
+    guideline_map: GuidelineMapConfig = field(default_factory=GuidelineMapConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     seed: int = 0
 

@@ -85,7 +85,9 @@ class LinkProfile:
 class Cluster:
     """``num_nodes`` x ``gpus_per_node`` identical GPUs; GPU ``g`` sits on node ``g // per_node``.
 
-    ``inter_link`` may be ``None`` only for a single node.
+    ``inter_link`` may be ``None`` only for a single node. ``host_link``: each GPU's link to
+    host memory (PCIe), ``None`` when not described (then replicas cannot be priced as copies
+    from host memory).
     """
 
     name: str
@@ -95,6 +97,7 @@ class Cluster:
     num_nodes: int
     gpus_per_node: int
     meta: dict[str, str] = field(default_factory=dict)
+    host_link: LinkProfile | None = None
 
     @property
     def num_gpus(self) -> int:

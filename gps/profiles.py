@@ -87,6 +87,9 @@ class ClusterConfig:
         num_nodes: nodes (>= 1).
         gpus_per_node: GPUs per node (>= 1).
         profiles_dir: where profiles live; ``None`` = ``default_profiles_dir()``.
+        host_link: each GPU's link to host memory (a PCIe link profile), used to price
+            replica copies from host memory (``strategy.migration_source=host``); ``None``:
+            not described.
     """
 
     name: str = "???"
@@ -96,6 +99,7 @@ class ClusterConfig:
     num_nodes: int = 1
     gpus_per_node: int = 8
     profiles_dir: str | None = None
+    host_link: str | None = None
 
 
 def default_profiles_dir() -> Path:
@@ -317,7 +321,7 @@ def load_cluster(
             origin, "inter_node_link", f"num_nodes={data['num_nodes']} needs an inter-node link"
         )
     root = data["profiles_dir"]
-    inter = data["inter_node_link"]
+    inter, host = data["inter_node_link"], data["host_link"]
     return Cluster(
         name=str(data["name"]),
         gpu=load_gpu(data["gpu"], root),
@@ -325,6 +329,7 @@ def load_cluster(
         inter_link=load_link(inter, root) if inter else None,
         num_nodes=data["num_nodes"],
         gpus_per_node=data["gpus_per_node"],
+        host_link=load_link(host, root) if host else None,
     )
 
 

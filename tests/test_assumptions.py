@@ -68,3 +68,18 @@ def test_paper_preset_under_paper_assumptions(tmp_path: Path) -> None:
     assert best["token"]["e2e_time_s"] > best["distribution"]["e2e_time_s"]
     text = report.read_text()
     assert "Assumption ladder" in text and "the paper's assumptions" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("assumptions.load_model=guess", r"assumptions\.load_model"),
+     ("strategy.resident_experts=1.5", r"strategy\.resident_experts"),
+     ("strategy.direct_dispatch_overlap=-1", r"strategy\.direct_dispatch_overlap")],
+)  # fmt: skip
+def test_bad_knobs_fail_before_work(override: str, key: str) -> None:
+    from gps.advisor.advise import advise
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[override])
+    with pytest.raises(ValueError, match=key):
+        advise(cfg)

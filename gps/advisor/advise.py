@@ -26,6 +26,7 @@ from gps.advisor.assumptions import (
 )
 from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
+from gps.advisor.guideline_map import map_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
 from gps.advisor.paper_compare import with_ladder
@@ -37,6 +38,7 @@ from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
+from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
@@ -71,6 +73,10 @@ def check_knobs(cfg: DictConfig) -> None:
         ("strategy.ilp_mip_gap", 0 <= s.ilp_mip_gap < 1, "in [0, 1)"),
         ("strategy.migration_overlap", 0 <= s.migration_overlap <= 1, "in [0, 1]"),
         ("strategy.split", s.split in ("even", "locality"), "even or locality"),
+        ("strategy.replicas", s.replicas in REPLICA_MODES, f"one of {list(REPLICA_MODES)}"),
+        ("strategy.migration_source", s.migration_source in MIGRATION_SOURCES,
+         f"one of {list(MIGRATION_SOURCES)}"),
+        ("strategy.horizon", s.horizon >= 1, ">= 1 (steps)"),
         ("report.accuracy_grid", len(r.accuracy_grid) > 0
          and all(0 <= a <= 1 for a in r.accuracy_grid), "non-empty, values in [0, 1]"),
         ("report.overhead_grid_us", len(r.overhead_grid_us) > 0
@@ -190,14 +196,19 @@ def advise(cfg: DictConfig) -> dict:
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
+    mech, assume = mechanisms(cfg.strategy), from_config(cfg.assumptions)  # fail before work
     s = cfg.strategy
     ranks = expert_ranks(cfg, spec, cluster, workload)
     n_ranks = None if ranks is None else int(ranks.max()) + 1
     slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu, n_ranks)
+    if cfg.guideline_map.enabled:
+        return map_results(cfg, spec, cluster, trace_cfg, mech, slots, config,
+                           command_line())  # fmt: skip
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
     data = eval_data(cfg, trace_cfg, spec, workload)
-    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap, ranks)
+    ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap,
+                     s.replicas, s.migration_source, s.horizon, ranks)  # fmt: skip
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     jobs = [
         ("no_balancing", lambda: st.no_balancing(ctx)),
@@ -207,6 +218,7 @@ def advise(cfg: DictConfig) -> dict:
         *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
           for n in cfg.predictor.token],
         ("oracle", lambda: st.oracle(ctx)),
+        ("oracle_free_migration", lambda: st.oracle_free_migration(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
           for g in s.capacity_factors for m in ("drop", "reroute")],
         *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap, s.ilp_stages))]
@@ -218,8 +230,6 @@ def advise(cfg: DictConfig) -> dict:
         tqdm.write(f"  {name}", file=sys.stderr)
         routed.append(st.scaled(job(), data.token_scale))
     t = workload.tokens_per_step
-
-    mech, assume = mechanisms(s), from_config(cfg.assumptions)
 
     def priced(r: st.Routed, under: Assumptions = assume):
         return price_under(r, spec, cluster, workload, data.test_loads,

@@ -153,12 +153,12 @@ def price_under(
     if r.cost is not None:
         overhead = layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step, moe_layers)
         critical = r.cost.on_critical_path or a.predictor == "before_attention"
-    migration = 0.0 if a.weight_copies == "hidden" else r.migration_bytes
+    hidden = a.weight_copies == "hidden"
     return batch_cost(
         spec, cluster, workload, **inputs,
         predictor_overhead_s=overhead, predictor_on_critical_path=critical,
-        migration_bytes=migration, migration_overlap=migration_overlap,
-        dropped_tokens=r.sim.dropped.sum(axis=-1),
+        migration_bytes=0.0 if hidden else r.migration_bytes, migration_overlap=migration_overlap,
+        migration_s=None if hidden else r.migration_s, dropped_tokens=r.sim.dropped.sum(axis=-1),
     )  # fmt: skip
 
 

@@ -93,7 +93,7 @@ def price_routed(
         spec, cluster, workload, **inputs,
         predictor_overhead_s=overhead, predictor_on_critical_path=critical,
         migration_bytes=r.migration_bytes, migration_overlap=migration_overlap,
-        dropped_tokens=r.sim.dropped.sum(axis=-1),
+        migration_s=r.migration_s, dropped_tokens=r.sim.dropped.sum(axis=-1),
     )  # fmt: skip
 
 
@@ -136,6 +136,11 @@ def summarise(
         "dropped_token_fraction": float((r.sim.dropped.sum(-1) / np.maximum(routed, 1)).mean()),
         "rerouted_token_fraction": float((r.sim.rerouted.sum(-1) / np.maximum(routed, 1)).mean()),
         "migration_bytes_per_step": float(r.migration_bytes.sum(axis=-1).mean()),
+        "migration_bytes_per_gpu": (
+            r.migration_bytes_per_gpu.mean(axis=0).tolist()
+            if r.migration_bytes_per_gpu is not None
+            else np.zeros((r.sim.slot_tokens.shape[-3], cluster.num_gpus)).tolist()
+        ),
         "gpu_load": r.sim.slot_tokens[:, layer].sum(axis=-1).mean(axis=0).tolist(),
         "notes": r.notes,
     }

@@ -35,10 +35,13 @@ from gps.plans import (
     migration_bytes_per_gpu,
     placement_cost,
     plan_duplication,
+    plan_spare,
     static_placement,
     transition_counts,
     two_stage_placement,
 )
+from gps.plans.migration import check_source, fetch_seconds, migration_seconds
+from gps.plans.spare import check_replicas, spare_slots_per_gpu
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
 from predictors.base import PredictorCost
@@ -68,7 +71,12 @@ class Routed:
         accuracy: metric name -> value on the held-out batches.
         wall_s: measured ``fit``/``predict`` seconds on this machine.
         notes: planner diagnostics (ILP method and gap, ...).
-        plans: the plan serving each held-out batch (``None``: not recorded).
+        migration_s: ``[N, L]`` seconds the slowest GPU spends copying the layer's new
+            replicas, priced on the link they travel (``gps.plans.migration``); what the cost
+            model charges (``None``: ``migration_bytes`` over the intra-node link).
+        migration_bytes_per_gpu: ``[N, L, G]`` expert-weight bytes each GPU receives
+            (``None``: not recorded).
+        plans: the plan that served each held-out batch (``None`` when not kept).
         token_routing: Token-to-Expert only: the batches' copies split by the prediction
             (``TokenRouting``), what the token-level mechanisms are priced from.
     """
@@ -83,6 +91,8 @@ class Routed:
     accuracy: dict = field(default_factory=dict)
     wall_s: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+    migration_s: np.ndarray | None = None
+    migration_bytes_per_gpu: np.ndarray | None = None
     plans: list[Plan] | None = None
     token_routing: TokenRouting | None = None
 
@@ -126,7 +136,16 @@ def token_routing(ctx: Context, plans: list[Plan], split: CopySplit) -> TokenRou
 
 @dataclass(frozen=True)
 class Context:
-    """What every strategy needs: the model, cluster, step, slots and the data."""
+    """What every strategy needs: the model, cluster, step, slots and the data.
+
+    Attributes:
+        replicas: ``spare`` (home copies stay, replicas move through spare slots) or
+            ``repack`` (every re-plan re-packs all slots; what periodic re-layout does).
+        migration_source: ``peer`` (nearest GPU holding the expert) or ``host`` (host memory
+            over PCIe), the link new replicas are priced on.
+        horizon: steps a new plan is expected to serve; a switch is weighed against its
+            migration divided by this (``choose``). ``1`` = myopic.
+    """
 
     spec: MoEModelSpec
     cluster: Cluster
@@ -135,7 +154,23 @@ class Context:
     slots_per_gpu: int
     split: str
     migration_overlap: float
+    replicas: str = "spare"
+    migration_source: str = "peer"
+    horizon: float = 1.0
     rank_of_gpu: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        check_replicas(self.replicas)
+        check_source(self.migration_source)
+        spare_slots_per_gpu(self.data.test.num_experts, self.cluster.num_gpus,
+                            self.slots_per_gpu)  # fmt: skip
+        if not self.horizon >= 1:
+            raise ValueError(f"strategy.horizon={self.horizon}: must be >= 1 (steps)")
+        if self.migration_source == "host" and self.cluster.host_link is None:
+            raise ValueError(
+                f"strategy.migration_source=host: cluster {self.cluster.name!r} has no "
+                "host_link (set hardware.host_link to a PCIe link profile)"
+            )
 
     @property
     def ranks(self) -> np.ndarray:
@@ -150,56 +185,137 @@ class Context:
         splitting its tokens evenly: the same FLOPs, full expert weights on each)."""
         if plan.num_gpus == self.cluster.num_gpus and self.rank_of_gpu is None:
             return plan
-        return Plan(plan.slot_expert[:, self.ranks, :], plan.num_experts, meta=plan.meta)
+        r = self.ranks
+        home = None if plan.home is None else plan.home[:, r, :]
+        return Plan(plan.slot_expert[:, r, :], plan.num_experts, meta=plan.meta, home=home)
 
     @property
     def static(self) -> Plan:
         """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
-        expert on each expert-parallel rank, the same in every layer."""
+        expert on each expert-parallel rank, the same in every layer; its occupied slots are the
+        home slots of every ``spare`` plan (no balancing = home copies only)."""
         d = self.data
         n_ranks = int(self.ranks.max()) + 1
         return self.on_gpus(static_placement(d.test.num_layers, d.test.num_experts, n_ranks,
                                              self.slots_per_gpu))  # fmt: skip
 
-    def plan(self, load: np.ndarray, previous: Plan | None) -> Plan:
-        """Duplication plan for one batch's predicted ``[L, E]`` load."""
-        return plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu, previous=previous,
-                                gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+    @property
+    def expert_bytes(self) -> float:
+        return expert_weight_bytes(self.spec)
+
+    def plan(self, load: np.ndarray, previous: Plan | None, *, replicas: str | None = None,
+             migration_slack: float = 0.0) -> Plan:  # fmt: skip
+        """Duplication plan for one batch's predicted ``[L, E]`` load, migration-minimal with
+        respect to ``previous``: ``spare`` (``plan_spare``, fetch costs from ``previous``) or
+        ``repack`` (``plan_duplication``, GPUs relabelled to keep replicas in place)."""
+        mode = self.replicas if replicas is None else replicas
+        if mode == "repack":
+            return plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
+                                    previous=previous,
+                                    gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+        home = self.static
+        if previous is not None and (
+            previous.home is None or not np.array_equal(previous.home, home.home)
+        ):
+            previous = None  # a re-packed plan: nothing stays in a spare slot
+        fetch = None
+        if previous is not None:
+            fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
+        return plan_spare(load, home, previous=previous, fetch_s=fetch,
+                          migration_slack=migration_slack)  # fmt: skip
+
+    def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:
+        """What re-planning chooses from: keep ``previous``, the balance-first and the
+        migration-first plan (``MIGRATION_SLACK``), and the fallback: home copies only
+        (``spare``, zero migration) or static placement (``repack``)."""
+        if self.replicas == "repack":
+            return [previous, self.plan(load, previous), self.static]
+        return [
+            previous,
+            self.plan(load, previous),
+            self.plan(load, previous, migration_slack=MIGRATION_SLACK),
+            self.static,
+        ]
+
+    def migration(self, old: Plan, new: Plan) -> tuple[np.ndarray, np.ndarray]:
+        """``(bytes [L, G], seconds [L])``: expert-weight bytes each GPU receives going from
+        ``old`` to ``new``, and the slowest GPU's copy time on the links they travel."""
+        wbytes = self.expert_bytes
+        return (
+            migration_bytes_per_gpu(old, new, wbytes),
+            migration_seconds(old, new, wbytes, self.cluster, self.migration_source),
+        )
 
     def simulate(self, plan: Plan, loads: np.ndarray) -> SimResult:
         return simulate_loads(plan, loads, spec=self.spec, split=self.split,
                               gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
 
-    def cheapest(self, candidates: list[Plan], load: np.ndarray, previous: Plan | None) -> Plan:
-        """The candidate whose step, priced on the *predicted* ``[L, E]`` load plus the exposed
-        expert-weight migration from ``previous`` (none when ``None``), is shortest."""
+    def step_costs(
+        self, candidates: list[Plan], load: np.ndarray, previous: Plan | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(step [C], exposed migration [C])`` seconds of each candidate on the ``[L, E]``
+        load: the step without migration, and the migration from ``previous`` left exposed
+        after hiding behind attention (zero when ``previous`` is ``None``)."""
         sims = [self.simulate(p, load) for p in candidates]
-        wbytes = expert_weight_bytes(self.spec)
-        mig = [
-            np.zeros(load.shape[0]) if previous is None
-            else migration_bytes_per_gpu(previous, p, wbytes).max(axis=1)
-            for p in candidates
-        ]  # fmt: skip
+        nl = load.shape[0]
+        mig = [np.zeros(nl) if previous is None else self.migration(previous, p)[1]
+               for p in candidates]  # fmt: skip
         cost = batch_cost(
             self.spec, self.cluster, self.workload,
             np.stack([s.slot_tokens for s in sims]), np.stack([s.traffic_bytes for s in sims]),
-            migration_bytes=np.stack(mig), migration_overlap=self.migration_overlap,
+            migration_s=np.stack(mig), migration_overlap=self.migration_overlap,
         )  # fmt: skip
-        return candidates[int(np.argmin(cost.total_s))]
+        exposed = cost.components["migration"].sum(axis=-1)
+        return cost.total_s - exposed, exposed
 
-    def replan(self, previous: Plan, load: np.ndarray) -> Plan:
+    def choose(
+        self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
+        horizon: float = 1.0, bank: float = 0.0,
+    ) -> tuple[int, float]:  # fmt: skip
+        """The amortised keep-or-switch rule (``docs/advisor.md``) on the *predicted* ``[L, E]``
+        load: ``(index of the chosen candidate, its predicted saving over the fallback)``.
+
+        Each candidate ``X`` has a step time ``t_X`` and an exposed migration ``m_X`` from
+        ``previous``; the last candidate is the fallback ``F`` (home copies only with ``spare``
+        replicas, reachable at zero migration; static placement with ``repack``). Chosen: the
+        lowest amortised ``t_X + m_X / horizon`` among candidates whose full step may cost at
+        most ``bank`` more than the fallback's, ``t_X + m_X <= t_F + m_F + bank`` (``bank``:
+        the savings over the fallback predicted for the steps already served; the fallback
+        itself is always allowed). So, on its own forecast, a strategy never falls behind
+        serving from home copies in total time."""
+        t, m = self.step_costs(candidates, load, previous)
+        full = t + m
+        allowed = full <= full[-1] + max(bank, 0.0) + 1e-12 * full[-1]
+        allowed[-1] = True
+        pick = int(np.argmin(np.where(allowed, t + m / horizon, np.inf)))
+        return pick, float(full[-1] - full[pick])
+
+    def cheapest(
+        self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
+        horizon: float = 1.0, bank: float = 0.0,
+    ) -> Plan:  # fmt: skip
+        """The candidate ``choose`` picks."""
+        return candidates[self.choose(candidates, load, previous, horizon, bank)[0]]
+
+    def replan(self, previous: Plan, load: np.ndarray, bank: float = 0.0) -> tuple[Plan, float]:
         """Migration-aware re-planning from a predicted ``[L, E]`` load: keep ``previous``,
-        switch to a new duplication plan, or fall back to static placement, whichever is
-        cheapest on that load once the replica copies it needs are paid
-        (``cheapest``). Replicas are not free: each busy slot streams its expert's weights."""
-        return self.cheapest([previous, self.plan(load, previous), self.static], load, previous)
+        switch to a new migration-minimal plan, or fall back to home copies / static
+        placement, by the amortised rule of ``choose`` over ``horizon`` steps. Returns the
+        plan and ``bank`` plus its predicted saving over the fallback."""
+        cands = self.candidates(load, previous)
+        pick, saving = self.choose(cands, load, previous, self.horizon, bank)
+        return cands[pick], bank + saving
 
     def start(self) -> Plan:
         """The plan in place before the first held-out batch, the same for every dynamic
         strategy: static or the duplication plan of the last training batch's actual load,
         whichever is cheaper on that load (steady state: no migration charged)."""
         last = self.data.train_loads[-1]
-        return self.cheapest([self.static, self.plan(last, None)], last, None)
+        return self.cheapest([self.plan(last, None), self.static], last, None)
+
+
+# Relative balance the migration-first candidate gives up for cheaper replica copies.
+MIGRATION_SLACK = 0.05
 
 
 def _scale_sim(sim: SimResult, f: float) -> SimResult:
@@ -234,31 +350,38 @@ def _stack(results: list[SimResult]) -> SimResult:
     })  # fmt: skip
 
 
-def replay(ctx: Context, plans: list[Plan], start: Plan, name: str, family: str) -> Routed:
+def replay(
+    ctx: Context, plans: list[Plan], start: Plan, name: str, family: str, *,
+    free_migration: bool = False,
+) -> Routed:  # fmt: skip
     """Price-ready result of ``plans[n]`` serving held-out batch ``n``; migration counted from
-    ``start`` (the plan in place before the first held-out batch)."""
+    ``start`` (the plan in place before the first held-out batch). ``free_migration``: the
+    bytes are recorded but cost no time (an upper bound)."""
     actual = ctx.data.test_loads
     sims = [ctx.simulate(p, actual[n]) for n, p in enumerate(plans)]
-    wbytes = expert_weight_bytes(ctx.spec)
     prev = [start, *plans[:-1]]
-    mig = np.stack(
-        [
-            migration_bytes_per_gpu(a, b, wbytes).max(axis=1)
-            for a, b in zip(prev, plans, strict=True)
-        ]
-    )
-    return Routed(name, family, _stack(sims), mig, plans=list(plans))
+    moved = [ctx.migration(a, b) for a, b in zip(prev, plans, strict=True)]
+    per_gpu = np.stack([b for b, _ in moved])  # [N, L, G]
+    seconds = np.stack([s for _, s in moved])  # [N, L]
+    if free_migration:
+        seconds = np.zeros_like(seconds)
+    out = Routed(name, family, _stack(sims), per_gpu.max(axis=-1))
+    out.migration_s, out.migration_bytes_per_gpu, out.plans = seconds, per_gpu, list(plans)
+    return out
 
 
 def planned(ctx: Context, predicted: np.ndarray, name: str, family: str) -> Routed:
     """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
     pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy)."""
     start = ctx.start()
-    plans, prev = [], start
+    plans, prev, bank = [], start, 0.0
     for load in predicted:
-        prev = ctx.replan(prev, load)
+        prev, bank = ctx.replan(prev, load, bank)
         plans.append(prev)
-    return replay(ctx, plans, start, name, family)
+    out = replay(ctx, plans, start, name, family)
+    out.notes = {"replicas": ctx.replicas, "migration_source": ctx.migration_source,
+                 "horizon": ctx.horizon}  # fmt: skip
+    return out
 
 
 # ------------------------------------------------------------------------------ strategies
@@ -271,9 +394,29 @@ def no_balancing(ctx: Context) -> Routed:
 
 
 def oracle(ctx: Context) -> Routed:
-    """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead."""
+    """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead,
+    migration paid. With ``spare`` replicas it is never behind ``no_balancing`` in total time
+    after any held-out batch: home copies only is always a candidate, reachable at zero
+    migration, and the rule of ``Context.choose`` never spends more than the savings it
+    predicted so far, and here the prediction is exact."""
     out = planned(ctx, ctx.data.test_loads, "oracle", "oracle")
     out.accuracy = distribution_accuracy(ctx.data.test_loads, ctx.data.test_loads)
+    return out
+
+
+def oracle_free_migration(ctx: Context) -> Routed:
+    """The most prediction could ever buy: each batch served by the fastest of static
+    placement, the ``spare`` plan and the full re-pack planned from its *actual* load, with
+    replica copies free (bytes recorded, no time charged)."""
+    actual, plans = ctx.data.test_loads, []
+    for load in actual:
+        cands = [ctx.plan(load, None, replicas="spare"), ctx.plan(load, None, replicas="repack"),
+                 ctx.static]  # fmt: skip
+        t, _ = ctx.step_costs(cands, load, None)
+        plans.append(cands[int(np.argmin(t))])
+    out = replay(ctx, plans, ctx.start(), "oracle_free_migration", "oracle", free_migration=True)
+    out.accuracy = distribution_accuracy(actual, actual)
+    out.notes = {"migration": "free (bytes recorded, not charged)"}
     return out
 
 
@@ -281,7 +424,8 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     """EPLB-style: at every step that is a multiple of ``interval`` (counted from the first
     history batch, so the held-out window sees the re-plan rate, whatever its length) re-plan
     from the mean load of the last ``window`` batches served (history only; the migration is
-    always paid, as EPLB applies every new plan)."""
+    always paid, as EPLB applies every new plan). The re-layout is a full re-pack
+    (``replicas=repack``), GPUs relabelled to keep what they hold."""
     if interval < 1 or window < 1:
         raise ValueError(f"strategy.replan_interval={interval} / history_window={window}: >= 1")
     d = ctx.data
@@ -291,7 +435,8 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     plans, prev = [], start
     for n in range(d.test_loads.shape[0]):
         if (m + n) % interval == 0:
-            prev = ctx.plan(seen[max(0, m + n - window) : m + n].mean(axis=0), prev)
+            prev = ctx.plan(seen[max(0, m + n - window) : m + n].mean(axis=0), prev,
+                            replicas="repack")  # fmt: skip
         plans.append(prev)
     out = replay(ctx, plans, start, f"eplb_every_{interval}", "periodic")
     out.notes = {"replan_interval": interval, "history_window": window}

@@ -178,6 +178,7 @@ def batch_cost(
     migration_bytes: float | np.ndarray = 0.0,
     migration_overlap: float = 1.0,
     migration_link: str = "intra",
+    migration_s: float | np.ndarray | None = None,
     dropped_tokens: float | np.ndarray = 0,
     dispatch_dedup: tuple[float, float] | None = None,
     parallel: ParallelConfig | None = None,
@@ -204,6 +205,9 @@ def batch_cost(
         migration_overlap: fraction of the attention time usable to hide migration, in [0, 1].
         migration_link: ``"intra"`` (default: replicas copied from a GPU of the same node) or
             ``"inter"``.
+        migration_s: seconds to copy each MoE layer's replicas, already priced per link
+            (``gps.plans.migration.migration_seconds``), broadcastable to ``[..., L_moe]``;
+            when given it replaces ``migration_bytes``/``migration_link`` (same overlap rule).
         dropped_tokens: tokens dropped by the plan, broadcastable to ``[...]`` (reported only).
         dispatch_dedup: ``(gpu_factor, node_factor)`` of ``workload.alltoall="deepep"`` (sends
             per token copy after de-duplication per destination GPU / node); ``None`` = the
@@ -281,6 +285,8 @@ def batch_cost(
     if link is None:
         raise ValueError(f"migration_link='inter' but cluster {cluster.name!r} has no inter_link")
     mig_s = np.where(mig_bytes > 0, link.latency_s + mig_bytes / link.gpu_bandwidth, 0.0)
+    if migration_s is not None:
+        mig_s = _nonneg("migration_s", migration_s)
     comp["predictor"] = pred
     if dispatch_s is not None:  # the balanced bound may hide its dispatch as well
         comp["dispatch"] = _nonneg("dispatch_s", dispatch_s)

@@ -123,6 +123,23 @@ def split_copies(
     return CopySplit(hits, count(true, every) - hits, count(guess, every))
 
 
+def expected_split(true_loads: np.ndarray, wrong: np.ndarray, accuracy: float) -> CopySplit:
+    """``CopySplit`` in expectation for a predictor of top-k hit rate ``accuracy`` that replaces
+    each missed copy by a wrong guess: ``hit = a x``, ``miss = (1 - a) x``,
+    ``guessed = a x + (1 - a) wrong``.
+
+    Args:
+        true_loads: ``[N, L, E]`` true copies per expert.
+        wrong: ``[N, L, E]`` where the guesses go when every copy is missed (the histogram of an
+            accuracy-0 what-if predictor); same total as ``true_loads``.
+        accuracy: ``a`` in [0, 1].
+    """
+    if not 0.0 <= accuracy <= 1.0:
+        raise ValueError(f"accuracy={accuracy}: must be in [0, 1]")
+    x, w = np.asarray(true_loads, dtype=float), np.asarray(wrong, dtype=float)
+    return CopySplit(accuracy * x, (1.0 - accuracy) * x, accuracy * x + (1.0 - accuracy) * w)
+
+
 def direct_dispatch_s(
     early_traffic: np.ndarray,
     late_traffic: np.ndarray,

@@ -9,6 +9,9 @@ simulation (``gps.simulate``) replays the actual routing against it.
 * ``ilp``: MoETuner-style ILP placement with cross-layer routing dependency (HiGHS).
 * ``ilp_two_stage``: MoETuner's two-stage ILP (group each layer's experts, then map groups to
   GPUs by bandwidth-weighted cross-layer traffic).
+* ``spare``: dynamic duplication through spare slots (home copies stay), migration-minimal.
+* ``migration``: replica copies priced on the link they travel (peer NVLink/IB or host PCIe).
+* ``exact``: the exact minimum of the max GPU load on small layers (HiGHS MILP).
 * ``capacity``: capacity-aware token drop / reroute.
 """
 
@@ -39,6 +42,13 @@ from gps.plans.ilp import (
     transition_counts,
 )
 from gps.plans.ilp_two_stage import TwoStageResult, bandwidth_matrix, two_stage_placement
+from gps.plans.migration import (
+    MIGRATION_SOURCES,
+    fetch_seconds,
+    fetch_tier,
+    migration_seconds,
+    migration_seconds_per_gpu,
+)
 from gps.plans.placement import static_placement, static_slot_expert
 from gps.plans.plan import (
     Plan,
@@ -47,8 +57,18 @@ from gps.plans.plan import (
     migration_bytes,
     migration_bytes_per_gpu,
 )
+from gps.plans.spare import (
+    REPLICA_MODES,
+    grow_replicas,
+    keep_slots,
+    pack_replicas,
+    plan_spare,
+    spare_slots_per_gpu,
+)
 
 __all__ = [
+    "MIGRATION_SOURCES",
+    "REPLICA_MODES",
     "CapacityResult",
     "ILPResult",
     "Plan",
@@ -63,18 +83,27 @@ __all__ = [
     "expert_capacity",
     "expert_gpu_counts",
     "expert_weight_bytes",
+    "fetch_seconds",
+    "fetch_tier",
+    "grow_replicas",
     "heuristic_placement",
     "ilp_placement",
+    "keep_slots",
     "max_gpu_load",
     "migration_bytes",
     "migration_bytes_per_gpu",
+    "migration_seconds",
+    "migration_seconds_per_gpu",
     "pack_balanced",
+    "pack_replicas",
     "placement_cost",
     "plan_duplication",
     "plan_duplication_node_aware",
+    "plan_spare",
     "refine_swaps",
     "replicate_greedy",
     "slots_needed",
+    "spare_slots_per_gpu",
     "static_placement",
     "static_slot_expert",
     "transition_counts",

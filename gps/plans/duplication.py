@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from gps.plans.exact import check_small, exact_candidates
 from gps.plans.placement import static_slot_expert
 from gps.plans.plan import Plan, check_load, check_slots, expert_gpu_counts
 
@@ -48,6 +49,7 @@ def replicate_greedy(
     *,
     member: np.ndarray | None = None,
     max_replicas: int | None = None,
+    start: np.ndarray | None = None,
 ) -> np.ndarray:
     """Replica counts: one per (member) expert, then each further slot to the expert with the
     largest ``load / replicas``.
@@ -60,6 +62,8 @@ def replicate_greedy(
         num_slots: slots per row, int or ``[M]``.
         member: ``[M, E]`` bool, experts this row must place (default all).
         max_replicas: cap per expert (default unlimited).
+        start: ``[M, E]`` copies already placed (e.g. home copies), instead of one per member;
+            they count against ``num_slots``.
 
     Returns:
         ``[M, E]`` int64 replica counts (0 for non-members).
@@ -67,7 +71,7 @@ def replicate_greedy(
     load = np.asarray(load, dtype=float)
     m, e = load.shape
     member = np.ones((m, e), dtype=bool) if member is None else np.asarray(member, dtype=bool)
-    counts = member.astype(np.int64)
+    counts = member.astype(np.int64) if start is None else np.array(start, dtype=np.int64)
     budget = np.broadcast_to(np.asarray(num_slots, dtype=np.int64), (m,)) - counts.sum(axis=1)
     if np.any(budget < 0):
         raise ValueError("num_slots: fewer slots than experts to place")
@@ -299,6 +303,8 @@ def plan_duplication(
     refine_iters: int = 64,
     previous: Plan | None = None,
     gpus_per_node: int | None = None,
+    exact: bool = False,
+    exact_time_limit_s: float = 5.0,
 ) -> Plan:
     """Duplication plan minimising the predicted maximum GPU load, per layer.
 
@@ -317,13 +323,17 @@ def plan_duplication(
         previous: earlier plan; GPUs are relabelled (``align_to_previous``) to move fewer
             weights (``migration_bytes(previous, plan, ...)``).
         gpus_per_node: limits that relabelling to within nodes.
+        exact: add the exact optimum of each layer (``gps.plans.exact``, HiGHS MILP;
+            ``E <= 16`` and ``G <= 8`` only) as a candidate; ``meta["exact_status"]`` [L].
+        exact_time_limit_s: HiGHS time limit per layer.
 
     Returns:
         ``Plan``; ``meta``: ``choice`` [L] candidate names, ``predicted_max_load`` [L],
         ``lower_bound`` [L] (``balanced_lower_bound``), ``candidate_max_load`` {name: [L]}.
 
     Raises:
-        ValueError: negative/non-finite loads, ``R < 1``, ``E > G*R``.
+        ValueError: negative/non-finite loads, ``R < 1``, ``E > G*R``, ``exact`` on a layer
+            larger than ``E <= 16``, ``G <= 8``.
     """
     load = check_load(load)
     nl, e = load.shape
@@ -339,6 +349,15 @@ def plan_duplication(
         greedy,
         refine_swaps(greedy, load, refine_iters) if refine_iters > 0 else greedy,
     ]
+    names = list(CANDIDATES)
+    status = None
+    if exact:
+        check_small(e, g)
+        best, _, _ = _best_per_row(candidates, load)
+        solved, status = exact_candidates(load, g, r, best, max_replicas=cap,
+                                          time_limit_s=exact_time_limit_s)  # fmt: skip
+        candidates.append(solved)
+        names.append("exact")
     slot_expert, choice, maxes = _best_per_row(candidates, load)
     if previous is not None:
         slot_expert = align_to_previous(slot_expert, previous, gpus_per_node)
@@ -347,10 +366,11 @@ def plan_duplication(
         e,
         meta={
             "planner": "duplication",
-            "choice": [CANDIDATES[c] for c in choice],
+            "choice": [names[c] for c in choice],
             "predicted_max_load": maxes.min(axis=0),
             "lower_bound": balanced_lower_bound(load, g),
-            "candidate_max_load": dict(zip(CANDIDATES, maxes, strict=True)),
+            "candidate_max_load": dict(zip(names, maxes, strict=True)),
+            **({} if status is None else {"exact_status": status}),
         },
     )
 

@@ -58,15 +58,13 @@ def static_placement(
     """The same static placement (``static_slot_expert``) in every one of ``L`` layers.
 
     Returns:
-        ``Plan`` with ``slot_expert [L, G, R]``.
+        ``Plan`` with ``slot_expert [L, G, R]``; its occupied slots are its home slots
+        (``Plan.home``), the rest are spare slots.
     """
     if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer):
         raise ValueError(f"num_layers: expected an integer >= 1, got {num_layers!r}")
     if num_layers < 1:
         raise ValueError(f"num_layers: expected an integer >= 1, got {num_layers}")
     layer = static_slot_expert(num_experts, num_gpus, slots_per_gpu, layout)
-    return Plan(
-        np.broadcast_to(layer, (num_layers, *layer.shape)).copy(),
-        num_experts,
-        meta={"planner": f"static-{layout}"},
-    )
+    se = np.broadcast_to(layer, (num_layers, *layer.shape)).copy()
+    return Plan(se, num_experts, meta={"planner": f"static-{layout}"}, home=se >= 0)

@@ -3,6 +3,10 @@
 Shapes: ``L`` MoE layers, ``G`` GPUs of the expert-parallel group, ``R`` expert slots per GPU
 (local experts + replicas), ``E`` routed experts per layer. Slot ``(g, r)`` is flat slot
 ``s = g * R + r``.
+
+**Home and spare slots** (``docs/plans.md``): a plan may mark *home* slots, the resident copy
+of every expert (static placement, never moved); the other slots are *spare* slots that only
+replicas move through. ``Plan.home is None`` means no slot is resident (a full re-pack).
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ class Plan:
             Read-only. Every expert ``0..E-1`` has at least one replica in every layer.
         num_experts: ``E``.
         meta: planner name and diagnostics (JSON-friendly where possible).
+        home: ``[L, G, R]`` bool, read-only: ``True`` marks a home slot (resident copy, never
+            migrated); ``None``: no home slots (every slot may be re-packed). Home slots hold
+            an expert, and together they hold every expert of every layer.
     """
 
     slot_expert: np.ndarray
     num_experts: int
     meta: dict = field(default_factory=dict, compare=False)
+    home: np.ndarray | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         se = np.array(self.slot_expert, copy=True)
@@ -48,6 +56,18 @@ class Plan:
         if np.any(missing):
             layer = int(np.flatnonzero(missing)[0])
             raise ValueError(f"slot_expert: layer {layer} leaves an expert without a replica")
+        if self.home is not None:
+            home = np.array(self.home, dtype=bool, copy=True)
+            if home.shape != se.shape:
+                raise ValueError(f"home: shape {home.shape} must equal slot_expert's {se.shape}")
+            if np.any(home & (se < 0)):
+                raise ValueError("home: a home slot must hold an expert (slot_expert >= 0)")
+            held = expert_gpu_counts(np.where(home, se, -1), e).sum(axis=1).min(axis=1) < 1
+            if np.any(held):
+                layer = int(np.flatnonzero(held)[0])
+                raise ValueError(f"home: layer {layer} leaves an expert without a home slot")
+            home.setflags(write=False)
+            object.__setattr__(self, "home", home)
 
     @property
     def num_layers(self) -> int:
@@ -63,6 +83,22 @@ class Plan:
     def slots_per_gpu(self) -> int:
         """``R``."""
         return int(self.slot_expert.shape[2])
+
+    def spare(self) -> np.ndarray:
+        """``[L, G, R]`` bool: slots replicas may move through (every slot when ``home`` is
+        ``None``)."""
+        if self.home is None:
+            return np.ones(self.slot_expert.shape, dtype=bool)
+        return ~self.home
+
+    def home_only(self) -> Plan:
+        """The plan with every spare slot emptied: each expert served by its home copies only,
+        reachable from any plan with the same home slots at zero migration. ``ValueError``
+        when the plan has no home slots."""
+        if self.home is None:
+            raise ValueError("home_only: the plan has no home slots (home is None)")
+        se = np.where(self.home, self.slot_expert, -1)
+        return Plan(se, self.num_experts, meta={"planner": "home-only"}, home=self.home)
 
     def replica_counts(self) -> np.ndarray:
         """``[L, E]`` int64 replicas of each expert (slots holding it)."""

@@ -126,3 +126,45 @@ def plot_frontier(guide: dict, path: Path, published: list[dict] | None = None) 
     ax.set_ylabel("predictor overhead (us per MoE layer)")
     ax.set_title("blue: Token-to-Expert wins; red: Distribution-Only wins", fontsize=9)
     return _save(fig, path)
+
+
+def plot_guideline_map(gm: dict, path: Path) -> Path:
+    """MoE-GPS Figure 1 with numbers: one heat map per (overhead, link) panel over skew x tokens
+    per step; colour and label = the crossover accuracy above which Token-to-Expert beats
+    Distribution-Only ("DO": never in the swept accuracies)."""
+    plt = _pyplot()
+    ax_ = gm["axes"]
+    skews, links, tokens, ovs = ax_["skews"], ax_["link_gbps"], ax_["tokens"], ax_["overheads_us"]
+    lo = ax_["accuracies"][0]
+    cross = {(r["overhead_us"], r["link_gbps"], r["skew_target"], r["tokens_per_step"]):
+             r["crossover_accuracy"] for r in gm["rows"]}  # fmt: skip
+    fig, axes = plt.subplots(len(ovs), len(links), squeeze=False,
+                             figsize=(2.6 * len(links) + 1.2, 2.5 * len(ovs) + 0.6))  # fmt: skip
+    fig.subplots_adjust(hspace=0.45, wspace=0.3)
+    cmap = plt.get_cmap("viridis_r").with_extremes(bad="#d9d9d9")
+    mesh = None
+    for i, ov in enumerate(ovs):
+        for j, link in enumerate(links):
+            ax = axes[i, j]
+            grid = np.array([[cross.get((ov, link, s, t)) for t in tokens] for s in skews],
+                            dtype=float)  # None -> nan  # fmt: skip
+            mesh = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=1.0,
+                             origin="lower", aspect="auto")  # fmt: skip
+            for (y, x), v in np.ndenumerate(grid):
+                dark = not np.isnan(v) and v <= 0.75
+                ax.text(x, y, "DO" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                        fontsize=7, color="white" if dark else "black")  # fmt: skip
+            ax.set_xticks(range(len(tokens)), [f"{t // 1024}k" if t >= 1024 else str(t)
+                                               for t in tokens], fontsize=7)  # fmt: skip
+            ax.set_yticks(range(len(skews)), [f"{s:g}" for s in skews], fontsize=7)
+            ax.set_title(f"{link:g} GB/s, {ov:g} us/layer", fontsize=8)
+            if i == len(ovs) - 1:
+                ax.set_xlabel("tokens per step", fontsize=7)
+            if j == 0:
+                ax.set_ylabel("skew (max/mean)", fontsize=7)
+    if mesh is not None:
+        label = "crossover T2E accuracy (grey/DO: Distribution-Only always)"
+        fig.colorbar(mesh, ax=axes, shrink=0.8, label=label)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return path

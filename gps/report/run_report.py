@@ -19,7 +19,13 @@ from gps.report.document import (
     render_markdown,
     write_atomic,
 )
-from gps.report.plots import plot_accuracy_speedup, plot_breakdown, plot_frontier, plot_gpu_load
+from gps.report.guideline_map import map_blocks
+from gps.report.plots import (
+    plot_accuracy_speedup,
+    plot_breakdown,
+    plot_frontier,
+    plot_gpu_load,
+)
 
 
 def fmt(x: float | None, spec: str = ".3g", scale: float = 1.0, suffix: str = "") -> str:
@@ -204,6 +210,8 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
         ]  # fmt: skip
     if strategies:
         blocks += _strategy_blocks(results, out_dir / "plots" if plots else None)
+    if results.get("guideline_map"):
+        blocks += map_blocks(results["guideline_map"], out_dir, plots)
     blocks += [
         Heading("Reproduce"),
         Code(

@@ -26,6 +26,7 @@ from gps.report.document import (
     render_markdown,
     write_atomic,
 )
+from gps.report.guideline_map import map_blocks, merge_maps
 from gps.report.papers import papers_table
 from gps.report.run_report import fmt, headline_accuracy
 
@@ -144,7 +145,7 @@ def aggregate(sweep_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path,
         guide = r.get("guidelines") or {}
         cross = [x for x in guide.get("crossover_accuracy", []) if x is not None]
         table.append([
-            " ".join(run.overrides) or run.path.name, rec["strategy"], rec["family"],
+            " ".join(run.overrides) or run.path.name, rec["strategy"] or "-", rec["family"] or "-",
             fmt(rec["speedup_vs_baseline"], ".3f", suffix="x"),
             fmt(min(cross), ".2f") if cross else ("never" if guide else "-"),
         ])  # fmt: skip
@@ -173,6 +174,9 @@ def aggregate(sweep_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path,
              run.error.splitlines()[0][:200] if run.error else ""]
             for run in bad
         ]))  # fmt: skip
+    maps = [run.results["guideline_map"] for run in ok if run.results.get("guideline_map")]
+    if maps:  # a multirun over the guideline map's axes: guideline_map.csv and the heat maps
+        blocks += map_blocks(merge_maps(maps), out_dir, plots=True)
     blocks.append(Heading("Reproduce"))
     blocks.append(Code(f"gps-report {sweep_dir}"))
     write_atomic(

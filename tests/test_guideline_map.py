@@ -1,0 +1,97 @@
+"""The guideline map: in-process sweep, its CSV / heat map / report section, and the same axes
+as a multirun aggregated by gps-report."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from gps.app import CONF_DIR, run
+from gps.cost.token_mechanisms import expected_split
+from gps.report.guideline_map import MAP_COLUMNS, no_win_reason
+from gps.report.sweep import aggregate
+
+SMALL = ["+experiment=guideline_map", "guideline_map.skews=[1.2,2.0]",
+         "guideline_map.link_gbps=[600,32]", "guideline_map.tokens=[512,2048]",
+         "guideline_map.accuracies=[0.5,1.0]", "guideline_map.overheads_us=[0,50]",
+         "report.plots=false"]  # fmt: skip
+
+
+def _cfg(*over: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(over))
+
+
+def test_expected_split_by_hand() -> None:
+    x, w = np.array([[[6.0, 2.0]]]), np.array([[[1.0, 7.0]]])
+    s = expected_split(x, w, 0.75)
+    np.testing.assert_allclose(s.hit, [[[4.5, 1.5]]])
+    np.testing.assert_allclose(s.miss, [[[1.5, 0.5]]])
+    np.testing.assert_allclose(s.guessed, [[[4.75, 3.25]]])  # 0.75 x + 0.25 w
+    with pytest.raises(ValueError, match="accuracy"):
+        expected_split(x, w, 1.5)
+
+
+@pytest.fixture(scope="module")
+def small_map(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("map")
+    run(_cfg(*SMALL), out)
+    return out
+
+
+def test_map_rows_csv_and_regions(small_map: Path) -> None:
+    res = json.loads((small_map / "results.json").read_text())
+    gm = res["guideline_map"]
+    rows = gm["rows"]
+    assert len(rows) == 2 * 2 * 2 * 2 * 2  # skews x links x tokens x overheads x accuracies
+    with (small_map / "guideline_map.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == MAP_COLUMNS and len(table) == len(rows)
+    # the measured skew follows the target (the trace's Zipf knob, calibrated)
+    for target in (1.2, 2.0):
+        seen = [r["skew_measured"] for r in rows if r["skew_target"] == target]
+        assert abs(np.mean(seen) - target) < 0.15, (target, seen)
+    # each family wins somewhere; the winner matches the speed-ups
+    assert {r["winner"] for r in rows} == {"token", "distribution"}
+    for r in rows:
+        assert (r["winner"] == "token") == (r["token_speedup"] > r["distribution_speedup"])
+        # overhead only lowers Token-to-Expert; speed-up never falls with accuracy
+    for key in {(r["skew_target"], r["link_gbps"], r["tokens_per_step"]) for r in rows}:
+        cell = {(r["overhead_us"], r["accuracy"]): r["token_speedup"] for r in rows
+                if (r["skew_target"], r["link_gbps"], r["tokens_per_step"]) == key}  # fmt: skip
+        assert cell[(0.0, 1.0)] >= cell[(0.0, 0.5)] and cell[(0.0, 1.0)] > cell[(50.0, 1.0)]
+    assert gm["reason"] is None and "Guideline map" in (small_map / "report.md").read_text()
+
+
+def test_no_win_reason_names_numbers() -> None:
+    rows = [{"winner": "distribution", "margin": -0.02, "breakeven_overhead_us": -3.0,
+             "skew_target": 1.4, "link_gbps": 600.0, "tokens_per_step": 512}]  # fmt: skip
+    text = no_win_reason(rows)
+    assert "-2.00%" in text and "-3.0 us" in text
+
+
+def test_multirun_axes_aggregate(small_map: Path, tmp_path: Path) -> None:
+    """Two jobs, each one link of the map, merge into one map in gps-report's output."""
+    for i, link in enumerate((600, 32)):
+        job = tmp_path / str(i)
+        over = [*SMALL[:2], f"guideline_map.link_gbps=[{link}]", *SMALL[3:]]
+        run(_cfg(*over), job)
+        (job / ".hydra").mkdir()
+        (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(over))
+    aggregate(tmp_path)
+    with (tmp_path / "guideline_map.csv").open() as f:
+        merged = list(csv.DictReader(f))
+    with (small_map / "guideline_map.csv").open() as f:
+        whole = list(csv.DictReader(f))
+    key = ("skew_target", "link_gbps", "tokens_per_step", "overhead_us", "accuracy")
+    got = {tuple(r[k] for k in key): float(r["token_speedup"]) for r in merged}
+    want = {tuple(r[k] for k in key): float(r["token_speedup"]) for r in whole}
+    assert got.keys() == want.keys()
+    assert all(got[k] == pytest.approx(want[k], rel=1e-9) for k in want)
+    assert "Guideline map" in (tmp_path / "sweep_report.md").read_text()
