@@ -99,8 +99,10 @@ def test_decode_run_and_documented_schema(tmp_path: Path) -> None:
     assert results["command"] is None  # composed outside the gps command
     top, entry, what = _documented()
     # both ways: every documented key is emitted, every emitted key documented
-    # (`forecast` only in load-series runs: test_forecast_run_counts_training_steps)
-    assert set(results) == top - {"forecast"}, set(results) ^ (top - {"forecast"})
+    # (`forecast` only in load-series runs: test_forecast_run_counts_training_steps;
+    # `guideline_map` only in guideline-map runs)
+    want = top - {"forecast", "guideline_map"}
+    assert set(results) == want, set(results) ^ want
     for s in results["strategies"]:
         assert set(s) == entry, (s["name"], set(s) ^ entry)
     _check_nested(results, what)
@@ -120,7 +122,7 @@ def test_forecast_run_counts_training_steps(tmp_path: Path) -> None:
              "evaluation.horizons=[10,100,1000,2000]"), tmp_path)  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     top, _, what = _documented()
-    assert set(results) == top, set(results) ^ top
+    assert set(results) == top - {"guideline_map"}, set(results) ^ (top - {"guideline_map"})
     _check_nested(results, what)
     fc = results["forecast"]
     assert fc["record_interval_steps"] == 10

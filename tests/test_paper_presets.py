@@ -173,10 +173,20 @@ def test_ranks_of_a_layout_and_static_placement_on_them() -> None:
     assert expert_ranks(_cfg(), spec, cluster, workload) is None  # pure EP: one rank per GPU
     small = Workload(phase="prefill", batch_size=2, seq_len=64)
     data = prepare(trace, spec, small, train_batches=2, test_batches=1)
-    ctx = st.Context(spec, cluster, small, data, 2, "even", 1.0, ranks)
+    ctx = st.Context(spec, cluster, small, data, 3, "even", 1.0, rank_of_gpu=ranks)
     static = ctx.static.slot_expert[0]
     # Megatron contiguous on the 4 ranks: experts 0-1 on rank 0 (GPUs 0 and 1), ...
-    assert static.tolist() == [[0, 1], [0, 1], [2, 3], [2, 3], [4, 5], [4, 5], [6, 7], [6, 7]]
+    assert static[:, :2].tolist() == [
+        [0, 1],
+        [0, 1],
+        [2, 3],
+        [2, 3],
+        [4, 5],
+        [4, 5],
+        [6, 7],
+        [6, 7],
+    ]
+    assert (static[:, 2:] == -1).all()  # the spare slot
     out = st.ilp(ctx, time_limit_s=5.0, mip_gap=0.025, stages=2)
     se = out.sim.slot_tokens  # [N, L, G, R]: the two GPUs of a rank serve the same experts
     np.testing.assert_allclose(se[..., 0::2, :], se[..., 1::2, :])
