@@ -168,7 +168,9 @@ def _hand_seconds(name: str, model) -> float:
     return 3 * per_layer
 
 
-@pytest.mark.parametrize("name", list(TOKEN_PREDICTORS))
+# hidden_router needs recorded hidden activations; its cost is hand-checked in
+# tests/test_predictors_hidden.py (test_router_cost_is_its_gemms_hand_computed)
+@pytest.mark.parametrize("name", [n for n in TOKEN_PREDICTORS if n != "hidden_router"])
 def test_priced_cost_matches_a_hand_value(name):
     trace = random_trace(num_tokens=1200, layers=3, experts=8, k=2)
     model = small(name).fit(trace)
