@@ -34,6 +34,15 @@ class EvaluationConfig:
             the series' record interval (``LoadSeriesConfig.step_interval``).
         train_fraction: load-series runs: leading fraction of the records the predictors fit
             on.
+        stable_window_steps: load-series runs: when set, detect the stable state with windows
+            of this many training steps (``gps.advisor.stable_state``) and also report each
+            predictor's absolute and relative error inside it (``forecast.stable_state``,
+            ``forecast.rows[i].stable``); ``None``: off.
+        stable_factor: a window is stable when its variance and range are at most this
+            factor times their settled level (``> 1``).
+        sample_tokens_per_step: synthetic prefill runs whose step holds more tokens simulate
+            routing on whole prompts totalling at most this many tokens per step and scale
+            every token count to the step (``gps.advisor.data.prepare``); ``None``: off.
     """
 
     trace_path: str | None = None
@@ -41,6 +50,9 @@ class EvaluationConfig:
     test_batches: int = 8
     horizons: list[int] = field(default_factory=lambda: [10, 100, 1000, 2000])
     train_fraction: float = 0.5
+    stable_window_steps: int | None = None
+    stable_factor: float = 2.0
+    sample_tokens_per_step: int | None = None
 
 
 @dataclass
@@ -68,6 +80,9 @@ class StrategyConfig:
         history_window: batches of history EPLB plans from.
         capacity_factors: capacity-aware drop/reroute at these factors ``gamma``.
         ilp: include the MoETuner ILP placement.
+        ilp_stages: ``1``: one joint ILP over load and cross-layer traffic (``gps.plans.ilp``);
+            ``2``: MoETuner's two-stage ILP, group each layer's experts, then map the groups to
+            GPUs by bandwidth-weighted traffic (``gps.plans.ilp_two_stage``).
         ilp_time_limit_s: seconds HiGHS may spend on the ILP.
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
         migration_overlap: fraction of attention time that hides replica migration, [0, 1].
@@ -95,6 +110,7 @@ class StrategyConfig:
     history_window: int = 4
     capacity_factors: list[float] = field(default_factory=lambda: [1.0, 1.25])
     ilp: bool = True
+    ilp_stages: int = 1
     ilp_time_limit_s: float = 10.0
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0
@@ -138,12 +154,19 @@ class PaperConfig:
         claim: the paper's figure, in words.
         metric: which of our numbers to set beside it (see ``gps.advisor.paper``).
         why: what differs between the paper's setting and ours.
+        figures: the paper's headline figures as numbers, in the unit of ``metric`` (fractions
+            for gains and errors, e.g. ``[0.013, 0.018]``; ratios for speed-ups, ``[1.94]``);
+            empty: not compared numerically.
+        setting: the paper's setting, one line per item; ``"(assumed)"`` marks a value the
+            paper does not state.
     """
 
     name: str = ""
     claim: str = ""
     metric: str = ""
     why: str = ""
+    figures: list[float] = field(default_factory=list)
+    setting: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -114,6 +114,7 @@ class Objective:
         else:
             factor = trial.suggest_float("capacity_factor", 1.0, 2.0)
             routed = st.capacity(ctx, factor, kind.removeprefix("capacity_"))
+        routed = st.scaled(routed, self.data.token_scale)
         cost = price_routed(routed, spec, cluster, self.workload,
                             migration_overlap=s.migration_overlap,
                             mechanisms=mechanisms(s))  # fmt: skip

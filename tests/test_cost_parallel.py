@@ -71,7 +71,10 @@ def test_mixtral_three_layouts_priced_and_bad_layouts_named() -> None:
     out = compare_layouts(names["tp8"], spec, cl, wl)
     rates = {r["name"]: r["tokens_per_s"] for r in out["compared"]}
     assert len({rates["ep8"], rates["tp8"], rates["ep4_tp2"]}) == 3
-    assert all(r > 0 for r in rates.values())
+    assert all(rates[n] > 0 for n in ("ep", "ep8", "tp8", "ep4_tp2"))
+    # ep4_tp4 (MoETuner's 16-GPU layout) does not fit 8 GPUs: priced as an error, not a rate
+    errors = {r["name"]: r["error"] for r in out["compared"]}
+    assert rates["ep4_tp4"] is None and "16 does not divide the 8 GPUs" in errors["ep4_tp4"]
     assert out["best"] in rates
     with pytest.raises(LayoutError, match=r"parallel\.tp=3 does not divide"):
         resolve_layout(ParallelConfig("x", ep=1, tp=3), spec, replace(cl, gpus_per_node=3), wl)

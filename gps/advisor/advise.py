@@ -10,6 +10,7 @@ import shlex
 import sys
 from typing import Any
 
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -28,10 +29,12 @@ from gps.advisor.forecast import forecast_results
 from gps.advisor.guideline_map import map_results
 from gps.advisor.guidelines import frontier, rule
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
+from gps.advisor.paper_compare import with_ladder
 from gps.advisor.pricing import busiest_layer, summarise
 from gps.advisor.published import published_results
 from gps.advisor.ties import describe_tie
 from gps.cost.memory import memory_breakdown
+from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
@@ -65,6 +68,7 @@ def check_knobs(cfg: DictConfig) -> None:
         ("strategy.replan_interval", s.replan_interval >= 1, ">= 1"),
         ("strategy.history_window", s.history_window >= 1, ">= 1"),
         ("strategy.capacity_factors", all(g > 0 for g in s.capacity_factors), "all > 0"),
+        ("strategy.ilp_stages", s.ilp_stages in (1, 2), "1 or 2"),
         ("strategy.ilp_time_limit_s", s.ilp_time_limit_s > 0, "> 0"),
         ("strategy.ilp_mip_gap", 0 <= s.ilp_mip_gap < 1, "in [0, 1)"),
         ("strategy.migration_overlap", 0 <= s.migration_overlap <= 1, "in [0, 1]"),
@@ -155,9 +159,25 @@ def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
     return spec, cluster, workload, instantiate(cfg.trace, _convert_="all")
 
 
-def slots_per_gpu(spec: MoEModelSpec, cluster: Cluster, extra: int) -> int:
-    """``R = ceil(E/G) + extra`` expert slots per GPU."""
-    return math.ceil(spec.num_experts / cluster.num_gpus) + extra
+def slots_per_gpu(
+    spec: MoEModelSpec, cluster: Cluster, extra: int, ranks: int | None = None
+) -> int:
+    """``R = ceil(E/ranks) + extra`` expert slots per GPU (``ranks``: expert-parallel ranks,
+    default ``G``)."""
+    return math.ceil(spec.num_experts / (ranks or cluster.num_gpus)) + extra
+
+
+def expert_ranks(
+    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> np.ndarray | None:
+    """``[G]`` expert-parallel rank of every GPU under ``cfg.parallel`` (rank ``(g mod ep*tp)
+    // tp``), or ``None`` for pure expert parallelism over all GPUs (one rank per GPU)."""
+    layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
+    ep, tp, _ = resolve_layout(layout, spec, cluster, workload)
+    g = cluster.num_gpus
+    if ep == g and tp == 1:
+        return None
+    return (np.arange(g) % (ep * tp)) // tp
 
 
 def eval_data(cfg: DictConfig, trace_cfg: Any, spec: MoEModelSpec, workload: Workload) -> EvalData:
@@ -165,7 +185,7 @@ def eval_data(cfg: DictConfig, trace_cfg: Any, spec: MoEModelSpec, workload: Wor
     ev = cfg.evaluation
     return prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
                    test_batches=ev.test_batches, trace_path=ev.trace_path,
-                   seed=cfg.seed)  # fmt: skip
+                   seed=cfg.seed, sample_tokens=ev.sample_tokens_per_step)  # fmt: skip
 
 
 def advise(cfg: DictConfig) -> dict:
@@ -178,7 +198,9 @@ def advise(cfg: DictConfig) -> dict:
     check_knobs(cfg)
     mech, assume = mechanisms(cfg.strategy), from_config(cfg.assumptions)  # fail before work
     s = cfg.strategy
-    slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
+    ranks = expert_ranks(cfg, spec, cluster, workload)
+    n_ranks = None if ranks is None else int(ranks.max()) + 1
+    slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu, n_ranks)
     if cfg.guideline_map.enabled:
         return map_results(cfg, spec, cluster, trace_cfg, mech, slots, config,
                            command_line())  # fmt: skip
@@ -186,7 +208,7 @@ def advise(cfg: DictConfig) -> dict:
     ev = cfg.evaluation
     data = eval_data(cfg, trace_cfg, spec, workload)
     ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap,
-                     s.replicas, s.migration_source, s.horizon)  # fmt: skip
+                     s.replicas, s.migration_source, s.horizon, ranks)  # fmt: skip
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     jobs = [
         ("no_balancing", lambda: st.no_balancing(ctx)),
@@ -199,13 +221,14 @@ def advise(cfg: DictConfig) -> dict:
         ("oracle_free_migration", lambda: st.oracle_free_migration(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
           for g in s.capacity_factors for m in ("drop", "reroute")],
-        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),
+        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap, s.ilp_stages))]
+          if s.ilp else []),
     ]  # fmt: skip
     routed = []
     for name, job in tqdm(jobs, desc="strategies", unit="strategy", file=sys.stderr,
                           disable=None, leave=False):  # fmt: skip
         tqdm.write(f"  {name}", file=sys.stderr)
-        routed.append(job())
+        routed.append(st.scaled(job(), data.token_scale))
     t = workload.tokens_per_step
 
     def priced(r: st.Routed, under: Assumptions = assume):
@@ -225,6 +248,7 @@ def advise(cfg: DictConfig) -> dict:
             "nodes": cluster.num_nodes, "phase": workload.phase, "tokens_per_step": t,
             "trace": data.source, "train_batches": ev.train_batches,
             "test_batches": ev.test_batches, "slots_per_gpu": slots,
+            "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory,
         },
         "baseline": "no_balancing",
@@ -239,7 +263,8 @@ def advise(cfg: DictConfig) -> dict:
 
         def step_time(a: float) -> float:
             model = WhatIfTokenPredictor(accuracy=a, seed=cfg.seed)
-            return float(priced(st.token(ctx, f"whatif@{a:g}", {}, model=model)).total_s.mean())
+            whatif = st.token(ctx, f"whatif@{a:g}", {}, model=model)
+            return float(priced(st.scaled(whatif, data.token_scale)).total_s.mean())
 
         guide = frontier(step_time, cfg.report.accuracy_grid,
                          [u * 1e-6 for u in cfg.report.overhead_grid_us],
@@ -261,4 +286,5 @@ def advise(cfg: DictConfig) -> dict:
                 real, priced, load_assumptions("moe_gps_paper")
             )
             results["paper"]["assumptions"] = assume.name
+            results["paper"].update(with_ladder(results["paper"]))
     return results

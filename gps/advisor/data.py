@@ -32,8 +32,11 @@ class EvalData:
             these; load-history predictors forecast each from the batches before it).
         train_loads: ``[M, L, E]`` int64 tokens per expert of the ``M`` steps before ``test``.
         test_loads: ``[N, L, E]`` int64 tokens per expert per held-out batch.
-        tokens_per_batch: ``T``.
+        tokens_per_batch: ``T`` (of the simulated sample, see ``token_scale``).
         source: the preset's model name or the trace file.
+        token_scale: the workload's tokens per step / ``T`` (``> 1`` when routing is simulated
+            on a sample of the step, ``evaluation.sample_tokens_per_step``): every token count
+            a strategy prices is multiplied by it (``strategies.scaled``).
     """
 
     fit: TokenTrace
@@ -42,6 +45,7 @@ class EvalData:
     test_loads: np.ndarray
     tokens_per_batch: int
     source: str
+    token_scale: float = 1.0
 
     def test_batch(self, n: int) -> TokenTrace:
         """Held-out batch ``n`` as a ``TokenTrace`` view (``T`` tokens)."""
@@ -81,6 +85,7 @@ def prepare(
     test_batches: int,
     trace_path: str | None = None,
     seed: int = 0,
+    sample_tokens: int | None = None,
 ) -> EvalData:
     """Generate (or load) the trace and cut it into history, held-out batches and a fit set.
 
@@ -97,15 +102,26 @@ def prepare(
     sequences step by step (``decode_order``); token predictors fit on the history's tokens
     minus every sequence that reaches into the held-out part.
 
+    ``sample_tokens`` (synthetic prefill only): when the step holds more tokens, routing is
+    simulated on ``max(1, sample_tokens // S)`` whole prompts per step and
+    ``EvalData.token_scale`` carries the factor to the step (the load skew of a large batch is
+    its sample's up to multinomial noise of relative size ``sqrt(E / (T k))``).
+
     Raises:
         ValueError: batch counts < 1, a trace file of the wrong shape or with too few tokens,
-            or no fitting token left.
+            no fitting token left, or ``sample_tokens < 1``.
     """
     for name, value in (("train_batches", train_batches), ("test_batches", test_batches)):
         if value < 1:
             raise ValueError(f"evaluation.{name}={value}: must be >= 1")
     m, n, t, b = train_batches, test_batches, workload.tokens_per_step, workload.batch_size
     decode = workload.phase == "decode"
+    if sample_tokens is not None and sample_tokens < 1:
+        raise ValueError(f"evaluation.sample_tokens_per_step={sample_tokens}: must be >= 1")
+    scale = 1.0
+    if sample_tokens is not None and not decode and not trace_path and t > sample_tokens:
+        b = max(1, sample_tokens // workload.seq_len)
+        scale, t = t / (b * workload.seq_len), b * workload.seq_len
     if trace_path:
         trace = load_trace(trace_path)
         if not isinstance(trace, TokenTrace):
@@ -131,4 +147,5 @@ def prepare(
         served = take_tokens(trace, trace.sequence_id >= b)
         fit = take_tokens(trace, trace.sequence_id < b)
         return _split(decode_order(served), fit, m, n, t, source)
-    return _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, source)
+    data = _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, source)
+    return dataclasses.replace(data, token_scale=scale)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 import predictors
 from gps.advisor.paper import SCHEMA_VERSION, paper_figure
+from gps.advisor.stable_state import detect_stable_state, sampling_floor, stable_forecast_errors
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.traces.synthetic import LoadSeriesConfig, generate_load_series
@@ -44,6 +45,9 @@ def forecast_results(
     for h in horizons:
         steps_to_records(h, interval, "evaluation.horizons")
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
+    ev = cfg.evaluation
+    stable = (detect_stable_state(series, ev.stable_window_steps, ev.stable_factor)
+              if ev.stable_window_steps else None)  # fmt: skip
     rows = []
     for name in tqdm(list(cfg.predictor.distribution), desc="forecasters", file=sys.stderr,
                      disable=None, leave=False):  # fmt: skip
@@ -57,6 +61,13 @@ def forecast_results(
             "window_steps": None if span is None else int(span) * interval,
             "mae": [None if math.isnan(errs[h]) else errs[h] for h in horizons],
         })  # fmt: skip
+        if stable is not None:
+            st = stable_forecast_errors(series, model, horizons, stable["begins_record"])
+            rows[-1]["stable"] = {
+                key: [None if math.isnan(st[h][key]) else st[h][key] for h in horizons]
+                for key in ("absolute", "relative", "relative_to_mean")
+            }
+            stable["uniform_absolute"] = [st[h]["uniform_absolute"] for h in horizons]
     if not rows:
         raise ValueError("predictor.distribution: no load-history predictor to forecast with")
     best = min(rows, key=lambda r: r["mae"][-1] if r["mae"][-1] is not None else math.inf)
@@ -87,8 +98,12 @@ def forecast_results(
                      f"No predictor could forecast {horizons[-1]:,} steps ahead on this series."),
         },
         "guidelines": None,
+        "published_predictors": [],
         "paper": None,
     }  # fmt: skip
+    if stable is not None:
+        stable["sampling_floor_relative"] = sampling_floor(series, stable["begins_record"])
+        results["forecast"]["stable_state"] = stable
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
     return results

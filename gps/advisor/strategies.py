@@ -12,6 +12,8 @@ GPU, ``T`` tokens per batch, ``k`` top-k.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -25,15 +27,18 @@ from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.plans import (
     Plan,
+    bandwidth_matrix,
     capacity_drop,
     capacity_reroute,
     expert_weight_bytes,
     ilp_placement,
     migration_bytes_per_gpu,
+    placement_cost,
     plan_duplication,
     plan_spare,
     static_placement,
     transition_counts,
+    two_stage_placement,
 )
 from gps.plans.migration import check_source, fetch_seconds, migration_seconds
 from gps.plans.spare import check_replicas, spare_slots_per_gpu
@@ -153,6 +158,7 @@ class Context:
     replicas: str = "spare"
     migration_source: str = "peer"
     horizon: float = 4.0
+    rank_of_gpu: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
@@ -168,12 +174,31 @@ class Context:
             )
 
     @property
+    def ranks(self) -> np.ndarray:
+        """``[G]`` expert-parallel rank of every GPU: the ``parallel`` layout's (``(g mod
+        ep*tp) // tp``), or one rank per GPU (pure expert parallelism)."""
+        g = self.cluster.num_gpus
+        return np.arange(g) if self.rank_of_gpu is None else np.asarray(self.rank_of_gpu)
+
+    def on_gpus(self, plan: Plan) -> Plan:
+        """A plan over the expert-parallel ranks (``[L, ranks, R]``) on the ``G`` GPUs: each
+        GPU holds its rank's slots (expert tensor parallelism priced as the rank's ``tp`` GPUs
+        splitting its tokens evenly: the same FLOPs, full expert weights on each)."""
+        if plan.num_gpus == self.cluster.num_gpus and self.rank_of_gpu is None:
+            return plan
+        r = self.ranks
+        home = None if plan.home is None else plan.home[:, r, :]
+        return Plan(plan.slot_expert[:, r, :], plan.num_experts, meta=plan.meta, home=home)
+
+    @property
     def static(self) -> Plan:
-        """Contiguous placement, one copy per expert, the same in every layer; its occupied
-        slots are the home slots of every ``spare`` plan (no balancing = home copies only)."""
+        """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
+        expert on each expert-parallel rank, the same in every layer; its occupied slots are the
+        home slots of every ``spare`` plan (no balancing = home copies only)."""
         d = self.data
-        return static_placement(d.test.num_layers, d.test.num_experts, self.cluster.num_gpus,
-                                self.slots_per_gpu)  # fmt: skip
+        n_ranks = int(self.ranks.max()) + 1
+        return self.on_gpus(static_placement(d.test.num_layers, d.test.num_experts, n_ranks,
+                                             self.slots_per_gpu))  # fmt: skip
 
     @property
     def expert_bytes(self) -> float:
@@ -306,6 +331,28 @@ class Context:
 
 # Relative balance the migration-first candidate gives up for cheaper replica copies.
 MIGRATION_SLACK = 0.05
+
+
+def _scale_sim(sim: SimResult, f: float) -> SimResult:
+    return dataclasses.replace(
+        sim, slot_tokens=sim.slot_tokens * f, traffic_bytes=sim.traffic_bytes * f,
+        routed=sim.routed * f, dropped=sim.dropped * f, rerouted=sim.rerouted * f,
+    )  # fmt: skip
+
+
+def scaled(r: Routed, factor: float) -> Routed:
+    """``r`` with every token count (and the bytes they move) multiplied by ``factor``: routing
+    simulated on a sample of the step (``EvalData.token_scale``) priced at the full step."""
+    if factor == 1.0:
+        return r
+    tr = r.token_routing
+    if tr is not None:
+        tr = TokenRouting(
+            *(_scale_sim(getattr(tr, n), factor)
+              for n in ("hit_local", "hit_split", "miss", "wrong_local", "wrong_split")),
+            tr.predicted_busy,
+        )  # fmt: skip
+    return dataclasses.replace(r, sim=_scale_sim(r.sim, factor), token_routing=tr)
 
 
 def _stack(results: list[SimResult]) -> SimResult:
@@ -491,29 +538,64 @@ def capacity(ctx: Context, factor: float, mode: str) -> Routed:
     return out
 
 
-def ilp(ctx: Context, time_limit_s: float, mip_gap: float) -> Routed:
+def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> Routed:
     """MoETuner: one static placement (one copy per expert, ``ceil(E/G)`` slots per GPU) from
     the training trace's loads and layer-to-layer transition counts, solved as an ILP (HiGHS)
     or by the documented fallback (``notes['method']`` and ``notes['gap']`` say which).
 
-    With fewer experts than GPUs (``E < G``, e.g. Mixtral's 8 experts on 16 GPUs) one copy per
-    expert would leave GPUs idle; the ILP then places experts on ``E`` groups of ``G/E``
-    consecutive GPUs and every GPU of a group holds its expert, as static placement does.
+    ``stages=1``: one joint ILP over straggler load and cross-GPU transition tokens
+    (``gps.plans.ilp``); ``stages=2``: the paper's two stages, balanced expert groups per layer,
+    then groups mapped to GPUs minimising the worst bandwidth-weighted link
+    (``gps.plans.ilp_two_stage``; intra- vs inter-node bandwidth from the cluster).
+
+    The ILP places experts on the expert-parallel ranks (``Context.ranks``: GPUs under pure
+    EP, the ``parallel`` layout's ``ep`` ranks otherwise), every GPU of a rank holding its
+    slots. With fewer experts than ranks (``E < G``, e.g. Mixtral's 8 experts on 16 GPUs) one
+    copy per expert would leave ranks idle; the ILP then places experts on ``E`` groups of
+    ``G/E`` consecutive ranks and every GPU of a group holds its expert, as static placement
+    does.
 
     Raises:
-        ValueError: ``E < G`` with ``G`` not a multiple of ``E``.
+        ValueError: ``E < ranks`` with the ranks not a multiple of ``E``; ``stages`` not 1 or 2.
     """
-    d, g, e = ctx.data, ctx.cluster.num_gpus, ctx.data.test.num_experts
+    d, e = ctx.data, ctx.data.test.num_experts
+    g = int(ctx.ranks.max()) + 1  # expert-parallel ranks (GPUs under pure EP)
     groups = min(g, e)
     if g % groups:
-        raise ValueError(f"ilp: {e} experts on {g} GPUs: G must be a multiple of E when E < G")
-    res = ilp_placement(d.train_loads.sum(axis=0), transition_counts(np.asarray(d.fit.experts), e),
-                        groups, time_limit_s=time_limit_s, mip_gap=mip_gap)  # fmt: skip
+        raise ValueError(f"ilp: {e} experts on {g} ranks: ranks must be a multiple of E when E < G")
+    gpu_group = ctx.ranks // (g // groups)  # [G] ILP group of every GPU
+    load = d.train_loads.sum(axis=0)
+    trans = transition_counts(np.asarray(d.fit.experts), e)
+    if stages == 1:
+        res = ilp_placement(load, trans, groups, time_limit_s=time_limit_s, mip_gap=mip_gap)
+        name, notes = "ilp_moetuner", {"method": res.method, "gap": res.gap}
+    elif stages == 2:
+        cl = ctx.cluster
+        first = np.array([np.flatnonzero(gpu_group == j)[0] for j in range(groups)])
+        inter = cl.inter_link.gpu_bandwidth if cl.inter_link is not None else None
+        bw = bandwidth_matrix(first // cl.gpus_per_node, cl.intra_link.gpu_bandwidth, inter)
+        res = two_stage_placement(load, trans, bw, time_limit_s=time_limit_s, mip_gap=mip_gap)
+        name = "ilp_moetuner_2stage"
+        gaps = [res.stage1_gap, res.stage2_gap]  # nan: that stage has no MILP bound
+        notes = {"method": res.method,
+                 "gap": None if any(map(math.isnan, gaps)) else max(gaps),
+                 "stage1_objective": res.stage1_objective,
+                 "stage2_objective": res.stage2_objective}  # fmt: skip
+    else:
+        raise ValueError(f"strategy.ilp_stages={stages}: expected 1 or 2")
     plan = res.plan
-    if groups < g:  # [L, E, R] -> [L, G, R]: each group's slots on all of its GPUs
-        plan = Plan(np.repeat(plan.slot_expert, g // groups, axis=1), e, meta=plan.meta)
+    test_trans = transition_counts(np.asarray(d.test.experts), e)
+    total = max(float(test_trans.sum()), 1.0)
+    gpu_of = np.zeros((plan.num_layers, e), dtype=np.int64)  # [L, E] group of every expert
+    lay, grp, slot = np.nonzero(plan.slot_expert >= 0)
+    gpu_of[lay, plan.slot_expert[lay, grp, slot]] = grp
+    static_of = np.broadcast_to(np.arange(e) // -(-e // groups), gpu_of.shape)
+    co = [1.0 - placement_cost(a, d.test_loads[0], test_trans, groups, 0.0)[1] / total
+          for a in (gpu_of, static_of)]  # fmt: skip
+    plan = Plan(plan.slot_expert[:, gpu_group, :], e, meta=plan.meta)  # each group's GPUs
     n = d.test_loads.shape[0]
-    out = replay(ctx, [plan] * n, plan, "ilp_moetuner", "ilp")
-    out.notes = {"method": res.method, "gap": res.gap, "solve_time_s": res.solve_time_s,
-                 "message": res.message, "gpu_groups": groups}  # fmt: skip
+    out = replay(ctx, [plan] * n, plan, name, "ilp")
+    out.notes = {**notes, "solve_time_s": res.solve_time_s, "message": res.message,
+                 "gpu_groups": groups, "stages": stages, "colocated_fraction": co[0],
+                 "static_colocated_fraction": co[1]}  # fmt: skip
     return out

@@ -7,6 +7,8 @@ simulation (``gps.simulate``) replays the actual routing against it.
 * ``duplication``: greedy replication + balanced packing (+ swap refinement), node-aware
   variant, migration bytes against the previous plan.
 * ``ilp``: MoETuner-style ILP placement with cross-layer routing dependency (HiGHS).
+* ``ilp_two_stage``: MoETuner's two-stage ILP (group each layer's experts, then map groups to
+  GPUs by bandwidth-weighted cross-layer traffic).
 * ``spare``: dynamic duplication through spare slots (home copies stay), migration-minimal.
 * ``migration``: replica copies priced on the link they travel (peer NVLink/IB or host PCIe).
 * ``exact``: the exact minimum of the max GPU load on small layers (HiGHS MILP).
@@ -39,6 +41,7 @@ from gps.plans.ilp import (
     placement_cost,
     transition_counts,
 )
+from gps.plans.ilp_two_stage import TwoStageResult, bandwidth_matrix, two_stage_placement
 from gps.plans.migration import (
     MIGRATION_SOURCES,
     fetch_seconds,
@@ -69,9 +72,11 @@ __all__ = [
     "CapacityResult",
     "ILPResult",
     "Plan",
+    "TwoStageResult",
     "align_to_previous",
     "assign_home_nodes",
     "balanced_lower_bound",
+    "bandwidth_matrix",
     "capacity_drop",
     "capacity_reroute",
     "cross_node_copies",
@@ -102,4 +107,5 @@ __all__ = [
     "static_placement",
     "static_slot_expert",
     "transition_counts",
+    "two_stage_placement",
 ]

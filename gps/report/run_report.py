@@ -82,6 +82,58 @@ def guideline_blocks(guide: dict) -> list[Block]:
     return blocks
 
 
+def ladder_blocks(ladder: list[dict], priced_under: str | None) -> list[Block]:
+    """The assumption ladder: the DO-vs-T2E figure from the paper's assumptions to ours."""
+
+    def best(r: dict, fam: str) -> str:
+        return f"{r[fam]} {r[fam + '_s'] * 1e3:.2f} ms ({r[fam + '_speedup']:.3f}x)"
+
+    rows = [
+        [str(r["step"]), r["description"] if r["switched_off"] else "none: " + r["description"],
+         best(r, "distribution"), best(r, "token"), f"{r['gain']:+.1%}"]
+        for r in ladder
+    ]  # fmt: skip
+    moves = [(abs(b["gain"] - a["gain"]), b) for a, b in itertools.pairwise(ladder)]
+    text = (
+        f"From the paper's assumptions (step 0, conf/assumptions/moe_gps_paper.yaml) to ours "
+        f"(last step, roofline), one more assumption switched off per step. Distribution-Only "
+        f"vs Token-to-Expert: {ladder[0]['gain']:+.1%} under the paper's, "
+        f"{ladder[-1]['gain']:+.1%} under ours (positive = Distribution-Only faster)."
+    )
+    if moves:
+        d, rung = max(moves, key=lambda m: m[0])
+        text += f" The largest move ({d:.1%} points) comes from: {rung['description']}."
+    if priced_under:
+        text += f" The strategy table above is priced under `{priced_under}`."
+    return [
+        Heading("Assumption ladder", 3),
+        Para(text),
+        Table(
+            ["step", "switched off", "best Distribution-Only", "best Token-to-Expert",
+             "DO vs T2E"], rows,
+        ),
+    ]  # fmt: skip
+
+
+def paper_comparison_blocks(paper: dict, results: dict) -> list[Block]:
+    """The paper's setting (assumed values marked) and its number beside ours."""
+    from gps.report.papers import paper_rows
+
+    blocks: list[Block] = []
+    if paper.get("setting"):
+        blocks.append(
+            Para(
+                "**The paper's setting, as this run composes it** ('assumed': the "
+                "paper does not state it): " + "; ".join(paper["setting"]) + "."
+            )
+        )
+    if paper.get("figures"):
+        row = paper_rows([results])[0]
+        blocks.append(Table(["paper's figure", "ours", "same direction", "ours / paper",
+                             "reason for the gap"], [row[3:]]))  # fmt: skip
+    return blocks
+
+
 def published_blocks(points: list[dict]) -> list[Block]:
     """'Published predictors' section: one row per published operating point (not measured
     here), its accuracy in our metric, overhead priced on this run, and its source."""
@@ -119,39 +171,6 @@ def published_blocks(points: list[dict]) -> list[Block]:
     ]  # fmt: skip
 
 
-def ladder_blocks(ladder: list[dict], priced_under: str | None) -> list[Block]:
-    """The assumption ladder: the DO-vs-T2E figure from the paper's assumptions to ours."""
-
-    def best(r: dict, fam: str) -> str:
-        return f"{r[fam]} {r[fam + '_s'] * 1e3:.2f} ms ({r[fam + '_speedup']:.3f}x)"
-
-    rows = [
-        [str(r["step"]), r["description"] if r["switched_off"] else "none: " + r["description"],
-         best(r, "distribution"), best(r, "token"), f"{r['gain']:+.1%}"]
-        for r in ladder
-    ]  # fmt: skip
-    moves = [(abs(b["gain"] - a["gain"]), b) for a, b in itertools.pairwise(ladder)]
-    text = (
-        f"From the paper's assumptions (step 0, conf/assumptions/moe_gps_paper.yaml) to ours "
-        f"(last step, roofline), one more assumption switched off per step. Distribution-Only "
-        f"vs Token-to-Expert: {ladder[0]['gain']:+.1%} under the paper's, "
-        f"{ladder[-1]['gain']:+.1%} under ours (positive = Distribution-Only faster)."
-    )
-    if moves:
-        d, rung = max(moves, key=lambda m: m[0])
-        text += f" The largest move ({d:.1%} points) comes from: {rung['description']}."
-    if priced_under:
-        text += f" The strategy table above is priced under `{priced_under}`."
-    return [
-        Heading("Assumption ladder", 3),
-        Para(text),
-        Table(
-            ["step", "switched off", "best Distribution-Only", "best Token-to-Expert",
-             "DO vs T2E"], rows,
-        ),
-    ]  # fmt: skip
-
-
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
 
@@ -173,6 +192,7 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
                   [[paper["name"], paper["claim"], paper["ours"]]]),
             Para(paper["why"]),
         ]  # fmt: skip
+        blocks += paper_comparison_blocks(paper, results)
         if paper.get("assumption_ladder"):
             blocks += ladder_blocks(paper["assumption_ladder"], paper.get("assumptions"))
     forecast = results.get("forecast")

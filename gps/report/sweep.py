@@ -27,6 +27,7 @@ from gps.report.document import (
     write_atomic,
 )
 from gps.report.guideline_map import map_blocks, merge_maps
+from gps.report.papers import papers_table
 from gps.report.run_report import fmt, headline_accuracy
 
 CSV_COLUMNS = (
@@ -111,7 +112,9 @@ def rows_of(run: Run, root: Path) -> list[dict]:
 
 def aggregate(sweep_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path, list[Run]]:
     """Write ``sweep.csv``, ``sweep_report.md`` and ``sweep_report.html`` into ``out_dir``
-    (default: ``sweep_dir``) from whatever runs finished.
+    (default: ``sweep_dir``) from whatever runs finished; runs of paper presets (a ``paper``
+    entry) also get the combined table of ``gps.report.papers``, in the report and in
+    ``papers.md``.
 
     Returns:
         ``(csv path, report.md path, runs)``.
@@ -148,6 +151,21 @@ def aggregate(sweep_dir: Path, out_dir: Path | None = None) -> tuple[Path, Path,
         ])  # fmt: skip
     blocks.append(Table(["run (overrides)", "recommended", "family", "speed-up",
                          "T2E crossover accuracy (lowest overhead)"], table))  # fmt: skip
+    papers = [run.results for run in ok if run.results.get("paper")]
+    if papers:
+        paper_blocks: list[Block] = [
+            Heading("The papers at their own settings"),
+            Para(
+                "Each paper's headline figure beside ours under the paper's setting (values the "
+                "paper does not state are marked assumed in each run's report). 'ours / paper' "
+                "compares gains (speed-up - 1) for speed-ups; 'reason for the gap' names the "
+                "assumption responsible, with numbers from the run, where the two differ by more "
+                "than 30% or in direction."
+            ),
+            papers_table(papers),
+        ]
+        blocks += paper_blocks
+        write_atomic(out_dir / "papers.md", render_markdown(paper_blocks, out_dir))
     bad = [run for run in runs if run.status != "ok"]
     if bad:
         blocks.append(Heading("Missing or failed runs"))
