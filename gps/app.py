@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from gps import cache
 from gps.advisor import advise
 from gps.config import register_configs
 from gps.cost.memory import MemoryFitError
@@ -47,7 +49,9 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Advise on ``cfg``; write ``results.json`` and the report into ``out_dir``; return the
-    report's path. ``results.json`` is written atomically (temporary file, then rename)."""
+    report's path. ``results.json`` is written atomically (temporary file, then rename), again
+    once the report is built (with its time in ``timings_s.report``)."""
+    t0 = time.perf_counter()
     results = advise(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
@@ -59,7 +63,16 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
         for row in [table.header, *table.rows]:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     print(results["recommendation"]["text"].replace("**", ""))
-    return build_run_report(results, out_dir, plots=cfg.report.plots)
+    t1 = time.perf_counter()
+    path = build_run_report(results, out_dir, plots=cfg.report.plots)
+    timings = results.get("timings_s")
+    if timings is not None:  # load-series runs have none
+        timings["report"] = time.perf_counter() - t1
+        timings["total"] = time.perf_counter() - t0
+        write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
+    if cache.enabled():
+        print(cache.run_line(cfg.cache_dir))
+    return path
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import math
 import shlex
-import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
+from gps import cache
 from gps.advisor import strategies as st
 from gps.advisor.data import EvalData, prepare
 from gps.advisor.forecast import forecast_results
@@ -25,9 +26,9 @@ from gps.cost.memory import memory_breakdown
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
 from gps.profiles import load_cluster
+from gps.timing import Phases, show_progress
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
-from predictors.whatif import WhatIfTokenPredictor
 
 # Capacity rules change which experts process a token (drop or reroute): above this fraction of
 # token copies changed, a strategy is reported but not recommended (quality cost).
@@ -145,38 +146,55 @@ def advise(cfg: DictConfig) -> dict:
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
+    phases = Phases(show_progress(cfg.progress))
+    cache.configure_from(cfg)
     s = cfg.strategy
     slots = slots_per_gpu(spec, cluster, s.replica_slots_per_gpu)
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
-    data = eval_data(cfg, trace_cfg, spec, workload)
+    with phases.phase("data"):
+        data = eval_data(cfg, trace_cfg, spec, workload)
     ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap)
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
-    jobs = [
-        ("no_balancing", lambda: st.no_balancing(ctx)),
-        ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
-        *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
-          for n in cfg.predictor.distribution],
-        *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
-          for n in cfg.predictor.token],
-        ("oracle", lambda: st.oracle(ctx)),
-        *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
-          for g in s.capacity_factors for m in ("drop", "reroute")],
-        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),
-    ]  # fmt: skip
-    routed = []
-    for name, job in tqdm(jobs, desc="strategies", unit="strategy", file=sys.stderr,
-                          disable=None, leave=False):  # fmt: skip
-        tqdm.write(f"  {name}", file=sys.stderr)
-        routed.append(job())
+
+    def timed(job):
+        t0 = time.perf_counter()
+        return job(), time.perf_counter() - t0
+
+    # The ILP stops at a wall-clock limit and HiGHS releases the GIL: solve it beside the rest.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ilp_job = (pool.submit(timed, lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))
+                   if s.ilp else None)  # fmt: skip
+        jobs = [
+            ("no_balancing", lambda: st.no_balancing(ctx)),
+            ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
+            *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
+              for n in cfg.predictor.distribution],
+            *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
+              for n in cfg.predictor.token],
+            ("oracle", lambda: st.oracle(ctx)),
+            *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
+              for g in s.capacity_factors for m in ("drop", "reroute")],
+            *([("ilp", lambda: ilp_job.result()[0])] if s.ilp else []),
+        ]  # fmt: skip
+        routed = [job() for job in phases.items("strategies", jobs, len(jobs))]
+        if s.ilp:  # its own wall time, not the wait for it
+            phases.timings["strategies"]["ilp"] = ilp_job.result()[1]
+    phases.timings["predictors"] = {
+        r.name: {"fit": 0.0 if r.wall_s["cached"] else r.wall_s["fit_s"],
+                 "predict": 0.0 if r.wall_s["cached"] else r.wall_s["predict_s"],
+                 "cached": r.wall_s["cached"]}
+        for r in routed if r.predictor is not None
+    }  # fmt: skip
     t = workload.tokens_per_step
 
     def priced(r: st.Routed):
         return price_routed(r, spec, cluster, workload, migration_overlap=s.migration_overlap)
 
-    baseline_s = float(priced(routed[0]).total_s.mean())
-    layer = busiest_layer(routed[0])
-    entries = [summarise(r, priced(r), baseline_s, cluster, t, layer) for r in routed]
+    with phases.phase("pricing"):
+        baseline_s = float(priced(routed[0]).total_s.mean())
+        layer = busiest_layer(routed[0])
+        entries = [summarise(r, priced(r), baseline_s, cluster, t, layer) for r in routed]
     results = {
         "schema_version": SCHEMA_VERSION,
         "command": command_line(),
@@ -196,21 +214,25 @@ def advise(cfg: DictConfig) -> dict:
     }  # fmt: skip
     dist = [e for e in entries if e["family"] == "distribution"]
     if cfg.report.guidelines and dist:
-        best = max(dist, key=lambda e: e["speedup_vs_baseline"])
+        with phases.phase("guidelines"):
+            best = max(dist, key=lambda e: e["speedup_vs_baseline"])
+            whatif = st.whatif_runs(ctx, cfg.report.accuracy_grid, cfg.seed)  # one pass, cached
 
-        def step_time(a: float) -> float:
-            model = WhatIfTokenPredictor(accuracy=a, seed=cfg.seed)
-            return float(priced(st.token(ctx, f"whatif@{a:g}", {}, model=model)).total_s.mean())
+            def step_time(a: float) -> float:
+                model, hist = whatif[a]
+                routed_a = st.token(ctx, f"whatif@{a:g}", {}, model=model, histogram=hist)
+                return float(priced(routed_a).total_s.mean())
 
-        guide = frontier(step_time, cfg.report.accuracy_grid,
-                         [u * 1e-6 for u in cfg.report.overhead_grid_us],
-                         routed[0].sim.slot_tokens.shape[-3], baseline_s,
-                         best["speedup_vs_baseline"])  # fmt: skip
-        guide["distribution_name"] = best["name"]
-        setting = (f"{spec.name} on {cluster.name}, {workload.phase} {t:,} tokens/step, "
-                   f"{slots} slots/GPU")  # fmt: skip
-        guide["rule"] = rule(guide, setting)
-        results["guidelines"] = guide
+            guide = frontier(step_time, cfg.report.accuracy_grid,
+                             [u * 1e-6 for u in cfg.report.overhead_grid_us],
+                             routed[0].sim.slot_tokens.shape[-3], baseline_s,
+                             best["speedup_vs_baseline"])  # fmt: skip
+            guide["distribution_name"] = best["name"]
+            setting = (f"{spec.name} on {cluster.name}, {workload.phase} {t:,} tokens/step, "
+                       f"{slots} slots/GPU")  # fmt: skip
+            guide["rule"] = rule(guide, setting)
+            results["guidelines"] = guide
+    results["timings_s"] = phases.timings
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
     return results

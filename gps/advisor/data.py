@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gps import cache
 from gps.cost._common import num_moe_layers
 from gps.model import MoEModelSpec
 from gps.traces.batching import batch_loads, decode_order, take_tokens
@@ -34,6 +35,8 @@ class EvalData:
         test_loads: ``[N, L, E]`` int64 tokens per expert per held-out batch.
         tokens_per_batch: ``T``.
         source: the preset's model name or the trace file.
+        key: hash of everything this data was made from (``gps.cache``: the trace entry's key,
+            which predictor and ILP entries build on).
     """
 
     fit: TokenTrace
@@ -42,6 +45,7 @@ class EvalData:
     test_loads: np.ndarray
     tokens_per_batch: int
     source: str
+    key: str = ""
 
     def test_batch(self, n: int) -> TokenTrace:
         """Held-out batch ``n`` as a ``TokenTrace`` view (``T`` tokens)."""
@@ -97,6 +101,9 @@ def prepare(
     sequences step by step (``decode_order``); token predictors fit on the history's tokens
     minus every sequence that reaches into the held-out part.
 
+    A generated trace is cached (``gps.cache`` kind ``traces``) when the cache is on; a file is
+    read anew (memory-mapped), its content hash keys the predictor and ILP entries.
+
     Raises:
         ValueError: batch counts < 1, a trace file of the wrong shape or with too few tokens,
             or no fitting token left.
@@ -106,18 +113,15 @@ def prepare(
             raise ValueError(f"evaluation.{name}={value}: must be >= 1")
     m, n, t, b = train_batches, test_batches, workload.tokens_per_step, workload.batch_size
     decode = workload.phase == "decode"
+    shape = {"phase": workload.phase, "tokens_per_step": t, "batch_size": b, "train_batches": m,
+             "test_batches": n}  # fmt: skip
     if trace_path:
-        trace = load_trace(trace_path)
-        if not isinstance(trace, TokenTrace):
-            raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
-        _check_matches(trace, spec, str(trace_path))
-        steps = decode_order(trace) if decode else trace
-        if steps.num_tokens < (m + n) * t:
-            raise ValueError(
-                f"{trace_path}: {steps.num_tokens} tokens, but {m} + {n} batches of {t} tokens "
-                f"need {(m + n) * t}; lower evaluation.*_batches or the batch size"
-            )
-        return _split(steps, take_tokens(steps, slice(0, m * t)), m, n, t, str(trace_path))
+        # A file is read (memory-mapped) as fast as a cache entry: keyed by content, not stored.
+        dims = [num_moe_layers(spec), spec.num_experts, spec.top_k]
+        data = _from_file(trace_path, spec, decode, m, n, t)
+        key = {"trace_file": cache.file_digest(trace_path), "path": str(trace_path),
+               "dims": dims, **shape}  # fmt: skip
+        return dataclasses.replace(data, key=cache.key_hash([cache.code_hash("traces"), key]))
     length = m + n if decode else workload.seq_len
     sequences = 2 * b if decode else (m + n) * b
     cfg = dataclasses.replace(
@@ -125,8 +129,33 @@ def prepare(
         top_k=spec.top_k, num_tokens=sequences * length, min_sequence_length=length,
         max_sequence_length=length, seed=seed,
     )  # fmt: skip
+    key = {"trace": dataclasses.asdict(cfg), **shape}
+
+    def compute() -> EvalData:
+        return _synthetic(cfg, trace_cfg.model or "synthetic", decode, m, n, t, b)
+
+    data = cache.remember("traces", key, compute)
+    return dataclasses.replace(data, key=cache.key_hash([cache.code_hash("traces"), key]))
+
+
+def _from_file(trace_path: str, spec: MoEModelSpec, decode: bool, m: int, n: int,
+               t: int) -> EvalData:  # fmt: skip
+    trace = load_trace(trace_path)
+    if not isinstance(trace, TokenTrace):
+        raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
+    _check_matches(trace, spec, str(trace_path))
+    steps = decode_order(trace) if decode else trace
+    if steps.num_tokens < (m + n) * t:
+        raise ValueError(
+            f"{trace_path}: {steps.num_tokens} tokens, but {m} + {n} batches of {t} tokens "
+            f"need {(m + n) * t}; lower evaluation.*_batches or the batch size"
+        )
+    return _split(steps, take_tokens(steps, slice(0, m * t)), m, n, t, str(trace_path))
+
+
+def _synthetic(cfg: SyntheticTraceConfig, source: str, decode: bool, m: int, n: int, t: int,
+               b: int) -> EvalData:  # fmt: skip
     trace = generate_token_trace(cfg)
-    source = trace_cfg.model or "synthetic"
     if decode:
         served = take_tokens(trace, trace.sequence_id >= b)
         fit = take_tokens(trace, trace.sequence_id < b)

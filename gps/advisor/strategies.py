@@ -12,12 +12,14 @@ GPU, ``T`` tokens per batch, ``k`` top-k.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 import predictors
+from gps import cache
 from gps.advisor.data import EvalData
 from gps.cost.e2e import batch_cost
 from gps.hardware import Cluster
@@ -35,14 +37,14 @@ from gps.plans import (
 )
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
-from predictors.base import PredictorCost
+from predictors.base import PredictorCost, TokenPredictor
 from predictors.metrics import (
     distribution_accuracy,
     exact_set_accuracy,
     expert_histogram,
-    induced_distribution_error,
     topk_hit_rate,
 )
+from predictors.whatif import WhatIfTokenPredictor
 
 
 @dataclass
@@ -60,7 +62,8 @@ class Routed:
         predictor: predictor registry name, if any.
         synthetic: a what-if predictor (labelled in reports).
         accuracy: metric name -> value on the held-out batches.
-        wall_s: measured ``fit``/``predict`` seconds on this machine.
+        wall_s: measured ``fit_s``/``predict_s`` seconds on this machine (when the predictor
+            was computed, possibly by an earlier run: ``cached`` says so).
         notes: planner diagnostics (ILP method and gap, ...).
     """
 
@@ -210,52 +213,124 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     return out
 
 
+def _remember(data: EvalData, kind: str, key: dict, compute):
+    """``(value, computed)``: ``gps.cache.remember`` under ``data``'s key (uncached when
+    ``data`` has none); ``computed`` is false when the value came from the cache."""
+    ran = []
+
+    def run():
+        ran.append(True)
+        return compute()
+
+    value = cache.remember(kind, {"data": data.key, **key}, run) if data.key else run()
+    return value, bool(ran)
+
+
 def distribution(ctx: Context, name: str, params: dict) -> Routed:
     """A Distribution-Only predictor forecasts each held-out batch's ``[L, E]`` load from the
-    batches before it (or, for the token-id predictor, from the batch's token ids)."""
+    batches before it (or, for the token-id predictor, from the batch's token ids). The fitted
+    predictor and its forecasts are cached (``gps.cache`` kind ``predictors``)."""
     d = ctx.data
-    model = predictors.make_predictor(name, **params)
-    t0 = time.perf_counter()
-    if model.input_kind == "tokens":
-        model.fit(d.fit)
-        t1 = time.perf_counter()
-        pred = model.predict_batches(d.test, d.tokens_per_batch)
-    else:
-        model.fit(d.train_loads)
-        t1 = time.perf_counter()
-        seen = np.concatenate([d.train_loads, d.test_loads])
-        pred = model.predict_rolling(seen, start=d.train_loads.shape[0])
-    t2 = time.perf_counter()
+
+    def compute():
+        model = predictors.make_predictor(name, **params)
+        t0 = time.perf_counter()
+        if model.input_kind == "tokens":
+            model.fit(d.fit)
+            t1 = time.perf_counter()
+            pred = model.predict_batches(d.test, d.tokens_per_batch)
+        else:
+            model.fit(d.train_loads)
+            t1 = time.perf_counter()
+            seen = np.concatenate([d.train_loads, d.test_loads])
+            pred = model.predict_rolling(seen, start=d.train_loads.shape[0])
+        t2 = time.perf_counter()
+        return model, pred, {"fit_s": t1 - t0, "predict_s": t2 - t1}
+
+    key = {"family": "distribution", "name": name, "params": params}
+    (model, pred, wall), computed = _remember(d, "predictors", key, compute)
     load = pred * (d.tokens_per_batch * d.test.top_k)  # proportions -> expected token copies
     out = planned(ctx, load, f"distribution:{name}", "distribution")
     out.cost, out.predictor = model.cost(), name
     out.accuracy = distribution_accuracy(pred, d.test_loads)
-    out.wall_s = {"fit_s": t1 - t0, "predict_s": t2 - t1}
+    out.wall_s = {**wall, "cached": not computed}
     return out
 
 
-def token(ctx: Context, name: str, params: dict, model=None) -> Routed:
+def token(
+    ctx: Context,
+    name: str,
+    params: dict,
+    model: TokenPredictor | None = None,
+    histogram: np.ndarray | None = None,
+) -> Routed:
     """A Token-to-Expert predictor guesses every held-out token's top-k; the plan uses the
-    histogram of its guesses. ``model``: an already built estimator (what-if sweeps)."""
+    histogram of its guesses. The fitted predictor, the histogram and the accuracy are cached
+    (``gps.cache`` kind ``predictors``).
+
+    ``model``: an already fitted estimator (what-if sweeps; not cached) and ``histogram``:
+    the ``[N, L, E]`` histogram of its held-out guesses (``whatif_runs``); then nothing is
+    fitted or predicted and no accuracy is measured."""
     d = ctx.data
-    model = model if model is not None else predictors.make_predictor(name, **params)
-    t0 = time.perf_counter()
-    model.fit(d.fit)
-    t1 = time.perf_counter()
-    guess = model.predict(d.test)
-    t2 = time.perf_counter()
-    hist = expert_histogram(guess, d.test.num_experts, d.tokens_per_batch)  # [N, L, E]
+    if histogram is not None:
+        if model is None:
+            raise ValueError("token: a histogram needs the model that guessed it")
+        out = planned(ctx, histogram, f"token:{name}", "token")
+        out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
+        return out
+
+    def compute():
+        est = model if model is not None else predictors.make_predictor(name, **params)
+        t0 = time.perf_counter()
+        est.fit(d.fit)
+        t1 = time.perf_counter()
+        guess = est.predict(d.test)
+        t2 = time.perf_counter()
+        e, t = d.test.num_experts, d.tokens_per_batch
+        hist = expert_histogram(guess, e, t)  # [N, L, E]
+        true = np.asarray(d.test.experts)
+        accuracy = {
+            "topk_hit_rate": topk_hit_rate(guess, true),
+            "exact_set_accuracy": exact_set_accuracy(guess, true),
+            **{f"induced_{k}": v for k, v in distribution_accuracy(
+                hist, expert_histogram(true, e, t)).items()},
+        }  # fmt: skip
+        return est, hist, accuracy, {"fit_s": t1 - t0, "predict_s": t2 - t1}
+
+    if model is None:
+        key = {"family": "token", "name": name, "params": params}
+        (model, hist, accuracy, wall), computed = _remember(d, "predictors", key, compute)
+    else:
+        (model, hist, accuracy, wall), computed = compute(), True
     out = planned(ctx, hist, f"token:{name}", "token")
     out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
-    true = np.asarray(d.test.experts)
-    out.accuracy = {
-        "topk_hit_rate": topk_hit_rate(guess, true),
-        "exact_set_accuracy": exact_set_accuracy(guess, true),
-        **{f"induced_{k}": v for k, v in induced_distribution_error(
-            guess, true, d.test.num_experts, d.tokens_per_batch).items()},
-    }  # fmt: skip
-    out.wall_s = {"fit_s": t1 - t0, "predict_s": t2 - t1}
+    out.accuracy = dict(accuracy)
+    out.wall_s = {**wall, "cached": not computed}
     return out
+
+
+def whatif_runs(
+    ctx: Context, accuracies: list[float], seed: int
+) -> dict[float, tuple[WhatIfTokenPredictor, np.ndarray]]:
+    """``accuracy -> (fitted what-if predictor, [N, L, E] histogram of its held-out guesses)``
+    for ``token(..., model=, histogram=)``; one pass over the trace for the whole grid
+    (``WhatIfTokenPredictor.predict_histograms``), cached (``gps.cache`` kind ``whatif``)."""
+    d, grid = ctx.data, [float(a) for a in accuracies]
+
+    def compute():
+        base = WhatIfTokenPredictor(seed=seed).fit(d.fit)
+        return base, base.predict_histograms(d.test, grid, d.tokens_per_batch)
+
+    (base, hists), _ = _remember(d, "whatif", {"accuracies": grid, "seed": seed}, compute)
+    return {a: (_with_params(base, accuracy=a), h) for a, h in zip(grid, hists, strict=True)}
+
+
+def _with_params(model, **params):
+    """A shallow copy of a fitted estimator with ``params`` changed (fitted state kept)."""
+    new = copy.copy(model)
+    for k, v in params.items():
+        setattr(new, k, v)
+    return new
 
 
 def capacity(ctx: Context, factor: float, mode: str) -> Routed:
