@@ -31,6 +31,7 @@ from predictors.base import (
     check_trace,
     proportions,
     topk_from_scores,
+    unique_counts,
 )
 from predictors.distribution import tree_comparisons
 
@@ -47,9 +48,12 @@ def _check_int(value: object, name: str, low: int) -> int:
 
 def expert_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
     """``[T, L, k]`` expert ids -> ``[L, E]`` int64 counts of each expert per layer."""
-    layers = experts.shape[1]
-    flat = np.arange(layers)[None, :, None] * num_experts + np.asarray(experts, dtype=np.int64)
-    return np.bincount(flat.ravel(), minlength=layers * num_experts).reshape(layers, num_experts)
+    ids = np.asarray(experts)
+    if ids.size and (ids.min() < 0 or ids.max() >= num_experts):
+        raise ValueError(f"expert ids outside [0, {num_experts})")
+    return np.stack(
+        [np.bincount(ids[:, layer].ravel(), minlength=num_experts) for layer in range(ids.shape[1])]
+    ).astype(np.int64, copy=False)
 
 
 class _FittedShape(TokenPredictor):
@@ -113,7 +117,7 @@ class TokenIdTablePredictor(_FittedShape):
         experts = np.asarray(trace.experts[known], dtype=np.int64)
         # Sparse counts of (id row, layer, expert): memory O(T * L * k), not O(ids * L * E).
         flat = (inv[:, None, None] * layers + np.arange(layers)[None, :, None]) * e + experts
-        key, count = np.unique(flat.ravel(), return_counts=True)
+        key, count = unique_counts(flat.ravel(), vocab.size * layers * e)
         # Candidates: every observed expert (score count + 0.5 * popularity >= 1) and the
         # layer's popular top-k (score 0.5 * popularity < 1) to fill groups with < k experts.
         groups = np.arange(vocab.size * layers)
