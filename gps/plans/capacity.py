@@ -103,10 +103,32 @@ def _inputs(
     return experts.astype(np.int64), scores, e
 
 
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` of a 1-D array; integer keys spanning fewer than
+    ``2**16`` values are sorted as ``uint16`` offsets (numpy's radix sort: linear time), and
+    float keys that are all exact ``float16`` values (gate scores) as their ``uint16``
+    order-preserving bit pattern. The permutation is the same."""
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return np.argsort(keys, kind="stable")
+    if keys.dtype.kind in "iu":
+        lo = int(keys.min())
+        if int(keys.max()) - lo < 1 << 16:
+            return np.argsort((keys - lo).astype(np.uint16), kind="stable")
+    elif keys.dtype.kind == "f" and keys.dtype.itemsize > 2:
+        half = (keys + 0.0).astype(np.float16)  # + 0.0: -0 and +0 compare equal, as in floats
+        if np.array_equal(half, keys) and not np.isnan(half).any():
+            bits = half.view(np.uint16)
+            sign = bits >> np.uint16(15)
+            ordered = np.where(sign == 1, ~bits, bits | np.uint16(0x8000))
+            return np.argsort(ordered, kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
 def rank_in_group(keys: np.ndarray) -> np.ndarray:
     """For a key array (already in priority order): 0-based rank of each element among the
     elements with the same key that come before it."""
-    order = np.argsort(keys, kind="stable")
+    order = stable_argsort(keys)
     sorted_keys = keys[order]
     start = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1]
     first = np.repeat(start, np.diff(np.r_[start, keys.size]))
@@ -135,14 +157,13 @@ def _drop(experts: np.ndarray, scores: np.ndarray | None, e: int, capacity: int)
     per_layer = t * k
     if scores is not None:
         primary = -scores.transpose(1, 0, 2).ravel()
-        by_priority = np.argsort(primary, kind="stable")
+        by_priority = stable_argsort(primary)
     else:  # gate rank: slot 0 of every token first, then slot 1, ... (token order inside)
         primary = None
         by_priority = np.arange(flat.size).reshape(lay * t, k).T.ravel()
     layer = np.arange(flat.size) // per_layer
     key = np.where(flat >= 0, layer * e + flat, -1)
-    dtype = np.int16 if lay * e < np.iinfo(np.int16).max else np.int64
-    order = by_priority[np.argsort(key[by_priority].astype(dtype), kind="stable")]
+    order = by_priority[stable_argsort(key[by_priority])]
     sorted_key = key[order]
     start = np.r_[0, np.flatnonzero(np.diff(sorted_key)) + 1]
     rank = np.arange(flat.size) - np.repeat(start, np.diff(np.r_[start, flat.size]))
