@@ -48,7 +48,10 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> dict:
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode:
-        sys.exit(f"{' '.join(cmd[3:])} failed:\n{proc.stderr[-3000:]}")
+        sys.exit(
+            f"{' '.join(cmd[3:])} failed (exit {proc.returncode}):\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        )
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
 
