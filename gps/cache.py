@@ -13,11 +13,15 @@ predictors the trace entry's key, the predictor's name and its resolved params; 
            predictor, its held-out prediction (per-batch ``[N, L, E]`` load), accuracy and
            measured fit/predict seconds
 whatif     the trace key, the what-if accuracies and ``seed``: ``[A, N, L, E]`` histograms
-ilp        the trace key, the GPU groups and ``strategy.ilp_time_limit_s`` / ``ilp_mip_gap``
+ilp        the content of the ILP's load and transition arrays, the GPU groups,
+           ``strategy.ilp_time_limit_s`` / ``ilp_mip_gap``
+capacity   the trace key, the rule (drop/reroute, ``gamma``), the static placement, the split,
+           ``gpus_per_node`` and the model: the simulated routing of the held-out batches
 ========== ===================================================================================
 
-A hardware, batch-pricing, strategy-knob or report override leaves these keys unchanged (hit);
-a seed, trace, model-shape or workload-shape change misses. Every job of a Hydra sweep and every
+A hardware override leaves these keys unchanged (hit), except the capacity and ILP entries when
+the GPU count or node size changes; so do strategy knobs (other than the ILP's and the capacity
+factors) and report options. A seed, trace, model-shape or workload-shape change misses. Every job of a Hydra sweep and every
 ``gps-tune`` trial of one machine shares ``cache_dir`` (default ``reports/cache``).
 
 Parallel launchers: joblib writes every entry to a uniquely named temporary file and renames it
@@ -50,6 +54,8 @@ _CODE = {
                    "predictors/metrics.py", "gps/advisor/strategies.py"),
     "whatif": ("predictors/whatif.py", "predictors/metrics.py", "predictors/token.py"),
     "ilp": ("gps/plans/ilp.py", "gps/plans/duplication.py", "gps/plans/plan.py"),
+    "capacity": ("gps/plans/capacity.py", "gps/simulate.py", "gps/plans/plan.py",
+                 "gps/advisor/strategies.py"),
 }  # fmt: skip
 KINDS = tuple(_CODE)
 _ROOT = Path(__file__).resolve().parent.parent
@@ -115,7 +121,12 @@ def _ilp(key: dict, compute: Callable[[], T]) -> T:
     return compute()
 
 
-_FUNCS = {"traces": _traces, "predictors": _predictors, "whatif": _whatif, "ilp": _ilp}
+def _capacity(key: dict, compute: Callable[[], T]) -> T:
+    return compute()
+
+
+_FUNCS = {"traces": _traces, "predictors": _predictors, "whatif": _whatif, "ilp": _ilp,
+          "capacity": _capacity}  # fmt: skip
 
 
 def remember(kind: str, key: dict, compute: Callable[[], T]) -> T:

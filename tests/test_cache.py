@@ -58,10 +58,11 @@ def test_results_identical_with_and_without_cache_and_keys(tmp_path: Path) -> No
     assert cache.stats["predictors:miss"] == 6 and cache.stats["traces:miss"] == 1
     warm = _advise(tmp_path)
     hits = {k: v for k, v in cache.stats.items() if v}
-    assert hits == {"traces:hit": 1, "predictors:hit": 6, "whatif:hit": 1, "ilp:hit": 1}
+    assert hits == {"traces:hit": 1, "predictors:hit": 6, "whatif:hit": 1, "ilp:hit": 1,
+                    "capacity:hit": 4}  # fmt: skip
     assert _strip(off) == _strip(cold) == _strip(warm)
     assert all(p["cached"] for p in warm["timings_s"]["predictors"].values())
-    # a hardware override (same GPU count) hits everything; a seed change misses everything
+    # a hardware override (same topology) hits everything; a seed change misses everything
     _advise(tmp_path, "hardware=a100_nvlink")
     assert not any(cache.stats[f"{k}:miss"] for k in cache.KINDS)
     _advise(tmp_path, "seed=1")

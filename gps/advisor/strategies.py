@@ -13,6 +13,7 @@ GPU, ``T`` tokens per batch, ``k`` top-k.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -336,18 +337,31 @@ def _with_params(model, **params):
 def capacity(ctx: Context, factor: float, mode: str) -> Routed:
     """Capacity-aware token ``drop`` or ``reroute`` at ``gamma = factor`` on the static
     placement (He et al.): each held-out batch's copies beyond an expert's capacity are
-    dropped, or moved to an expert with room."""
+    dropped, or moved to an expert with room. The simulated routing is cached (``gps.cache``
+    kind ``capacity``)."""
     if mode not in ("drop", "reroute"):
         raise ValueError(f"capacity mode {mode!r}: expected drop or reroute")
     rule = capacity_drop if mode == "drop" else capacity_reroute
     d, plan = ctx.data, ctx.static
-    sims = []
-    for n in range(d.test_loads.shape[0]):
-        res = rule(d.test_batch(n), factor)
-        sims.append(simulate_tokens(plan, res.experts, spec=ctx.spec, split=ctx.split,
-                                    gpus_per_node=ctx.cluster.gpus_per_node,
-                                    rerouted=res.rerouted))  # fmt: skip
-    sim = _stack(sims)
+    t, e = d.tokens_per_batch, d.test.num_experts
+
+    def compute() -> SimResult:
+        sims = []
+        for n in range(d.test_loads.shape[0]):  # per batch, only the arrays the rule reads
+            rows = slice(n * t, (n + 1) * t)
+            scores = None if d.test.scores is None else d.test.scores[rows]
+            res = rule(d.test.experts[rows], factor, scores=scores, num_experts=e)
+            sims.append(simulate_tokens(plan, res.experts, spec=ctx.spec, split=ctx.split,
+                                        gpus_per_node=ctx.cluster.gpus_per_node,
+                                        rerouted=res.rerouted))  # fmt: skip
+        return _stack(sims)
+
+    # Keyed by what the routing depends on: the batch, the rule, the placement and the token
+    # size; another GPU model with the same topology hits.
+    key = {"family": "capacity", "factor": float(factor), "mode": mode, "split": ctx.split,
+           "placement": cache.key_hash(plan.slot_expert), "spec": dataclasses.asdict(ctx.spec),
+           "gpus_per_node": ctx.cluster.gpus_per_node}  # fmt: skip
+    sim, _ = _remember(d, "capacity", key, compute)
     out = Routed(f"capacity_{mode}@{factor:g}", "capacity", sim, np.zeros(sim.dropped.shape))
     out.notes = {"capacity_factor": factor, "mode": mode}
     return out
