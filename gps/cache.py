@@ -21,8 +21,9 @@ capacity   the trace key, the rule (drop/reroute, ``gamma``), the static placeme
 
 A hardware override leaves these keys unchanged (hit), except the capacity and ILP entries when
 the GPU count or node size changes; so do strategy knobs (other than the ILP's and the capacity
-factors) and report options. A seed, trace, model-shape or workload-shape change misses. Every job of a Hydra sweep and every
-``gps-tune`` trial of one machine shares ``cache_dir`` (default ``reports/cache``).
+factors) and report options. A seed, trace, model-shape or workload-shape change misses. Every
+job of a Hydra sweep and every ``gps-tune`` trial of one machine shares ``cache_dir`` (default
+``reports/cache``).
 
 Parallel launchers: joblib writes every entry to a uniquely named temporary file and renames it
 into place (``os.replace``, atomic on POSIX), so a reader sees a whole entry or none, and a job

@@ -161,25 +161,30 @@ def advise(cfg: DictConfig) -> dict:
         t0 = time.perf_counter()
         return job(), time.perf_counter() - t0
 
-    # The ILP stops at a wall-clock limit and HiGHS releases the GIL: solve it beside the rest.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        ilp_job = (pool.submit(timed, lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))
-                   if s.ilp else None)  # fmt: skip
-        jobs = [
-            ("no_balancing", lambda: st.no_balancing(ctx)),
-            ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
-            *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
-              for n in cfg.predictor.distribution],
-            *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
-              for n in cfg.predictor.token],
-            ("oracle", lambda: st.oracle(ctx)),
-            *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
-              for g in s.capacity_factors for m in ("drop", "reroute")],
-            *([("ilp", lambda: ilp_job.result()[0])] if s.ilp else []),
-        ]  # fmt: skip
-        routed = [job() for job in phases.items("strategies", jobs, len(jobs))]
-        if s.ilp:  # its own wall time, not the wait for it
-            phases.timings["strategies"]["ilp"] = ilp_job.result()[1]
+    jobs = [
+        ("no_balancing", lambda: st.no_balancing(ctx)),
+        ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
+        *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
+          for n in cfg.predictor.distribution],
+        *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
+          for n in cfg.predictor.token],
+        ("oracle", lambda: st.oracle(ctx)),
+        *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
+          for g in s.capacity_factors for m in ("drop", "reroute")],
+        *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap))] if s.ilp else []),
+    ]  # fmt: skip
+    # The ILP (HiGHS, stopped by a wall-clock limit) and the capacity rules (numpy sorts) release
+    # the GIL: two threads run them beside the predictors (scikit-learn's Python loops hold it).
+    # Each strategy is computed alone as before, so the numbers do not change.
+    offload = sorted((n for n, _ in jobs if n == "ilp" or n.startswith("capacity_")),
+                     key=lambda n: n != "ilp")  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {n: pool.submit(timed, dict(jobs)[n]) for n in offload}
+        steps = [(n, (lambda f=futures[n]: f.result()[0]) if n in futures else job)
+                 for n, job in jobs]  # fmt: skip
+        routed = [job() for job in phases.items("strategies", steps, len(steps))]
+        for n, f in futures.items():  # their own wall time, not the wait for them
+            phases.timings["strategies"][n] = f.result()[1]
     phases.timings["predictors"] = {
         r.name: {"fit": 0.0 if r.wall_s["cached"] else r.wall_s["fit_s"],
                  "predict": 0.0 if r.wall_s["cached"] else r.wall_s["predict_s"],
