@@ -106,12 +106,16 @@ def measure(tree: Path, repeat: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--baseline", required=True, help="checkout of the code before")
+    parser.add_argument("--baseline", help="checkout of the code before (else: after only)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     print(describe(f"load average {os.getloadavg()[0]:.1f}"))
-    before = measure(Path(args.baseline).resolve(), args.repeat)
     after = measure(ROOT, args.repeat)
+    if not args.baseline:
+        for name, seconds in after.items():
+            print(f"{name:<16} {seconds:>9.3f} s")
+        return
+    before = measure(Path(args.baseline).resolve(), args.repeat)
     print(f"{'path':<16} {'before s':>9} {'after s':>9} {'speed-up':>9}")
     for name in before:
         print(f"{name:<16} {before[name]:>9.3f} {after[name]:>9.3f} "

@@ -22,6 +22,7 @@ from gps.app import CONF_DIR
 from gps.plans import capacity_drop, capacity_reroute
 from gps.plans.capacity import stable_argsort
 from gps.report.cli import main as report_main
+from gps.timing import show_progress
 from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
 from gps.traces.trace import TokenTrace
 from predictors.base import topk_from_scores
@@ -78,6 +79,17 @@ def test_timings_cover_every_phase(tmp_path: Path) -> None:
     assert {"data", "strategies", "predictors", "pricing", "guidelines"} <= set(t)
     assert set(t["strategies"]) >= {"no_balancing", "eplb", "oracle", "ilp"}
     assert all(v["fit"] >= 0 and v["predict"] >= 0 for v in t["predictors"].values())
+
+
+def test_progress_is_quiet_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert show_progress(None) and show_progress(True) and not show_progress(False)
+    monkeypatch.setattr("gps.timing.in_multirun", lambda: True)
+    assert not show_progress(None) and show_progress(True)
 
 
 _KILLED_WRITER = """
