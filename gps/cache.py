@@ -162,12 +162,16 @@ def summary(location: str | Path = DEFAULT_DIR) -> dict[str, dict[str, int]]:
 
 
 def run_line(location: str | Path = DEFAULT_DIR) -> str:
-    """One line for the end of a run: this process's hits and misses per kind."""
+    """One line for the end of a run: this process's hits per kind and what the cache holds."""
     parts = [
         f"{kind} {stats[kind + ':hit']}/{stats[kind + ':hit'] + stats[kind + ':miss']}"
         for kind in KINDS if stats[kind + ":hit"] + stats[kind + ":miss"]
     ]  # fmt: skip
-    return f"cache hits: {', '.join(parts) or 'none used'} ({location}; gps-report --cache)"
+    held = summary(location).values()
+    size = sum(v["bytes"] for v in held) / 1e6
+    entries = sum(v["entries"] for v in held)
+    return (f"cache hits: {', '.join(parts) or 'none used'}; {location} holds {entries} entries, "
+            f"{size:.1f} MB (gps-report --cache)")  # fmt: skip
 
 
 def describe(location: str | Path = DEFAULT_DIR) -> str:
