@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -23,6 +24,7 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from gps import cache
 from gps.advisor import advise
 from gps.advisor.advise import build
 from gps.config import register_configs
@@ -49,7 +51,9 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 def run(cfg: DictConfig, out_dir: Path) -> Path:
     """Advise on ``cfg``; write ``results.json`` and the report into ``out_dir``; return the
-    report's path. ``results.json`` is written atomically (temporary file, then rename)."""
+    report's path. ``results.json`` is written atomically (temporary file, then rename), again
+    once the report is built (with its time in ``timings_s.report``)."""
+    t0 = time.perf_counter()
     layout = configured_layout(cfg)  # a bad layout fails here, before the advisor's work
     results = advise(cfg)
     results["parallel"] = price_layout(cfg, layout) if results["strategies"] else None
@@ -65,7 +69,16 @@ def run(cfg: DictConfig, out_dir: Path) -> Path:
     print(results["recommendation"]["text"].replace("**", ""))
     if results["parallel"]:
         print(results["parallel"]["text"])
-    return build_run_report(results, out_dir, plots=cfg.report.plots)
+    t1 = time.perf_counter()
+    path = build_run_report(results, out_dir, plots=cfg.report.plots)
+    timings = results.get("timings_s")
+    if timings is not None:  # load-series runs have none
+        timings["report"] = time.perf_counter() - t1
+        timings["total"] = time.perf_counter() - t0
+        write_atomic(out_dir / "results.json", json.dumps(results, indent=1))
+    if cache.enabled():
+        print(cache.run_line(cfg.cache_dir))
+    return path
 
 
 def configured_layout(cfg: DictConfig) -> ParallelConfig:

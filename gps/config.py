@@ -244,6 +244,11 @@ class GPSConfig:
         guideline_map: the guideline map's axes (``enabled`` by ``+experiment=guideline_map``).
         paper: set by ``experiment`` presets; empty otherwise.
         seed: seed of every random choice in the run.
+        cache: keep generated traces, fitted predictors with their held-out predictions and ILP
+            placements on disk and reuse them (``gps.cache``); ``cache=off`` recomputes all.
+        cache_dir: where (shared by every job of a sweep and by ``gps-tune`` workers).
+        progress: show per-phase progress bars on stderr; ``null``: only outside multirun jobs
+            and only on a terminal.
     """
 
     hardware: ClusterConfig = MISSING
@@ -259,6 +264,9 @@ class GPSConfig:
     guideline_map: GuidelineMapConfig = field(default_factory=GuidelineMapConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     seed: int = 0
+    cache: bool = True
+    cache_dir: str = "reports/cache"
+    progress: bool | None = None
 
 
 def register_configs() -> None:

@@ -35,6 +35,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from gps import cache
 from gps.advisor import strategies as st
 from gps.advisor.advise import build, eval_data, mechanisms, slots_per_gpu
 from gps.advisor.pricing import price_routed
@@ -86,6 +87,7 @@ class Objective:
 
     def __init__(self, cfg: DictConfig, max_changed: float) -> None:
         self.cfg, self.max_changed = cfg, max_changed
+        cache.configure_from(cfg)  # trials and workers share traces and fitted predictors
         self.spec, self.cluster, self.workload, trace_cfg = build(cfg)
         self.data = eval_data(cfg, trace_cfg, self.spec, self.workload)
         self.params = OmegaConf.to_container(cfg.predictor.params, resolve=True)

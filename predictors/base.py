@@ -236,6 +236,36 @@ def check_trace(
     return trace
 
 
+def _topk_by_argmax(scores: np.ndarray, k: int) -> np.ndarray:
+    """``topk_from_scores`` for small ``k`` and NaN-free scores: ``k`` rounds of ``argmax``
+    (first maximum = lower id on ties, as the stable sort), each winner masked to ``-inf``.
+    A round whose maximum is ``-inf`` takes the lowest id not taken yet (the stable sort's
+    order among ``-inf`` scores)."""
+    work = np.array(scores, copy=True)
+    taken = np.zeros(scores.shape, dtype=bool)
+    out = np.empty((*scores.shape[:-1], k), dtype=np.int16)
+    for j in range(k):
+        idx = np.argmax(work, axis=-1)[..., None]
+        if j:
+            stuck = np.take_along_axis(work, idx, axis=-1) == -np.inf
+            if stuck.any():
+                idx = np.where(stuck, np.argmin(taken, axis=-1)[..., None], idx)
+        out[..., j] = idx[..., 0]
+        np.put_along_axis(work, idx, -np.inf, axis=-1)
+        np.put_along_axis(taken, idx, True, axis=-1)
+    return out
+
+
+def unique_counts(flat: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(flat, return_counts=True)`` for int64 ``flat`` in ``[0, size)``: one
+    ``bincount`` (no sort) while ``size`` is at most ``max(4 * flat.size, 2**24)``."""
+    if size <= max(4 * flat.size, 1 << 24):
+        counts = np.bincount(flat, minlength=size)
+        key = np.flatnonzero(counts)
+        return key, counts[key]
+    return np.unique(flat, return_counts=True)
+
+
 def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
     """``[..., E]`` scores -> ``[..., k]`` int16 ids of the ``k`` largest, best first.
 
@@ -245,6 +275,8 @@ def topk_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
     e = scores.shape[-1]
     k = min(int(k), e)
     if e <= 32 or k == e:
+        if k <= 4 and k < e and scores.dtype.kind == "f" and not np.isnan(scores).any():
+            return _topk_by_argmax(scores, k)
         return np.argsort(-scores, axis=-1, kind="stable")[..., :k].astype(np.int16)
     flat = scores.reshape(-1, e)
     thr = -np.partition(-flat, k - 1, axis=-1)[:, k - 1 : k]  # k-th largest per row

@@ -38,6 +38,7 @@ from predictors.base import (
     check_loads,
     check_trace,
     proportions,
+    unique_counts,
 )
 
 _KEEP = 4096  # fit-history batches kept for predict(history=None)
@@ -421,7 +422,7 @@ class TokenIdDistributionPredictor(DistributionPredictor):
         vocab, inv = np.unique(keys[known], return_inverse=True)
         experts = np.asarray(trace.experts[known], dtype=np.int64)
         flat = ((inv[:, None, None] * layers + np.arange(layers)[None, :, None]) * e) + experts
-        key, count = np.unique(flat.ravel(), return_counts=True)
+        key, count = unique_counts(flat.ravel(), vocab.size * layers * e)
         everything = np.bincount(
             (np.arange(layers)[None, :, None] * e + np.asarray(trace.experts, np.int64)).ravel(),
             minlength=layers * e,

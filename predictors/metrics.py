@@ -42,6 +42,10 @@ def exact_set_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
     pred, true = _check_experts(pred, true)
     if pred.shape[2] != true.shape[2]:
         return 0.0
+    if pred.shape[2] == 2:  # sorted pairs are (min, max): no per-row sort
+        lo = np.minimum(pred[..., 0], pred[..., 1]) == np.minimum(true[..., 0], true[..., 1])
+        hi = np.maximum(pred[..., 0], pred[..., 1]) == np.maximum(true[..., 0], true[..., 1])
+        return float((lo & hi).mean())
     return float(np.all(np.sort(pred, axis=-1) == np.sort(true, axis=-1), axis=-1).mean())
 
 
@@ -53,13 +57,15 @@ def expert_histogram(experts: np.ndarray, num_experts: int, batch_size: int) -> 
     n = t // batch_size
     if n == 0:
         raise ValueError(f"{t} tokens, fewer than batch_size={batch_size}")
-    ids = np.asarray(experts[: n * batch_size], dtype=np.int64)
+    ids = np.asarray(experts[: n * batch_size])
     if ids.min() < 0 or ids.max() >= num_experts:
         raise ValueError(f"expert ids outside [0, {num_experts})")
-    batch = (np.arange(n * batch_size) // batch_size)[:, None, None]
-    flat = (batch * layers + np.arange(layers)[None, :, None]) * num_experts + ids
-    counts = np.bincount(flat.ravel(), minlength=n * layers * num_experts)
-    return counts.reshape(n, layers, num_experts)
+    out = np.empty((n, layers, num_experts), dtype=np.int64)
+    for b in range(n):  # per batch and layer: short bincounts, no [T, L, k] int64 index array
+        part = ids[b * batch_size : (b + 1) * batch_size]
+        for layer in range(layers):
+            out[b, layer] = np.bincount(part[:, layer].ravel(), minlength=num_experts)
+    return out
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> np.ndarray:

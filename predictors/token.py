@@ -31,12 +31,14 @@ from predictors.base import (
     check_trace,
     proportions,
     topk_from_scores,
+    unique_counts,
 )
 from predictors.distribution import tree_comparisons
 
 _ID_BYTES = 4.0  # int32 token id / feature
 _EXPERT_BYTES = 2.0  # int16 expert id
 _ROWS_PER_CHUNK = 1 << 16  # (token, layer) rows per model call
+_DENSE_TABLE = 1 << 24  # TokenIdTablePredictor: dense [U, L, E] counts up to this many cells
 
 
 def _check_int(value: object, name: str, low: int) -> int:
@@ -47,9 +49,12 @@ def _check_int(value: object, name: str, low: int) -> int:
 
 def expert_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
     """``[T, L, k]`` expert ids -> ``[L, E]`` int64 counts of each expert per layer."""
-    layers = experts.shape[1]
-    flat = np.arange(layers)[None, :, None] * num_experts + np.asarray(experts, dtype=np.int64)
-    return np.bincount(flat.ravel(), minlength=layers * num_experts).reshape(layers, num_experts)
+    ids = np.asarray(experts)
+    if ids.size and (ids.min() < 0 or ids.max() >= num_experts):
+        raise ValueError(f"expert ids outside [0, {num_experts})")
+    return np.stack(
+        [np.bincount(ids[:, layer].ravel(), minlength=num_experts) for layer in range(ids.shape[1])]
+    ).astype(np.int64, copy=False)
 
 
 class _FittedShape(TokenPredictor):
@@ -99,8 +104,9 @@ class TokenIdTablePredictor(_FittedShape):
 
     Ties go to the more popular expert, then the lower id; an id seen with fewer than ``k``
     experts at a layer is filled with the layer's most popular others. **Fallback**: ids
-    unseen in fit (and ``-1``) get the layer's popular top-k. Counting is sparse (memory
-    ``O(T * L * k)``; the table is ``[ids seen, L, k]`` int16).
+    unseen in fit (and ``-1``) get the layer's popular top-k. Counting is dense while
+    ``ids seen * L * E <= 2**24``, sparse beyond (memory ``O(T * L * k)``); the table is
+    ``[ids seen, L, k]`` int16.
     Overhead: a gather from a ``[V, L, k]`` int16 table (bytes only).
     """
 
@@ -111,12 +117,33 @@ class TokenIdTablePredictor(_FittedShape):
         vocab, inv = np.unique(ids[known], return_inverse=True)
         layers, e, k = self.num_layers_, self.num_experts_, self.top_k_
         experts = np.asarray(trace.experts[known], dtype=np.int64)
-        # Sparse counts of (id row, layer, expert): memory O(T * L * k), not O(ids * L * E).
         flat = (inv[:, None, None] * layers + np.arange(layers)[None, :, None]) * e + experts
-        key, count = np.unique(flat.ravel(), return_counts=True)
-        # Candidates: every observed expert (score count + 0.5 * popularity >= 1) and the
-        # layer's popular top-k (score 0.5 * popularity < 1) to fill groups with < k experts.
-        groups = np.arange(vocab.size * layers)
+        if vocab.size * layers * e <= _DENSE_TABLE:
+            table = self._dense_table(flat.ravel(), vocab.size)
+        else:
+            table = self._sparse_table(flat.ravel(), vocab.size)
+        self.vocab_ = vocab
+        self.table_ = table.reshape(vocab.size, layers, k)  # [U, L, k]
+        return self
+
+    def _dense_table(self, flat: np.ndarray, vocab_size: int) -> np.ndarray:
+        """``[U*L, k]`` table from dense ``[U*L, E]`` counts (one bincount, no sort): the same
+        candidates, scores and tie order as ``_sparse_table``."""
+        layers, e, k = self.num_layers_, self.num_experts_, self.top_k_
+        counts = np.bincount(flat, minlength=vocab_size * layers * e).reshape(-1, layers, e)
+        score = counts + 0.5 * self.popularity_[None]
+        popular = np.zeros((layers, e), dtype=bool)
+        np.put_along_axis(popular, self.popular_topk_.astype(np.int64), True, axis=1)
+        score[(counts == 0) & ~popular[None]] = -np.inf  # neither observed nor a fill
+        return topk_from_scores(score.reshape(-1, e), k)
+
+    def _sparse_table(self, flat: np.ndarray, vocab_size: int) -> np.ndarray:
+        """``[U*L, k]`` table from sparse counts (large ``U * L * E``): candidates are every
+        observed expert (score ``count + 0.5 * popularity >= 1``) and the layer's popular
+        top-k (score ``0.5 * popularity < 1``) to fill groups with fewer than ``k``."""
+        layers, e, k = self.num_layers_, self.num_experts_, self.top_k_
+        key, count = unique_counts(flat, vocab_size * layers * e)
+        groups = np.arange(vocab_size * layers)
         fill = (groups[:, None] * e + self.popular_topk_[groups % layers]).ravel()
         key = np.concatenate([key, fill])
         score = np.concatenate([count, np.zeros(fill.size)])
@@ -131,11 +158,9 @@ class TokenIdTablePredictor(_FittedShape):
         start = np.searchsorted(group, groups)
         rank = np.arange(group.size) - start[group]
         take = rank < k
-        table = np.empty((vocab.size * layers, k), dtype=np.int16)
+        table = np.empty((vocab_size * layers, k), dtype=np.int16)
         table[group[take], rank[take]] = expert[take]
-        self.vocab_ = vocab
-        self.table_ = table.reshape(vocab.size, layers, k)  # [U, L, k]
-        return self
+        return table
 
     def lookup(self, token_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``[T]`` ids -> (``[T, L, k]`` predictions, ``[T]`` bool seen-in-fit)."""

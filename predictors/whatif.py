@@ -7,6 +7,8 @@ parameter so sweeps can vary it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
@@ -76,6 +78,50 @@ class WhatIfTokenPredictor(TokenPredictor):
 
     def predict(self, trace: TokenTrace) -> np.ndarray:
         """``[T, L, k]`` int16: the true experts, each wrong with probability ``1 - accuracy``."""
+        out = np.empty(trace.experts.shape, dtype=np.int16)
+        for i, chunk in self._guesses(trace, [self.accuracy]):
+            out[i : i + chunk.shape[1]] = chunk[0]
+        return out
+
+    def predict_splits(
+        self, trace: TokenTrace, accuracies: Sequence[float], batch_size: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(guessed, hit)``, each ``[A, N, L, E]`` int64, in one pass over the trace: for
+        each accuracy ``a``, ``guessed`` is ``expert_histogram`` of what ``predict`` returns with
+        ``accuracy=a`` (same ``seed``), and ``hit`` counts the true copies per expert that the
+        guess names for their token (``gps.cost.token_mechanisms.split_copies``'s ``hit``).
+
+        The random draws do not depend on the accuracy (it only sets the keep threshold), so
+        the Gumbel keys and the ranked wrong experts are drawn once for the whole grid."""
+        accuracies = [float(a) for a in accuracies]
+        for a in accuracies:
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"accuracy must be in [0, 1], got {a!r}")
+        t, layers, _ = trace.experts.shape
+        n, e = t // batch_size, self.num_experts_
+        if n == 0:
+            raise ValueError(f"{t} tokens, fewer than batch_size={batch_size}")
+        guessed = np.zeros((len(accuracies), n * layers * e), dtype=np.int64)
+        hit = np.zeros_like(guessed)
+        layer_off = (np.arange(layers) * e)[None, :, None]
+        true = np.asarray(trace.experts, dtype=np.int64)
+        for i, chunk in self._guesses(trace, accuracies):  # chunk [A, c, L, k]
+            c = min(chunk.shape[1], max(n * batch_size - i, 0))  # partial tail batch dropped
+            if c == 0:
+                break
+            batch = ((i + np.arange(c)) // batch_size)[:, None, None]
+            base = batch * (layers * e) + layer_off
+            flat = base + chunk[:, :c].astype(np.int64)
+            tr = true[i : i + c]
+            for j in range(len(accuracies)):
+                guessed[j] += np.bincount(flat[j].ravel(), minlength=guessed.shape[1])
+                named = (tr[..., :, None] == chunk[j, :c, :, None, :]).any(axis=-1) & (tr >= 0)
+                hit[j] += np.bincount((base + tr)[named], minlength=hit.shape[1])
+        shape = (len(accuracies), n, layers, e)
+        return guessed.reshape(shape), hit.reshape(shape)
+
+    def _guesses(self, trace: TokenTrace, accuracies: Sequence[float]):
+        """Yield ``(first token, [A, chunk, L, k] int16 guesses)`` chunk by chunk."""
         check_is_fitted(self, "popularity_")
         trace = check_trace(
             trace, "trace", num_layers=self.num_layers_, num_experts=self.num_experts_
@@ -85,20 +131,22 @@ class WhatIfTokenPredictor(TokenPredictor):
         t, layers, k = true.shape
         e = self.num_experts_
         log_w = np.log(self.popularity_ + 1e-6)[None]  # [1, L, E]
-        out = np.empty(true.shape, dtype=np.int16)
         step = max(1, _CHUNK // (layers * e))
         for i in range(0, t, step):  # chunks bound the [chunk, L, E] keys
             tr = true[i : i + step]
-            keep = rng.random(tr.shape) < self.accuracy
+            u = rng.random(tr.shape)  # keep draw: kept iff u < accuracy
             keys = log_w - np.log(-np.log(rng.random((tr.shape[0], layers, e))))  # Gumbel
             np.put_along_axis(keys, tr, -np.inf, axis=-1)
             cand = topk_from_scores(keys, k).astype(np.int64)  # wrong experts, ranked
             valid = np.isfinite(np.take_along_axis(keys, cand, axis=-1))
-            rank = np.clip(np.cumsum(~keep, axis=-1) - 1, 0, k - 1)  # j-th dropped slot
-            repl = np.take_along_axis(cand, rank, axis=-1)
-            ok = np.take_along_axis(valid, rank, axis=-1)
-            out[i : i + step] = np.where(keep | ~ok, tr, repl)
-        return out
+            out = np.empty((len(accuracies), *tr.shape), dtype=np.int16)
+            for j, a in enumerate(accuracies):
+                keep = u < a
+                rank = np.clip(np.cumsum(~keep, axis=-1) - 1, 0, k - 1)  # j-th dropped slot
+                repl = np.take_along_axis(cand, rank, axis=-1)
+                ok = np.take_along_axis(valid, rank, axis=-1)
+                out[j] = np.where(keep | ~ok, tr, repl)
+            yield i, out
 
     def cost(self) -> PredictorCost:
         check_is_fitted(self, "popularity_")

@@ -1,9 +1,17 @@
-"""Shared fixtures: the real routing in ``../shared/traces``, converted on the fly.
+"""Test-session setup and shared fixtures.
 
-Tests that need it skip with the missing path as the reason when ``../shared`` is absent.
+* The on-disk cache (``gps.cache``) goes to a fresh temporary folder, so tests neither read nor
+  fill the repository's ``reports/cache`` (set before ``gps`` is imported).
+* The real routing in ``../shared/traces``, converted on the fly; tests that need it skip with
+  the missing path as the reason when ``../shared`` is absent.
 """
 
 from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["GPS_CACHE_DIR"] = tempfile.mkdtemp(prefix="gps-test-cache-")
 
 from pathlib import Path
 

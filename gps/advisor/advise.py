@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import math
 import shlex
-import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
+from gps import cache
 from gps.advisor import strategies as st
 from gps.advisor.assumptions import (
     Assumptions,
@@ -40,9 +41,9 @@ from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
+from gps.timing import Phases, show_progress
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
-from predictors.whatif import WhatIfTokenPredictor
 
 # Capacity rules change which experts process a token (drop or reroute): above this fraction of
 # token copies changed, a strategy is reported but not recommended (quality cost).
@@ -197,6 +198,8 @@ def advise(cfg: DictConfig) -> dict:
 
     check_knobs(cfg)
     mech, assume = mechanisms(cfg.strategy), from_config(cfg.assumptions)  # fail before work
+    phases = Phases(show_progress(cfg.progress))
+    cache.configure_from(cfg)
     s = cfg.strategy
     ranks = expert_ranks(cfg, spec, cluster, workload)
     n_ranks = None if ranks is None else int(ranks.max()) + 1
@@ -206,10 +209,16 @@ def advise(cfg: DictConfig) -> dict:
                            command_line())  # fmt: skip
     memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
     ev = cfg.evaluation
-    data = eval_data(cfg, trace_cfg, spec, workload)
+    with phases.phase("data"):
+        data = eval_data(cfg, trace_cfg, spec, workload)
     ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap,
                      s.replicas, s.migration_source, s.horizon, ranks)  # fmt: skip
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
+
+    def timed(job):
+        t0 = time.perf_counter()
+        return job(), time.perf_counter() - t0
+
     jobs = [
         ("no_balancing", lambda: st.no_balancing(ctx)),
         ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
@@ -224,11 +233,27 @@ def advise(cfg: DictConfig) -> dict:
         *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap, s.ilp_stages))]
           if s.ilp else []),
     ]  # fmt: skip
-    routed = []
-    for name, job in tqdm(jobs, desc="strategies", unit="strategy", file=sys.stderr,
-                          disable=None, leave=False):  # fmt: skip
-        tqdm.write(f"  {name}", file=sys.stderr)
-        routed.append(st.scaled(job(), data.token_scale))
+    # The ILP (HiGHS, stopped by a wall-clock limit) and the capacity rules (numpy sorts) release
+    # the GIL: two threads run them beside the predictors (scikit-learn's Python loops hold it).
+    # Each strategy is computed alone as before, so the numbers do not change.
+    offload = sorted((n for n, _ in jobs if n == "ilp" or n.startswith("capacity_")),
+                     key=lambda n: n != "ilp")  # fmt: skip
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {n: pool.submit(timed, dict(jobs)[n]) for n in offload}
+        steps = [(n, (lambda f=futures[n]: f.result()[0]) if n in futures else job)
+                 for n, job in jobs]  # fmt: skip
+        routed = [
+            st.scaled(job(), data.token_scale)
+            for job in phases.items("strategies", steps, len(steps))
+        ]
+        for n, f in futures.items():  # their own wall time, not the wait for them
+            phases.timings["strategies"][n] = f.result()[1]
+    phases.timings["predictors"] = {
+        r.name: {"fit": 0.0 if r.wall_s["cached"] else r.wall_s["fit_s"],
+                 "predict": 0.0 if r.wall_s["cached"] else r.wall_s["predict_s"],
+                 "cached": r.wall_s["cached"]}
+        for r in routed if r.predictor is not None
+    }  # fmt: skip
     t = workload.tokens_per_step
 
     def priced(r: st.Routed, under: Assumptions = assume):
@@ -236,9 +261,10 @@ def advise(cfg: DictConfig) -> dict:
                            migration_overlap=s.migration_overlap, mechanisms=mech,
                            assumptions=under)  # fmt: skip
 
-    baseline_s = float(priced(routed[0]).total_s.mean())
-    layer = busiest_layer(routed[0])
-    entries = [summarise(r, priced(r), baseline_s, cluster, t, layer) for r in routed]
+    with phases.phase("pricing"):
+        baseline_s = float(priced(routed[0]).total_s.mean())
+        layer = busiest_layer(routed[0])
+        entries = [summarise(r, priced(r), baseline_s, cluster, t, layer) for r in routed]
     results = {
         "schema_version": SCHEMA_VERSION,
         "command": command_line(),
@@ -259,25 +285,28 @@ def advise(cfg: DictConfig) -> dict:
     }  # fmt: skip
     dist = [e for e in entries if e["family"] == "distribution"]
     if cfg.report.guidelines and dist:
-        best = max(dist, key=lambda e: e["speedup_vs_baseline"])
+        with phases.phase("guidelines"):
+            best = max(dist, key=lambda e: e["speedup_vs_baseline"])
+            whatif = st.whatif_runs(ctx, cfg.report.accuracy_grid, cfg.seed)  # one pass, cached
 
-        def step_time(a: float) -> float:
-            model = WhatIfTokenPredictor(accuracy=a, seed=cfg.seed)
-            whatif = st.token(ctx, f"whatif@{a:g}", {}, model=model)
-            return float(priced(st.scaled(whatif, data.token_scale)).total_s.mean())
+            def step_time(a: float) -> float:
+                model, copies = whatif[a]
+                routed_a = st.token(ctx, f"whatif@{a:g}", {}, model=model, copies=copies)
+                return float(priced(st.scaled(routed_a, data.token_scale)).total_s.mean())
 
-        guide = frontier(step_time, cfg.report.accuracy_grid,
-                         [u * 1e-6 for u in cfg.report.overhead_grid_us],
-                         routed[0].sim.slot_tokens.shape[-3], baseline_s,
-                         best["speedup_vs_baseline"])  # fmt: skip
-        guide["distribution_name"] = best["name"]
-        setting = (f"{spec.name} on {cluster.name}, {workload.phase} {t:,} tokens/step, "
-                   f"{slots} slots/GPU")  # fmt: skip
-        guide["rule"] = rule(guide, setting)
-        results["guidelines"] = guide
+            guide = frontier(step_time, cfg.report.accuracy_grid,
+                             [u * 1e-6 for u in cfg.report.overhead_grid_us],
+                             routed[0].sim.slot_tokens.shape[-3], baseline_s,
+                             best["speedup_vs_baseline"])  # fmt: skip
+            guide["distribution_name"] = best["name"]
+            setting = (f"{spec.name} on {cluster.name}, {workload.phase} {t:,} tokens/step, "
+                       f"{slots} slots/GPU")  # fmt: skip
+            guide["rule"] = rule(guide, setting)
+            results["guidelines"] = guide
     results["published_predictors"] = published_results(
         spec, cluster.gpu, t, results["guidelines"], baseline_s, routed[0].sim.slot_tokens.shape[-3]
     )
+    results["timings_s"] = phases.timings
     if cfg.paper.metric:
         results["paper"] = paper_figure(cfg.paper, results)
         if cfg.paper.metric == "do_vs_t2e":

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gps import cache
 from gps.cost._common import num_moe_layers
 from gps.model import MoEModelSpec
 from gps.traces.batching import batch_loads, decode_order, take_tokens
@@ -37,6 +38,8 @@ class EvalData:
         token_scale: the workload's tokens per step / ``T`` (``> 1`` when routing is simulated
             on a sample of the step, ``evaluation.sample_tokens_per_step``): every token count
             a strategy prices is multiplied by it (``strategies.scaled``).
+        key: hash of everything this data was made from (``gps.cache``: the trace entry's key,
+            which predictor and ILP entries build on).
     """
 
     fit: TokenTrace
@@ -46,6 +49,7 @@ class EvalData:
     tokens_per_batch: int
     source: str
     token_scale: float = 1.0
+    key: str = ""
 
     def test_batch(self, n: int) -> TokenTrace:
         """Held-out batch ``n`` as a ``TokenTrace`` view (``T`` tokens)."""
@@ -107,6 +111,9 @@ def prepare(
     ``EvalData.token_scale`` carries the factor to the step (the load skew of a large batch is
     its sample's up to multinomial noise of relative size ``sqrt(E / (T k))``).
 
+    A generated trace is cached (``gps.cache`` kind ``traces``) when the cache is on; a file is
+    read anew (memory-mapped), its content hash keys the predictor and ILP entries.
+
     Raises:
         ValueError: batch counts < 1, a trace file of the wrong shape or with too few tokens,
             no fitting token left, or ``sample_tokens < 1``.
@@ -122,18 +129,15 @@ def prepare(
     if sample_tokens is not None and not decode and not trace_path and t > sample_tokens:
         b = max(1, sample_tokens // workload.seq_len)
         scale, t = t / (b * workload.seq_len), b * workload.seq_len
+    shape = {"phase": workload.phase, "tokens_per_step": t, "batch_size": b, "train_batches": m,
+             "test_batches": n}  # fmt: skip
     if trace_path:
-        trace = load_trace(trace_path)
-        if not isinstance(trace, TokenTrace):
-            raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
-        _check_matches(trace, spec, str(trace_path))
-        steps = decode_order(trace) if decode else trace
-        if steps.num_tokens < (m + n) * t:
-            raise ValueError(
-                f"{trace_path}: {steps.num_tokens} tokens, but {m} + {n} batches of {t} tokens "
-                f"need {(m + n) * t}; lower evaluation.*_batches or the batch size"
-            )
-        return _split(steps, take_tokens(steps, slice(0, m * t)), m, n, t, str(trace_path))
+        # A file is read (memory-mapped) as fast as a cache entry: keyed by content, not stored.
+        dims = [num_moe_layers(spec), spec.num_experts, spec.top_k]
+        data = _from_file(trace_path, spec, decode, m, n, t)
+        key = {"trace_file": cache.file_digest(trace_path), "path": str(trace_path),
+               "dims": dims, **shape}  # fmt: skip
+        return dataclasses.replace(data, key=cache.key_hash([cache.code_hash("traces"), key]))
     length = m + n if decode else workload.seq_len
     sequences = 2 * b if decode else (m + n) * b
     cfg = dataclasses.replace(
@@ -141,11 +145,36 @@ def prepare(
         top_k=spec.top_k, num_tokens=sequences * length, min_sequence_length=length,
         max_sequence_length=length, seed=seed,
     )  # fmt: skip
+    key = {"trace": dataclasses.asdict(cfg), **shape}
+
+    def compute() -> EvalData:
+        return _synthetic(cfg, trace_cfg.model or "synthetic", decode, m, n, t, b)
+
+    data = cache.remember("traces", key, compute)
+    key_hash = cache.key_hash([cache.code_hash("traces"), key])
+    return dataclasses.replace(data, key=key_hash, token_scale=scale)
+
+
+def _from_file(trace_path: str, spec: MoEModelSpec, decode: bool, m: int, n: int,
+               t: int) -> EvalData:  # fmt: skip
+    trace = load_trace(trace_path)
+    if not isinstance(trace, TokenTrace):
+        raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
+    _check_matches(trace, spec, str(trace_path))
+    steps = decode_order(trace) if decode else trace
+    if steps.num_tokens < (m + n) * t:
+        raise ValueError(
+            f"{trace_path}: {steps.num_tokens} tokens, but {m} + {n} batches of {t} tokens "
+            f"need {(m + n) * t}; lower evaluation.*_batches or the batch size"
+        )
+    return _split(steps, take_tokens(steps, slice(0, m * t)), m, n, t, str(trace_path))
+
+
+def _synthetic(cfg: SyntheticTraceConfig, source: str, decode: bool, m: int, n: int, t: int,
+               b: int) -> EvalData:  # fmt: skip
     trace = generate_token_trace(cfg)
-    source = trace_cfg.model or "synthetic"
     if decode:
         served = take_tokens(trace, trace.sequence_id >= b)
         fit = take_tokens(trace, trace.sequence_id < b)
         return _split(decode_order(served), fit, m, n, t, source)
-    data = _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, source)
-    return dataclasses.replace(data, token_scale=scale)
+    return _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, source)

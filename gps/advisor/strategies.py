@@ -12,6 +12,7 @@ GPU, ``T`` tokens per batch, ``k`` top-k.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import predictors
+from gps import cache
 from gps.advisor.data import EvalData
 from gps.cost.e2e import batch_cost
 from gps.cost.token_mechanisms import CopySplit, split_copies
@@ -44,14 +46,14 @@ from gps.plans.migration import check_source, fetch_seconds, migration_seconds
 from gps.plans.spare import check_replicas, spare_slots_per_gpu
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
-from predictors.base import PredictorCost
+from predictors.base import PredictorCost, TokenPredictor
 from predictors.metrics import (
     distribution_accuracy,
     exact_set_accuracy,
     expert_histogram,
-    induced_distribution_error,
     topk_hit_rate,
 )
+from predictors.whatif import WhatIfTokenPredictor
 
 
 @dataclass
@@ -69,7 +71,8 @@ class Routed:
         predictor: predictor registry name, if any.
         synthetic: a what-if predictor (labelled in reports).
         accuracy: metric name -> value on the held-out batches.
-        wall_s: measured ``fit``/``predict`` seconds on this machine.
+        wall_s: measured ``fit_s``/``predict_s`` seconds on this machine (when the predictor
+            was computed, possibly by an earlier run: ``cached`` says so).
         notes: planner diagnostics (ILP method and gap, ...).
         migration_s: ``[N, L]`` seconds the slowest GPU spends copying the layer's new
             replicas, priced on the link they travel (``gps.plans.migration``); what the cost
@@ -465,75 +468,164 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     return out
 
 
+def _remember(data: EvalData, kind: str, key: dict, compute):
+    """``(value, computed)``: ``gps.cache.remember`` under ``data``'s key (uncached when
+    ``data`` has none); ``computed`` is false when the value came from the cache."""
+    ran = []
+
+    def run():
+        ran.append(True)
+        return compute()
+
+    value = cache.remember(kind, {"data": data.key, **key}, run) if data.key else run()
+    return value, bool(ran)
+
+
 def distribution(ctx: Context, name: str, params: dict) -> Routed:
     """A Distribution-Only predictor forecasts each held-out batch's ``[L, E]`` load from the
-    batches before it (or, for the token-id predictor, from the batch's token ids)."""
+    batches before it (or, for the token-id predictor, from the batch's token ids). The fitted
+    predictor and its forecasts are cached (``gps.cache`` kind ``predictors``)."""
     d = ctx.data
-    model = predictors.make_predictor(name, **params)
-    t0 = time.perf_counter()
-    if model.input_kind == "tokens":
-        model.fit(d.fit)
-        t1 = time.perf_counter()
-        pred = model.predict_batches(d.test, d.tokens_per_batch)
-    else:
-        model.fit(d.train_loads)
-        t1 = time.perf_counter()
-        seen = np.concatenate([d.train_loads, d.test_loads])
-        pred = model.predict_rolling(seen, start=d.train_loads.shape[0])
-    t2 = time.perf_counter()
+
+    def compute():
+        model = predictors.make_predictor(name, **params)
+        t0 = time.perf_counter()
+        if model.input_kind == "tokens":
+            model.fit(d.fit)
+            t1 = time.perf_counter()
+            pred = model.predict_batches(d.test, d.tokens_per_batch)
+        else:
+            model.fit(d.train_loads)
+            t1 = time.perf_counter()
+            seen = np.concatenate([d.train_loads, d.test_loads])
+            pred = model.predict_rolling(seen, start=d.train_loads.shape[0])
+        t2 = time.perf_counter()
+        return model, pred, {"fit_s": t1 - t0, "predict_s": t2 - t1}
+
+    key = {"family": "distribution", "name": name, "params": params}
+    (model, pred, wall), computed = _remember(d, "predictors", key, compute)
     load = pred * (d.tokens_per_batch * d.test.top_k)  # proportions -> expected token copies
     out = planned(ctx, load, f"distribution:{name}", "distribution")
     out.cost, out.predictor = model.cost(), name
     out.accuracy = distribution_accuracy(pred, d.test_loads)
-    out.wall_s = {"fit_s": t1 - t0, "predict_s": t2 - t1}
+    out.wall_s = {**wall, "cached": not computed}
     return out
 
 
-def token(ctx: Context, name: str, params: dict, model=None) -> Routed:
+def token(
+    ctx: Context,
+    name: str,
+    params: dict,
+    model: TokenPredictor | None = None,
+    copies: CopySplit | None = None,
+) -> Routed:
     """A Token-to-Expert predictor guesses every held-out token's top-k; the plan uses the
     histogram of its guesses, and ``token_routing`` records which copies it named (what the
-    token-level mechanisms are priced from). ``model``: an already built estimator (what-if
-    sweeps)."""
+    token-level mechanisms are priced from). The fitted predictor, its ``CopySplit`` and the
+    accuracy are cached (``gps.cache`` kind ``predictors``).
+
+    ``model``: an already fitted estimator (what-if sweeps; not cached) and ``copies``: the
+    ``CopySplit`` of its held-out guesses (``whatif_runs``); then nothing is fitted or
+    predicted and no accuracy is measured."""
     d = ctx.data
-    model = model if model is not None else predictors.make_predictor(name, **params)
-    t0 = time.perf_counter()
-    model.fit(d.fit)
-    t1 = time.perf_counter()
-    guess = model.predict(d.test)
-    t2 = time.perf_counter()
-    hist = expert_histogram(guess, d.test.num_experts, d.tokens_per_batch)  # [N, L, E]
-    out = planned(ctx, hist, f"token:{name}", "token")
+    if copies is not None:
+        if model is None:
+            raise ValueError("token: copies need the model that guessed them")
+        out = planned(ctx, copies.guessed, f"token:{name}", "token")
+        out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
+        out.token_routing = token_routing(ctx, out.plans, copies)
+        return out
+
+    def compute():
+        est = model if model is not None else predictors.make_predictor(name, **params)
+        t0 = time.perf_counter()
+        est.fit(d.fit)
+        t1 = time.perf_counter()
+        guess = est.predict(d.test)
+        t2 = time.perf_counter()
+        e, t = d.test.num_experts, d.tokens_per_batch
+        true = np.asarray(d.test.experts)
+        split = split_copies(guess, true, e, t)  # split.guessed: the [N, L, E] histogram
+        accuracy = {
+            "topk_hit_rate": topk_hit_rate(guess, true),
+            "exact_set_accuracy": exact_set_accuracy(guess, true),
+            **{f"induced_{k}": v for k, v in distribution_accuracy(
+                split.guessed, expert_histogram(true, e, t)).items()},
+        }  # fmt: skip
+        return est, split, accuracy, {"fit_s": t1 - t0, "predict_s": t2 - t1}
+
+    if model is None:
+        key = {"family": "token", "name": name, "params": params}
+        (model, split, accuracy, wall), computed = _remember(d, "predictors", key, compute)
+    else:
+        (model, split, accuracy, wall), computed = compute(), True
+    out = planned(ctx, split.guessed, f"token:{name}", "token")
     out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
-    true = np.asarray(d.test.experts)
-    copies = split_copies(guess, true, d.test.num_experts, d.tokens_per_batch)
-    out.token_routing = token_routing(ctx, out.plans, copies)
-    out.accuracy = {
-        "topk_hit_rate": topk_hit_rate(guess, true),
-        "exact_set_accuracy": exact_set_accuracy(guess, true),
-        **{f"induced_{k}": v for k, v in induced_distribution_error(
-            guess, true, d.test.num_experts, d.tokens_per_batch).items()},
-    }  # fmt: skip
-    out.wall_s = {"fit_s": t1 - t0, "predict_s": t2 - t1}
+    out.token_routing = token_routing(ctx, out.plans, split)
+    out.accuracy = dict(accuracy)
+    out.wall_s = {**wall, "cached": not computed}
     return out
+
+
+def whatif_runs(
+    ctx: Context, accuracies: list[float], seed: int
+) -> dict[float, tuple[WhatIfTokenPredictor, CopySplit]]:
+    """``accuracy -> (fitted what-if predictor, CopySplit of its held-out guesses)`` for
+    ``token(..., model=, copies=)``; one pass over the trace for the whole grid
+    (``WhatIfTokenPredictor.predict_splits``), cached (``gps.cache`` kind ``whatif``)."""
+    d, grid = ctx.data, [float(a) for a in accuracies]
+
+    def compute():
+        base = WhatIfTokenPredictor(seed=seed).fit(d.fit)
+        return base, base.predict_splits(d.test, grid, d.tokens_per_batch)
+
+    (base, (guessed, hit)), _ = _remember(d, "whatif", {"accuracies": grid, "seed": seed},
+                                          compute)  # fmt: skip
+    true = d.test_loads.astype(float)
+    return {
+        a: (_with_params(base, accuracy=a), CopySplit(h.astype(float), true - h, g.astype(float)))
+        for a, g, h in zip(grid, guessed, hit, strict=True)
+    }
+
+
+def _with_params(model, **params):
+    """A shallow copy of a fitted estimator with ``params`` changed (fitted state kept)."""
+    new = copy.copy(model)
+    for k, v in params.items():
+        setattr(new, k, v)
+    return new
 
 
 def capacity(ctx: Context, factor: float, mode: str) -> Routed:
     """Capacity-aware token ``drop`` or ``reroute`` at ``gamma = factor`` on the static
     placement (He et al.): each held-out batch's copies beyond an expert's capacity are
-    dropped, or moved to an expert with room."""
+    dropped, or moved to an expert with room. The simulated routing is cached (``gps.cache``
+    kind ``capacity``)."""
     if mode not in ("drop", "reroute"):
         raise ValueError(f"capacity mode {mode!r}: expected drop or reroute")
     rule = capacity_drop if mode == "drop" else capacity_reroute
     d, plan = ctx.data, ctx.static
-    sims = []
-    for n in range(d.test_loads.shape[0]):
-        res = rule(d.test_batch(n), factor)
-        sims.append(simulate_tokens(plan, res.experts, spec=ctx.spec, split=ctx.split,
-                                    gpus_per_node=ctx.cluster.gpus_per_node,
-                                    rerouted=res.rerouted))  # fmt: skip
-    sim = _stack(sims)
+    t, e = d.tokens_per_batch, d.test.num_experts
+
+    def compute() -> SimResult:
+        sims = []
+        for n in range(d.test_loads.shape[0]):  # per batch, only the arrays the rule reads
+            rows = slice(n * t, (n + 1) * t)
+            scores = None if d.test.scores is None else d.test.scores[rows]
+            res = rule(d.test.experts[rows], factor, scores=scores, num_experts=e)
+            sims.append(simulate_tokens(plan, res.experts, spec=ctx.spec, split=ctx.split,
+                                        gpus_per_node=ctx.cluster.gpus_per_node,
+                                        rerouted=res.rerouted))  # fmt: skip
+        return _stack(sims)
+
+    # Keyed by what the routing depends on: the batch, the rule, the placement and the token
+    # size; another GPU model with the same topology hits.
+    key = {"family": "capacity", "factor": float(factor), "mode": mode, "split": ctx.split,
+           "placement": cache.key_hash(plan.slot_expert), "spec": dataclasses.asdict(ctx.spec),
+           "gpus_per_node": ctx.cluster.gpus_per_node}  # fmt: skip
+    sim, _ = _remember(d, "capacity", key, compute)
     out = Routed(f"capacity_{mode}@{factor:g}", "capacity", sim, np.zeros(sim.dropped.shape),
-                 plans=[plan] * len(sims))  # fmt: skip
+                 plans=[plan] * sim.dropped.shape[0])  # fmt: skip
     out.notes = {"capacity_factor": factor, "mode": mode}
     return out
 

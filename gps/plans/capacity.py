@@ -103,22 +103,32 @@ def _inputs(
     return experts.astype(np.int64), scores, e
 
 
-def _priority_order(experts: np.ndarray, scores: np.ndarray | None) -> np.ndarray:
-    """Flat indices of ``[L, T, k]`` copies sorted by layer, then priority (best first)."""
-    t, lay, k = experts.shape
-    layer = np.broadcast_to(np.arange(lay)[:, None, None], (lay, t, k)).ravel()
-    token = np.broadcast_to(np.arange(t)[None, :, None], (lay, t, k)).ravel()
-    if scores is not None:
-        primary = -scores.transpose(1, 0, 2).ravel()
-    else:
-        primary = np.broadcast_to(np.arange(k)[None, None, :], (lay, t, k)).ravel()
-    return np.lexsort((token, primary, layer))
+def stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` of a 1-D array; integer keys spanning fewer than
+    ``2**16`` values are sorted as ``uint16`` offsets (numpy's radix sort: linear time), and
+    float keys that are all exact ``float16`` values (gate scores) as their ``uint16``
+    order-preserving bit pattern. The permutation is the same."""
+    keys = np.asarray(keys)
+    if keys.size == 0:
+        return np.argsort(keys, kind="stable")
+    if keys.dtype.kind in "iu":
+        lo = int(keys.min())
+        if int(keys.max()) - lo < 1 << 16:
+            return np.argsort((keys - lo).astype(np.uint16), kind="stable")
+    elif keys.dtype.kind == "f" and keys.dtype.itemsize > 2:
+        half = (keys + 0.0).astype(np.float16)  # + 0.0: -0 and +0 compare equal, as in floats
+        if np.array_equal(half, keys) and not np.isnan(half).any():
+            bits = half.view(np.uint16)
+            sign = bits >> np.uint16(15)
+            ordered = np.where(sign == 1, ~bits, bits | np.uint16(0x8000))
+            return np.argsort(ordered, kind="stable")
+    return np.argsort(keys, kind="stable")
 
 
 def rank_in_group(keys: np.ndarray) -> np.ndarray:
     """For a key array (already in priority order): 0-based rank of each element among the
     elements with the same key that come before it."""
-    order = np.argsort(keys, kind="stable")
+    order = stable_argsort(keys)
     sorted_keys = keys[order]
     start = np.r_[0, np.flatnonzero(np.diff(sorted_keys)) + 1]
     first = np.repeat(start, np.diff(np.r_[start, keys.size]))
@@ -135,17 +145,34 @@ def _loads(experts_lt: np.ndarray, e: int) -> np.ndarray:
 
 
 def _drop(experts: np.ndarray, scores: np.ndarray | None, e: int, capacity: int):
-    """``(ids [L, T, k] after drop, order, kept-rank)``; ``-1`` for dropped copies."""
-    t, _, k = experts.shape
+    """``(ids [L, T, k] after drop, overflow)``: ``-1`` for dropped copies; ``overflow`` holds
+    the flat ``[L, T, k]`` indices of the dropped copies in layer-major priority order.
+
+    Priority inside an expert's group: higher score (or lower gate rank) first, then earlier
+    token. Two stable sorts (priority, then group) replace a three-key ``lexsort`` over every
+    copy: ties keep flat ``[L, T, k]`` order, which is token order inside a layer."""
+    t, lay, k = experts.shape
     ids = experts.transpose(1, 0, 2).copy()  # [L, T, k]
     flat = ids.ravel()
-    order = _priority_order(experts, scores)
-    layer = order // (t * k)
-    key = np.where(flat[order] >= 0, layer * e + flat[order], -1)
-    rank = rank_in_group(key)
-    over = (key >= 0) & (rank >= capacity)
-    flat[order[over]] = -1
-    return ids, order, over
+    per_layer = t * k
+    if scores is not None:
+        primary = -scores.transpose(1, 0, 2).ravel()
+        by_priority = stable_argsort(primary)
+    else:  # gate rank: slot 0 of every token first, then slot 1, ... (token order inside)
+        primary = None
+        by_priority = np.arange(flat.size).reshape(lay * t, k).T.ravel()
+    layer = np.arange(flat.size) // per_layer
+    key = np.where(flat >= 0, layer * e + flat, -1)
+    order = by_priority[stable_argsort(key[by_priority])]
+    sorted_key = key[order]
+    start = np.r_[0, np.flatnonzero(np.diff(sorted_key)) + 1]
+    rank = np.arange(flat.size) - np.repeat(start, np.diff(np.r_[start, flat.size]))
+    over = order[(sorted_key >= 0) & (rank >= capacity)]
+    flat[over] = -1
+    # layer-major priority order (the reroute rule places copies in this order)
+    slot_or_score = primary[over] if primary is not None else over % k
+    overflow = over[np.lexsort((over, slot_or_score, over // per_layer))]
+    return ids, overflow
 
 
 def _result(experts, ids, capacity, e, rerouted, rank_sum) -> CapacityResult:
@@ -190,7 +217,7 @@ def capacity_drop(
     experts, scores, e = _inputs(routing, scores, num_experts)
     t, lay, k = experts.shape
     cap = expert_capacity(t, k, e, capacity_factor)
-    ids, _, _ = _drop(experts, scores, e, cap)
+    ids, _ = _drop(experts, scores, e, cap)
     zeros = np.zeros(lay, dtype=np.int64)
     return _result(experts, ids, cap, e, zeros, zeros.astype(float))
 
@@ -219,9 +246,8 @@ def capacity_reroute(
     if max_rounds < 1:
         raise ValueError(f"max_rounds: must be >= 1, got {max_rounds}")
     cap = expert_capacity(t, k, e, capacity_factor)
-    ids, order, over = _drop(experts, scores, e, cap)
+    ids, pending = _drop(experts, scores, e, cap)  # flat [L, T, k], layer-major priority
     flat = ids.ravel()
-    pending = order[over]  # flat [L, T, k] indices, layer-major, priority order
     rerouted = np.zeros(lay, dtype=np.int64)
     rank_sum = np.zeros(lay)
     big = cap * e + t * k + 1  # > any cumulative room

@@ -39,6 +39,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
 
+from gps import cache
 from gps.plans.duplication import pack_balanced
 from gps.plans.plan import Plan, check_load, check_slots
 
@@ -376,6 +377,26 @@ def _to_plan(assign: np.ndarray, g: int, r: int, meta: dict) -> Plan:
 
 
 def ilp_placement(
+    load: np.ndarray,
+    transitions: np.ndarray,
+    num_gpus: int,
+    slots_per_gpu: int | None = None,
+    **options,
+) -> ILPResult:
+    """Joint expert placement over all layers (``solve_placement``), cached by the content of
+    ``load`` and ``transitions`` and every option (``gps.cache`` kind ``ilp``) when the cache
+    is on: a time-limited solve is not re-run, and a re-run gets the same placement."""
+    if not cache.enabled():
+        return solve_placement(load, transitions, num_gpus, slots_per_gpu, **options)
+    key = {"load": cache.key_hash(np.asarray(load)), "num_gpus": int(num_gpus),
+           "transitions": cache.key_hash(np.asarray(transitions)),
+           "slots_per_gpu": slots_per_gpu, "options": options}  # fmt: skip
+    return cache.remember(
+        "ilp", key, lambda: solve_placement(load, transitions, num_gpus, slots_per_gpu, **options)
+    )
+
+
+def solve_placement(
     load: np.ndarray,
     transitions: np.ndarray,
     num_gpus: int,

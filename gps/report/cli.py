@@ -2,6 +2,7 @@
 
     gps-report SWEEP_DIR [--out DIR] [--strict]
     gps-report RUN_DIR            (a folder holding results.json: rewrites its report)
+    gps-report --cache [CACHE_DIR] (what the on-disk cache holds; default reports/cache)
 
 Exits 0 with whatever finished; with ``--strict``, 1 when any run is missing or failed.
 Bad input exits 2 with a one-line message.
@@ -15,16 +16,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gps import cache
 from gps.report.run_report import build_run_report
 from gps.report.sweep import aggregate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gps-report", description=__doc__.split("\n")[0])
-    parser.add_argument("folder", help="Hydra multirun folder, or one run's output folder")
+    parser.add_argument("folder", nargs="?",
+                        help="Hydra multirun folder, or one run's output folder")  # fmt: skip
     parser.add_argument("--out", help="where to write (default: the folder itself)")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any run is missing/failed")
+    parser.add_argument("--cache", nargs="?", const=cache.DEFAULT_DIR, metavar="CACHE_DIR",
+                        help="print what the on-disk cache holds")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cache is not None:
+        print(cache.describe(args.cache))
+        if args.folder is None:
+            return 0
+    if args.folder is None:
+        parser.error("give a folder (or --cache)")
     folder = Path(args.folder)
     try:
         single = folder / "results.json"

@@ -1,0 +1,185 @@
+"""Content-addressed on-disk cache of the run's hardware-independent work (joblib ``Memory``).
+
+What is cached, and the key each entry is stored under (a hash of exactly these fields, plus a
+hash of the source of the modules that compute it, so that a code change misses):
+
+========== ===================================================================================
+kind       key
+========== ===================================================================================
+traces     the effective trace config (preset fields with the model's ``L``/``E``/``k``, the
+           sequence shape and ``seed`` filled in) or the trace file's SHA-256, the phase,
+           ``tokens_per_step``, ``batch_size`` and ``evaluation.train_batches/test_batches``
+predictors the trace entry's key, the predictor's name and its resolved params; holds the fitted
+           predictor, its held-out prediction (per-batch ``[N, L, E]`` load), accuracy and
+           measured fit/predict seconds
+whatif     the trace key, the what-if accuracies and ``seed``: ``[A, N, L, E]`` histograms
+ilp        the content of the ILP's load and transition arrays, the GPU groups,
+           ``strategy.ilp_time_limit_s`` / ``ilp_mip_gap``
+capacity   the trace key, the rule (drop/reroute, ``gamma``), the static placement, the split,
+           ``gpus_per_node`` and the model: the simulated routing of the held-out batches
+========== ===================================================================================
+
+A hardware override leaves these keys unchanged (hit), except the capacity and ILP entries when
+the GPU count or node size changes; so do strategy knobs (other than the ILP's and the capacity
+factors) and report options. A seed, trace, model-shape or workload-shape change misses. Every
+job of a Hydra sweep and every ``gps-tune`` trial of one machine shares ``cache_dir`` (default
+``reports/cache``).
+
+Parallel launchers: joblib writes every entry to a uniquely named temporary file and renames it
+into place (``os.replace``, atomic on POSIX), so a reader sees a whole entry or none, and a job
+killed while writing leaves only a temporary file that is never read back. An entry that fails
+to load is recomputed (joblib warns). ``cache=off`` disables the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import Counter
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+import joblib
+
+T = TypeVar("T")
+
+DEFAULT_DIR = "reports/cache"
+
+# Modules whose source decides each kind's value (their hash joins the key).
+_CODE = {
+    "traces": ("gps/traces/synthetic.py", "gps/traces/batching.py", "gps/traces/io.py",
+               "gps/advisor/data.py"),
+    "predictors": ("predictors/base.py", "predictors/distribution.py", "predictors/token.py",
+                   "predictors/metrics.py", "gps/advisor/strategies.py"),
+    "whatif": ("predictors/whatif.py", "predictors/metrics.py", "predictors/token.py"),
+    "ilp": ("gps/plans/ilp.py", "gps/plans/duplication.py", "gps/plans/plan.py"),
+    "capacity": ("gps/plans/capacity.py", "gps/simulate.py", "gps/plans/plan.py",
+                 "gps/advisor/strategies.py"),
+}  # fmt: skip
+KINDS = tuple(_CODE)
+_ROOT = Path(__file__).resolve().parent.parent
+
+_lock = threading.Lock()
+_memory: joblib.Memory | None = None
+stats: Counter = Counter()  # "<kind>:hit" / "<kind>:miss" counts of this process
+
+
+@cache
+def code_hash(kind: str) -> str:
+    """SHA-256 of the source files that compute ``kind`` (short hex)."""
+    h = hashlib.sha256()
+    for rel in _CODE[kind]:
+        h.update(rel.encode())
+        h.update((_ROOT / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hex): the key of a trace file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def key_hash(key: Any) -> str:
+    """joblib's hash of a key (dicts, lists, numbers, strings)."""
+    return joblib.hash(key)
+
+
+def configure(enabled: bool, location: str | Path = DEFAULT_DIR) -> joblib.Memory | None:
+    """Turn the process's cache on (at ``location``) or off; returns the ``Memory`` or ``None``."""
+    global _memory
+    with _lock:
+        stats.clear()
+        _memory = joblib.Memory(str(location), verbose=0) if enabled else None
+        return _memory
+
+
+def configure_from(cfg: Any) -> joblib.Memory | None:
+    """``configure(cfg.cache, cfg.cache_dir)`` for a composed ``gps`` config."""
+    return configure(bool(cfg.cache), cfg.cache_dir)
+
+
+def enabled() -> bool:
+    return _memory is not None
+
+
+# One plain function per kind: joblib stores each kind under its own folder (``gps/cache/<fn>``).
+def _traces(key: dict, compute: Callable[[], T]) -> T:
+    return compute()
+
+
+def _predictors(key: dict, compute: Callable[[], T]) -> T:
+    return compute()
+
+
+def _whatif(key: dict, compute: Callable[[], T]) -> T:
+    return compute()
+
+
+def _ilp(key: dict, compute: Callable[[], T]) -> T:
+    return compute()
+
+
+def _capacity(key: dict, compute: Callable[[], T]) -> T:
+    return compute()
+
+
+_FUNCS = {"traces": _traces, "predictors": _predictors, "whatif": _whatif, "ilp": _ilp,
+          "capacity": _capacity}  # fmt: skip
+
+
+def remember(kind: str, key: dict, compute: Callable[[], T]) -> T:
+    """``compute()``, or its value stored under ``(kind, key, code_hash(kind))`` when the cache
+    is on. ``key`` must hold every input ``compute`` depends on (JSON-like values)."""
+    memory = _memory
+    if memory is None:
+        return compute()
+    func = memory.cache(_FUNCS[kind], ignore=["compute"])
+    full = {"kind": kind, "code": code_hash(kind), **key}
+    hit = func.check_call_in_cache(full, compute)
+    stats[f"{kind}:{'hit' if hit else 'miss'}"] += 1
+    return func(full, compute)
+
+
+def summary(location: str | Path = DEFAULT_DIR) -> dict[str, dict[str, int]]:
+    """Per kind: ``entries`` (complete ones: ``output.pkl`` present) and ``bytes`` on disk, plus
+    ``partial`` (temporary files of writes in flight or of killed jobs; never read)."""
+    root = Path(location) / "joblib" / "gps" / "cache"
+    out = {}
+    for kind in KINDS:
+        folder = root / f"_{kind}"
+        entries = partial = size = 0
+        if folder.is_dir():
+            for f in folder.rglob("*"):
+                if f.is_file():
+                    size += f.stat().st_size
+                    entries += f.name == "output.pkl"
+                    partial += f.name.startswith("output.pkl.")
+        out[kind] = {"entries": entries, "bytes": size, "partial": partial}
+    return out
+
+
+def run_line(location: str | Path = DEFAULT_DIR) -> str:
+    """One line for the end of a run: this process's hits per kind and what the cache holds."""
+    parts = [
+        f"{kind} {stats[kind + ':hit']}/{stats[kind + ':hit'] + stats[kind + ':miss']}"
+        for kind in KINDS if stats[kind + ":hit"] + stats[kind + ":miss"]
+    ]  # fmt: skip
+    held = summary(location).values()
+    size = sum(v["bytes"] for v in held) / 1e6
+    entries = sum(v["entries"] for v in held)
+    return (f"cache hits: {', '.join(parts) or 'none used'}; {location} holds {entries} entries, "
+            f"{size:.1f} MB (gps-report --cache)")  # fmt: skip
+
+
+def describe(location: str | Path = DEFAULT_DIR) -> str:
+    """Human-readable ``summary`` (what ``gps-report --cache`` prints)."""
+    s = summary(location)
+    total = sum(v["bytes"] for v in s.values())
+    lines = [f"cache: {location} ({total / 1e6:.1f} MB)"]
+    for kind, v in s.items():
+        extra = f", {v['partial']} partial (ignored)" if v["partial"] else ""
+        lines.append(f"  {kind:<10} {v['entries']:>5} entries {v['bytes'] / 1e6:>9.1f} MB{extra}")
+    return "\n".join(lines)

@@ -1,0 +1,218 @@
+"""The on-disk cache (``gps.cache``) and the sped-up hot paths: identical results with and
+without the cache, keys that hit on a hardware override and miss on a seed change, a killed
+writer whose entry is never read back, and the fast paths equal to the reference ones."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as hs
+
+from gps import cache
+from gps.advisor import advise
+from gps.app import CONF_DIR
+from gps.cost.token_mechanisms import split_copies
+from gps.plans import capacity_drop, capacity_reroute
+from gps.plans.capacity import stable_argsort
+from gps.report.cli import main as report_main
+from gps.timing import show_progress
+from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
+from gps.traces.trace import TokenTrace
+from predictors.base import topk_from_scores
+from predictors.metrics import exact_set_accuracy, expert_histogram
+from predictors.token import TokenIdTablePredictor
+from predictors.whatif import WhatIfTokenPredictor
+
+SMALL = ["workload.seq_len=256", "workload.batch_size=2", "evaluation.train_batches=3",
+         "evaluation.test_batches=2", "predictor=fast", "report=minimal",
+         "report.guidelines=true", "strategy.ilp_time_limit_s=1"]  # fmt: skip
+# What differs between two runs of one config whatever the cache does (docs/results.md).
+VOLATILE = {"timings_s", "measured_fit_s", "measured_predict_s", "solve_time_s", "message",
+            "cache", "cache_dir"}  # fmt: skip
+
+
+def _advise(tmp: Path, *overrides: str) -> dict:
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[*SMALL, f"cache_dir={tmp}", *overrides])
+    return advise(cfg)
+
+
+def _strip(x):
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items() if k not in VOLATILE}
+    if isinstance(x, list):
+        return [_strip(v) for v in x]
+    return x
+
+
+def test_results_identical_with_and_without_cache_and_keys(tmp_path: Path) -> None:
+    off = _advise(tmp_path, "cache=off")
+    assert not cache.enabled() and not list(tmp_path.iterdir())
+    cold = _advise(tmp_path)
+    assert cache.stats["predictors:miss"] == 6 and cache.stats["traces:miss"] == 1
+    warm = _advise(tmp_path)
+    hits = {k: v for k, v in cache.stats.items() if v}
+    assert hits == {"traces:hit": 1, "predictors:hit": 6, "whatif:hit": 1, "ilp:hit": 1,
+                    "capacity:hit": 4}  # fmt: skip
+    assert _strip(off) == _strip(cold) == _strip(warm)
+    assert all(p["cached"] for p in warm["timings_s"]["predictors"].values())
+    # a hardware override (same topology) hits everything; a seed change misses everything
+    _advise(tmp_path, "hardware=a100_nvlink")
+    assert not any(cache.stats[f"{k}:miss"] for k in cache.KINDS)
+    _advise(tmp_path, "seed=1")
+    assert cache.stats["traces:miss"] == 1 and cache.stats["predictors:miss"] == 6
+    assert not any(cache.stats[f"{k}:hit"] for k in ("traces", "predictors", "whatif"))
+    held = cache.summary(tmp_path)
+    assert held["traces"]["entries"] == 2 and held["predictors"]["entries"] == 12
+
+
+def test_timings_cover_every_phase(tmp_path: Path) -> None:
+    res = _advise(tmp_path, "cache=off")
+    t = res["timings_s"]
+    assert {"data", "strategies", "predictors", "pricing", "guidelines"} <= set(t)
+    assert set(t["strategies"]) >= {"no_balancing", "eplb", "oracle", "ilp"}
+    assert all(v["fit"] >= 0 and v["predict"] >= 0 for v in t["predictors"].values())
+
+
+def test_progress_is_quiet_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Terminal:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert show_progress(None) and show_progress(True) and not show_progress(False)
+    monkeypatch.setattr("gps.timing.in_multirun", lambda: True)
+    assert not show_progress(None) and show_progress(True)
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from gps import cache
+
+class Bomb:  # pickling it kills the process half-way through writing the entry
+    def __reduce__(self):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+cache.configure(True, sys.argv[1])
+cache.remember("predictors", {"name": "x"}, lambda: (np.ones(1 << 20), Bomb()))
+"""
+
+
+def test_entry_of_a_killed_job_is_never_read_back(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+                          env={**os.environ}, capture_output=True)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL
+    held = cache.summary(tmp_path)["predictors"]
+    assert held["entries"] == 0 and held["partial"] == 1 and held["bytes"] > 1 << 20
+    cache.configure(True, tmp_path)
+    assert cache.remember("predictors", {"name": "x"}, lambda: "fresh") == "fresh"
+    assert cache.stats["predictors:miss"] == 1
+    assert cache.remember("predictors", {"name": "x"}, lambda: "again") == "fresh"
+    assert report_main(["--cache", str(tmp_path)]) == 0
+    cache.configure(False)
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    hs.integers(1, 300), hs.integers(2, 32), hs.integers(1, 4), hs.integers(0, 2**31 - 1),
+    hs.booleans(),
+)  # fmt: skip
+def test_topk_fast_path_equals_the_stable_sort(rows: int, e: int, k: int, seed: int,
+                                               all_inf: bool) -> None:  # fmt: skip
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 3, (rows, e)).astype(float)  # many ties
+    x[rng.random(x.shape) < 0.3] = -np.inf
+    if all_inf:
+        x[: rows // 2] = -np.inf
+    k = min(k, e)
+    want = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+    assert np.array_equal(topk_from_scores(x, k), want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hs.integers(0, 2000), hs.sampled_from(["small", "wide", "float", "half"]),
+       hs.integers(0, 2**31 - 1))  # fmt: skip
+def test_stable_argsort_equals_numpy(n: int, kind: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = {
+        "small": rng.integers(-40, 40, n), "wide": rng.integers(0, 1 << 40, n),
+        "float": rng.random(n), "half": -rng.random(n).astype(np.float16).astype(float),
+    }[kind]  # fmt: skip
+    if kind == "half" and n:
+        keys[: n // 3] = 0.0
+        keys[n // 3 : n // 2] = -0.0
+    assert np.array_equal(stable_argsort(keys), np.argsort(keys, kind="stable"))
+
+
+def _reference_drop(experts: np.ndarray, scores: np.ndarray | None, e: int, cap: int):
+    """The former rule: one lexsort over every copy by (layer, priority, token)."""
+    t, lay, k = experts.shape
+    ids = experts.transpose(1, 0, 2).astype(np.int64).copy()
+    flat = ids.ravel()
+    layer = np.broadcast_to(np.arange(lay)[:, None, None], (lay, t, k)).ravel()
+    token = np.broadcast_to(np.arange(t)[None, :, None], (lay, t, k)).ravel()
+    primary = (-scores.transpose(1, 0, 2).ravel() if scores is not None
+               else np.broadcast_to(np.arange(k)[None, None, :], (lay, t, k)).ravel())  # fmt: skip
+    order = np.lexsort((token, primary, layer))
+    key = np.where(flat[order] >= 0, layer[order] * e + flat[order], -1)
+    rank = np.empty(key.size, dtype=np.int64)
+    for g in np.unique(key):
+        where = np.flatnonzero(key == g)
+        rank[where] = np.arange(where.size)
+    flat[order[(key >= 0) & (rank >= cap)]] = -1
+    return ids.transpose(1, 0, 2)
+
+
+@pytest.mark.parametrize("with_scores", [True, False])
+@pytest.mark.parametrize("factor", [0.6, 1.0, 1.3])
+def test_capacity_drop_keeps_the_reference_priority(with_scores: bool, factor: float) -> None:
+    trace = generate_token_trace(SyntheticTraceConfig(
+        num_tokens=600, num_layers=3, num_experts=6, top_k=2, dirichlet_alpha=1.0, seed=2,
+    ))  # fmt: skip
+    scores = np.round(np.asarray(trace.scores, float) * 8) / 8 if with_scores else None  # ties
+    res = capacity_drop(trace.experts, factor, scores=scores, num_experts=6)
+    want = _reference_drop(np.asarray(trace.experts), scores, 6, res.capacity)
+    assert np.array_equal(res.experts, want)
+    rer = capacity_reroute(trace.experts, factor, scores=scores, num_experts=6)
+    assert (rer.loads_after <= rer.capacity).all()
+
+
+def _trace(seed: int, e: int = 8, tokens: int = 4000) -> TokenTrace:
+    return generate_token_trace(SyntheticTraceConfig(
+        num_tokens=tokens, num_layers=4, num_experts=e, top_k=2, dirichlet_alpha=1.0,
+        vocab_size=500, token_affinity=0.5, seed=seed))  # fmt: skip
+
+
+def test_whatif_splits_in_one_pass_equal_each_prediction() -> None:
+    fit, test = _trace(0), _trace(1)
+    base = WhatIfTokenPredictor(seed=3).fit(fit)
+    accuracies = [0.0, 0.5, 0.9, 1.0]
+    guessed, hits = base.predict_splits(test, accuracies, 700)
+    for a, g, h in zip(accuracies, guessed, hits, strict=True):
+        guess = WhatIfTokenPredictor(accuracy=a, seed=3).fit(fit).predict(test)
+        assert np.array_equal(g, expert_histogram(guess, 8, 700))
+        split = split_copies(guess[: 5 * 700], np.asarray(test.experts)[: 5 * 700], 8, 700)
+        assert np.array_equal(h, split.hit) and np.array_equal(g, split.guessed)
+        true = np.asarray(test.experts)
+        want = float(np.all(np.sort(guess, -1) == np.sort(true, -1), -1).mean())
+        assert exact_set_accuracy(guess, true) == want
+
+
+@pytest.mark.parametrize("e", [8, 40])
+def test_token_table_dense_equals_sparse(e: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = _trace(4, e=e)
+    dense = TokenIdTablePredictor().fit(trace).table_
+    monkeypatch.setattr("predictors.token._DENSE_TABLE", 0)
+    assert np.array_equal(dense, TokenIdTablePredictor().fit(trace).table_)
