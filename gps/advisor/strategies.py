@@ -143,11 +143,16 @@ class Context:
         """Duplication plan for one batch's predicted ``[L, E]`` load, migration-minimal with
         respect to ``previous``: ``spare`` (``plan_spare``, fetch costs from ``previous``) or
         ``repack`` (``plan_duplication``, GPUs relabelled to keep replicas in place)."""
+        return self._plans(load, previous, replicas, (migration_slack,))[0]
+
+    def _plans(self, load: np.ndarray, previous: Plan | None, replicas: str | None,
+               slacks: tuple[float, ...]) -> list[Plan]:  # fmt: skip
+        """``plan`` at each ``migration_slack`` in ``slacks`` (fetch costs computed once)."""
         mode = self.replicas if replicas is None else replicas
         if mode == "repack":
-            return plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
-                                    previous=previous,
-                                    gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+            return [plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
+                                     previous=previous,
+                                     gpus_per_node=self.cluster.gpus_per_node)]  # fmt: skip
         home = self.static
         if previous is not None and (
             previous.home is None or not np.array_equal(previous.home, home.home)
@@ -156,8 +161,8 @@ class Context:
         fetch = None
         if previous is not None:
             fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
-        return plan_spare(load, home, previous=previous, fetch_s=fetch,
-                          migration_slack=migration_slack)  # fmt: skip
+        return [plan_spare(load, home, previous=previous, fetch_s=fetch, migration_slack=x)
+                for x in slacks]  # fmt: skip
 
     def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:
         """What re-planning chooses from: keep ``previous``, the balance-first and the
@@ -165,12 +170,7 @@ class Context:
         (``spare``, zero migration) or static placement (``repack``)."""
         if self.replicas == "repack":
             return [previous, self.plan(load, previous), self.static]
-        return [
-            previous,
-            self.plan(load, previous),
-            self.plan(load, previous, migration_slack=MIGRATION_SLACK),
-            self.static,
-        ]
+        return [previous, *self._plans(load, previous, None, (0.0, MIGRATION_SLACK)), self.static]
 
     def migration(self, old: Plan, new: Plan) -> tuple[np.ndarray, np.ndarray]:
         """``(bytes [L, G], seconds [L])``: expert-weight bytes each GPU receives going from
