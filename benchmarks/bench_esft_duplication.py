@@ -12,7 +12,8 @@ on the default 8x H100 node (9 slots per GPU: 8 home + 1 spare), once per
 Prints, per setting: no balancing, the best Distribution-Only predictor, the oracle, the
 oracle with free migration, perfect balance, the share of the no-balancing -> perfect
 balance gap the oracle recovers, every Distribution-Only speed-up, and (``--guidelines``) the
-what-if Token-to-Expert speed-up at each top-k accuracy. Skips (exit 0) when ``../shared`` is absent.
+what-if Token-to-Expert speed-up at each top-k accuracy. Skips (exit 0) when ``../shared``
+is absent.
 
 Run: ``.venv/bin/python benchmarks/bench_esft_duplication.py [--guidelines]``.
 """
@@ -104,8 +105,8 @@ def main() -> None:
             curve = "-"
             if res["guidelines"]:
                 g = res["guidelines"]
-                curve = ", ".join(f"{a:g}: {x:.3f}x" for a, x in
-                                  zip(g["accuracy"], g["token_speedup"][0], strict=True))  # fmt: skip
+                pairs = zip(g["accuracy"], g["token_speedup"][0], strict=True)
+                curve = ", ".join(f"{a:g}: {x:.3f}x" for a, x in pairs)
             print(f"| {name} | {ms(base)} | {best['name']} {ms(best)} | {ms(orc)} | {ms(free)} "
                   f"| {balanced * 1e3:.2f} ms | {gap:.0%} | {distinct} | {curve} |")  # fmt: skip
             print(f"  ({wall:.0f} s)", file=sys.stderr)
