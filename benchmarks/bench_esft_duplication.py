@@ -77,9 +77,10 @@ def main() -> None:
         npz = convert(Path(tmp) / "esft.npz")
         print(
             "| setting | no balancing | best Distribution-Only | oracle | oracle, free migration "
-            "| perfect balance | gap recovered by oracle | DO speed-ups (distinct) |"
+            "| perfect balance | gap recovered by oracle | DO speed-ups (distinct) "
+            "| what-if Token-to-Expert speed-up by top-k accuracy (no overhead) |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, extra in SETTINGS.items():
             overrides = [*BASE, f"evaluation.trace_path={npz}", *extra,
                          f"report.guidelines={str(args.guidelines).lower()}"]  # fmt: skip
