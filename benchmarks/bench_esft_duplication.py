@@ -10,8 +10,10 @@ folder with the ``gps.traces`` API (never into the repository), and runs the adv
 on the default 8x H100 node (9 slots per GPU: 8 home + 1 spare), once per
 ``strategy.replicas`` / ``strategy.migration_source`` / ``strategy.horizon`` setting given.
 Prints, per setting: no balancing, the best Distribution-Only predictor, the oracle, the
-oracle with free migration, perfect balance, and the share of the no-balancing -> perfect
-balance gap the oracle recovers. Skips (exit 0) when ``../shared`` is absent.
+oracle with free migration, perfect balance, the share of the no-balancing -> perfect
+balance gap the oracle recovers, every Distribution-Only speed-up, and (``--guidelines``) the
+what-if Token-to-Expert speed-up at each top-k accuracy. Skips (exit 0) when ``../shared``
+is absent.
 
 Run: ``.venv/bin/python benchmarks/bench_esft_duplication.py [--guidelines]``.
 """
@@ -75,9 +77,10 @@ def main() -> None:
         npz = convert(Path(tmp) / "esft.npz")
         print(
             "| setting | no balancing | best Distribution-Only | oracle | oracle, free migration "
-            "| perfect balance | gap recovered by oracle | DO speed-ups (distinct) |"
+            "| perfect balance | gap recovered by oracle | DO speed-ups (distinct) "
+            "| what-if Token-to-Expert speed-up by top-k accuracy (no overhead) |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, extra in SETTINGS.items():
             overrides = [*BASE, f"evaluation.trace_path={npz}", *extra,
                          f"report.guidelines={str(args.guidelines).lower()}"]  # fmt: skip
@@ -100,8 +103,13 @@ def main() -> None:
             def ms(s: dict) -> str:
                 return f"{s['e2e_time_s'] * 1e3:.2f} ms ({s['speedup_vs_baseline']:.3f}x)"
 
+            curve = "-"
+            if res["guidelines"]:
+                g = res["guidelines"]
+                pairs = zip(g["accuracy"], g["token_speedup"][0], strict=True)
+                curve = ", ".join(f"{a:g}: {x:.3f}x" for a, x in pairs)
             print(f"| {name} | {ms(base)} | {best['name']} {ms(best)} | {ms(orc)} | {ms(free)} "
-                  f"| {balanced * 1e3:.2f} ms | {gap:.0%} | {distinct} |")  # fmt: skip
+                  f"| {balanced * 1e3:.2f} ms | {gap:.0%} | {distinct} | {curve} |")  # fmt: skip
             print(f"  ({wall:.0f} s)", file=sys.stderr)
 
 

@@ -70,6 +70,9 @@ def test_new_hot_expert_rewrites_one_spare_slot() -> None:
     assert moved.sum() == EB * ((second.expert_gpu_counts() > 0) & ~(first.expert_gpu_counts()
                                                                       > 0)).sum()  # fmt: skip
     assert second.meta["predicted_max_load"][0] < second.meta["home_max_load"][0]
+    np.testing.assert_array_equal(second.slot_expert[0, :, 1], [1, 0, 3, 1])  # docs/plans.md
+    third = plan_spare(np.array([[9.0, 1.0, 1.0, 7.0]]), home, previous=second)
+    assert migration_bytes_per_gpu(second, third, EB).sum() == 0.0
 
 
 def test_keep_slots_keeps_a_replica_in_its_slot() -> None:

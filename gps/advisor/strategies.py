@@ -212,11 +212,16 @@ class Context:
         """Duplication plan for one batch's predicted ``[L, E]`` load, migration-minimal with
         respect to ``previous``: ``spare`` (``plan_spare``, fetch costs from ``previous``) or
         ``repack`` (``plan_duplication``, GPUs relabelled to keep replicas in place)."""
+        return self._plans(load, previous, replicas, (migration_slack,))[0]
+
+    def _plans(self, load: np.ndarray, previous: Plan | None, replicas: str | None,
+               slacks: tuple[float, ...]) -> list[Plan]:  # fmt: skip
+        """``plan`` at each ``migration_slack`` in ``slacks`` (fetch costs computed once)."""
         mode = self.replicas if replicas is None else replicas
         if mode == "repack":
-            return plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
-                                    previous=previous,
-                                    gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+            return [plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
+                                     previous=previous,
+                                     gpus_per_node=self.cluster.gpus_per_node)]  # fmt: skip
         home = self.static
         if previous is not None and (
             previous.home is None or not np.array_equal(previous.home, home.home)
@@ -225,8 +230,8 @@ class Context:
         fetch = None
         if previous is not None:
             fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
-        return plan_spare(load, home, previous=previous, fetch_s=fetch,
-                          migration_slack=migration_slack)  # fmt: skip
+        return [plan_spare(load, home, previous=previous, fetch_s=fetch, migration_slack=x)
+                for x in slacks]  # fmt: skip
 
     def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:
         """What re-planning chooses from: keep ``previous``, the balance-first and the
@@ -234,12 +239,7 @@ class Context:
         (``spare``, zero migration) or static placement (``repack``)."""
         if self.replicas == "repack":
             return [previous, self.plan(load, previous), self.static]
-        return [
-            previous,
-            self.plan(load, previous),
-            self.plan(load, previous, migration_slack=MIGRATION_SLACK),
-            self.static,
-        ]
+        return [previous, *self._plans(load, previous, None, (0.0, MIGRATION_SLACK)), self.static]
 
     def migration(self, old: Plan, new: Plan) -> tuple[np.ndarray, np.ndarray]:
         """``(bytes [L, G], seconds [L])``: expert-weight bytes each GPU receives going from
@@ -275,6 +275,7 @@ class Context:
     def choose(
         self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
         horizon: float = 1.0, bank: float = 0.0, later: np.ndarray | None = None,
+        later_weights: np.ndarray | None = None,
     ) -> tuple[int, float]:  # fmt: skip
         """The amortised keep-or-switch rule (``docs/advisor.md``) on the *predicted* ``[L, E]``
         load: ``(index of the chosen candidate, its predicted saving over the fallback)``.
@@ -288,19 +289,20 @@ class Context:
         itself is always allowed). So, on its own forecast, a strategy never falls behind
         serving from home copies in total time.
 
-        ``later``: ``[h, L, E]`` forecasts of the steps after this one (a multi-step forecast;
-        the oracle's are the actual batches). Then ``t_X`` in the amortised score is the mean
-        step time over this load and those (the rest of the horizon assumed alike); the
-        bound still uses this step alone."""
+        ``later``: ``[h, L, E]`` loads expected for the steps after this one, weighted by
+        ``later_weights [h]`` (default ones): a multi-step forecast (the oracle's are the
+        actual batches) or the recent observed mean for the rest of the horizon. Then
+        ``t_X`` in the amortised score is the weighted mean step time over this load and
+        those; the bound still uses this step alone."""
         t, m = self.step_costs(candidates, load, previous)
         full = t + m
         allowed = full <= full[-1] + max(bank, 0.0) + 1e-12 * full[-1]
         allowed[-1] = True
         mean_t = t
         if later is not None and len(later):
-            mean_t = (t + sum(self.step_costs(candidates, x, None)[0] for x in later)) / (
-                1 + len(later)
-            )
+            w = np.ones(len(later)) if later_weights is None else np.asarray(later_weights, float)
+            t_later = np.stack([self.step_costs(candidates, x, None)[0] for x in later])
+            mean_t = (t + w @ t_later) / (1 + w.sum())
         pick = int(np.argmin(np.where(allowed, mean_t + m / horizon, np.inf)))
         return pick, float(full[-1] - full[pick])
 
@@ -313,7 +315,7 @@ class Context:
 
     def replan(
         self, previous: Plan, load: np.ndarray, bank: float = 0.0,
-        later: np.ndarray | None = None,
+        later: np.ndarray | None = None, later_weights: np.ndarray | None = None,
     ) -> tuple[Plan, float]:  # fmt: skip
         """Migration-aware re-planning from a predicted ``[L, E]`` load: keep ``previous``,
         switch to a new migration-minimal plan, or fall back to home copies / static
@@ -321,7 +323,8 @@ class Context:
         forecasts of the following steps). Returns the plan and ``bank`` plus its predicted
         saving over the fallback."""
         cands = self.candidates(load, previous)
-        pick, saving = self.choose(cands, load, previous, self.horizon, bank, later)
+        pick, saving = self.choose(cands, load, previous, self.horizon, bank, later,
+                                   later_weights)  # fmt: skip
         return cands[pick], bank + saving
 
     def start(self) -> Plan:
@@ -393,14 +396,24 @@ def planned(
 ) -> Routed:
     """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
     pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy).
-    ``lookahead``: ``predicted`` is known in advance (the oracle), so the amortised rule sees
-    the next ``horizon - 1`` batches too."""
+
+    The amortised rule needs the loads of the ``horizon - 1`` steps after this one. A
+    one-step forecast says nothing about them, so they are the mean actual load of the last
+    ``ceil(horizon)`` batches served (what every deployment observes); with ``lookahead``
+    (the oracle) ``predicted`` is known in advance and its next batches are used."""
     start = ctx.start()
     plans, prev, bank = [], start, 0.0
-    ahead = max(int(np.ceil(ctx.horizon)) - 1, 0) if lookahead else 0
+    ahead = max(int(np.ceil(ctx.horizon)) - 1, 0)
+    seen = np.concatenate([ctx.data.train_loads, ctx.data.test_loads]).astype(float)
+    m = ctx.data.train_loads.shape[0]
     for n, load in enumerate(predicted):
-        later = predicted[n + 1 : n + 1 + ahead] if ahead else None
-        prev, bank = ctx.replan(prev, load, bank, later)
+        later, weights = None, None
+        if ahead and lookahead:
+            later = predicted[n + 1 : n + 1 + ahead]
+        elif ahead:
+            later = seen[max(0, m + n - ahead - 1) : m + n].mean(axis=0)[None]
+            weights = np.array([float(ahead)])
+        prev, bank = ctx.replan(prev, load, bank, later, weights)
         plans.append(prev)
     out = replay(ctx, plans, start, name, family)
     out.notes = {"replicas": ctx.replicas, "migration_source": ctx.migration_source,
