@@ -4,6 +4,7 @@
     gps-trace generate PRESET OUT [--seed S] [--tokens T] [--no-compress]
     gps-trace convert IN [IN ...] OUT [--format NAME] [format options] [--no-compress]
     gps-trace record --model ID_OR_PATH --prompts FILE OUT [--batch-size B] ...
+        [--save-hidden LAYERS [--hidden-kind pre_attention_normed|router_input]]
 
 ``convert --format`` is one of :data:`gps.traces.importers.FORMATS` (``jsonl`` by default:
 JSON Lines routing logs, see :func:`read_routing_jsonl`; with one ``.npz`` trace as input it
@@ -149,12 +150,15 @@ def _convert(args: argparse.Namespace) -> None:
 
 
 def _record(args: argparse.Namespace) -> None:
-    from gps.traces.record import read_prompts, record_routing
+    from gps.traces.record import parse_layers, read_prompts, record_routing
 
+    if args.save_hidden is not None:
+        parse_layers(args.save_hidden)  # a bad LAYERS fails before prompts and model load
     prompts = read_prompts(args.prompts)
     trace = record_routing(
         args.model, prompts, batch_size=args.batch_size, max_length=args.max_length,
         device=args.device, dtype=args.dtype, prompts_name=Path(args.prompts).name,
+        save_hidden=args.save_hidden, hidden_kind=args.hidden_kind,
     )  # fmt: skip
     path = save_trace(args.out, trace, compress=not args.no_compress)
     print(f"wrote {path}\n{describe(trace)}")
@@ -238,6 +242,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=2048, help="truncate prompts (tokens)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, float16")
+    p.add_argument(
+        "--save-hidden", default=None, metavar="LAYERS",
+        help="also store float16 activations of these MoE layers (all, 0,3,5 or 0-7; "
+        "0-based as the trace's layer axis) for the hidden-state router; prints the size "
+        "T*H*d*2 bytes before it starts",
+    )  # fmt: skip
+    p.add_argument(
+        "--hidden-kind", choices=("pre_attention_normed", "router_input"),
+        default="pre_attention_normed",
+        help="pre_attention_normed (default): the block's input_layernorm output; "
+        "router_input: what the router reads",
+    )  # fmt: skip
     p.add_argument("--no-compress", action="store_true", help="store memory-mappable .npz")
     p.set_defaults(func=_record)
     return parser

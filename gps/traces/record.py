@@ -9,10 +9,13 @@ right padding; padding tokens are dropped. Needs the ``[record]`` extra (torch,
 transformers); everything that does not touch torch (prompt files, router discovery,
 logits -> trace) is importable and tested without it.
 
-Extension point: :class:`RouterTaps` receives every router input. It keeps the logits; a
-later option (``--save-hidden LAYERS``, issue 18) adds one more consumer to
-``RouterTaps.consumers`` that stores ``hidden`` for the chosen layers — the hook, the
-padding mask and the batching stay as they are.
+Hidden activations (``--save-hidden LAYERS``): :class:`HiddenCapture` keeps, for the chosen
+MoE layers, every real token's activations as float16 ``TokenTrace.hidden [T, H, d]``. With
+``hidden_kind="pre_attention_normed"`` (default) it is a forward hook on each chosen decoder
+block's ``input_layernorm`` (the normalised pre-attention activations, what the pre-attention
+routers of arXiv 2511.10676 read); with ``"router_input"`` it is one more consumer of
+:class:`RouterTaps` (the router's own input, after attention and the post-attention norm).
+:func:`parse_layers`, :func:`select_layers` and :func:`hidden_bytes` are torch-free.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import importlib.metadata
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +45,89 @@ from gps.traces.validate import TraceError
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 _INSTALL_HINT = "gps-trace record needs the [record] extra: pip install -e '.[record]'"
+_OPTION = "--save-hidden"
+_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+# Where each kind of hidden activation is taken, as a module name inside the decoder block
+# ``...layers.<i>.`` (``None``: the router's own input, via ``RouterTaps.consumers``). All six
+# architectures of the registry name the block's first norm ``input_layernorm``
+# (transformers' modeling_{mixtral,qwen2_moe,qwen3_moe,olmoe,deepseek_v2,deepseek_v3}.py).
+HIDDEN_KINDS: dict[str, str | None] = {
+    "pre_attention_normed": "input_layernorm",
+    "router_input": None,
+}
+HIDDEN_BYTES = 2  # float16 per stored value
+
+
+def parse_layers(spec: str) -> tuple[int, ...] | None:
+    """MoE-layer indices from ``--save-hidden``: ``"all"`` -> ``None``; ``"0,3,5"``, ``"0-7"``
+    or a mix (``"0-2,5"``) -> sorted unique indices (0-based, as ``TokenTrace.experts``'
+    layer axis; ranges include both ends).
+
+    Raises:
+        ValueError: naming ``--save-hidden`` and the bad part.
+    """
+    text = str(spec).strip()
+    if text.lower() == "all":
+        return None
+    if not text:
+        raise ValueError(f"{_OPTION}: empty; give 'all', a list '0,3,5' or a range '0-7'")
+    out: set[int] = set()
+    for part in text.split(","):
+        match = _RANGE.fullmatch(part.strip())
+        if match is None:
+            raise ValueError(
+                f"{_OPTION}: {part.strip()!r} in {text!r} is not a layer index or range "
+                "(give 'all', '0,3,5' or '0-7')"
+            )
+        lo = int(match.group(1))
+        hi = lo if match.group(2) is None else int(match.group(2))
+        if hi < lo:
+            raise ValueError(f"{_OPTION}: range {part.strip()!r} runs backwards")
+        out.update(range(lo, hi + 1))
+    return tuple(sorted(out))
+
+
+def select_layers(spec: str | Sequence[int] | None, num_layers: int) -> list[int]:
+    """The MoE layers to store of a model with ``num_layers`` MoE layers.
+
+    ``spec``: a ``--save-hidden`` string (:func:`parse_layers`), indices, or ``None`` (all).
+
+    Raises:
+        ValueError: naming ``--save-hidden``: bad syntax or an index ``>= num_layers``.
+    """
+    layers = parse_layers(spec) if isinstance(spec, str) else spec
+    if layers is None:
+        return list(range(num_layers))
+    layers = sorted({int(i) for i in layers})
+    bad = [i for i in layers if not 0 <= i < num_layers]
+    if bad or not layers:
+        raise ValueError(
+            f"{_OPTION}: MoE layer(s) {bad or layers} out of range; the model has "
+            f"{num_layers} MoE layers (0-{num_layers - 1})"
+        )
+    return layers
+
+
+def hidden_bytes(num_tokens: int, num_layers: int, hidden_size: int) -> int:
+    """Bytes of ``hidden [T, H, d]`` in float16: ``T * H * d * 2``."""
+    return int(num_tokens) * int(num_layers) * int(hidden_size) * HIDDEN_BYTES
+
+
+def hidden_size_message(num_tokens: int, layers: Sequence[int], hidden_size: int) -> str:
+    """The estimate printed before recording, e.g. ``... = 1,638,400,000 bytes (1.53 GiB) ...``."""
+    total = hidden_bytes(num_tokens, len(layers), hidden_size)
+    size = float(total)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            break
+        size /= 1024
+    shown = ",".join(str(i) for i in layers) if len(layers) <= 8 else (
+        f"{layers[0]},{layers[1]},...,{layers[-1]}")  # fmt: skip
+    return (
+        f"{_OPTION}: {num_tokens} tokens x {len(layers)} MoE layers [{shown}] x d={hidden_size} "
+        f"x {HIDDEN_BYTES} bytes (float16) = {total:,} bytes ({size:.3g} {unit}) in memory and "
+        "in the trace"
+    )
 
 
 @dataclass(frozen=True)
@@ -164,6 +251,51 @@ class RouterTaps:
         return pre_hook
 
 
+@dataclass
+class HiddenCapture:
+    """Float16 activations of the real (non-padding) tokens at the chosen MoE layers.
+
+    Called as ``capture(layer, hidden)`` (a :class:`RouterTaps` consumer, or from a forward
+    hook on the block's ``input_layernorm``) with ``hidden [batch, padded length, d]`` or
+    ``[N, d]``; keeps the rows where ``keep`` (the current batch's flattened attention mask,
+    set before each forward pass) is true.
+    """
+
+    layers: Sequence[int]
+    keep: np.ndarray | None = None
+    chunks: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.chunks = {int(i): [] for i in self.layers}
+
+    def __call__(self, layer: int, hidden: object) -> None:
+        if layer not in self.chunks:
+            return
+        import torch
+
+        with torch.no_grad():
+            h = hidden.reshape(-1, hidden.shape[-1])  # type: ignore[attr-defined]
+            if self.keep is not None:
+                h = h[torch.from_numpy(self.keep).to(h.device)]
+            self.chunks[layer].append(h.to(torch.float16).cpu().numpy())
+
+    def output_hook(self, layer: int) -> Callable:
+        """A forward hook passing the module's output to this capture."""
+
+        def hook(_module: object, _args: tuple, output: object) -> None:
+            self(layer, output[0] if isinstance(output, tuple) else output)
+
+        return hook
+
+    def stack(self) -> np.ndarray:
+        """``[T, H, d]`` float16, columns in ``layers`` order."""
+        cols = [np.concatenate(self.chunks[int(i)]) for i in self.layers]
+        out = np.empty((cols[0].shape[0], len(cols), cols[0].shape[1]), dtype=np.float16)
+        for j, col in enumerate(cols):
+            out[:, j] = col
+        return out
+
+
 def _versions() -> dict[str, str]:
     out = {}
     for pkg in ("torch", "transformers", "moe-gps"):
@@ -184,6 +316,9 @@ def record_routing(
     dtype: str = "auto",
     prompts_name: str = "",
     tokenizer: object | None = None,
+    save_hidden: str | Sequence[int] | None = None,
+    hidden_kind: str = "pre_attention_normed",
+    log: Callable[[str], None] | None = None,
 ) -> TokenTrace:
     """Run ``prompts`` through a Hugging Face MoE model and return its routing.
 
@@ -196,6 +331,13 @@ def record_routing(
         max_length: prompts are truncated to this many tokens.
         device, dtype: where and in which dtype the model runs (``auto``: the checkpoint's).
         prompts_name: provenance (the prompts file name).
+        save_hidden: MoE layers whose activations to store in ``hidden`` (``"all"``,
+            ``"0,3,5"``, ``"0-7"`` or indices; ``None``: none). The size estimate
+            (:func:`hidden_size_message`) goes to ``log`` (default: stderr) before the first
+            forward pass.
+        hidden_kind: which activations (:data:`HIDDEN_KINDS`): ``"pre_attention_normed"``,
+            the output of the MoE layer's decoder-block ``input_layernorm``, or
+            ``"router_input"``, the router's own input; stored as ``meta["hidden_kind"]``.
 
     Returns:
         One token per prompt token (all layers), ``sequence_id`` = prompt index, positions,
@@ -204,7 +346,8 @@ def record_routing(
 
     Raises:
         ImportError: torch/transformers missing (the ``[record]`` extra).
-        ValueError: an architecture not in the registry, no router found.
+        ValueError: an architecture not in the registry, no router found, a bad
+            ``save_hidden`` / ``hidden_kind`` (naming the option).
     """
     try:
         import torch
@@ -215,6 +358,10 @@ def record_routing(
 
     if batch_size < 1 or max_length < 1:
         raise ValueError(f"batch_size {batch_size} and max_length {max_length} must be >= 1")
+    if hidden_kind not in HIDDEN_KINDS:
+        raise ValueError(f"--hidden-kind: {hidden_kind!r} is not one of {sorted(HIDDEN_KINDS)}")
+    if isinstance(save_hidden, str):
+        parse_layers(save_hidden)  # syntax errors before the model loads
     if isinstance(model, str | os.PathLike):
         model_name = str(model)
         kwargs = {} if dtype == "auto" else {"dtype": getattr(torch, dtype)}
@@ -236,7 +383,30 @@ def record_routing(
     ]
     taps = RouterTaps(weights=[r.weight for r in routers])
     ids = _tokenise(prompts, model_name, tokenizer, max_length)
+    capture, hidden_modules = None, []
+    if save_hidden is not None:
+        layers = select_layers(save_hidden, len(names))
+        capture = HiddenCapture(layers)
+        suffix = HIDDEN_KINDS[hidden_kind]
+        if suffix is None:
+            taps.consumers.append(capture)
+            hidden_modules = [names[i] for i in layers]
+        else:
+            hidden_modules = [_block_of(names[i]) + suffix for i in layers]
+            absent = [m for m in hidden_modules if m not in modules]
+            if absent:
+                raise ValueError(
+                    f"--hidden-kind {hidden_kind}: no module {absent[0]!r} in {model_name}; "
+                    "use --hidden-kind router_input"
+                )
+        d = int(getattr(net.config, "hidden_size", 0) or routers[0].weight.shape[1])
+        (log or _stderr)(hidden_size_message(sum(len(c) for c in ids), layers, d))
     handles = [r.register_forward_pre_hook(taps.hook(i)) for i, r in enumerate(routers)]
+    if capture is not None and HIDDEN_KINDS[hidden_kind] is not None:
+        handles += [
+            modules[m].register_forward_hook(capture.output_hook(i))
+            for i, m in zip(capture.layers, hidden_modules, strict=True)
+        ]
     masks: list[np.ndarray] = []
     try:
         with torch.no_grad():
@@ -248,6 +418,8 @@ def record_routing(
                 for row, c in enumerate(chunk):
                     batch[row, : len(c)] = c
                     mask[row, : len(c)] = 1
+                if capture is not None:
+                    capture.keep = mask.ravel() != 0
                 net(
                     input_ids=torch.from_numpy(batch).to(device),
                     attention_mask=torch.from_numpy(mask).to(device),
@@ -276,6 +448,8 @@ def record_routing(
         "device": device,
         "dtype": dtype,
     }
+    if capture is not None:
+        meta.update(hidden_kind=hidden_kind, hidden_modules=hidden_modules)
     trace = logits_to_trace(
         logits, rule,
         sequence_id=np.repeat(np.arange(len(ids)), lengths),
@@ -283,13 +457,34 @@ def record_routing(
         token_id=np.concatenate([np.asarray(c) for c in ids]),
         biases=biases, origin=model_name, meta=meta,
     )  # fmt: skip
-    if domain_names == [""]:
+    extra: dict = {}
+    if capture is not None:
+        extra.update(
+            hidden=capture.stack(),
+            hidden_layers=np.asarray(capture.layers, dtype=np.int16),
+        )
+    if domain_names != [""]:
+        index = {d: i for i, d in enumerate(domain_names)}
+        extra.update(
+            domain=np.repeat([index[p.domain] for p in prompts], lengths).astype(np.int16),
+            meta={**trace.meta, "domains": domain_names},
+        )
+    if not extra:
         return trace
     import dataclasses
 
-    index = {d: i for i, d in enumerate(domain_names)}
-    domain = np.repeat([index[p.domain] for p in prompts], lengths).astype(np.int16)
-    return dataclasses.replace(trace, domain=domain, meta={**trace.meta, "domains": domain_names})
+    return dataclasses.replace(trace, **extra)
+
+
+def _block_of(router: str) -> str:
+    """``model.layers.3.mlp.gate`` -> ``model.layers.3.`` (the decoder block's prefix)."""
+    match = _LAYER.search(router)
+    assert match is not None  # find_routers checked it
+    return router[: match.end()]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _tokenise(
@@ -309,9 +504,15 @@ def _tokenise(
 
 __all__ = [
     "ARCHITECTURES",
+    "HIDDEN_KINDS",
+    "HiddenCapture",
     "Prompt",
     "RouterTaps",
     "find_routers",
+    "hidden_bytes",
+    "hidden_size_message",
+    "parse_layers",
     "read_prompts",
     "record_routing",
+    "select_layers",
 ]
