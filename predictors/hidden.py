@@ -76,8 +76,9 @@ def hidden_slices(trace: TokenTrace, lookahead: int) -> dict[int, int]:
     ``trace.hidden_layers[j] == l - lookahead`` (the activations the router reads for ``l``)."""
     if trace.hidden is None or trace.hidden_layers is None:
         raise ValueError(
-            "trace: no hidden activations (TokenTrace.hidden is None); record them with the "
-            "recorder's hidden-state option or attach them before fitting a hidden-state router"
+            "trace: no hidden activations (TokenTrace.hidden is None); record them with "
+            "gps-trace record --save-hidden LAYERS or attach them before fitting a hidden-state "
+            "router"
         )
     layers = np.asarray(trace.hidden_layers, dtype=np.int64)
     return {

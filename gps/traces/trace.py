@@ -28,7 +28,8 @@ class TokenTrace:
             ``L`` MoE layers, or ``None``: ``hidden[:, j]`` is what the token's hidden state was
             when it entered MoE layer ``hidden_layers[j]``'s decoder block (its attention
             input, i.e. the previous layer's output; ``meta["hidden_kind"]`` may name another
-            point, e.g. ``"pre_attention_normed"``). Read by hidden-state router predictors.
+            point: ``gps-trace record --save-hidden`` stores ``"pre_attention_normed"``, the
+            block's input-norm output, or ``"router_input"``). Read by hidden-state routers.
         hidden_layers: ``[H]`` int16 strictly increasing MoE-layer indices in ``[0, L)`` the
             ``hidden`` slices belong to; given exactly when ``hidden`` is.
     """
