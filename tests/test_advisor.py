@@ -118,10 +118,8 @@ def test_decode_run_and_documented_schema(tmp_path: Path) -> None:
         assert set(p) == published, (p["name"], set(p) ^ published)
     _check_nested(results, what)
     names = {s["name"]: s for s in results["strategies"]}
-    # TODO(issue 11): make this exact (>= 1.0) once duplication makes oracle >= no_balancing
-    # hold by construction; today the oracle may keep a replicated start plan that is slower
-    # than static placement on a held-out batch.
-    assert names["oracle"]["speedup_vs_baseline"] >= 0.99
+    # home + spare slots: serving from home copies is always reachable at zero migration
+    assert names["oracle"]["speedup_vs_baseline"] >= 1.0
 
 
 def test_forecast_run_counts_training_steps(tmp_path: Path) -> None:
@@ -132,7 +130,8 @@ def test_forecast_run_counts_training_steps(tmp_path: Path) -> None:
              "evaluation.horizons=[10,100,1000,2000]"), tmp_path)  # fmt: skip
     results = json.loads((tmp_path / "results.json").read_text())
     top, _, what = _documented()
-    assert set(results) == top - {"guideline_map"}, set(results) ^ (top - {"guideline_map"})
+    top -= {"guideline_map", "timings_s"}  # map runs / token-trace runs only
+    assert set(results) == top, set(results) ^ top
     _check_nested(results, what)
     fc = results["forecast"]
     assert fc["record_interval_steps"] == 10
