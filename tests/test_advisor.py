@@ -204,7 +204,12 @@ def test_recommend_reports_a_tie_and_why() -> None:
     assert not tie["same_step_time"] and not tie["moved_weights"] and tie["oracle_tied"]
     assert "**Tie:** 3 strategies" in rec["text"] and "None of them copied" in rec["text"]
     assert "oracle" in tie["text"] and "differ by at most 0.17% (predictor overhead)" in tie["text"]
+    assert "accuracy does not decide" in tie["text"]
     other = dict(slower, breakdown_s={"predictor": 0.0})  # same times, but not from overhead
+    text = recommend([base, *same, other], base)["tie"]["text"]
+    assert "(predictor overhead and token-level mechanisms or plan differences)" in text
+    assert "accuracy does not decide" not in text  # a token predictor's accuracy may matter
+    other = dict(other, name="distribution:lightgbm_load", family="distribution")
     assert "(predictor overhead and plan differences)" in recommend(
         [base, *same, other], base)["tie"]["text"]  # fmt: skip
     # one re-planned: no claim that they kept the start plan; the oracle pulls ahead

@@ -46,15 +46,20 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
         spread = max(times) / min(times) - 1.0
         bare = [s["e2e_time_s"] - s.get("breakdown_s", {}).get("predictor", 0.0) for s in tied]
         flat = max(bare) - min(bare) <= 1e-9 * max(bare)
-        why = "predictor overhead" if flat else "predictor overhead and plan differences"
+        token_level = any(s["family"] == "token" for s in tied)
+        why = ("predictor overhead" if flat
+               else "predictor overhead and token-level mechanisms or plan differences"
+               if token_level else "predictor overhead and plan differences")  # fmt: skip
         text += (
             ". None of them copied an expert replica on the held-out batches: copying would cost "
             "more than it saves on the loads they predicted, so they serve the plan in place "
             "before the first batch (at most dropping replicas, which is free), and "
             + ("their step times are identical" if same else f"their step times differ by at "
                f"most {spread:.2%} ({why})")
-            + ". Their accuracy does not decide anything here; the pick among them is a "
-            "tie-break (fewest changed tokens, then least predictor time)."
+            + (". Their accuracy does not decide anything here" if flat
+               else ". The differences stay within the margin")
+            + "; the pick among them is a tie-break (fewest changed tokens, then least "
+            "predictor time)."
         )  # fmt: skip
     else:
         text += (
