@@ -36,11 +36,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
+from scipy.optimize import linear_sum_assignment
 
 from gps import cache
 from gps.plans.duplication import pack_balanced
+from gps.plans.milp_rows import ConstraintRows, dual_bound, solve
 from gps.plans.plan import Plan, check_load, check_slots
 
 METHODS = ("milp-optimal", "milp-timelimit", "heuristic-fallback")
@@ -161,26 +161,16 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap):
     cost = np.zeros(nx + nz + nw)
     cost[zi] = 1.0 / scale
     cost[wi] = -(weight * cnt / scale)[:, None]
-    rows, cols, vals, lo, hi = [], [], [], [], []
-    n_rows = 0
-
-    def add(r_idx, c_idx, v, low, high, count):
-        nonlocal n_rows
-        rows.append(np.asarray(r_idx).ravel() + n_rows)
-        cols.append(np.asarray(c_idx).ravel())
-        vals.append(np.broadcast_to(np.asarray(v, dtype=float), np.shape(c_idx)).ravel())
-        lo.append(np.full(count, low, dtype=float))
-        hi.append(np.full(count, high, dtype=float))
-        n_rows += count
+    rows = ConstraintRows()
 
     # each expert on exactly one GPU: row (l, e)
-    add(np.broadcast_to(np.arange(nl * e).reshape(nl, e, 1), xi.shape), xi, 1.0, 1, 1, nl * e)
+    rows.add(np.broadcast_to(np.arange(nl * e).reshape(nl, e, 1), xi.shape), xi, 1.0, 1, 1, nl * e)
     # at most R experts per GPU: row (l, g)
     rlg = np.broadcast_to((np.arange(nl)[:, None, None] * g + np.arange(g)), xi.shape)
-    add(rlg, xi, 1.0, -np.inf, r, nl * g)
+    rows.add(rlg, xi, 1.0, -np.inf, r, nl * g)
     # load: sum_e load x - z_l <= 0, row (l, g)
     z_of_row = np.repeat(zi, g).reshape(nl, 1, g)
-    add(
+    rows.add(
         np.concatenate([rlg, np.arange(nl * g).reshape(nl, 1, g)], axis=1),
         np.concatenate([xi, z_of_row], axis=1),
         np.concatenate([np.broadcast_to(load[:, :, None], xi.shape), -np.ones((nl, 1, g))], 1),
@@ -191,21 +181,17 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap):
         rpg = np.arange(p * g).reshape(p, g)
         for layer_of, exp in ((li, ii), (li + 1, jj)):  # w - x <= 0, row (p, g)
             x_of = xi[layer_of[:, None], exp[:, None], gg]
-            add(np.stack([rpg, rpg]), np.stack([wi, x_of]), np.stack([1.0, -1.0])[:, None, None],
-                -np.inf, 0.0, p * g)  # fmt: skip
+            rows.add(np.stack([rpg, rpg]), np.stack([wi, x_of]),
+                     np.stack([1.0, -1.0])[:, None, None], -np.inf, 0.0, p * g)  # fmt: skip
         for layer_of, exp in ((li, ii), (li + 1, jj)):  # sum w - R x <= 0, row (layer, e, g)
             grp = (layer_of * e + exp)[:, None] * g + gg  # index of x[layer, e, g]
             used, inv = np.unique(grp, return_inverse=True)
-            add(
+            rows.add(
                 np.concatenate([inv.ravel(), np.arange(used.size)]),
                 np.concatenate([wi.ravel(), xi.ravel()[used]]),
                 np.concatenate([np.ones(p * g), np.full(used.size, -float(r))]),
                 -np.inf, 0.0, used.size,
             )  # fmt: skip
-    a = sparse.csr_array(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n_rows, nx + nz + nw),
-    )
     lb = np.zeros(nx + nz + nw)
     ub = np.ones(nx + nz + nw)
     ub[zi] = np.inf
@@ -214,16 +200,9 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap):
     lb[xi[0, heavy, 0]] = 1.0  # symmetry break: GPUs are interchangeable
     integrality = np.zeros(nx + nz + nw)
     integrality[:nx] = 1
-    res = milp(
-        cost,
-        constraints=LinearConstraint(a, np.concatenate(lo), np.concatenate(hi)),
-        integrality=integrality,
-        bounds=Bounds(lb, ub),
-        options={"time_limit": float(time_limit_s), "mip_rel_gap": float(mip_gap), "disp": False},
-    )
+    res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap)
     const = weight * float(c.sum())
-    bound = getattr(res, "mip_dual_bound", None)
-    bound = None if bound is None or not np.isfinite(bound) else bound * scale + const
+    bound = dual_bound(res, scale, const)
     gap = getattr(res, "mip_gap", None)
     gap = float("nan") if gap is None or res.x is None else float(gap)
     msg = f"{res.message} (HiGHS gap {gap:.3g})"

@@ -52,10 +52,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, linear_sum_assignment, milp
+from scipy.optimize import linear_sum_assignment
 
 from gps.plans.ilp import _to_plan, placement_cost
+from gps.plans.milp_rows import ConstraintRows, dual_bound, solve
 from gps.plans.plan import Plan, check_load
 
 MAX_ENUMERATE = 8  # stage-2 heuristic: enumerate every permutation up to this many groups
@@ -215,48 +215,28 @@ def _group_milp(load: np.ndarray, c: int, time_limit_s: float, mip_gap: float):
     cost[di] = 1.0
     w = load / scale
     mean = w.sum(axis=1) / c  # [L]
-    rows, cols, vals, lo_b, hi_b = [], [], [], [], []
-    n_rows = 0
+    rows = ConstraintRows()
 
-    def add(r_idx, c_idx, v, low, high, count):
-        nonlocal n_rows
-        rows.append(np.asarray(r_idx).ravel() + n_rows)
-        cols.append(np.asarray(c_idx).ravel())
-        vals.append(np.broadcast_to(np.asarray(v, dtype=float), np.shape(c_idx)).ravel())
-        lo_b.append(np.broadcast_to(np.asarray(low, dtype=float), (count,)).ravel())
-        hi_b.append(np.broadcast_to(np.asarray(high, dtype=float), (count,)).ravel())
-        n_rows += count
-
-    add(np.broadcast_to(np.arange(nl * e).reshape(nl, e, 1), yi.shape), yi, 1.0, 1, 1, nl * e)
+    rows.add(np.broadcast_to(np.arange(nl * e).reshape(nl, e, 1), yi.shape), yi, 1.0, 1, 1, nl * e)
     r_lc = np.broadcast_to(np.arange(nl * c).reshape(nl, 1, c), yi.shape)
-    add(r_lc, yi, 1.0, lo, hi, nl * c)  # group sizes
+    rows.add(r_lc, yi, 1.0, lo, hi, nl * c)  # group sizes
     wy = np.broadcast_to(w[:, :, None], yi.shape)
     rd = np.arange(nl * c).reshape(nl, 1, c)
     dd = di.reshape(nl, 1, c)
     for sign in (1.0, -1.0):  # sign * (sum_e w y - mean) - d <= 0
-        add(
+        rows.add(
             np.concatenate([r_lc, rd], axis=1),
             np.concatenate([yi, dd], axis=1),
             np.concatenate([sign * wy, -np.ones((nl, 1, c))], axis=1),
             -np.inf, np.repeat(sign * mean, c), nl * c,
         )  # fmt: skip
-    a = sparse.csr_array(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, nv)
-    )
     lb, ub = np.zeros(nv), np.ones(nv)
     ub[di] = np.inf
     lb[yi[np.arange(nl), np.argmax(load, axis=1), 0]] = 1.0  # heaviest expert in group 0
     integrality = np.zeros(nv)
     integrality[:ny] = 1
-    res = milp(
-        cost,
-        constraints=LinearConstraint(a, np.concatenate(lo_b), np.concatenate(hi_b)),
-        integrality=integrality,
-        bounds=Bounds(lb, ub),
-        options={"time_limit": float(time_limit_s), "mip_rel_gap": float(mip_gap), "disp": False},
-    )
-    bound = getattr(res, "mip_dual_bound", None)
-    bound = None if bound is None or not np.isfinite(bound) else float(bound) * scale
+    res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap)
+    bound = dual_bound(res, scale)
     if res.x is None:
         return None, bound, res.status, str(res.message)
     return np.argmax(res.x[:ny].reshape(nl, e, c), axis=2), bound, res.status, str(res.message)
@@ -409,26 +389,16 @@ def _map_milp(gtrans: np.ndarray, weight: np.ndarray, time_limit_s: float, mip_g
     nv = na + nw + nl1
     cost = np.zeros(nv)
     cost[zi] = 1.0
-    rows, cols, vals, lo_b, hi_b = [], [], [], [], []
-    n_rows = 0
-
-    def add(r_idx, c_idx, v, low, high, count):
-        nonlocal n_rows
-        rows.append(np.asarray(r_idx).ravel() + n_rows)
-        cols.append(np.asarray(c_idx).ravel())
-        vals.append(np.broadcast_to(np.asarray(v, dtype=float), np.shape(c_idx)).ravel())
-        lo_b.append(np.full(count, low, dtype=float))
-        hi_b.append(np.full(count, high, dtype=float))
-        n_rows += count
+    rows = ConstraintRows()
 
     # each group on one GPU, each GPU one group: rows (l, c) and (l, g)
-    add(np.broadcast_to(np.arange(nl * c).reshape(nl, c, 1), ai.shape), ai, 1.0, 1, 1, nl * c)
-    add(np.broadcast_to(np.arange(nl * g).reshape(nl, 1, g), ai.shape), ai, 1.0, 1, 1, nl * g)
+    rows.add(np.broadcast_to(np.arange(nl * c).reshape(nl, c, 1), ai.shape), ai, 1.0, 1, 1, nl * c)
+    rows.add(np.broadcast_to(np.arange(nl * g).reshape(nl, 1, g), ai.shape), ai, 1.0, 1, 1, nl * g)
     # sum_h w[l,c,c',g,h] - a[l,c,g] = 0: row (l, c, c', g)
     shape4 = (nl1, c, c, g)
     r4 = np.arange(math.prod(shape4)).reshape(shape4)
     a_l = np.broadcast_to(ai[:-1, :, None, :], shape4)
-    add(
+    rows.add(
         np.concatenate([np.broadcast_to(r4[..., None], wi.shape).reshape(*shape4, g),
                         r4[..., None]], axis=-1),
         np.concatenate([wi, a_l[..., None]], axis=-1),
@@ -438,7 +408,7 @@ def _map_milp(gtrans: np.ndarray, weight: np.ndarray, time_limit_s: float, mip_g
     # sum_g w[l,c,c',g,h] - a[l+1,c',h] = 0: row (l, c, c', h)
     a_n = np.broadcast_to(ai[1:, None, :, :], shape4)
     w_t = np.moveaxis(wi, 3, 4)  # [l, c, c', h, g]
-    add(
+    rows.add(
         np.concatenate([np.broadcast_to(r4[..., None], w_t.shape), r4[..., None]], axis=-1),
         np.concatenate([w_t, a_n[..., None]], axis=-1),
         np.concatenate([np.ones(w_t.shape), -np.ones((*shape4, 1))], axis=-1),
@@ -454,15 +424,12 @@ def _map_milp(gtrans: np.ndarray, weight: np.ndarray, time_limit_s: float, mip_g
         coef = np.moveaxis(coef, 3, 1).reshape(nl1, nlinks, c * c)
         z_col = np.broadcast_to(zi[:, None, None], (nl1, nlinks, 1))
         rl = np.arange(nl1 * nlinks).reshape(nl1, nlinks, 1)
-        add(
+        rows.add(
             np.broadcast_to(rl, (nl1, nlinks, c * c + 1)),
             np.concatenate([w_links, z_col], axis=-1),
             np.concatenate([coef, -np.ones((nl1, nlinks, 1))], axis=-1),
             -np.inf, 0.0, nl1 * nlinks,
         )  # fmt: skip
-    a = sparse.csr_array(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n_rows, nv)
-    )
     lb, ub = np.zeros(nv), np.ones(nv)
     ub[zi] = np.inf
     off = weight[~np.eye(g, dtype=bool)]
@@ -470,15 +437,8 @@ def _map_milp(gtrans: np.ndarray, weight: np.ndarray, time_limit_s: float, mip_g
         lb[ai[0, 0, 0]] = 1.0  # symmetry break: every GPU is alike
     integrality = np.zeros(nv)
     integrality[:na] = 1
-    res = milp(
-        cost,
-        constraints=LinearConstraint(a, np.concatenate(lo_b), np.concatenate(hi_b)),
-        integrality=integrality,
-        bounds=Bounds(lb, ub),
-        options={"time_limit": float(time_limit_s), "mip_rel_gap": float(mip_gap), "disp": False},
-    )
-    bound = getattr(res, "mip_dual_bound", None)
-    bound = None if bound is None or not np.isfinite(bound) else float(bound) * scale
+    res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap)
+    bound = dual_bound(res, scale)
     if res.x is None:
         return None, bound, res.status, str(res.message)
     return np.argmax(res.x[:na].reshape(nl, c, g), axis=2), bound, res.status, str(res.message)
