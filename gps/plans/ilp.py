@@ -40,7 +40,7 @@ from scipy.optimize import linear_sum_assignment
 
 from gps import cache
 from gps.plans.duplication import pack_balanced
-from gps.plans.milp_rows import ConstraintRows, dual_bound, solve
+from gps.plans.milp_rows import ConstraintRows, assignment, better_of, dual_bound, solve
 from gps.plans.plan import Plan, check_load, check_slots
 
 METHODS = ("milp-optimal", "milp-timelimit", "heuristic-fallback")
@@ -206,9 +206,7 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap):
     gap = getattr(res, "mip_gap", None)
     gap = float("nan") if gap is None or res.x is None else float(gap)
     msg = f"{res.message} (HiGHS gap {gap:.3g})"
-    if res.x is None:
-        return None, bound, res.status, msg, gap
-    return np.argmax(res.x[:nx].reshape(nl, e, g), axis=2), bound, res.status, msg, gap
+    return assignment(res, nx, (nl, e, g)), bound, res.status, msg, gap
 
 
 def _greedy_assign(load, c, g, r, weight) -> np.ndarray:
@@ -437,13 +435,9 @@ def solve_placement(
         )
         h_obj = placement_cost(heur, load, c, g, weight)[2]
         m_obj = np.inf if assign is None else placement_cost(assign, load, c, g, weight)[2]
-        if m_obj <= h_obj:
-            method = "milp-timelimit"
-            msg += f"; MILP incumbent {m_obj:.6g} <= heuristic {h_obj:.6g}"
-        else:
-            method = "heuristic-fallback"
-            msg += f"; heuristic {h_obj:.6g} < MILP incumbent {m_obj:.6g}"
-            assign = heur
+        method, note, take = better_of(m_obj, h_obj)
+        msg += note
+        assign = heur if take else assign
     max_load, traffic, obj = placement_cost(assign, load, c, g, weight)
     if bound is not None and not reduced:
         gap_bound, lb = "milp-dual", max(bound, trivial)

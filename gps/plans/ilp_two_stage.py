@@ -55,7 +55,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from gps.plans.ilp import _to_plan, placement_cost
-from gps.plans.milp_rows import ConstraintRows, dual_bound, solve
+from gps.plans.milp_rows import ConstraintRows, assignment, better_of, dual_bound, solve
 from gps.plans.plan import Plan, check_load
 
 MAX_ENUMERATE = 8  # stage-2 heuristic: enumerate every permutation up to this many groups
@@ -237,9 +237,7 @@ def _group_milp(load: np.ndarray, c: int, time_limit_s: float, mip_gap: float):
     integrality[:ny] = 1
     res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap)
     bound = dual_bound(res, scale)
-    if res.x is None:
-        return None, bound, res.status, str(res.message)
-    return np.argmax(res.x[:ny].reshape(nl, e, c), axis=2), bound, res.status, str(res.message)
+    return assignment(res, ny, (nl, e, c)), bound, res.status, str(res.message)
 
 
 def group_experts(
@@ -439,9 +437,7 @@ def _map_milp(gtrans: np.ndarray, weight: np.ndarray, time_limit_s: float, mip_g
     integrality[:na] = 1
     res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap)
     bound = dual_bound(res, scale)
-    if res.x is None:
-        return None, bound, res.status, str(res.message)
-    return np.argmax(res.x[:na].reshape(nl, c, g), axis=2), bound, res.status, str(res.message)
+    return assignment(res, na, (nl, c, g)), bound, res.status, str(res.message)
 
 
 def map_groups(
@@ -493,13 +489,9 @@ def map_groups(
         heur = _map_heuristic(gtrans, weight, time.perf_counter() + time_limit_s)
         h_obj = link_cost(heur, gtrans, weight).sum()
         m_obj = np.inf if out is None else link_cost(out, gtrans, weight).sum()
-        if m_obj <= h_obj:
-            method = "milp-timelimit"
-            msg += f"; MILP incumbent {m_obj:.6g} <= heuristic {h_obj:.6g}"
-        else:
-            method = "heuristic-fallback"
-            msg += f"; heuristic {h_obj:.6g} < MILP incumbent {m_obj:.6g}"
-            out = heur
+        method, note, take = better_of(m_obj, h_obj)
+        msg += note
+        out = heur if take else out
     obj = float(link_cost(out, gtrans, weight).sum())
     gap = float("nan") if bound is None else (max(obj - bound, 0.0) / obj if obj > 0 else 0.0)
     return out.astype(np.int64), method, gap, msg

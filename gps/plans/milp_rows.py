@@ -66,3 +66,27 @@ def dual_bound(res: OptimizeResult, scale: float, offset: float = 0.0) -> float 
     there is none."""
     bound = getattr(res, "mip_dual_bound", None)
     return None if bound is None or not np.isfinite(bound) else float(bound) * scale + offset
+
+
+def assignment(res: OptimizeResult, count: int, shape: tuple[int, ...]) -> np.ndarray | None:
+    """The one-hot block of the first ``count`` variables, reshaped to ``shape``, as indices
+    (argmax over the last axis); ``None`` when HiGHS returned no solution."""
+    if res.x is None:
+        return None
+    return np.argmax(res.x[:count].reshape(shape), axis=-1)
+
+
+def better_of(milp_obj: float, heuristic_obj: float) -> tuple[str, str, bool]:
+    """``(method, message suffix, take the heuristic)`` when the MILP stopped at its time
+    limit: its incumbent (``inf`` if none) is kept unless the heuristic's objective is lower."""
+    if milp_obj <= heuristic_obj:
+        return (
+            "milp-timelimit",
+            f"; MILP incumbent {milp_obj:.6g} <= heuristic {heuristic_obj:.6g}",
+            False,
+        )
+    return (
+        "heuristic-fallback",
+        f"; heuristic {heuristic_obj:.6g} < MILP incumbent {milp_obj:.6g}",
+        True,
+    )
