@@ -102,6 +102,13 @@ def _best_first(experts: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     return np.take_along_axis(experts, order, -1), np.take_along_axis(scores, order, -1)
 
 
+def _provenance(fmt: str, converted_from: list[str], model: str | None, source: str | None,
+                license: str | None, **extra) -> dict:  # fmt: skip
+    """The ``meta`` every importer writes: model, source, licence, input names, format."""
+    return {"model": model, "source": source, "license": license,
+            "converted_from": converted_from, "format": fmt, **extra}  # fmt: skip
+
+
 def _finish(
     origin: str,
     experts: np.ndarray,
@@ -257,14 +264,8 @@ def read_arrays(
     position = get("position")
     if position is None:
         position = _positions_in_order(sequence_id)
-    meta = {
-        "model": model,
-        "source": source,
-        "license": license,
-        "converted_from": [path.name],
-        "format": "arrays",
-        "members": {f: m for f, m in name.items() if m},
-    }
+    meta = _provenance("arrays", [path.name], model, source, license,
+                       members={f: m for f, m in name.items() if m})  # fmt: skip
     return _finish(
         origin, experts, get("scores"), num_experts, sequence_id=sequence_id,
         position=position, token_id=get("token_id"), domain=domain, domains=domains,
@@ -362,15 +363,11 @@ def read_esft(
         pos_parts.append(np.concatenate([np.arange(n) for n in lengths]) if n_seq else [])
         dom_parts.append(np.full(int(lengths.sum()), di))
         next_sequence += n_seq
-    meta = {
-        "model": model,
-        "source": source
-        or "ESFT expert_scores (github.com/deepseek-ai/ESFT results/expert_scores)",
-        "license": license,
-        "converted_from": [str(d.name) for d in task_dirs],
-        "format": "esft",
-        "layers": layers,
-    }
+    meta = _provenance(
+        "esft", [str(d.name) for d in task_dirs], model,
+        source or "ESFT expert_scores (github.com/deepseek-ai/ESFT results/expert_scores)",
+        license, layers=layers,
+    )  # fmt: skip
     return _finish(
         str(root), np.concatenate(experts_parts), np.concatenate(scores_parts), num_experts,
         sequence_id=np.concatenate(seq_parts), position=np.concatenate(pos_parts),
@@ -492,13 +489,7 @@ def read_hf_router_logits(
             raise TraceError(origin, "e_score_correction_bias", f"shape {bias.shape} != "
                              f"[L={len(logits)}, E={rule.num_experts}]")  # fmt: skip
         biases = list(bias)
-    meta = {
-        "model": model,
-        "source": source,
-        "license": license,
-        "converted_from": [path.name],
-        "format": "hf-router-logits",
-    }
+    meta = _provenance("hf-router-logits", [path.name], model, source, license)
     trace = logits_to_trace(
         logits, rule, sequence_id=sequence_id, position=position, token_id=token_id,
         biases=biases, origin=origin, meta=meta,
@@ -545,8 +536,7 @@ def read_sglang_expert_distribution(
         raise TraceError(origin, "<file>", str(exc)) from None
     if not isinstance(data, dict):
         raise TraceError(origin, "<file>", f"expected a dict, got {type(data).__name__}")
-    meta = {"model": model, "source": source, "license": license,
-            "converted_from": [path.name], "format": "sglang-expert-distribution"}  # fmt: skip
+    meta = _provenance("sglang-expert-distribution", [path.name], model, source, license)
     if "logical_count" in data:
         counts = np.asarray(data["logical_count"])
         if counts.ndim != 3 or counts.dtype.kind not in "iu":
@@ -648,15 +638,10 @@ def read_counts(
             raise TraceError(origin, name, f"shape {a.shape} != {shape} of {names[0]}")
     if layers is not None and len(layers) != shape[0]:
         raise TraceError(origin, "layers", f"{len(layers)} layer numbers for {shape[0]} rows")
-    meta = {
-        "model": model,
-        "source": source,
-        "license": license,
-        "converted_from": [path.name],
-        "format": "counts",
-        "step_names": names,
-        "layers": list(layers) if layers is not None else list(range(shape[0])),
-    }
+    meta = _provenance(
+        "counts", [path.name], model, source, license, step_names=names,
+        layers=list(layers) if layers is not None else list(range(shape[0])),
+    )  # fmt: skip
     series = LoadSeries(
         counts=np.stack([entries[n] for n in names]).astype(np.int64),
         step=np.arange(len(names), dtype=np.int64),
