@@ -13,6 +13,7 @@ block of each MoE layer**, on the critical path: ``where="gpu_critical"``,
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 
@@ -52,9 +53,9 @@ def expert_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
     ids = np.asarray(experts)
     if ids.size and (ids.min() < 0 or ids.max() >= num_experts):
         raise ValueError(f"expert ids outside [0, {num_experts})")
-    return np.stack(
-        [np.bincount(ids[:, layer].ravel(), minlength=num_experts) for layer in range(ids.shape[1])]
-    ).astype(np.int64, copy=False)
+    layers = ids.shape[1]
+    flat = (np.arange(layers, dtype=np.int64)[None, :, None] * num_experts + ids).ravel()
+    return np.bincount(flat, minlength=layers * num_experts).reshape(layers, num_experts)
 
 
 class _FittedShape(TokenPredictor):
@@ -238,9 +239,12 @@ class PreviousLayerPredictor(_FittedShape):
         s = float(self.smoothing)
         prior = k * self.popularity_[:, None, None, :]
         self.conditional_ = ((counts + s * prior) / (occurrences + s)).astype(np.float32)
-        self.table_model_ = (
-            TokenIdTablePredictor().fit(trace) if self.first_layer == "table" else None
-        )
+        self.table_model_ = None  # the token-id table of layer 0 only (the one it serves)
+        if self.first_layer == "table":
+            first = dataclasses.replace(
+                trace, experts=trace.experts[:, :1], scores=None, hidden=None, hidden_layers=None
+            )
+            self.table_model_ = TokenIdTablePredictor().fit(first)
         return self
 
     def predict(self, trace: TokenTrace) -> np.ndarray:
@@ -437,26 +441,27 @@ class MLPTokenPredictor(_FittedShape):
         return self.id_buckets + self.num_layers_ + self.num_experts_ + 1
 
     def _features(self, trace: TokenTrace, prev_all: np.ndarray, rows: np.ndarray) -> sp.csr_matrix:
+        """``[rows, inputs]`` CSR, built row-major without a sort: every row stores the same
+        ``k + 3`` entries (id bucket, layer, ``k`` previous experts, position), a missing id or
+        previous expert as an explicit zero on column 0 / on the layer's column."""
         layers, e, b = self.num_layers_, self.num_experts_, self.id_buckets
         tok, layer = rows // layers, rows % layers
         n = rows.size
         ids = np.asarray(trace.token_id, dtype=np.int64)[tok]
         bucket = (np.maximum(ids, 0).astype(np.uint64) * np.uint64(2654435761)) % np.uint64(b)
         prev = prev_all[tok, layer]  # [n, k]
-        r = np.arange(n)
-        parts_r = [r[ids >= 0], r, np.repeat(r, prev.shape[1])[prev.ravel() >= 0], r]
-        parts_c = [
-            bucket[ids >= 0].astype(np.int64),
-            b + layer,
-            b + layers + prev.ravel()[prev.ravel() >= 0],
-            np.full(n, b + layers + e),
-        ]
-        pos = np.log1p(np.asarray(trace.position, dtype=float)[tok]) / 10.0
-        vals = [np.ones(p.size) for p in parts_r[:3]] + [pos]
-        return sp.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(parts_r), np.concatenate(parts_c))),
-            shape=(n, self._num_inputs),
-        )
+        k = prev.shape[1]
+        cols = np.empty((n, k + 3), dtype=np.int64)
+        vals = np.ones((n, k + 3))
+        cols[:, 0] = bucket
+        vals[:, 0] = ids >= 0
+        cols[:, 1] = b + layer
+        cols[:, 2 : 2 + k] = np.where(prev >= 0, b + layers + prev, (b + layer)[:, None])
+        vals[:, 2 : 2 + k] = prev >= 0
+        cols[:, -1] = b + layers + e
+        vals[:, -1] = np.log1p(np.asarray(trace.position, dtype=float)[tok]) / 10.0
+        indptr = np.arange(0, n * (k + 3) + 1, k + 3)
+        return sp.csr_matrix((vals.ravel(), cols.ravel(), indptr), shape=(n, self._num_inputs))
 
     def fit(self, trace: TokenTrace, y: None = None) -> MLPTokenPredictor:
         _check_int(self.id_buckets, "id_buckets", 1)
@@ -484,14 +489,15 @@ class MLPTokenPredictor(_FittedShape):
     def predict(self, trace: TokenTrace) -> np.ndarray:
         trace = self._check_predict(trace)
         t, layers = trace.num_tokens, self.num_layers_
-        scores = np.empty((t * layers, self.num_experts_))
+        out = np.empty((t * layers, self.top_k_), dtype=np.int16)
         prev = previous_layer_experts(trace)
+        tie = 1e-9 * self.popularity_  # [L, E]: ties -> the more popular expert
         with threadpool_limits(1, user_api="blas"):
-            for i in range(0, t * layers, _ROWS_PER_CHUNK):
+            for i in range(0, t * layers, _ROWS_PER_CHUNK):  # (token, layer) rows, token-major
                 rows = np.arange(i, min(i + _ROWS_PER_CHUNK, t * layers))
-                scores[rows] = self.model_.predict_proba(self._features(trace, prev, rows))
-        scores = scores.reshape(t, layers, -1) + 1e-9 * self.popularity_[None]
-        return topk_from_scores(scores, self.top_k_)
+                scores = self.model_.predict_proba(self._features(trace, prev, rows))
+                out[i : i + rows.size] = topk_from_scores(scores + tie[rows % layers], self.top_k_)
+        return out.reshape(t, layers, self.top_k_)
 
     def cost(self) -> PredictorCost:
         check_is_fitted(self, "model_")

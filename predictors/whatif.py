@@ -79,8 +79,8 @@ class WhatIfTokenPredictor(TokenPredictor):
     def predict(self, trace: TokenTrace) -> np.ndarray:
         """``[T, L, k]`` int16: the true experts, each wrong with probability ``1 - accuracy``."""
         out = np.empty(trace.experts.shape, dtype=np.int16)
-        for i, chunk in self._guesses(trace, [self.accuracy]):
-            out[i : i + chunk.shape[1]] = chunk[0]
+        for i, tr, draws in self._draws(trace):
+            out[i : i + tr.shape[0]] = self._guess(tr, draws, self.accuracy)[0]
         return out
 
     def predict_splits(
@@ -101,27 +101,30 @@ class WhatIfTokenPredictor(TokenPredictor):
         n, e = t // batch_size, self.num_experts_
         if n == 0:
             raise ValueError(f"{t} tokens, fewer than batch_size={batch_size}")
-        guessed = np.zeros((len(accuracies), n * layers * e), dtype=np.int64)
-        hit = np.zeros_like(guessed)
+        size = n * layers * e
+        counts = np.zeros(2 * len(accuracies) * size, dtype=np.int64)  # [guessed | hit] per a
         layer_off = (np.arange(layers) * e)[None, :, None]
-        true = np.asarray(trace.experts, dtype=np.int64)
-        for i, chunk in self._guesses(trace, accuracies):  # chunk [A, c, L, k]
-            c = min(chunk.shape[1], max(n * batch_size - i, 0))  # partial tail batch dropped
+        for i, tr, draws in self._draws(trace):
+            c = min(tr.shape[0], max(n * batch_size - i, 0))  # partial tail batch dropped
             if c == 0:
                 break
-            batch = ((i + np.arange(c)) // batch_size)[:, None, None]
-            base = batch * (layers * e) + layer_off
-            flat = base + chunk[:, :c].astype(np.int64)
-            tr = true[i : i + c]
-            for j in range(len(accuracies)):
-                guessed[j] += np.bincount(flat[j].ravel(), minlength=guessed.shape[1])
-                named = (tr[..., :, None] == chunk[j, :c, :, None, :]).any(axis=-1) & (tr >= 0)
-                hit[j] += np.bincount((base + tr)[named], minlength=hit.shape[1])
-        shape = (len(accuracies), n, layers, e)
-        return guessed.reshape(shape), hit.reshape(shape)
+            tr, draws = tr[:c], tuple(d[:c] for d in draws)
+            base = ((i + np.arange(c)) // batch_size)[:, None, None] * (layers * e) + layer_off
+            for j, a in enumerate(accuracies):
+                guess, named = self._guess(tr, draws, a)
+                # a guess names a true copy only where it kept that slot: a replacement is
+                # never one of the token's true experts (their keys are -inf)
+                counts += np.bincount(
+                    np.concatenate([(2 * j * size + base + guess).ravel(),
+                                    ((2 * j + 1) * size + base + tr)[named & (tr >= 0)]]),
+                    minlength=counts.size,
+                )  # fmt: skip
+        counts = counts.reshape(len(accuracies), 2, n, layers, e)
+        return counts[:, 0], counts[:, 1]
 
-    def _guesses(self, trace: TokenTrace, accuracies: Sequence[float]):
-        """Yield ``(first token, [A, chunk, L, k] int16 guesses)`` chunk by chunk."""
+    def _draws(self, trace: TokenTrace):
+        """Yield ``(first token, true [c, L, k] int64, draws)`` chunk by chunk; ``draws`` =
+        (keep draws ``u [c, L, k]``, ranked wrong experts ``[c, L, k]``, which are valid)."""
         check_is_fitted(self, "popularity_")
         trace = check_trace(
             trace, "trace", num_layers=self.num_layers_, num_experts=self.num_experts_
@@ -139,14 +142,18 @@ class WhatIfTokenPredictor(TokenPredictor):
             np.put_along_axis(keys, tr, -np.inf, axis=-1)
             cand = topk_from_scores(keys, k).astype(np.int64)  # wrong experts, ranked
             valid = np.isfinite(np.take_along_axis(keys, cand, axis=-1))
-            out = np.empty((len(accuracies), *tr.shape), dtype=np.int16)
-            for j, a in enumerate(accuracies):
-                keep = u < a
-                rank = np.clip(np.cumsum(~keep, axis=-1) - 1, 0, k - 1)  # j-th dropped slot
-                repl = np.take_along_axis(cand, rank, axis=-1)
-                ok = np.take_along_axis(valid, rank, axis=-1)
-                out[j] = np.where(keep | ~ok, tr, repl)
-            yield i, out
+            yield i, tr, (u, cand, valid)
+
+    @staticmethod
+    def _guess(tr: np.ndarray, draws: tuple, accuracy: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(guess [c, L, k], kept [c, L, k] bool)`` at ``accuracy``: slot ``j`` keeps the true
+        expert iff ``u < accuracy`` (or no wrong expert is left); the ``j``-th dropped slot of a
+        (token, layer) gets the ``j``-th ranked wrong expert."""
+        u, cand, valid = draws
+        keep = u < accuracy
+        rank = np.clip(np.cumsum(~keep, axis=-1) - 1, 0, tr.shape[-1] - 1)  # j-th dropped slot
+        kept = keep | ~np.take_along_axis(valid, rank, axis=-1)
+        return np.where(kept, tr, np.take_along_axis(cand, rank, axis=-1)), kept
 
     def cost(self) -> PredictorCost:
         check_is_fitted(self, "popularity_")

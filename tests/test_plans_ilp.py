@@ -7,7 +7,13 @@ import itertools
 import numpy as np
 import pytest
 
-from gps.plans import heuristic_placement, ilp_placement, placement_cost, transition_counts
+from gps.plans import (
+    heuristic_placement,
+    ilp_placement,
+    placement_bound,
+    placement_cost,
+    transition_counts,
+)
 
 
 def correlated_trace(tokens: int, layers: int, experts: int, k: int, seed: int) -> np.ndarray:
@@ -59,12 +65,55 @@ def test_tiny_instance_is_optimal_and_matches_brute_force():
     assert np.all(res.plan.used_slots() <= 2)
 
 
+def test_tiny_instance_milp_is_warm_started_from_the_heuristic():
+    ids = correlated_trace(400, 3, 4, 2, seed=1)
+    load, c = loads_of(ids, 4), transition_counts(ids, 4).astype(float)
+    res = ilp_placement(load, c, 2, 2, traffic_weight=0.5, time_limit_s=20)
+    assert "warm start taken" in res.message
+    heur = heuristic_placement(load, c, 2, 2, traffic_weight=0.5)
+    assert res.objective <= placement_cost(heur, load, c, 2, 0.5)[2] + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bound_is_exact_with_one_slot_per_gpu(seed):
+    """R = 1: the straggler term is fixed and each layer pair's co-location is a matching, so
+    ``placement_bound`` equals the brute-force optimum and the heuristic reaches it."""
+    ids = correlated_trace(300, 3, 3, 2, seed=10 + seed)
+    load, c = loads_of(ids, 3), transition_counts(ids, 3).astype(float)
+    g = 3 + seed % 2  # E = G and E < G
+    best = brute_force(load, c, g, 1, 1.0 / g)
+    assert placement_bound(load, c, g, 1, 1.0 / g) == pytest.approx(best, rel=1e-12)
+    res = ilp_placement(load, c, g, 1, mip_gap=1e-9)
+    assert res.method == "bound-optimal" and res.gap_bound == "combinatorial"
+    assert res.objective == pytest.approx(best, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bound_never_exceeds_the_optimum(seed):
+    ids = correlated_trace(300, 3, 4, 2, seed=20 + seed)
+    load, c = loads_of(ids, 4), transition_counts(ids, 4).astype(float)
+    weight = [0.5, 0.1, 2.0, 0.0][seed]
+    bound = placement_bound(load, c, 2, 2, weight)
+    assert bound <= brute_force(load, c, 2, 2, weight) + 1e-9
+    assert bound >= np.maximum(load.sum(axis=1) / 2, load.max(axis=1)).sum() - 1e-9
+
+
+def test_placement_bound_hand_case():
+    """One layer pair, 2 experts, 2 GPUs, R = 1: load [[3, 1], [2, 2]], c = [[5, 1], [2, 4]]:
+    straggler 3 + 2; the best matching keeps 5 + 4 of the 12 tokens; lambda = 0.5 -> 5 + 1.5."""
+    load = np.array([[3.0, 1.0], [2.0, 2.0]])
+    c = np.array([[[5.0, 1.0], [2.0, 4.0]]])
+    assert placement_bound(load, c, 2, 1, 0.5) == pytest.approx(6.5)
+    # R = 2 (both experts fit on one GPU): every pair can be kept, straggler 2 + 2
+    assert placement_bound(load, c, 2, 2, 0.5) == pytest.approx(max(2.0, 3.0) + 2.0)
+
+
 def test_mixtral_shape_slice_proves_optimality():
     ids = correlated_trace(2048, 6, 8, 2, seed=2)
     load, c = loads_of(ids, 8), transition_counts(ids, 8)
     res = ilp_placement(load, c, 8, time_limit_s=30)
-    assert res.method == "milp-optimal"
-    assert res.gap_bound == "milp-dual"
+    assert res.method == "bound-optimal"  # R = 1: the combinatorial bound is exact
+    assert res.gap_bound == "combinatorial" and res.gap <= 1e-4
     static = np.tile(np.arange(8), (6, 1))
     assert res.objective <= placement_cost(static, load, c, 8, 1 / 8)[2] + 1e-9
     assert res.max_load == pytest.approx(load.max(axis=1))  # R = 1: the hottest expert
@@ -76,7 +125,7 @@ def test_too_large_falls_back_and_says_so():
     res = ilp_placement(load, c, 4, max_variables=10, heuristic_time_s=2)
     assert res.method == "heuristic-fallback"
     assert "not built" in res.message
-    assert res.gap_bound == "trivial"
+    assert res.gap_bound == "combinatorial"
     assert 0.0 <= res.gap < 1.0
     assert np.all(res.plan.used_slots() <= 2)
     assert np.all(res.plan.replica_counts() == 1)

@@ -38,6 +38,7 @@ from gps.plans.ilp import (
     ILPResult,
     heuristic_placement,
     ilp_placement,
+    placement_bound,
     placement_cost,
     transition_counts,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "migration_seconds_per_gpu",
     "pack_balanced",
     "pack_replicas",
+    "placement_bound",
     "placement_cost",
     "plan_duplication",
     "plan_duplication_node_aware",

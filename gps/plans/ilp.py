@@ -18,15 +18,18 @@ MILP (scipy ``milp`` / HiGHS), all layers jointly:
 * minimise ``sum_l z[l] - lambda * sum_p c_p sum_g w[p,g]`` (+ the constant ``lambda *
   sum c``). Symmetry break: layer 0's heaviest expert sits on GPU 0.
 
-Fallback rule (never silent; ``ILPResult.method`` says which): when the model would exceed
-``max_variables`` the MILP is not built; when HiGHS stops at ``time_limit_s`` the heuristic also
-runs and the better placement is returned (``milp-timelimit`` if the MILP's,
-``heuristic-fallback`` otherwise). The heuristic: layer by layer, experts heaviest first to
-the GPU with room minimising the increase of ``z_l + lambda * traffic`` to the previous layer,
-then best-improvement pairwise swaps (empty slots included) per layer on the exact objective,
-sweeping over layers until no swap improves or its time budget is spent. ``gap`` is relative to
-the MILP's dual bound, or to the trivial bound ``sum_l max(sum_e load / G, max_e load)`` when
-no MILP ran (``gap_bound`` says which).
+Solve order (never silent; ``ILPResult.method`` says which answer was returned): the heuristic
+runs first. When it is within ``mip_gap`` of ``placement_bound`` (always for one slot per GPU,
+where the bound is exact) it is ``bound-optimal`` and no MILP is built. Otherwise HiGHS solves
+the MILP warm-started from the heuristic (``highspy``: the heuristic is its first incumbent)
+and stops at ``mip_gap`` (``milp-optimal``) or ``time_limit_s``; the better of its incumbent
+and the heuristic is returned (``milp-timelimit`` if the MILP's, ``heuristic-fallback``
+otherwise, also when the model would exceed ``max_variables``). The heuristic: layer by layer,
+experts heaviest first to the GPU with room minimising the increase of ``z_l + lambda *
+traffic`` to the previous layer, then best-improvement pairwise swaps (empty slots included)
+per layer on the exact objective, sweeping over layers until no swap improves or its time
+budget is spent. ``gap`` is relative to the better of the MILP's dual bound and
+``placement_bound`` (``gap_bound`` says which).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from gps.plans.duplication import pack_balanced
 from gps.plans.milp_rows import ConstraintRows, assignment, better_of, dual_bound, solve
 from gps.plans.plan import Plan, check_load, check_slots
 
-METHODS = ("milp-optimal", "milp-timelimit", "heuristic-fallback")
+METHODS = ("bound-optimal", "milp-optimal", "milp-timelimit", "heuristic-fallback")
 _CHUNK = 1 << 22  # bincount index elements per chunk in transition_counts
 
 
@@ -53,15 +56,16 @@ class ILPResult:
 
     Attributes:
         plan: ``Plan`` (one replica per expert, ``R`` slots per GPU).
-        method: ``"milp-optimal"``, ``"milp-timelimit"`` or ``"heuristic-fallback"``.
+        method: one of ``METHODS`` (module docstring).
         gap: relative gap ``(objective - bound) / objective`` (0 when optimal).
-        gap_bound: ``"milp-dual"`` or ``"trivial"`` (which bound ``gap`` uses).
+        gap_bound: ``"milp-dual"`` or ``"combinatorial"`` (``placement_bound``): which bound
+            ``gap`` uses.
         objective: tokens, ``sum_l max_load + traffic_weight * traffic_tokens``.
         bound: the lower bound used for ``gap``.
         max_load: ``[L]`` max GPU tokens per layer.
         traffic_tokens: transition tokens whose two experts sit on different GPUs.
         traffic_weight: ``lambda`` used.
-        solve_time_s: wall seconds (MILP + heuristic).
+        solve_time_s: wall seconds (heuristic + bound + MILP).
         milp_gap: HiGHS's ``mip_gap`` on its internal (scaled, constant-free) objective (NaN if no
             MILP ran or no incumbent; with ``max_pairs`` the model is reduced, so it says
             nothing about the full objective).
@@ -147,9 +151,51 @@ def _kept_pairs(c: np.ndarray, max_pairs: int | None) -> tuple[np.ndarray, ...]:
     return li, ii, jj, cnt
 
 
-def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap):
-    """Build and solve the MILP; ``(assign [L, E] or None, dual bound in objective tokens or
-    None, status, message, HiGHS's relative gap)``."""
+def placement_bound(
+    load: np.ndarray, transitions: np.ndarray, num_gpus: int, slots_per_gpu: int, weight: float
+) -> float:
+    """A lower bound on ``placement_cost``'s objective over every placement (tokens).
+
+    ``sum_l max(sum_e load / G, max_e load) + weight * (sum c - sum_l M_l)``: the straggler
+    term and the traffic term bounded apart. ``M_l`` bounds the transition tokens layers ``l``
+    and ``l + 1`` can co-locate: a GPU holds at most ``R`` experts, so each expert shares a GPU
+    with at most ``R`` experts of the next layer. For ``R = 1`` that is a matching, and ``M_l``
+    is the maximum-weight one (``linear_sum_assignment``); the bound is then exact, because
+    the straggler term is the hottest expert whatever the placement, and each layer's
+    placement can realise any matching with the previous one. For ``R > 1``, ``M_l`` is the
+    smaller of the sums over experts of their ``R`` largest counts, by row and by column.
+
+    Args:
+        load: ``[L, E]``; transitions: ``[L-1, E, E]``; ``G``, ``R``; ``weight``: ``lambda``.
+    """
+    c = np.asarray(transitions, dtype=float)
+    straggler = float(np.maximum(load.sum(axis=1) / num_gpus, load.max(axis=1)).sum())
+    if weight == 0 or c.size == 0:
+        return straggler
+    if slots_per_gpu == 1:
+        kept = sum(c[i][linear_sum_assignment(c[i], maximize=True)].sum() for i in range(len(c)))
+    else:
+        r = min(slots_per_gpu, c.shape[-1])
+        by_row = -np.partition(-c, r - 1, axis=2)[..., :r].sum(axis=(1, 2))
+        by_col = -np.partition(-c, r - 1, axis=1)[:, :r].sum(axis=(1, 2))
+        kept = float(np.minimum(by_row, by_col).sum())
+    return straggler + weight * float(c.sum() - kept)
+
+
+def _start_vector(assign, load, pairs, g) -> np.ndarray:
+    """The MILP's variables ``[x, z, w]`` at placement ``assign [L, E]`` (a warm start)."""
+    nl, e = assign.shape
+    li, ii, jj, _ = pairs
+    x = np.zeros((nl, e, g))
+    x[np.arange(nl)[:, None], np.arange(e), assign] = 1.0
+    z = np.einsum("le,leg->lg", load, x).max(axis=1)
+    w = x[li, ii] * x[li + 1, jj]  # [P, G]: both experts of pair p on g
+    return np.concatenate([x.ravel(), z, w.ravel()])
+
+
+def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap, start):
+    """Build and solve the MILP warm-started from placement ``start [L, E]``; ``(assign [L, E]
+    or None, dual bound in objective tokens or None, status, message, HiGHS's relative gap)``."""
     nl, e = load.shape
     li, ii, jj, cnt = pairs
     p = li.size
@@ -200,12 +246,18 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap):
     lb[xi[0, heavy, 0]] = 1.0  # symmetry break: GPUs are interchangeable
     integrality = np.zeros(nx + nz + nw)
     integrality[:nx] = 1
-    res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap)
+    x0 = _start_vector(start, load, pairs, g)
+    if x0[xi[0, heavy, 0]] != 1.0:  # the symmetry break moved GPU 0: relabel the start's GPUs
+        perm = np.arange(g)
+        perm[[0, start[0, heavy]]] = perm[[start[0, heavy], 0]]
+        x0 = _start_vector(perm[start], load, pairs, g)
+    res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap, start=x0)
     const = weight * float(c.sum())
     bound = dual_bound(res, scale, const)
     gap = getattr(res, "mip_gap", None)
     gap = float("nan") if gap is None or res.x is None else float(gap)
-    msg = f"{res.message} (HiGHS gap {gap:.3g})"
+    warm = "warm start taken" if res.start_accepted else "warm start refused"
+    msg = f"{res.message} (HiGHS gap {gap:.3g}; {warm})"
     return assignment(res, nx, (nl, e, g)), bound, res.status, msg, gap
 
 
@@ -396,11 +448,13 @@ def solve_placement(
         traffic_weight: ``lambda`` tokens of straggler load one cross-GPU transition token is
             worth (default ``1/G``: the traffic is spread over ``G`` senders).
         time_limit_s: HiGHS time limit.
-        mip_gap: relative MIP gap at which HiGHS stops (``milp-optimal`` below it).
+        mip_gap: relative gap at which the heuristic needs no MILP (``bound-optimal``) and at
+            which HiGHS stops (``milp-optimal``).
         max_pairs: model at most this many transition pairs per layer pair (largest counts);
             the others still count in the reported objective. ``None`` = all.
         max_variables: above this model size the MILP is not built (heuristic fallback).
-        heuristic_time_s: local-search budget of the heuristic.
+        heuristic_time_s: local-search budget of the heuristic (it runs first, and starts the
+            MILP).
 
     Returns:
         ``ILPResult`` (``method``, ``gap`` and ``message`` say what was proven).
@@ -414,35 +468,39 @@ def solve_placement(
     weight = 1.0 / g if traffic_weight is None else float(traffic_weight)
     if not math.isfinite(weight) or weight < 0:
         raise ValueError(f"traffic_weight: must be finite and >= 0, got {traffic_weight}")
+    heur = heuristic_placement(
+        load, c, g, r, traffic_weight=weight, time_limit_s=max(heuristic_time_s, 0.0)
+    )
+    h_obj = placement_cost(heur, load, c, g, weight)[2]
+    lb = placement_bound(load, c, g, r, weight)
     pairs = _kept_pairs(c, max_pairs) if weight > 0 else _kept_pairs(c[:0], None)
+    reduced = pairs[0].size < int((c > 0).sum()) and weight > 0
     n_vars = nl * e * g + nl + pairs[0].size * g
-    trivial = float(np.maximum(load.sum(axis=1) / g, load.max(axis=1)).sum())
-    assign, bound, status, msg, milp_gap = None, None, None, "", float("nan")
-    if n_vars > max_variables:
+    assign, gap_bound, milp_gap = heur, "combinatorial", float("nan")
+    if h_obj - lb <= mip_gap * h_obj:
+        method = "bound-optimal"
+        msg = (f"heuristic {h_obj:.6g} within mip_gap={mip_gap:g} of the combinatorial bound "
+               f"{lb:.6g}: MILP not needed")  # fmt: skip
+    elif n_vars > max_variables:
+        method = "heuristic-fallback"
         msg = f"MILP not built: {n_vars:,} variables > max_variables={max_variables:,}"
     else:
-        assign, bound, status, msg, milp_gap = _solve_milp(
-            load, c, g, r, weight, pairs, time_limit_s, mip_gap
+        found, bound, status, msg, milp_gap = _solve_milp(
+            load, c, g, r, weight, pairs, time_limit_s, mip_gap, heur
         )
         msg = f"HiGHS status {status}: {msg}"
-    reduced = pairs[0].size < int((c > 0).sum()) and weight > 0
-    if reduced:
-        msg += f"; reduced model: {pairs[0].size} of {int((c > 0).sum())} transition pairs"
-    method = "milp-optimal" if assign is not None and status == 0 and not reduced else ""
-    if not method:
-        heur = heuristic_placement(
-            load, c, g, r, traffic_weight=weight, time_limit_s=max(heuristic_time_s, 0.0)
-        )
-        h_obj = placement_cost(heur, load, c, g, weight)[2]
-        m_obj = np.inf if assign is None else placement_cost(assign, load, c, g, weight)[2]
-        method, note, take = better_of(m_obj, h_obj)
-        msg += note
-        assign = heur if take else assign
+        if reduced:
+            msg += f"; reduced model: {pairs[0].size} of {int((c > 0).sum())} transition pairs"
+        elif bound is not None and bound > lb:
+            gap_bound, lb = "milp-dual", bound
+        if found is not None and status == 0 and not reduced:
+            method, assign = "milp-optimal", found
+        else:
+            m_obj = np.inf if found is None else placement_cost(found, load, c, g, weight)[2]
+            method, note, take = better_of(m_obj, h_obj)
+            msg += note
+            assign = heur if take else found
     max_load, traffic, obj = placement_cost(assign, load, c, g, weight)
-    if bound is not None and not reduced:
-        gap_bound, lb = "milp-dual", max(bound, trivial)
-    else:
-        gap_bound, lb = "trivial", trivial
     gap = max(obj - lb, 0.0) / obj if obj > 0 else 0.0
     meta = {"planner": "ilp", "method": method, "gap": gap}
     return ILPResult(
