@@ -268,8 +268,9 @@ def simulate_tokens(
     layer, cop_src, cop_ex = layer[live], cop_src[live], cop_ex[live]
     key = layer * e + cop_ex if split == "even" else (layer * g + cop_src) * e + cop_ex
     rank = rank_in_group(key)
-    start = np.searchsorted(key_sorted, key, side="left")
-    size = np.searchsorted(key_sorted, key, side="right") - start
+    n_keys = nl * e if split == "even" else nl * g * e
+    first = np.searchsorted(key_sorted, np.arange(n_keys + 1))  # per key: its eligible slots
+    start, size = first[key], np.diff(first)[key]
     slot = slot_sorted[start + rank % size]
     dst = slot // r
     slot_tokens = np.bincount(layer * s_all + slot, minlength=nl * s_all).astype(float)
