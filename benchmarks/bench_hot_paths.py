@@ -9,6 +9,10 @@ held-out batches, seed 0) and times, best of ``--repeat``:
 * ``whatif``: the what-if frontier's predictions at the 9 default accuracies, as per-batch
   histograms (before: 9 fits + predicts + histograms; after: one pass, ``predict_splits``);
 * ``token_table_fit``: ``TokenIdTablePredictor.fit`` on the fit tokens;
+* ``previous_layer_fit``: ``PreviousLayerPredictor.fit`` (its layer-0 token-id table included);
+* ``mlp_predict``: ``MLPTokenPredictor.predict`` on the held-out tokens (a small fit, untimed);
+* ``ilp``: the one-stage MoETuner placement of the default run (``ilp_placement``, 10 s limit,
+  ``mip_gap`` 1e-4, no cache);
 * ``token_metrics``: top-k hit rate, exact-set accuracy and the induced histogram of one guess;
 * ``expert_counts``: per-layer popularity of the fit tokens (every token predictor's fit).
 
@@ -39,7 +43,9 @@ from gps.traces.synthetic import load_preset
 from gps.workload import Workload
 from predictors.metrics import (expert_histogram, exact_set_accuracy, topk_hit_rate,
                                 distribution_accuracy)
-from predictors.token import TokenIdTablePredictor, expert_counts
+from gps.plans import ilp_placement, transition_counts
+from predictors.token import (MLPTokenPredictor, PreviousLayerPredictor, TokenIdTablePredictor,
+                              expert_counts)
 from predictors.whatif import WhatIfTokenPredictor
 
 REPEAT = int(sys.argv[1])
@@ -78,9 +84,15 @@ def metrics():
     distribution_accuracy(expert_histogram(guess, 8, t), expert_histogram(true, 8, t))
 
 
+mlp = MLPTokenPredictor(max_train_samples=20_000, max_iter=2).fit(d.fit)
+load = d.train_loads.sum(axis=0)
+trans = transition_counts(np.asarray(d.fit.experts), 8)
 jobs = {
     "capacity": capacity, "whatif": whatif,
     "token_table_fit": lambda: TokenIdTablePredictor().fit(d.fit),
+    "previous_layer_fit": lambda: PreviousLayerPredictor().fit(d.fit),
+    "mlp_predict": lambda: mlp.predict(d.test),
+    "ilp": lambda: ilp_placement(load, trans, 8, time_limit_s=10.0, mip_gap=1e-4),
     "token_metrics": metrics, "expert_counts": lambda: expert_counts(d.fit.experts, 8),
 }
 out = {}
@@ -113,12 +125,12 @@ def main() -> None:
     after = measure(ROOT, args.repeat)
     if not args.baseline:
         for name, seconds in after.items():
-            print(f"{name:<16} {seconds:>9.3f} s")
+            print(f"{name:<20} {seconds:>9.3f} s")
         return
     before = measure(Path(args.baseline).resolve(), args.repeat)
-    print(f"{'path':<16} {'before s':>9} {'after s':>9} {'speed-up':>9}")
+    print(f"{'path':<20} {'before s':>9} {'after s':>9} {'speed-up':>9}")
     for name in before:
-        print(f"{name:<16} {before[name]:>9.3f} {after[name]:>9.3f} "
+        print(f"{name:<20} {before[name]:>9.3f} {after[name]:>9.3f} "
               f"{before[name] / max(after[name], 1e-9):>8.1f}x")  # fmt: skip
 
 

@@ -54,7 +54,8 @@ _CODE = {
     "predictors": ("predictors/base.py", "predictors/distribution.py", "predictors/token.py",
                    "predictors/metrics.py", "gps/advisor/strategies.py"),
     "whatif": ("predictors/whatif.py", "predictors/metrics.py", "predictors/token.py"),
-    "ilp": ("gps/plans/ilp.py", "gps/plans/duplication.py", "gps/plans/plan.py"),
+    "ilp": ("gps/plans/ilp.py", "gps/plans/ilp_two_stage.py", "gps/plans/milp_rows.py",
+            "gps/plans/duplication.py", "gps/plans/plan.py", "gps/advisor/strategies.py"),
     "capacity": ("gps/plans/capacity.py", "gps/simulate.py", "gps/plans/plan.py",
                  "gps/advisor/strategies.py"),
 }  # fmt: skip

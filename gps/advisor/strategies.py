@@ -669,38 +669,49 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> R
     if g % groups:
         raise ValueError(f"ilp: {e} experts on {g} ranks: ranks must be a multiple of E when E < G")
     gpu_group = ctx.ranks // (g // groups)  # [G] ILP group of every GPU
-    load = d.train_loads.sum(axis=0)
-    trans = transition_counts(np.asarray(d.fit.experts), e)
-    if stages == 1:
-        res = ilp_placement(load, trans, groups, time_limit_s=time_limit_s, mip_gap=mip_gap)
-        name, notes = "ilp_moetuner", {"method": res.method, "gap": res.gap}
-    elif stages == 2:
+    if stages == 2:
         cl = ctx.cluster
         first = np.array([np.flatnonzero(gpu_group == j)[0] for j in range(groups)])
         inter = cl.inter_link.gpu_bandwidth if cl.inter_link is not None else None
         bw = bandwidth_matrix(first // cl.gpus_per_node, cl.intra_link.gpu_bandwidth, inter)
-        res = two_stage_placement(load, trans, bw, time_limit_s=time_limit_s, mip_gap=mip_gap)
-        name = "ilp_moetuner_2stage"
-        gaps = [res.stage1_gap, res.stage2_gap]  # nan: that stage has no MILP bound
-        notes = {"method": res.method,
-                 "gap": None if any(map(math.isnan, gaps)) else max(gaps),
-                 "stage1_objective": res.stage1_objective,
-                 "stage2_objective": res.stage2_objective}  # fmt: skip
-    else:
+    elif stages != 1:
         raise ValueError(f"strategy.ilp_stages={stages}: expected 1 or 2")
-    plan = res.plan
-    test_trans = transition_counts(np.asarray(d.test.experts), e)
-    total = max(float(test_trans.sum()), 1.0)
-    gpu_of = np.zeros((plan.num_layers, e), dtype=np.int64)  # [L, E] group of every expert
-    lay, grp, slot = np.nonzero(plan.slot_expert >= 0)
-    gpu_of[lay, plan.slot_expert[lay, grp, slot]] = grp
-    static_of = np.broadcast_to(np.arange(e) // -(-e // groups), gpu_of.shape)
-    co = [1.0 - placement_cost(a, d.test_loads[0], test_trans, groups, 0.0)[1] / total
-          for a in (gpu_of, static_of)]  # fmt: skip
+
+    def compute() -> tuple[Plan, dict]:
+        """The placement over the ``groups`` ILP groups and its notes."""
+        load = d.train_loads.sum(axis=0)
+        trans = transition_counts(np.asarray(d.fit.experts), e)
+        if stages == 1:
+            res = ilp_placement(load, trans, groups, time_limit_s=time_limit_s, mip_gap=mip_gap)
+            notes = {"method": res.method, "gap": res.gap}
+        else:
+            res = two_stage_placement(load, trans, bw, time_limit_s=time_limit_s, mip_gap=mip_gap)
+            gaps = [res.stage1_gap, res.stage2_gap]  # nan: that stage has no MILP bound
+            notes = {"method": res.method,
+                     "gap": None if any(map(math.isnan, gaps)) else max(gaps),
+                     "stage1_objective": res.stage1_objective,
+                     "stage2_objective": res.stage2_objective}  # fmt: skip
+        plan = res.plan
+        test_trans = transition_counts(np.asarray(d.test.experts), e)
+        total = max(float(test_trans.sum()), 1.0)
+        gpu_of = np.zeros((plan.num_layers, e), dtype=np.int64)  # [L, E] group of every expert
+        lay, grp, slot = np.nonzero(plan.slot_expert >= 0)
+        gpu_of[lay, plan.slot_expert[lay, grp, slot]] = grp
+        static_of = np.broadcast_to(np.arange(e) // -(-e // groups), gpu_of.shape)
+        co = [1.0 - placement_cost(a, d.test_loads[0], test_trans, groups, 0.0)[1] / total
+              for a in (gpu_of, static_of)]  # fmt: skip
+        return plan, {**notes, "solve_time_s": res.solve_time_s, "message": res.message,
+                      "colocated_fraction": co[0], "static_colocated_fraction": co[1]}  # fmt: skip
+
+    # Keyed by what the placement depends on (the data, the groups, the solver limits and, for
+    # two stages, the groups' bandwidths): another GPU model with the same layout hits without
+    # recounting the trace's layer-to-layer transitions.
+    key = {"family": "ilp", "groups": groups, "stages": stages, "time_limit_s": time_limit_s,
+           "mip_gap": mip_gap, "bandwidth": bw.tolist() if stages == 2 else None}  # fmt: skip
+    (plan, notes), _ = _remember(d, "ilp", key, compute)
+    name = "ilp_moetuner" if stages == 1 else "ilp_moetuner_2stage"
     plan = Plan(plan.slot_expert[:, gpu_group, :], e, meta=plan.meta)  # each group's GPUs
     n = d.test_loads.shape[0]
     out = replay(ctx, [plan] * n, plan, name, "ilp")
-    out.notes = {**notes, "solve_time_s": res.solve_time_s, "message": res.message,
-                 "gpu_groups": groups, "stages": stages, "colocated_fraction": co[0],
-                 "static_colocated_fraction": co[1]}  # fmt: skip
+    out.notes = {**notes, "gpu_groups": groups, "stages": stages}
     return out

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from gps import cache
 from gps.plans.duplication import pack_balanced
 from gps.plans.milp_rows import ConstraintRows, assignment, better_of, dual_bound, solve
 from gps.plans.plan import Plan, check_load, check_slots
@@ -410,26 +409,6 @@ def ilp_placement(
     transitions: np.ndarray,
     num_gpus: int,
     slots_per_gpu: int | None = None,
-    **options,
-) -> ILPResult:
-    """Joint expert placement over all layers (``solve_placement``), cached by the content of
-    ``load`` and ``transitions`` and every option (``gps.cache`` kind ``ilp``) when the cache
-    is on: a time-limited solve is not re-run, and a re-run gets the same placement."""
-    if not cache.enabled():
-        return solve_placement(load, transitions, num_gpus, slots_per_gpu, **options)
-    key = {"load": cache.key_hash(np.asarray(load)), "num_gpus": int(num_gpus),
-           "transitions": cache.key_hash(np.asarray(transitions)),
-           "slots_per_gpu": slots_per_gpu, "options": options}  # fmt: skip
-    return cache.remember(
-        "ilp", key, lambda: solve_placement(load, transitions, num_gpus, slots_per_gpu, **options)
-    )
-
-
-def solve_placement(
-    load: np.ndarray,
-    transitions: np.ndarray,
-    num_gpus: int,
-    slots_per_gpu: int | None = None,
     *,
     traffic_weight: float | None = None,
     time_limit_s: float = 60.0,
@@ -438,7 +417,8 @@ def solve_placement(
     max_variables: int = 2_000_000,
     heuristic_time_s: float = 10.0,
 ) -> ILPResult:
-    """Joint expert placement over all layers (module docstring), solved with HiGHS.
+    """Joint expert placement over all layers (module docstring), solved with HiGHS (the
+    advisor caches its placement: ``gps.advisor.strategies.ilp``).
 
     Args:
         load: ``[L, E]`` (predicted) tokens per expert.
