@@ -334,11 +334,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter ILP limits, fewer runs")
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--planner-only", action="store_true", help="section 1 only")
+    parser.add_argument("--ilp-only", action="store_true", help="section 3 only")
     args = parser.parse_args()
     print("# bench_plans")
     print(describe(f"scipy {scipy.__version__}"))
     print("loads:", "synthetic presets" if generate_from_preset else "Zipf (presets missing)")
     t0 = time.perf_counter()
+    if args.ilp_only:
+        bench_ilp(args.quick)
+        print(f"\nbenchmark wall time: {time.perf_counter() - t0:.0f} s")
+        return
     bench_planner_time(3 if args.quick else args.runs)
     if not args.planner_only:
         bench_balance()

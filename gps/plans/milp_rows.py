@@ -170,15 +170,16 @@ def assignment(res: MilpResult, count: int, shape: tuple[int, ...]) -> np.ndarra
 
 def better_of(milp_obj: float, heuristic_obj: float) -> tuple[str, str, bool]:
     """``(method, message suffix, take the heuristic)`` when the MILP stopped at its time
-    limit: its incumbent (``inf`` if none) is kept unless the heuristic's objective is lower."""
-    if milp_obj <= heuristic_obj:
+    limit: its incumbent (``inf`` if none) is kept only if strictly better than the heuristic's
+    (a warm-started MILP that found nothing better returns the heuristic, labelled so)."""
+    if milp_obj < heuristic_obj:
         return (
             "milp-timelimit",
-            f"; MILP incumbent {milp_obj:.6g} <= heuristic {heuristic_obj:.6g}",
+            f"; MILP incumbent {milp_obj:.6g} < heuristic {heuristic_obj:.6g}",
             False,
         )
     return (
         "heuristic-fallback",
-        f"; heuristic {heuristic_obj:.6g} < MILP incumbent {milp_obj:.6g}",
+        f"; heuristic {heuristic_obj:.6g} <= MILP incumbent {milp_obj:.6g}",
         True,
     )
