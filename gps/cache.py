@@ -175,6 +175,25 @@ def run_line(location: str | Path = DEFAULT_DIR) -> str:
             f"{size:.1f} MB (gps-report --cache)")  # fmt: skip
 
 
+def parse_size(text: str) -> int:
+    """``"500M"``, ``"2G"``, ``"1.5G"``, ``"800K"`` or plain bytes -> bytes (powers of 1000)."""
+    units = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}
+    t = str(text).strip().upper().removesuffix("B")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise ValueError(f"cache size {text!r}: expected bytes or a number with K, M, G or T")
+    return int(value)
+
+
+def reduce(location: str | Path, bytes_limit: int) -> None:
+    """Delete the least recently used entries until the cache holds at most ``bytes_limit``
+    bytes (joblib's ``Memory.reduce_size``; a deleted entry is recomputed when next needed)."""
+    joblib.Memory(str(location), verbose=0).reduce_size(bytes_limit=int(bytes_limit))
+
+
 def describe(location: str | Path = DEFAULT_DIR) -> str:
     """Human-readable ``summary`` (what ``gps-report --cache`` prints)."""
     s = summary(location)

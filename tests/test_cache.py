@@ -121,6 +121,39 @@ def test_entry_of_a_killed_job_is_never_read_back(tmp_path: Path) -> None:
     cache.configure(False)
 
 
+def test_cache_limit_drops_least_recently_used_entries(tmp_path: Path, capsys) -> None:
+    cache.configure(True, tmp_path)
+    cache.remember("predictors", {"name": "old"}, lambda: np.ones(1 << 20))  # ~8 MB
+    for entry in (tmp_path / "joblib").rglob("*"):  # last used long ago
+        os.utime(entry, (1.0, 1.0))
+    cache.remember("predictors", {"name": "new"}, lambda: np.ones(1 << 20))
+    cache.configure(False)
+    assert cache.summary(tmp_path)["predictors"]["entries"] == 2
+    assert report_main(["--cache", str(tmp_path), "--cache-limit", "10M"]) == 0
+    assert cache.summary(tmp_path)["predictors"]["entries"] == 1
+    assert "predictors" in capsys.readouterr().out
+    cache.configure(True, tmp_path)  # the survivor is the recently used one
+    assert isinstance(cache.remember("predictors", {"name": "new"}, lambda: "recomputed"), np.ndarray)
+    assert cache.stats["predictors:hit"] == 1
+    cache.configure(False)
+
+
+@pytest.mark.parametrize("size", ["lots", "-1G", "G", ""])
+def test_cache_limit_rejects_a_bad_size(tmp_path: Path, size: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        report_main(["--cache", str(tmp_path), f"--cache-limit={size}"])
+    assert exc.value.code == 2 and "cache size" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        report_main(["--cache-limit", "1G"])  # needs --cache
+
+
+def test_parse_size() -> None:
+    assert cache.parse_size("500M") == 500_000_000
+    assert cache.parse_size("1.5g") == 1_500_000_000
+    assert cache.parse_size("2GB") == 2_000_000_000
+    assert cache.parse_size("1024") == 1024
+
+
 # --------------------------------------------------------------------------- fast paths
 
 

@@ -3,6 +3,7 @@
     gps-report SWEEP_DIR [--out DIR] [--strict]
     gps-report RUN_DIR            (a folder holding results.json: rewrites its report)
     gps-report --cache [CACHE_DIR] (what the on-disk cache holds; default reports/cache)
+    gps-report --cache [CACHE_DIR] --cache-limit 2G (first drop least recently used entries)
 
 Exits 0 with whatever finished; with ``--strict``, 1 when any run is missing or failed.
 Bad input exits 2 with a one-line message.
@@ -29,7 +30,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 if any run is missing/failed")
     parser.add_argument("--cache", nargs="?", const=cache.DEFAULT_DIR, metavar="CACHE_DIR",
                         help="print what the on-disk cache holds")  # fmt: skip
+    parser.add_argument("--cache-limit", metavar="SIZE",
+                        help="with --cache: delete least recently used entries until the cache "
+                             "holds at most SIZE (e.g. 500M, 2G)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.cache_limit is not None:
+        if args.cache is None:
+            parser.error("--cache-limit needs --cache [CACHE_DIR]")
+        try:
+            limit = cache.parse_size(args.cache_limit)
+        except ValueError as exc:
+            parser.error(str(exc))
+        if Path(args.cache).is_dir():
+            cache.reduce(args.cache, limit)
     if args.cache is not None:
         print(cache.describe(args.cache))
         if args.folder is None:
