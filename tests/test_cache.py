@@ -28,7 +28,12 @@ from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
 from gps.traces.trace import TokenTrace
 from predictors.base import topk_from_scores
 from predictors.metrics import exact_set_accuracy, expert_histogram
-from predictors.token import TokenIdTablePredictor
+from predictors.token import (
+    MLPTokenPredictor,
+    PreviousLayerPredictor,
+    TokenIdTablePredictor,
+    previous_layer_experts,
+)
 from predictors.whatif import WhatIfTokenPredictor
 
 SMALL = ["workload.seq_len=256", "workload.batch_size=2", "evaluation.train_batches=3",
@@ -133,7 +138,8 @@ def test_cache_limit_drops_least_recently_used_entries(tmp_path: Path, capsys) -
     assert cache.summary(tmp_path)["predictors"]["entries"] == 1
     assert "predictors" in capsys.readouterr().out
     cache.configure(True, tmp_path)  # the survivor is the recently used one
-    assert isinstance(cache.remember("predictors", {"name": "new"}, lambda: "recomputed"), np.ndarray)
+    survivor = cache.remember("predictors", {"name": "new"}, lambda: "recomputed")
+    assert isinstance(survivor, np.ndarray)
     assert cache.stats["predictors:hit"] == 1
     cache.configure(False)
 
@@ -249,3 +255,40 @@ def test_token_table_dense_equals_sparse(e: int, monkeypatch: pytest.MonkeyPatch
     dense = TokenIdTablePredictor().fit(trace).table_
     monkeypatch.setattr("predictors.token._DENSE_TABLE", 0)
     assert np.array_equal(dense, TokenIdTablePredictor().fit(trace).table_)
+
+
+def _reference_mlp_features(model: MLPTokenPredictor, trace: TokenTrace, rows: np.ndarray):
+    """The MLP's inputs built entry by entry (the documented encoding), as a dense array."""
+    layers, e, b = model.num_layers_, model.num_experts_, model.id_buckets
+    prev = previous_layer_experts(trace)
+    out = np.zeros((rows.size, model._num_inputs))
+    for i, row in enumerate(rows):
+        tok, layer = divmod(int(row), layers)
+        tid = int(trace.token_id[tok])
+        if tid >= 0:
+            out[i, (tid * 2654435761) % b] = 1.0
+        out[i, b + layer] = 1.0
+        for j in prev[tok, layer]:
+            if j >= 0:
+                out[i, b + layers + j] = 1.0
+        out[i, b + layers + e] = np.log1p(float(trace.position[tok])) / 10.0
+    return out
+
+
+def test_mlp_features_and_chunked_predict_equal_the_reference() -> None:
+    fit, test = _trace(0), _trace(1, tokens=600)
+    test.token_id[::7] = -1  # unknown ids set no bucket
+    model = MLPTokenPredictor(id_buckets=64, max_iter=2, max_train_samples=2000).fit(fit)
+    rows = np.arange(test.num_tokens * model.num_layers_)
+    x = model._features(test, previous_layer_experts(test), rows)
+    assert np.array_equal(x.toarray(), _reference_mlp_features(model, test, rows))
+    proba = model.model_.predict_proba(_reference_mlp_features(model, test, rows))
+    scores = proba.reshape(test.num_tokens, model.num_layers_, -1) + 1e-9 * model.popularity_
+    assert np.array_equal(model.predict(test), topk_from_scores(scores, 2))
+
+
+def test_previous_layer_first_layer_equals_the_full_token_table() -> None:
+    fit, test = _trace(0), _trace(1, tokens=600)
+    prev = PreviousLayerPredictor().fit(fit)  # fits the table on layer 0 only
+    full = TokenIdTablePredictor().fit(fit)
+    assert np.array_equal(prev.predict(test)[:, 0], full.predict(test)[:, 0])
