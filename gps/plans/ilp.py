@@ -6,7 +6,7 @@ Objective (tokens): ``sum_l max_g load_{l,g} + lambda * sum_l sum_{i,j} c[l,i,j]
 [gpu_l(i) != gpu_{l+1}(j)]`` with ``c`` the transition counts (a token with expert ``i`` at
 layer ``l`` and ``j`` at ``l+1``).
 
-MILP (scipy ``milp`` / HiGHS), all layers jointly:
+MILP (HiGHS through ``highspy``, ``milp_rows.solve``), all layers jointly:
 
 * ``x[l,e,g]`` binary: expert ``e`` of layer ``l`` on GPU ``g``; ``sum_g x = 1``,
   ``sum_e x <= R``.
