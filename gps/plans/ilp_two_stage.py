@@ -24,9 +24,10 @@ are interchangeable): layer 0's group 0 sits on GPU 0.
 
 Both stages run on HiGHS (``milp_rows.solve``, through ``highspy``) with a time limit and a
 relative MIP gap (the paper used Gurobi with a 0.025 tolerance), except that stage 2 with at
-most ``MAX_DP`` groups (MoETuner's EP4 settings: 4) is solved exactly by dynamic programming: its objective is
-a sum of costs between consecutive layers' permutations, a shortest path through ``C!`` states
-per layer (``dp-optimal``; HiGHS finds no incumbent for 32 layers of 4 groups in 10 s).
+most ``MAX_DP`` groups (MoETuner's EP4 settings: 4) is solved exactly by dynamic programming:
+its objective is a sum of costs between consecutive layers' permutations, a shortest path
+through ``C!`` states per layer (``dp-optimal``; HiGHS finds no incumbent for 32 layers of 4
+groups in 10 s).
 **Fallback rule** (never silent;
 ``TwoStageResult.stage1_method`` / ``stage2_method`` say which): above ``max_variables`` a
 stage's MILP is not built; when HiGHS stops at its time limit the heuristic also runs and the
