@@ -69,7 +69,7 @@ def test_tiny_instance_milp_is_warm_started_from_the_heuristic():
     ids = correlated_trace(400, 3, 4, 2, seed=1)
     load, c = loads_of(ids, 4), transition_counts(ids, 4).astype(float)
     res = ilp_placement(load, c, 2, 2, traffic_weight=0.5, time_limit_s=20)
-    assert "warm start taken" in res.message
+    assert "warm-started from the heuristic" in res.message
     heur = heuristic_placement(load, c, 2, 2, traffic_weight=0.5)
     assert res.objective <= placement_cost(heur, load, c, 2, 0.5)[2] + 1e-9
 
@@ -165,3 +165,41 @@ def test_bad_inputs(load, c, g, match):
         ilp_placement(load, c, g)
     with pytest.raises(ValueError, match="slots_per_gpu"):
         ilp_placement(np.ones((2, 5)), np.ones((1, 5, 5)), 2, 2)
+
+
+@pytest.mark.parametrize(("g", "r", "max_pairs"), [(2, 2, None), (4, 1, None), (3, 2, 3)])
+def test_warm_start_is_a_feasible_point_of_the_milp(g, r, max_pairs):
+    """The heuristic's placement, as ``[x, z, w]``, satisfies every row and bound of the MILP
+    (symmetry break included) and has the heuristic's objective."""
+    from gps.plans.ilp import _kept_pairs, _milp_model, _warm_start
+
+    ids = correlated_trace(500, 3, 4, 2, seed=7)
+    load, c = loads_of(ids, 4), transition_counts(ids, 4).astype(float)
+    weight = 1.0 / g
+    heur = heuristic_placement(load, c, g, r, traffic_weight=weight)
+    pairs = _kept_pairs(c, max_pairs)
+    cost, rows, _, lb, ub, scale = _milp_model(load, g, r, weight, pairs)
+    x0 = _warm_start(heur, load, pairs, g)
+    lo, hi = rows.bounds()
+    ax = rows.matrix(cost.size) @ x0
+    assert np.all(ax >= lo - 1e-9) and np.all(ax <= hi + 1e-9)
+    assert np.all(x0 >= lb) and np.all(x0 <= ub)
+    if max_pairs is None:  # full model: the MILP objective is the placement's
+        want = placement_cost(heur, load, c, g, weight)[2]
+        assert cost @ x0 * scale + weight * c.sum() == pytest.approx(want)
+
+
+def test_solve_hand_case_and_infeasible_model():
+    """min -x - 2y, x + y <= 1.5, x, y binary: y = 1, objective -2; x + y >= 2.5: infeasible."""
+    from gps.plans.milp_rows import ConstraintRows, solve
+
+    rows = ConstraintRows()
+    rows.add(np.zeros(2, dtype=int), np.arange(2), 1.0, -np.inf, 1.5, 1)
+    cost, ones = np.array([-1.0, -2.0]), np.ones(2)
+    res = solve(cost, rows, ones, np.zeros(2), ones, 5.0, 0.0, start=np.array([1.0, 0.0]))
+    assert res.status == 0 and res.start_passed and res.x.tolist() == [0.0, 1.0]
+    assert res.mip_dual_bound == pytest.approx(-2.0)
+    rows = ConstraintRows()
+    rows.add(np.zeros(2, dtype=int), np.arange(2), 1.0, 2.5, np.inf, 1)
+    res = solve(cost, rows, ones, np.zeros(2), ones, 5.0, 0.0)
+    assert res.status == 2 and res.x is None and not res.start_passed

@@ -181,20 +181,24 @@ def placement_bound(
     return straggler + weight * float(c.sum() - kept)
 
 
-def _start_vector(assign, load, pairs, g) -> np.ndarray:
-    """The MILP's variables ``[x, z, w]`` at placement ``assign [L, E]`` (a warm start)."""
+def _warm_start(assign: np.ndarray, load: np.ndarray, pairs: tuple, g: int) -> np.ndarray:
+    """The MILP's variables ``[x, z, w]`` at placement ``assign [L, E]``, its GPUs relabelled
+    so that layer 0's heaviest expert sits on GPU 0 (the model's symmetry break)."""
     nl, e = assign.shape
     li, ii, jj, _ = pairs
+    first = int(assign[0, int(np.argmax(load[0]))])
+    perm = np.arange(g)
+    perm[[0, first]] = perm[[first, 0]]  # GPUs are interchangeable
     x = np.zeros((nl, e, g))
-    x[np.arange(nl)[:, None], np.arange(e), assign] = 1.0
+    x[np.arange(nl)[:, None], np.arange(e), perm[assign]] = 1.0
     z = np.einsum("le,leg->lg", load, x).max(axis=1)
     w = x[li, ii] * x[li + 1, jj]  # [P, G]: both experts of pair p on g
     return np.concatenate([x.ravel(), z, w.ravel()])
 
 
-def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap, start):
-    """Build and solve the MILP warm-started from placement ``start [L, E]``; ``(assign [L, E]
-    or None, dual bound in objective tokens or None, status, message, HiGHS's relative gap)``."""
+def _milp_model(load, g, r, weight, pairs) -> tuple:
+    """``(cost, rows, integrality, lb, ub, scale)``: the MILP of the module docstring over
+    ``[x, z, w]``, its objective in units of ``scale`` tokens (the constant left out)."""
     nl, e = load.shape
     li, ii, jj, cnt = pairs
     p = li.size
@@ -245,19 +249,21 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap, start):
     lb[xi[0, heavy, 0]] = 1.0  # symmetry break: GPUs are interchangeable
     integrality = np.zeros(nx + nz + nw)
     integrality[:nx] = 1
-    x0 = _start_vector(start, load, pairs, g)
-    if x0[xi[0, heavy, 0]] != 1.0:  # the symmetry break moved GPU 0: relabel the start's GPUs
-        perm = np.arange(g)
-        perm[[0, start[0, heavy]]] = perm[[start[0, heavy], 0]]
-        x0 = _start_vector(perm[start], load, pairs, g)
+    return cost, rows, integrality, lb, ub, scale
+
+
+def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap, start):
+    """Build and solve the MILP warm-started from placement ``start [L, E]``; ``(assign [L, E]
+    or None, dual bound in objective tokens or None, status, message, HiGHS's relative gap)``."""
+    nl, e = load.shape
+    cost, rows, integrality, lb, ub, scale = _milp_model(load, g, r, weight, pairs)
+    x0 = _warm_start(start, load, pairs, g)
     res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap, start=x0)
-    const = weight * float(c.sum())
-    bound = dual_bound(res, scale, const)
-    gap = getattr(res, "mip_gap", None)
-    gap = float("nan") if gap is None or res.x is None else float(gap)
-    warm = "warm start taken" if res.start_accepted else "warm start refused"
+    bound = dual_bound(res, scale, weight * float(c.sum()))
+    gap = float("nan") if res.x is None else res.mip_gap
+    warm = "warm-started from the heuristic" if res.start_passed else "warm start not passed"
     msg = f"{res.message} (HiGHS gap {gap:.3g}; {warm})"
-    return assignment(res, nx, (nl, e, g)), bound, res.status, msg, gap
+    return assignment(res, nl * e * g, (nl, e, g)), bound, res.status, msg, gap
 
 
 def _greedy_assign(load, c, g, r, weight) -> np.ndarray:

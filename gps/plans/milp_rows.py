@@ -62,7 +62,8 @@ class MilpResult:
         message: HiGHS's model status, in words.
         mip_gap: HiGHS's relative gap of ``x`` (``inf`` without a solution).
         mip_dual_bound: HiGHS's dual bound on the objective (``-inf`` if none).
-        start_accepted: whether HiGHS took ``start`` as its first incumbent.
+        start_passed: whether HiGHS took ``start`` (``setSolution``); it checks the point's
+            feasibility itself and ignores an infeasible one.
     """
 
     x: np.ndarray | None
@@ -70,7 +71,7 @@ class MilpResult:
     message: str
     mip_gap: float
     mip_dual_bound: float
-    start_accepted: bool = False
+    start_passed: bool = False
 
 
 _STATUS = {"kOptimal": 0, "kTimeLimit": 1, "kInfeasible": 2, "kUnbounded": 3,
@@ -89,7 +90,11 @@ def _quiet_banner() -> None:
     """Construct one ``Highs`` with file descriptor 1 pointed at ``/dev/null``: HiGHS prints its
     banner once per process, from C++, where ``contextlib.redirect_stdout`` cannot reach."""
     sys.stdout.flush()
-    saved = os.dup(1)
+    try:
+        saved = os.dup(1)
+    except OSError:  # no standard output to protect
+        highspy.Highs()
+        return
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
@@ -117,7 +122,7 @@ def solve(
 
     ``start`` (``[num_vars]``, a feasible point, e.g. a heuristic's placement) is handed to
     HiGHS as its first incumbent (a warm start): its branch and bound prunes against it from
-    the first node, and the answer is never worse than ``start``.
+    the first node, and the answer is never worse than a feasible ``start``.
     """
     n = cost.size
     a = rows.matrix(n).tocsc()
@@ -133,31 +138,31 @@ def solve(
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_gap))
     h.passModel(lp)
-    accepted = False
+    passed = False
     if start is not None:
         sol = highspy.HighsSolution()
         sol.col_value = np.asarray(start, dtype=float).tolist()
         sol.value_valid = True
-        accepted = h.setSolution(sol) == highspy.HighsStatus.kOk
+        passed = h.setSolution(sol) == highspy.HighsStatus.kOk
     h.run()
     status = h.getModelStatus()
     info = h.getInfo()
-    has_x = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    has_x = info.primal_solution_status == highspy.SolutionStatus.kSolutionStatusFeasible
     return MilpResult(
         x=np.asarray(h.getSolution().col_value) if has_x else None,
         status=_STATUS.get(status.name, 4),
         message=h.modelStatusToString(status),
         mip_gap=float(info.mip_gap) if has_x else float("inf"),
         mip_dual_bound=float(info.mip_dual_bound),
-        start_accepted=accepted,
+        start_passed=passed,
     )
 
 
 def dual_bound(res: MilpResult, scale: float, offset: float = 0.0) -> float | None:
     """HiGHS's dual bound in the caller's units (``bound * scale + offset``); ``None`` if
     there is none."""
-    bound = getattr(res, "mip_dual_bound", None)
-    return None if bound is None or not np.isfinite(bound) else float(bound) * scale + offset
+    bound = res.mip_dual_bound
+    return float(bound) * scale + offset if np.isfinite(bound) else None
 
 
 def assignment(res: MilpResult, count: int, shape: tuple[int, ...]) -> np.ndarray | None:
