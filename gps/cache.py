@@ -34,6 +34,7 @@ to load is recomputed (joblib warns). ``cache=off`` disables the cache.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -140,7 +141,8 @@ def remember(kind: str, key: dict, compute: Callable[[], T]) -> T:
     func = memory.cache(_FUNCS[kind], ignore=["compute"])
     full = {"kind": kind, "code": code_hash(kind), **key}
     hit = func.check_call_in_cache(full, compute)
-    stats[f"{kind}:{'hit' if hit else 'miss'}"] += 1
+    with _lock:  # strategies run in several threads
+        stats[f"{kind}:{'hit' if hit else 'miss'}"] += 1
     return func(full, compute)
 
 
@@ -183,14 +185,16 @@ def parse_size(text: str) -> int:
         value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
     except ValueError:
         value = float("nan")
-    if not value >= 0:
+    if not (math.isfinite(value) and value >= 0):
         raise ValueError(f"cache size {text!r}: expected bytes or a number with K, M, G or T")
     return int(value)
 
 
-def reduce(location: str | Path, bytes_limit: int) -> None:
+def trim(location: str | Path, bytes_limit: int) -> None:
     """Delete the least recently used entries until the cache holds at most ``bytes_limit``
-    bytes (joblib's ``Memory.reduce_size``; a deleted entry is recomputed when next needed)."""
+    bytes (joblib's ``Memory.reduce_size``, which ranks entries by access time: on a file
+    system mounted ``noatime`` that is their write time). A deleted entry is recomputed when
+    next needed."""
     joblib.Memory(str(location), verbose=0).reduce_size(bytes_limit=int(bytes_limit))
 
 

@@ -6,11 +6,15 @@ Units: FLOPs, bytes, seconds.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
 
 from gps.cost.roofline import op_time
 from gps.hardware import GPUProfile
@@ -208,6 +212,22 @@ def check_loads(
             f"{name}: {arr.shape[2]} experts, but the predictor was fit on {num_experts}"
         )
     return arr
+
+
+@contextmanager
+def expected_warnings_silenced() -> Iterator[None]:
+    """Silence the warnings the predictors expect: an MLP stopped by its ``max_iter`` budget
+    (``ConvergenceWarning``, a deliberate budget) and LightGBM fitted on plain arrays ("X does
+    not have valid feature names").
+
+    ``warnings.catch_warnings`` saves and restores the one process-wide filter list, so it is
+    not thread-safe: code that fits predictors in several threads (the advisor) also enters
+    this once on its own thread around all of them, so that every saved list silences them.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        yield
 
 
 def check_trace(

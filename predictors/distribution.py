@@ -21,8 +21,6 @@ measured, while the current batch computes (``where="cpu_offpath"``, ``invocatio
 
 from __future__ import annotations
 
-import warnings
-
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
@@ -37,6 +35,7 @@ from predictors.base import (
     PredictorCost,
     check_loads,
     check_trace,
+    expected_warnings_silenced,
     proportions,
     unique_counts,
 )
@@ -337,13 +336,11 @@ class LightGBMLoadPredictor(_LagModel):
             force_col_wise=True,
             verbose=-1,
         )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        with expected_warnings_silenced():
             self.model_.fit(x, y)
 
     def _forecast(self, p: np.ndarray, origins: np.ndarray) -> np.ndarray:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        with expected_warnings_silenced():
             return super()._forecast(p, origins)
 
     def cost(self) -> PredictorCost:

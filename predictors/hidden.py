@@ -14,18 +14,21 @@ weights read once per layer, activations read and written once (counted, not fus
 from __future__ import annotations
 
 import itertools
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from gps.traces.trace import TokenTrace
-from predictors.base import PredictorCost, check_trace, topk_from_scores
+from predictors.base import (
+    PredictorCost,
+    check_trace,
+    expected_warnings_silenced,
+    topk_from_scores,
+)
 from predictors.token import _check_int, _FittedShape, _subsample_rows
 
 _EXPERT_ID_BYTES = 2.0  # int16 expert id written per predicted slot
@@ -168,8 +171,7 @@ class HiddenStateRouterPredictor(_FittedShape):
                 learning_rate_init=self.learning_rate_init, alpha=self.alpha,
                 batch_size=self.batch_size, random_state=self.seed + layer,
             )  # fmt: skip
-            with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-                warnings.simplefilter("ignore", ConvergenceWarning)
+            with expected_warnings_silenced(), threadpool_limits(1, user_api="blas"):
                 model.fit(scaler.transform(x), target)
             self.models_[layer] = (scaler, model)
         return self

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import warnings
 
 import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
@@ -30,6 +28,7 @@ from predictors.base import (
     PredictorCost,
     TokenPredictor,
     check_trace,
+    expected_warnings_silenced,
     proportions,
     topk_from_scores,
     unique_counts,
@@ -353,8 +352,7 @@ class LightGBMTokenPredictor(_FittedShape):
                 verbose=-1,
             )
             categorical = [0] if layer == 0 else [0, *range(2, 2 + k)]
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            with expected_warnings_silenced():
                 model.fit(np.repeat(x, k, axis=0), labels, categorical_feature=categorical)
             self.models_.append(model)
         return self
@@ -368,8 +366,7 @@ class LightGBMTokenPredictor(_FittedShape):
             )
         t, e = trace.num_tokens, self.num_experts_
         out = np.empty((t, self.num_layers_, self.top_k_), dtype=np.int16)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+        with expected_warnings_silenced():
             for layer, model in enumerate(self.models_):
                 classes = np.asarray(model.classes_, dtype=np.int64)
                 for i in range(0, t, _ROWS_PER_CHUNK):
@@ -481,8 +478,7 @@ class MLPTokenPredictor(_FittedShape):
             random_state=self.seed,
         )
         # Small matrices: one BLAS thread is ~10x faster than two contending ones.
-        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
-            warnings.simplefilter("ignore", ConvergenceWarning)
+        with expected_warnings_silenced(), threadpool_limits(1, user_api="blas"):
             self.model_.fit(x, target)
         return self
 

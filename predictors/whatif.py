@@ -114,8 +114,8 @@ class WhatIfTokenPredictor(TokenPredictor):
                 guess, named = self._guess(tr, draws, a)
                 # a guess names a true copy only where it kept that slot: a replacement is
                 # never one of the token's true experts (their keys are -inf)
-                counts += np.bincount(
-                    np.concatenate([(2 * j * size + base + guess).ravel(),
+                counts += np.bincount(  # guesses and hits; a dropped copy (-1) counts nowhere
+                    np.concatenate([(2 * j * size + base + guess)[guess >= 0],
                                     ((2 * j + 1) * size + base + tr)[named & (tr >= 0)]]),
                     minlength=counts.size,
                 )  # fmt: skip
@@ -139,7 +139,13 @@ class WhatIfTokenPredictor(TokenPredictor):
             tr = true[i : i + step]
             u = rng.random(tr.shape)  # keep draw: kept iff u < accuracy
             keys = log_w - np.log(-np.log(rng.random((tr.shape[0], layers, e))))  # Gumbel
-            np.put_along_axis(keys, tr, -np.inf, axis=-1)
+            # the token's true experts are never a wrong guess (a dropped copy, -1, names none)
+            if (tr < 0).any():
+                keys = np.concatenate([keys, np.zeros_like(keys[..., :1])], axis=-1)
+                np.put_along_axis(keys, np.where(tr >= 0, tr, e), -np.inf, axis=-1)
+                keys = keys[..., :e]
+            else:
+                np.put_along_axis(keys, tr, -np.inf, axis=-1)
             cand = topk_from_scores(keys, k).astype(np.int64)  # wrong experts, ranked
             valid = np.isfinite(np.take_along_axis(keys, cand, axis=-1))
             yield i, tr, (u, cand, valid)

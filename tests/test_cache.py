@@ -144,7 +144,7 @@ def test_cache_limit_drops_least_recently_used_entries(tmp_path: Path, capsys) -
     cache.configure(False)
 
 
-@pytest.mark.parametrize("size", ["lots", "-1G", "G", ""])
+@pytest.mark.parametrize("size", ["lots", "-1G", "G", "", "inf", "1e400"])
 def test_cache_limit_rejects_a_bad_size(tmp_path: Path, size: str, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         report_main(["--cache", str(tmp_path), f"--cache-limit={size}"])
@@ -292,3 +292,16 @@ def test_previous_layer_first_layer_equals_the_full_token_table() -> None:
     prev = PreviousLayerPredictor().fit(fit)  # fits the table on layer 0 only
     full = TokenIdTablePredictor().fit(fit)
     assert np.array_equal(prev.predict(test)[:, 0], full.predict(test)[:, 0])
+
+
+def test_whatif_splits_skip_dropped_copies() -> None:
+    """A dropped copy (``-1``) is neither guessed nor hit, as in ``split_copies``."""
+    fit, test = _trace(0), _trace(1, tokens=2100)
+    test.experts[::5, 1, 1] = -1
+    base = WhatIfTokenPredictor(seed=3).fit(fit)
+    guessed, hits = base.predict_splits(test, [0.0, 0.7, 1.0], 700)
+    for a, g, h in zip([0.0, 0.7, 1.0], guessed, hits, strict=True):
+        guess = WhatIfTokenPredictor(accuracy=a, seed=3).fit(fit).predict(test)
+        split = split_copies(guess, np.asarray(test.experts), 8, 700)
+        assert np.array_equal(h, split.hit) and np.array_equal(g, split.guessed)
+    assert hits[-1].sum() == (np.asarray(test.experts) >= 0).sum()  # accuracy 1: every live copy

@@ -65,13 +65,21 @@ def test_tiny_instance_is_optimal_and_matches_brute_force():
     assert np.all(res.plan.used_slots() <= 2)
 
 
-def test_tiny_instance_milp_is_warm_started_from_the_heuristic():
-    ids = correlated_trace(400, 3, 4, 2, seed=1)
-    load, c = loads_of(ids, 4), transition_counts(ids, 4).astype(float)
-    res = ilp_placement(load, c, 2, 2, traffic_weight=0.5, time_limit_s=20)
-    assert "warm-started from the heuristic" in res.message
-    heur = heuristic_placement(load, c, 2, 2, traffic_weight=0.5)
-    assert res.objective <= placement_cost(heur, load, c, 2, 0.5)[2] + 1e-9
+def test_warm_start_is_highs_first_incumbent():
+    """Stopped after 1 ms, HiGHS has found nothing of its own: what it returns is the
+    heuristic's placement handed to it as the warm start (without it: no incumbent)."""
+    from gps.plans.ilp import _kept_pairs, _milp_model, _warm_start
+    from gps.plans.milp_rows import solve
+
+    ids = correlated_trace(3000, 6, 16, 2, seed=3)
+    load, c = loads_of(ids, 16), transition_counts(ids, 16).astype(float)
+    heur = heuristic_placement(load, c, 4, 4, traffic_weight=0.25)
+    pairs = _kept_pairs(c, None)
+    cost, rows, integrality, lb, ub, _ = _milp_model(load, 4, 4, 0.25, pairs)
+    x0 = _warm_start(heur, load, pairs, 4)
+    res = solve(cost, rows, integrality, lb, ub, 1e-3, 1e-4, start=x0)
+    assert res.start_passed and res.x is not None
+    assert cost @ res.x <= cost @ x0 + 1e-9
 
 
 @pytest.mark.parametrize("seed", range(4))

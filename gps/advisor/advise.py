@@ -44,6 +44,7 @@ from gps.profiles import load_cluster, load_link
 from gps.timing import Phases, show_progress
 from gps.traces.synthetic import LoadSeriesConfig
 from gps.workload import Workload
+from predictors.base import expected_warnings_silenced
 
 # Capacity rules change which experts process a token (drop or reroute): above this fraction of
 # token copies changed, a strategy is reported but not recommended (quality cost).
@@ -244,11 +245,11 @@ def advise(cfg: DictConfig) -> dict:
                      key=lambda n: [n.startswith(p) for p in _BACKGROUND].index(True))  # fmt: skip
     guide = cfg.report.guidelines and any(n.startswith("distribution:") for n, _ in jobs)
     grid = cfg.report.accuracy_grid
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # One warning filter around every thread (catch_warnings is not thread-safe; predictors).
+    with expected_warnings_silenced(), ThreadPoolExecutor(max_workers=2) as pool:
         futures = {n: pool.submit(timed, dict(jobs)[n]) for n in offload}
         # the what-if frontier's predictions (one pass, cached) need only the data: queued last
-        whatif = pool.submit(st.whatif_runs, ctx, grid, cfg.seed) if guide else None
-
+        whatif = pool.submit(timed, lambda: st.whatif_runs(ctx, grid, cfg.seed)) if guide else None
         walls = {}  # offloaded jobs' own wall time, not the wait for them
 
         def done(n, job):  # a queued job the pool has not started runs here instead of waiting
@@ -257,12 +258,18 @@ def advise(cfg: DictConfig) -> dict:
 
         steps = [(n, (lambda n=n, job=job: done(n, job)) if n in futures else job)
                  for n, job in jobs]  # fmt: skip
-        routed = [
-            st.scaled(job(), data.token_scale)
-            for job in phases.items("strategies", steps, len(steps))
-        ]
+        try:
+            routed = [
+                st.scaled(job(), data.token_scale)
+                for job in phases.items("strategies", steps, len(steps))
+            ]
+        except BaseException:  # fail now: drop the queued jobs, wait only for running ones
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
         phases.timings["strategies"].update(walls)
-        runs = whatif.result() if whatif is not None and not whatif.cancel() else None
+        runs = None
+        if whatif is not None and not whatif.cancel():
+            runs, phases.timings["whatif_predictions"] = whatif.result()
     phases.timings["predictors"] = {
         r.name: {"fit": 0.0 if r.wall_s["cached"] else r.wall_s["fit_s"],
                  "predict": 0.0 if r.wall_s["cached"] else r.wall_s["predict_s"],
@@ -302,7 +309,8 @@ def advise(cfg: DictConfig) -> dict:
     if guide:
         with phases.phase("guidelines"):
             best = max(dist, key=lambda e: e["speedup_vs_baseline"])
-            runs = runs or st.whatif_runs(ctx, grid, cfg.seed)
+            if runs is None:  # not started in the background: here, inside this phase
+                runs = st.whatif_runs(ctx, grid, cfg.seed)
 
             def step_time(a: float) -> float:
                 model, copies = runs[a]

@@ -151,7 +151,11 @@ def _kept_pairs(c: np.ndarray, max_pairs: int | None) -> tuple[np.ndarray, ...]:
 
 
 def placement_bound(
-    load: np.ndarray, transitions: np.ndarray, num_gpus: int, slots_per_gpu: int, weight: float
+    load: np.ndarray,
+    transitions: np.ndarray,
+    num_gpus: int,
+    slots_per_gpu: int | None,
+    weight: float,
 ) -> float:
     """A lower bound on ``placement_cost``'s objective over every placement (tokens).
 
@@ -165,9 +169,10 @@ def placement_bound(
     smaller of the sums over experts of their ``R`` largest counts, by row and by column.
 
     Args:
-        load: ``[L, E]``; transitions: ``[L-1, E, E]``; ``G``, ``R``; ``weight``: ``lambda``.
+        load: ``[L, E]``; transitions: ``[L-1, E, E]``; ``G``, ``R`` (default ``ceil(E/G)``);
+            ``weight``: ``lambda``.
     """
-    c = np.asarray(transitions, dtype=float)
+    load, c, slots_per_gpu = _check(load, transitions, num_gpus, slots_per_gpu)
     straggler = float(np.maximum(load.sum(axis=1) / num_gpus, load.max(axis=1)).sum())
     if weight == 0 or c.size == 0:
         return straggler
@@ -261,7 +266,7 @@ def _solve_milp(load, c, g, r, weight, pairs, time_limit_s, mip_gap, start):
     res = solve(cost, rows, integrality, lb, ub, time_limit_s, mip_gap, start=x0)
     bound = dual_bound(res, scale, weight * float(c.sum()))
     gap = float("nan") if res.x is None else res.mip_gap
-    warm = "warm-started from the heuristic" if res.start_passed else "warm start not passed"
+    warm = "heuristic passed as start" if res.start_passed else "start not passed"
     msg = f"{res.message} (HiGHS gap {gap:.3g}; {warm})"
     return assignment(res, nl * e * g, (nl, e, g)), bound, res.status, msg, gap
 
@@ -463,7 +468,7 @@ def ilp_placement(
     reduced = pairs[0].size < int((c > 0).sum()) and weight > 0
     n_vars = nl * e * g + nl + pairs[0].size * g
     assign, gap_bound, milp_gap = heur, "combinatorial", float("nan")
-    if h_obj - lb <= mip_gap * h_obj:
+    if h_obj - lb <= mip_gap * h_obj + 1e-9 * max(h_obj, 1.0):  # + float rounding of the two
         method = "bound-optimal"
         msg = (f"heuristic {h_obj:.6g} within mip_gap={mip_gap:g} of the combinatorial bound "
                f"{lb:.6g}: MILP not needed")  # fmt: skip

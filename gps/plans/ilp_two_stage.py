@@ -31,7 +31,8 @@ groups in 10 s).
 **Fallback rule** (never silent;
 ``TwoStageResult.stage1_method`` / ``stage2_method`` say which): above ``max_variables`` a
 stage's MILP is not built; when HiGHS stops at its time limit the heuristic also runs and the
-better answer is kept (per layer in stage 1, overall in stage 2). The heuristics:
+better answer is kept (per layer in stage 1, overall in stage 2; on a tie the heuristic's,
+``milp_rows.better_of``). The heuristics:
 
 * stage 1: LPT (heaviest expert to the lightest group with room), then best-improvement
   pairwise swaps of experts between groups on the exact ``sum |dev|`` objective.

@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             parser.error(str(exc))
         if Path(args.cache).is_dir():
-            cache.reduce(args.cache, limit)
+            cache.trim(args.cache, limit)
     if args.cache is not None:
         print(cache.describe(args.cache))
         if args.folder is None:
