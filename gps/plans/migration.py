@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from gps.hardware import Cluster, LinkProfile
-from gps.plans.plan import Plan
+from gps.plans.plan import Plan, check_choice
 
 MIGRATION_SOURCES = ("peer", "host")
 
@@ -33,12 +33,7 @@ ON_GPU, SAME_NODE, OTHER_NODE = 0, 1, 2
 
 def check_source(source: str) -> str:
     """``source`` if it is a known migration source, else ``ValueError`` naming the key."""
-    if source not in MIGRATION_SOURCES:
-        raise ValueError(
-            f"strategy.migration_source={source!r}: unknown migration source; expected one of "
-            f"{list(MIGRATION_SOURCES)}"
-        )
-    return source
+    return check_choice(source, MIGRATION_SOURCES, "strategy.migration_source", "migration source")
 
 
 def _check_pair(old: Plan, new: Plan) -> None:

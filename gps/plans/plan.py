@@ -179,6 +179,13 @@ def migration_bytes(old: Plan, new: Plan, expert_bytes: float) -> np.ndarray:
     return migration_bytes_per_gpu(old, new, expert_bytes).sum(axis=1)
 
 
+def check_choice(value: str, choices: tuple[str, ...], key: str, what: str) -> str:
+    """``value`` if it is one of ``choices``, else ``ValueError`` naming the config ``key``."""
+    if value not in choices:
+        raise ValueError(f"{key}={value!r}: unknown {what}; expected one of {list(choices)}")
+    return value
+
+
 def check_load(load: np.ndarray, name: str = "load") -> np.ndarray:
     """``load`` as float64 ``[L, E]``; ``ValueError`` naming ``name`` unless finite and >= 0."""
     arr = np.asarray(load, dtype=float)

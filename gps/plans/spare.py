@@ -27,19 +27,14 @@ import numpy as np
 
 from gps.plans.duplication import max_gpu_load, replicate_greedy
 from gps.plans.exact import check_small, exact_candidates
-from gps.plans.plan import Plan, check_load, expert_gpu_counts
+from gps.plans.plan import Plan, check_choice, check_load, expert_gpu_counts
 
 REPLICA_MODES = ("spare", "repack")
 
 
 def check_replicas(mode: str) -> str:
     """``mode`` if it is a known replica mode, else ``ValueError`` naming the config key."""
-    if mode not in REPLICA_MODES:
-        raise ValueError(
-            f"strategy.replicas={mode!r}: unknown replica mode; expected one of "
-            f"{list(REPLICA_MODES)}"
-        )
-    return mode
+    return check_choice(mode, REPLICA_MODES, "strategy.replicas", "replica mode")
 
 
 def spare_slots_per_gpu(num_experts: int, num_gpus: int, slots_per_gpu: int) -> int:
