@@ -42,7 +42,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from gps.plans.duplication import pack_balanced
-from gps.plans.milp_rows import ConstraintRows, assignment, better_of, dual_bound, solve
+from gps.plans.milp_rows import (
+    ConstraintRows,
+    assignment,
+    better_of,
+    dual_bound,
+    relative_gap,
+    solve,
+)
 from gps.plans.plan import Plan, check_load, check_slots
 
 METHODS = ("bound-optimal", "milp-optimal", "milp-timelimit", "heuristic-fallback")
@@ -492,7 +499,7 @@ def ilp_placement(
             msg += note
             assign = heur if take else found
     max_load, traffic, obj = placement_cost(assign, load, c, g, weight)
-    gap = max(obj - lb, 0.0) / obj if obj > 0 else 0.0
+    gap = relative_gap(obj, lb)
     meta = {"planner": "ilp", "method": method, "gap": gap}
     return ILPResult(
         plan=_to_plan(assign, g, r, meta),

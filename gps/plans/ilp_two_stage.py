@@ -57,7 +57,14 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from gps.plans.ilp import _to_plan, placement_cost
-from gps.plans.milp_rows import ConstraintRows, assignment, better_of, dual_bound, solve
+from gps.plans.milp_rows import (
+    ConstraintRows,
+    assignment,
+    better_of,
+    dual_bound,
+    relative_gap,
+    solve,
+)
 from gps.plans.plan import Plan, check_load
 
 MAX_ENUMERATE = 8  # stage-2 heuristic: enumerate every permutation up to this many groups
@@ -283,8 +290,7 @@ def group_experts(
             method = "heuristic-fallback" if take.all() else "milp-timelimit"
             msg += f"; heuristic better in {int(take.sum())} of {nl} layers"
     obj = float(group_deviation(groups, load, c).sum())
-    gap = float("nan") if bound is None else (max(obj - bound, 0.0) / obj if obj > 0 else 0.0)
-    return groups.astype(np.int64), method, gap, msg
+    return groups.astype(np.int64), method, relative_gap(obj, bound), msg
 
 
 # ------------------------------------------------------------------------------ stage 2
@@ -495,8 +501,7 @@ def map_groups(
         msg += note
         out = heur if take else out
     obj = float(link_cost(out, gtrans, weight).sum())
-    gap = float("nan") if bound is None else (max(obj - bound, 0.0) / obj if obj > 0 else 0.0)
-    return out.astype(np.int64), method, gap, msg
+    return out.astype(np.int64), method, relative_gap(obj, bound), msg
 
 
 # ------------------------------------------------------------------------------ both

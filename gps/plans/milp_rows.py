@@ -173,6 +173,13 @@ def assignment(res: MilpResult, count: int, shape: tuple[int, ...]) -> np.ndarra
     return np.argmax(res.x[:count].reshape(shape), axis=-1)
 
 
+def relative_gap(objective: float, bound: float | None) -> float:
+    """``(objective - bound) / objective`` (0 for a zero objective, ``nan`` without a bound)."""
+    if bound is None:
+        return float("nan")
+    return max(objective - bound, 0.0) / objective if objective > 0 else 0.0
+
+
 def better_of(milp_obj: float, heuristic_obj: float) -> tuple[str, str, bool]:
     """``(method, message suffix, take the heuristic)`` when the MILP stopped at its time
     limit: its incumbent (``inf`` if none) is kept only if strictly better than the heuristic's
