@@ -6,6 +6,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from gps.plans import (
     heuristic_placement,
@@ -211,3 +213,21 @@ def test_solve_hand_case_and_infeasible_model():
     rows.add(np.zeros(2, dtype=int), np.arange(2), 1.0, 2.5, np.inf, 1)
     res = solve(cost, rows, ones, np.zeros(2), ones, 5.0, 0.0)
     assert res.status == 2 and res.x is None and not res.start_passed
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hs.integers(2, 4), hs.integers(2, 9), hs.integers(1, 4), hs.integers(0, 2),
+    hs.sampled_from([0.0, 0.1, 1.0, 5.0]), hs.integers(0, 2**31 - 1),
+)  # fmt: skip
+def test_bound_never_above_any_placement(layers, e, g, extra, weight, seed):
+    """By construction: ``placement_bound`` <= the objective of every feasible placement (here
+    a random one), for any slots per GPU ``R >= ceil(E/G)`` and any ``lambda``."""
+    rng = np.random.default_rng(seed)
+    r = -(-e // g) + extra
+    load = rng.integers(0, 50, size=(layers, e)).astype(float)
+    c = rng.integers(0, 20, size=(layers - 1, e, e)).astype(float)
+    slots = np.repeat(np.arange(g), r)  # every layer: E distinct slots of the G*R
+    assign = np.stack([rng.permutation(slots)[:e] for _ in range(layers)])
+    cost = placement_cost(assign, load, c, g, weight)[2]
+    assert placement_bound(load, c, g, r, weight) <= cost + 1e-9 * max(cost, 1.0)
