@@ -29,6 +29,7 @@ import socket
 import sys
 import warnings
 from collections.abc import Sequence
+from datetime import datetime
 
 import optuna
 from hydra import compose, initialize_config_dir
@@ -42,6 +43,10 @@ from gps.advisor.pricing import price_routed
 from gps.app import CONF_DIR
 
 HEARTBEAT_S, GRACE_S = 10, 30  # RDB storages: a worker silent this long has died
+# A worker names itself on a trial (host, pid) as the trial's first act, milliseconds after
+# Optuna creates it; a running trial still unnamed this long after its start was left by a
+# worker killed in between (seconds).
+ORPHAN_S = 2.0
 
 
 def storage_of(url: str) -> optuna.storages.BaseStorage:
@@ -60,12 +65,18 @@ def storage_of(url: str) -> optuna.storages.BaseStorage:
 
 def fail_dead_local_trials(study: optuna.Study) -> int:
     """Mark ``FAIL`` the running trials whose worker ran on this host and no longer exists
-    (what a killed worker leaves behind in a journal storage, which has no heartbeat).
-    Returns how many."""
+    (what a killed worker leaves behind in a journal storage, which has no heartbeat), and the
+    running trials no worker named within ``ORPHAN_S`` of their start (a worker killed between
+    Optuna creating the trial and its first line). Returns how many."""
     host, n = socket.gethostname(), 0
+    now = datetime.now()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or pid is None or _alive(int(pid)):
+        if pid is None:
+            started = t.datetime_start
+            if started is None or (now - started).total_seconds() < ORPHAN_S:
+                continue
+        elif t.user_attrs.get("host") != host or _alive(int(pid)):
             continue
         study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         n += 1
@@ -163,8 +174,13 @@ def tune(
         trial.set_user_attr("max_changed", max_changed)
         # Exactly `trials` complete: trials finished or started earlier (lower number) by any
         # worker count first; a trial beyond them is pruned and this worker stops.
+        # (an unnamed running trial is an orphan of a killed worker, or one a live worker names
+        # within milliseconds: neither is counted)
         earlier = study.get_trials(deepcopy=False, states=(*complete, TrialState.RUNNING))
-        ahead = sum(t.state == TrialState.COMPLETE or t.number < trial.number for t in earlier)
+        ahead = sum(
+            t.state == TrialState.COMPLETE or (t.number < trial.number and "pid" in t.user_attrs)
+            for t in earlier
+        )
         if ahead >= trials:
             study.stop()
             raise optuna.TrialPruned(f"the study already has {trials} trials")
@@ -178,6 +194,7 @@ def tune(
             run_trial, show_progress_bar=sys.stderr.isatty(),
             callbacks=[optuna.study.MaxTrialsCallback(trials, states=complete)],
         )  # fmt: skip
+    fail_dead_local_trials(study)  # orphans that reached ORPHAN_S during this run
     return study
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from gps.tune import best_feasible, main, storage_of, tune
+from gps.tune import best_feasible, fail_dead_local_trials, main, storage_of, tune
 
 TINY = ["workload.batch_size=1", "workload.seq_len=256", "evaluation.train_batches=3",
         "evaluation.test_batches=2", "predictor=fast"]  # fmt: skip
@@ -43,3 +43,22 @@ def test_cli_bad_input(tmp_path: Path, capsys) -> None:
     assert main(["--trials", "0", "--storage", f"sqlite:///{tmp_path}/x.db", *TINY]) == 2
     assert "--trials" in capsys.readouterr().err
     assert main(["--max-changed", "2", "--storage", f"sqlite:///{tmp_path}/x.db", *TINY]) == 2
+
+
+def test_trial_orphaned_before_its_worker_named_it_is_failed_and_redone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker killed between Optuna creating a trial and the trial's first line leaves a
+    running trial with no host/pid: it must not count towards ``--trials`` and is failed once
+    older than ``ORPHAN_S``; a young unnamed trial (a live worker's) is left alone."""
+    url = f"journal:{tmp_path}/s.log"
+    tune(TINY, trials=1, study_name="o", storage=url, max_changed=0.01, seed=0)
+    study = optuna.load_study(study_name="o", storage=storage_of(url))
+    study.ask()  # RUNNING, unnamed: what the killed worker left
+    assert fail_dead_local_trials(study) == 0  # younger than ORPHAN_S: maybe a live worker's
+    monkeypatch.setattr("gps.tune.ORPHAN_S", 0.0)
+    resumed = tune(TINY, trials=3, study_name="o", storage=url, max_changed=0.01, seed=0)
+    states = [t.state for t in resumed.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+    assert states.count(optuna.trial.TrialState.FAIL) == 1
+    assert optuna.trial.TrialState.RUNNING not in states
