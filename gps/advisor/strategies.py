@@ -37,7 +37,7 @@ from gps.plans import (
     migration_bytes_per_gpu,
     placement_cost,
     plan_duplication,
-    plan_spare,
+    plan_spare_slacks,
     static_placement,
     transition_counts,
     two_stage_placement,
@@ -216,7 +216,8 @@ class Context:
 
     def _plans(self, load: np.ndarray, previous: Plan | None, replicas: str | None,
                slacks: tuple[float, ...]) -> list[Plan]:  # fmt: skip
-        """``plan`` at each ``migration_slack`` in ``slacks`` (fetch costs computed once)."""
+        """``plan`` at each ``migration_slack`` in ``slacks``: one planning pass (fetch costs,
+        replica counts and candidates shared; ``plan_spare_slacks``)."""
         mode = self.replicas if replicas is None else replicas
         if mode == "repack":
             return [plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
@@ -230,8 +231,7 @@ class Context:
         fetch = None
         if previous is not None:
             fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
-        return [plan_spare(load, home, previous=previous, fetch_s=fetch, migration_slack=x)
-                for x in slacks]  # fmt: skip
+        return plan_spare_slacks(load, home, slacks, previous=previous, fetch_s=fetch)
 
     def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:
         """What re-planning chooses from: keep ``previous``, the balance-first and the
