@@ -495,6 +495,104 @@ def improve_placement(
     return se
 
 
+def grow_replicas(
+    load: np.ndarray,
+    slot_expert: np.ndarray,
+    free: np.ndarray,
+    *,
+    fetch_s: np.ndarray | None = None,
+    migration_slack: float = 0.0,
+    max_replicas: int | None = None,
+    partners: int = 16,
+) -> np.ndarray:
+    """Today's busiest-first planner, kept as a candidate because it still wins some layers
+    (``benchmarks/bench_spare.py`` counts them): while a spare slot is free, take the busiest
+    GPU ``h`` and add one replica of one of its experts ``e`` on a GPU ``g`` with a free spare
+    slot that does not hold ``e`` yet, the pair that lowers ``max(load_h', load_g')`` most;
+    stop when no pair lowers the busiest GPU's load. Among pairs within ``(1 +
+    migration_slack)`` of the best one, the cheapest fetch.
+
+    Args:
+        load: ``[M, E]`` predicted tokens per expert (>= 0).
+        slot_expert: ``[M, G, R]`` copies already placed (home copies), ``-1`` = empty.
+        free: ``[M, G, R]`` bool, empty slots a replica may take.
+        fetch_s: ``[M, G, E]`` cost of bringing ``e`` to ``g`` (``None``: all equal).
+        migration_slack: relative balance given up for a cheaper fetch (>= 0).
+        max_replicas: copies per expert at most (default ``G``).
+        partners: target GPUs considered per step: the ``partners`` least-loaded GPUs with a
+            free slot (the best target is among them unless they all hold the expert).
+
+    Returns:
+        ``[M, G, R]`` with replicas in some free slots. Loop of at most ``free.sum(axis=(1,
+        2)).max()`` steps, each vectorised over the rows still improving
+        (``[rows, partners, R]``).
+    """
+    load = np.asarray(load, dtype=float)
+    se = np.array(slot_expert, dtype=np.int64, copy=True)
+    g, r = se.shape[1:]
+    e = load.shape[1]
+    free = np.array(free, dtype=bool, copy=True) & (se < 0)
+    cap = g if max_replicas is None else int(max_replicas)
+    cnt = expert_gpu_counts(se, e)  # [M, G, E]
+    c = cnt.sum(axis=1)  # [M, E]
+    per_copy = load / np.maximum(c, 1)
+    gl = np.einsum("mge,me->mg", cnt, per_copy)
+    room = free.sum(axis=2)  # [M, G]
+    active = np.flatnonzero(room.sum(axis=1) > 0)
+    steps = int(room.sum(axis=1).max(initial=0))
+    gi = np.arange(g)
+    p = min(g, partners)
+    for _ in range(steps):
+        if active.size == 0:
+            break
+        a = active
+        n = a.size
+        h = np.argmax(gl[a], axis=1)  # [A]
+        lh = gl[a, h]
+        ex = se[a, h]  # [A, R] experts on the busiest GPU
+        exc = np.maximum(ex, 0)
+        ce = c[a[:, None], exc]  # [A, R]
+        le = load[a[:, None], exc]
+        w_new = le / (ce + 1)
+        h_new = lh[:, None] - (le / np.maximum(ce, 1) - w_new) * cnt[a[:, None], h[:, None], exc]
+        open_load = np.where(room[a] > 0, gl[a], np.inf)  # [A, G]
+        part = np.argpartition(open_load, p - 1, axis=1)[:, :p] if p < g else np.tile(gi, (n, 1))
+        pl = np.take_along_axis(open_load, part, 1)  # [A, P] load of the lightest open GPUs
+        score = np.maximum(h_new[:, None, :], pl[:, :, None] + w_new[:, None, :])  # [A, P, R]
+        holds = cnt[a[:, None, None], part[:, :, None], exc[:, None, :]] > 0
+        ok = (ex >= 0) & (ce < cap) & (le > 0)  # [A, R]
+        valid = ok[:, None, :] & np.isfinite(pl)[:, :, None] & ~holds
+        valid &= score < lh[:, None, None] * (1 - 1e-12)
+        score = np.where(valid, score, np.inf)
+        best = score.reshape(n, -1).min(axis=1)
+        go = np.isfinite(best)
+        if not go.any():
+            break
+        a, h, ex, part = a[go], h[go], ex[go], part[go]
+        score, best, w_new = score[go], best[go], w_new[go]
+        n = a.size
+        near = score <= best[:, None, None] * (1 + migration_slack) + 1e-12 * best[:, None, None]
+        if fetch_s is not None:
+            fc = fetch_s[a[:, None, None], part[:, :, None], np.maximum(ex, 0)[:, None, :]]
+            fc = np.where(near, fc, np.inf)
+            near &= fc <= fc.reshape(n, -1).min(axis=1)[:, None, None]
+        pick = np.argmin(np.where(near, score, np.inf).reshape(n, -1), axis=1)
+        tg, slot = part[np.arange(n), pick // r], pick % r
+        eb = ex[np.arange(n), slot]
+        c_old = c[a, eb]
+        # every holder's copy of eb shrinks from load/c to load/(c+1); the target gains one
+        gl[a] -= cnt[a, :, eb] * (load[a, eb] / c_old - load[a, eb] / (c_old + 1))[:, None]
+        gl[a, tg] += w_new[np.arange(n), slot]
+        cnt[a, tg, eb] += 1
+        c[a, eb] += 1
+        room[a, tg] -= 1
+        fs = np.argmax(free[a, tg], axis=1)  # first free slot of the target GPU
+        se[a, tg, fs] = eb
+        free[a, tg, fs] = False
+        active = a[room[a].sum(axis=1) > 0]
+    return se
+
+
 def keep_slots(slot_expert: np.ndarray, spare: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """Reorder each GPU's spare replicas so that a replica ``previous`` already had on that GPU
     keeps its slot (same expert per GPU, fewer slot changes).
@@ -605,6 +703,9 @@ def plan_spare_slacks(
                                             time_limit_s=exact_time_limit_s,
                                             candidates=firsts)  # fmt: skip
     ref_has = expert_gpu_counts(base if previous is None else previous.slot_expert, e) > 0
+    # today's planner, once for every slack (at the first slack: its fetch ties)
+    busiest = grow_replicas(load, base, spare, fetch_s=fetch_s, migration_slack=min(slacks),
+                            max_replicas=cap)  # fmt: skip
     plans = []
     for slack in slacks:
         names, cands = ["home-only"], [base]
@@ -618,6 +719,8 @@ def plan_spare_slacks(
                                   None if fetch_s is None else fetch_s[rows], slack)
             names.append(name)
             cands.append(se)
+        names.append("busiest-first")
+        cands.append(busiest)
         if exact_se is not None:
             names.append("exact")
             cands.append(exact_se)
