@@ -66,6 +66,10 @@ class LinkProfile:
             ``bandwidth * ports_per_gpu``.
         efficiency: Achievable fraction of ``bandwidth`` for large all-to-all messages, in (0, 1].
         source: Datasheet/whitepaper the numbers come from.
+        hop_latency_s: latency of one step inside a multi-step collective (a ring or tree hop
+            between two GPUs), seconds; ``latency_s`` is paid once per collective (launch,
+            synchronisation) and ``hop_latency_s`` once per step (NCCL's tuning model splits
+            a collective's latency the same way: ``baseLat`` + steps x ``hwLat``).
     """
 
     name: str
@@ -74,6 +78,7 @@ class LinkProfile:
     ports_per_gpu: float = 1.0
     efficiency: float = 1.0
     source: str = ""
+    hop_latency_s: float = 0.0
 
     @property
     def gpu_bandwidth(self) -> float:

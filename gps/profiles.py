@@ -63,6 +63,7 @@ LINK_FIELDS = {
     "ports_per_gpu": "count",
     "efficiency": "fraction",
 }
+LINK_OPTIONAL = {"hop_latency"}
 MEASURED_REQUIRED = ("device", "date", "method", "compute_efficiency", "memory_efficiency")
 MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent")
 
@@ -285,7 +286,8 @@ def load_link(name_or_path: str | Path, profiles_dir: str | Path | None = None) 
     """Load a link profile by stem (``nvlink4``, ``ib_ndr``) or path."""
     path = resolve_profile("link", name_or_path, profiles_dir)
     data = _read_yaml(path)
-    _check_keys(data, set(LINK_FIELDS), set(), path, "")
+    _check_keys(data, set(LINK_FIELDS), LINK_OPTIONAL, path, "")
+    hop = data.get("hop_latency")
     return LinkProfile(
         name=_string(data["name"], path, "name"),
         bandwidth=quantity(data["bandwidth"], "bandwidth", path, "bandwidth"),
@@ -293,6 +295,7 @@ def load_link(name_or_path: str | Path, profiles_dir: str | Path | None = None) 
         ports_per_gpu=quantity(data["ports_per_gpu"], "count", path, "ports_per_gpu"),
         efficiency=_sourced_fraction(data["efficiency"], path, "efficiency"),
         source=_string(data["source"], path, "source"),
+        hop_latency_s=0.0 if hop is None else quantity(hop, "time", path, "hop_latency"),
     )
 
 
