@@ -29,6 +29,9 @@ class GPUProfile:
         source: Datasheet/whitepaper the peaks come from.
         roofline_knee: p-norm exponent rounding the roofline's compute/memory corner
             (``gps.cost.roofline.knee_time``); 0 = sharp ``max``.
+        gemm_k_knee: ``k0``, elements: a GEMM reducing over ``K`` runs at
+            ``compute_efficiency * K / (K + k0)`` (``gemm_efficiency``); 0 = no dependence on
+            ``K`` (``compute_efficiency`` is then the large-GEMM efficiency of every GEMM).
     """
 
     name: str
@@ -42,6 +45,14 @@ class GPUProfile:
     efficiency_source: str = ""
     source: str = ""
     roofline_knee: float = 0.0
+    gemm_k_knee: float = 0.0
+
+    def gemm_efficiency(self, k: float) -> float:
+        """Compute efficiency of a GEMM reducing over ``k`` elements: ``compute_efficiency *
+        k / (k + gemm_k_knee)`` (fit: ``gps.calibration``, ``docs/calibration.md``)."""
+        if k <= 0:
+            raise ValueError(f"GEMM reduction length must be > 0, got {k}")
+        return self.compute_efficiency * k / (k + self.gemm_k_knee)
 
     def flops_for(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``; raises ``KeyError`` naming the GPU if unsupported."""

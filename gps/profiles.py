@@ -54,7 +54,7 @@ GPU_FIELDS = {
     "launch_overhead": "time",
     "efficiency": "efficiency_map",
 }
-GPU_OPTIONAL = {"measured", "roofline_knee"}
+GPU_OPTIONAL = {"measured", "roofline_knee", "gemm_k_knee"}
 LINK_FIELDS = {
     "name": "str",
     "source": "str",
@@ -65,7 +65,7 @@ LINK_FIELDS = {
 }
 LINK_OPTIONAL = {"hop_latency"}
 MEASURED_REQUIRED = ("device", "date", "method", "compute_efficiency", "memory_efficiency")
-MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent")
+MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent", "gemm_k_knee")
 
 
 class ProfileError(ValueError):
@@ -222,6 +222,11 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
         if p < 1:
             raise ProfileError(origin, "measured.knee_exponent", f"must be >= 1, got {p}")
         out["knee_exponent"] = p
+    if "gemm_k_knee" in measured:
+        k0 = _number(measured["gemm_k_knee"], origin, "measured.gemm_k_knee")
+        if k0 < 0:
+            raise ProfileError(origin, "measured.gemm_k_knee", f"must be >= 0, got {k0}")
+        out["gemm_k_knee"] = k0
     return out
 
 
@@ -235,6 +240,18 @@ def _knee(entry: Any, origin: Path) -> float:
     if p < 1:
         raise ProfileError(origin, "roofline_knee.value", f"must be >= 1, got {p}")
     return p
+
+
+def _k_knee(entry: Any, origin: Path) -> float:
+    """``gemm_k_knee: {value, source}``: elements of ``K``, >= 0."""
+    if not isinstance(entry, Mapping):
+        raise ProfileError(origin, "gemm_k_knee", f"expected {{value, source}}, got {entry!r}")
+    _check_keys(entry, {"value", "source"}, set(), origin, "gemm_k_knee")
+    _string(entry["source"], origin, "gemm_k_knee.source")
+    k0 = _number(entry["value"], origin, "gemm_k_knee.value")
+    if k0 < 0:
+        raise ProfileError(origin, "gemm_k_knee.value", f"must be >= 0, got {k0}")
+    return k0
 
 
 def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> GPUProfile:
@@ -258,11 +275,13 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     launch = quantity(data["launch_overhead"], "time", path, "launch_overhead")
     eff_source = f"assumption ({path.name}: efficiency)"
     knee = _knee(data["roofline_knee"], path) if data.get("roofline_knee") is not None else 0.0
+    k0 = _k_knee(data["gemm_k_knee"], path) if data.get("gemm_k_knee") is not None else 0.0
     if data.get("measured") is not None:
         m = validate_measured(data["measured"], path)
         compute, memory = m["compute_efficiency"], m["memory_efficiency"]
         launch = m.get("launch_overhead_us", launch * 1e6) * 1e-6
         knee = m.get("knee_exponent", knee)
+        k0 = m.get("gemm_k_knee", k0)
         eff_source = f"measured: {m['device']} {m['date']} ({m['method']})"
     sm = quantity(data["sm_count"], "count", path, "sm_count")
     if sm != int(sm):
@@ -279,6 +298,7 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
         efficiency_source=eff_source,
         source=_string(data["source"], path, "source"),
         roofline_knee=knee,
+        gemm_k_knee=k0,
     )
 
 
