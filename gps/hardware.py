@@ -29,6 +29,9 @@ class GPUProfile:
         source: Datasheet/whitepaper the peaks come from.
         roofline_knee: p-norm exponent rounding the roofline's compute/memory corner
             (``gps.cost.roofline.knee_time``); 0 = sharp ``max``.
+        eager_launch_overhead_s: seconds per kernel launched eagerly from the host (PyTorch
+            dispatch, no CUDA graph); 0 = ``launch_overhead_s``. Engines that run a phase
+            without CUDA graphs (``gps.engine``) pay this per kernel.
         gemm_k_knee: ``k0``, elements: a GEMM reducing over ``K`` runs at
             ``compute_efficiency * K / (K + k0)`` (``gemm_efficiency``); 0 = no dependence on
             ``K`` (``compute_efficiency`` is then the large-GEMM efficiency of every GEMM).
@@ -46,6 +49,13 @@ class GPUProfile:
     source: str = ""
     roofline_knee: float = 0.0
     gemm_k_knee: float = 0.0
+    eager_launch_overhead_s: float = 0.0
+
+    def launch_s(self, mode: str = "cuda_graph") -> float:
+        """Seconds per kernel launch: the graph floor, or the eager host dispatch cost."""
+        if mode == "eager" and self.eager_launch_overhead_s > 0:
+            return self.eager_launch_overhead_s
+        return self.launch_overhead_s
 
     def gemm_efficiency(self, k: float) -> float:
         """Compute efficiency of a GEMM reducing over ``k`` elements: ``compute_efficiency *

@@ -54,7 +54,7 @@ GPU_FIELDS = {
     "launch_overhead": "time",
     "efficiency": "efficiency_map",
 }
-GPU_OPTIONAL = {"measured", "roofline_knee", "gemm_k_knee"}
+GPU_OPTIONAL = {"measured", "roofline_knee", "gemm_k_knee", "eager_launch_overhead"}
 LINK_FIELDS = {
     "name": "str",
     "source": "str",
@@ -65,7 +65,7 @@ LINK_FIELDS = {
 }
 LINK_OPTIONAL = {"hop_latency"}
 MEASURED_REQUIRED = ("device", "date", "method", "compute_efficiency", "memory_efficiency")
-MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent", "gemm_k_knee")
+MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent", "gemm_k_knee", "eager_launch_us")
 
 
 class ProfileError(ValueError):
@@ -222,6 +222,11 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
         if p < 1:
             raise ProfileError(origin, "measured.knee_exponent", f"must be >= 1, got {p}")
         out["knee_exponent"] = p
+    if "eager_launch_us" in measured:
+        us = _number(measured["eager_launch_us"], origin, "measured.eager_launch_us")
+        if us <= 0:
+            raise ProfileError(origin, "measured.eager_launch_us", f"must be > 0, got {us}")
+        out["eager_launch_us"] = us
     if "gemm_k_knee" in measured:
         k0 = _number(measured["gemm_k_knee"], origin, "measured.gemm_k_knee")
         if k0 < 0:
@@ -276,12 +281,15 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     eff_source = f"assumption ({path.name}: efficiency)"
     knee = _knee(data["roofline_knee"], path) if data.get("roofline_knee") is not None else 0.0
     k0 = _k_knee(data["gemm_k_knee"], path) if data.get("gemm_k_knee") is not None else 0.0
+    eager = data.get("eager_launch_overhead")
+    eager = 0.0 if eager is None else quantity(eager, "time", path, "eager_launch_overhead")
     if data.get("measured") is not None:
         m = validate_measured(data["measured"], path)
         compute, memory = m["compute_efficiency"], m["memory_efficiency"]
         launch = m.get("launch_overhead_us", launch * 1e6) * 1e-6
         knee = m.get("knee_exponent", knee)
         k0 = m.get("gemm_k_knee", k0)
+        eager = m.get("eager_launch_us", eager * 1e6) * 1e-6
         eff_source = f"measured: {m['device']} {m['date']} ({m['method']})"
     sm = quantity(data["sm_count"], "count", path, "sm_count")
     if sm != int(sm):
@@ -299,6 +307,7 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
         source=_string(data["source"], path, "source"),
         roofline_knee=knee,
         gemm_k_knee=k0,
+        eager_launch_overhead_s=eager,
     )
 
 

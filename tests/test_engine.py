@@ -1,0 +1,96 @@
+"""Engine profiles (gps/engine.py, conf/engine/) and serving workloads (gps/serving.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gps.engine import IDEAL, EngineError, EngineProfile
+from gps.serving import ServingWorkload, plan_steps
+from gps.workload import Workload, WorkloadError
+
+CONF = Path(__file__).parents[1] / "conf" / "engine"
+
+
+def load(name: str) -> EngineProfile:
+    return EngineProfile.from_config(yaml.safe_load((CONF / f"{name}.yaml").read_text()))
+
+
+@pytest.mark.parametrize("name", ["ideal", "sglang", "vllm", "trtllm"])
+def test_shipped_engines_load_and_every_number_has_a_source(name: str) -> None:
+    engine = load(name)
+    assert engine.name == name
+    if name != "ideal":
+        assert all(engine.sources[k].strip() for k in engine.sources)
+        assert engine.launch["prefill"] in ("eager", "cuda_graph")
+
+
+def test_ideal_engine_adds_nothing() -> None:
+    assert IDEAL == load("ideal")
+    assert IDEAL.scheduler_s == {"prefill": 0.0, "decode": 0.0}
+    assert set(IDEAL.alltoall_sms.values()) == {0}
+    assert IDEAL.alltoall == {"prefill": None, "decode": None}
+
+
+def test_sglang_facts_from_its_sources() -> None:
+    sg = load("sglang")
+    assert sg.alltoall == {"prefill": "deepep", "decode": "deepep_low_latency"}
+    assert sg.alltoall_sms["deepep"] == 20 and sg.alltoall_sms["deepep_low_latency"] == 0
+    assert sg.launch == {"prefill": "eager", "decode": "cuda_graph"}
+    assert sg.chunked_prefill_tokens == 8192
+    assert sg.held_sms("deepep", 132) == 20 and sg.held_sms("deepep", 16) == 15
+
+
+@pytest.mark.parametrize(
+    ("patch", "match"),
+    [
+        ({"typo": 1}, r"engine\.typo: unknown field"),
+        ({"launch": {"prefill": "graph", "decode": "cuda_graph"}}, r"engine\.launch\.prefill"),
+        ({"alltoall": {"prefill": "nccl"}}, r"engine\.alltoall\.prefill='nccl'"),
+        ({"scheduler_us": {"decode": -1}}, r"engine\.scheduler_us\.decode"),
+        ({"scheduler_us": {"warmup": 1}}, r"engine\.scheduler_us\.warmup: unknown phase"),
+        ({"alltoall_sms": {"flat": 0, "deepep": 20}}, r"alltoall_sms\.deepep_low_latency"),
+        ({"chunked_prefill_tokens": 0}, r"engine\.chunked_prefill_tokens=0"),
+        ({"sources": {}}, r"engine\.sources\.version: engine 'sglang' gives no source"),
+    ],
+)
+def test_bad_engine_fields_are_named(patch: dict, match: str) -> None:
+    data = {**yaml.safe_load((CONF / "sglang.yaml").read_text()), **patch}
+    with pytest.raises(EngineError, match=match):
+        EngineProfile.from_config(data)
+
+
+BASE = Workload("prefill", 1, 1, alltoall="deepep")
+
+
+def test_short_prompts_fill_the_prefill_budget() -> None:
+    # 100 requests of 1000 + 201 tokens, budget 8192: 8 prompts per prefill step,
+    # 100/8 = 12.5 prefill steps and 200 decode steps of batch 100 at context 1000 + 100
+    plan = plan_steps(ServingWorkload(100, 1000, 201), load("sglang"), BASE)
+    assert plan.running == 100
+    assert (plan.prefill.batch_size, plan.prefill.seq_len) == (8, 1000)
+    assert plan.prefill_steps == 12.5
+    assert (plan.decode.batch_size, plan.decode.context_len) == (100, 1100)
+    assert plan.decode_steps == 200
+    assert (plan.input_tokens, plan.output_tokens) == (100_000, 20_100)
+    assert plan.round_s(2.0, 0.1) == pytest.approx(12.5 * 2.0 + 200 * 0.1)
+
+
+def test_long_prompts_are_chunked_and_running_requests_capped() -> None:
+    # 20,000-token prompts over a 8192 budget: 3 chunks of 6,667; vLLM caps 2,000 at 1,024
+    plan = plan_steps(ServingWorkload(2000, 20_000, 1), load("vllm"), BASE)
+    assert plan.running == 1024
+    assert (plan.prefill.batch_size, plan.prefill.seq_len) == (1, 6667)
+    assert plan.prefill_steps == 3 * 1024
+    assert plan.decode is None and plan.decode_steps == 0
+    own = plan_steps(ServingWorkload(8, 20_000, 2, chunked_prefill_tokens=32768), IDEAL, BASE)
+    assert (own.prefill.batch_size, own.prefill.seq_len, own.prefill_steps) == (1, 20_000, 8.0)
+
+
+@pytest.mark.parametrize("field", ["concurrency", "prompt_len", "output_len"])
+def test_bad_serving_fields_are_named(field: str) -> None:
+    bad = ServingWorkload(**{field: 0})
+    with pytest.raises(WorkloadError, match=rf"serving\.{field}=0"):
+        plan_steps(bad, IDEAL, BASE)
