@@ -32,6 +32,8 @@ class GPUProfile:
         eager_launch_overhead_s: seconds per kernel launched eagerly from the host (PyTorch
             dispatch, no CUDA graph); 0 = ``launch_overhead_s``. Engines that run a phase
             without CUDA graphs (``gps.engine``) pay this per kernel.
+        attention_efficiency: achievable fraction of peak of a fused (flash) attention core,
+            in (0, 1]; 0 = ``compute_efficiency``.
         gemm_k_knee: ``k0``, elements: a GEMM reducing over ``K`` runs at
             ``compute_efficiency * K / (K + k0)`` (``gemm_efficiency``); 0 = no dependence on
             ``K`` (``compute_efficiency`` is then the large-GEMM efficiency of every GEMM).
@@ -50,6 +52,7 @@ class GPUProfile:
     roofline_knee: float = 0.0
     gemm_k_knee: float = 0.0
     eager_launch_overhead_s: float = 0.0
+    attention_efficiency: float = 0.0
 
     def launch_s(self, mode: str = "cuda_graph") -> float:
         """Seconds per kernel launch: the graph floor, or the eager host dispatch cost."""

@@ -54,7 +54,13 @@ GPU_FIELDS = {
     "launch_overhead": "time",
     "efficiency": "efficiency_map",
 }
-GPU_OPTIONAL = {"measured", "roofline_knee", "gemm_k_knee", "eager_launch_overhead"}
+GPU_OPTIONAL = {
+    "measured",
+    "roofline_knee",
+    "gemm_k_knee",
+    "eager_launch_overhead",
+    "attention_efficiency",
+}
 LINK_FIELDS = {
     "name": "str",
     "source": "str",
@@ -281,6 +287,8 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     eff_source = f"assumption ({path.name}: efficiency)"
     knee = _knee(data["roofline_knee"], path) if data.get("roofline_knee") is not None else 0.0
     k0 = _k_knee(data["gemm_k_knee"], path) if data.get("gemm_k_knee") is not None else 0.0
+    att = data.get("attention_efficiency")
+    att = 0.0 if att is None else _sourced_fraction(att, path, "attention_efficiency")
     eager = data.get("eager_launch_overhead")
     eager = 0.0 if eager is None else quantity(eager, "time", path, "eager_launch_overhead")
     if data.get("measured") is not None:
@@ -308,6 +316,7 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
         roofline_knee=knee,
         gemm_k_knee=k0,
         eager_launch_overhead_s=eager,
+        attention_efficiency=att,
     )
 
 

@@ -77,6 +77,15 @@ def test_mla_prefill_plain_form_and_q_compression():
     assert k["kv_up"] == ((256.0, 1.0),) and k["attn_core"] == ()  # kv_lora_rank 256
 
 
+def test_attention_core_runs_at_the_attention_efficiency():
+    # test GPU: compute efficiency 0.5; flash-attention core at 0.25 -> 1e12 FLOPs in 4 ms
+    g = gpu(attention_efficiency=0.25)
+    assert float(op_time(1e12, 1.0, g, attention=True)) == pytest.approx(4e-3 + LAUNCH)
+    assert float(op_time(1e12, 1.0, gpu(), attention=True)) == pytest.approx(2e-3 + LAUNCH)
+    ops = attention_ops(gqa_model(), Workload("prefill", 2, 10), 2)
+    assert [op.name for op in ops if op.attention] == ["attn_core"]
+
+
 def test_small_k_gemm_runs_below_the_large_gemm_efficiency():
     # test GPU: c = 0.5, k0 = 256 -> kv_up (K = 256) at 0.25; a K = 1e6 GEMM at ~0.5
     g = gpu(gemm_k_knee=256.0)

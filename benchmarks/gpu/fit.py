@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     efficiency_table(fit)
     if args.write:
         path = resolve_profile("gpu", args.profile, None)
+        eager = {}
+        if "launch_eager_s" in anchor:
+            eager = {"eager_launch_us": round(anchor["launch_eager_s"] * 1e6, 2)}
         write_measured(path, {
             "device": data["device"],
             "date": data["date"],
@@ -75,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "launch_overhead_us": round(launch * 1e6, 2),
             "knee_exponent": round(fit.knee_exponent, 2),
             "gemm_k_knee": round(fit.gemm_k_knee),
-            **({"eager_launch_us": round(anchor["launch_eager_s"] * 1e6, 2)}
-               if "launch_eager_s" in anchor else {}),  # fmt: skip
+            **eager,
         })  # fmt: skip
         print(f"wrote measured: block into {path}")
     return 0

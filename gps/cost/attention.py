@@ -68,7 +68,7 @@ def gqa_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     core_bytes = c * 2 * t * h * hd + kvb * kv * 2 * hkv * hd
     return [
         gemm("qkv_proj", 2 * t * d * qkv_w, w * d * qkv_w + a * (t * d + t * qkv_w), d, dtype=gdt),
-        Op("attn_core", 4 * pairs * h * hd, core_bytes, dtype=cdt),
+        Op("attn_core", 4 * pairs * h * hd, core_bytes, dtype=cdt, attention=True),
         gemm("o_proj", 2 * t * h * hd * d, w * h * hd * d + a * (t * h * hd + t * d), h * hd, gdt),
     ]
 
@@ -119,14 +119,14 @@ def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
         core_bytes = c * (t * h * (n + p) + kv * h * (n + p) + kv * h * v + t * h * v)
         ops += [
             proj("kv_up", r, h * (n + v)),
-            Op("attn_core", core_flops, core_bytes, dtype=cdt),
+            Op("attn_core", core_flops, core_bytes, dtype=cdt, attention=True),
         ]
     else:
         core_flops = 2 * pairs * h * (r + p) + 2 * pairs * h * r
         core_bytes = c * (t * h * (r + p) + t * h * r) + kvb * kv * (r + p)
         ops += [
             proj("q_absorb_uk", n, r, heads=h),
-            Op("attn_core", core_flops, core_bytes, dtype=cdt),
+            Op("attn_core", core_flops, core_bytes, dtype=cdt, attention=True),
             proj("uv", r, v, heads=h),
         ]
     ops.append(proj("o_proj", h * v, d))

@@ -207,12 +207,13 @@ def allreduce_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
 ALLTOALL_MODES = ("flat", "deepep", "deepep_low_latency")
 
 # Fixed cost of one DeepEP low-latency kernel (dispatch or combine), seconds: least-squares fit
-# of ``fixed + max(nvlink_bytes / bw_nvlink, rdma_bytes / bw_ib)`` to the 12 rows of DeepEP's
-# published low-latency table (H800 + CX7 400 Gb/s, EP8..EP256, 128 tokens/GPU, hidden 7168,
-# top-8, FP8 dispatch / BF16 combine; github.com/deepseek-ai/DeepEP docs/legacy.md,
-# "Low-latency kernels with pure RDMA"), links ``nvlink4_h800`` and ``ib_ndr``. Refit with
+# of ``fixed + max(nvlink_bytes / bw_nvlink, rdma_bytes / bw_ib)`` to the 4 rows of the pure-RDMA
+# kernel generation in DeepEP's published low-latency table (EP128 and EP256; H800 + CX7 400
+# Gb/s, 128 tokens/GPU, hidden 7168, top-8, FP8 dispatch / BF16 combine; github.com/deepseek-ai/
+# DeepEP docs/legacy.md), links ``nvlink4_h800`` and ``ib_ndr``. The re-measured NVLink
+# generation (EP8-EP64) validates it (docs/validation.md). Refit with
 # ``benchmarks/validate.py --fit-ll``; ``tests/test_validate.py`` checks it.
-DEEPEP_LL_FIXED_S = 27.1e-6
+DEEPEP_LL_FIXED_S = 31.8e-6
 
 
 def expected_distinct_bins(num_experts: int, top_k: int, bins: int) -> float:

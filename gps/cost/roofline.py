@@ -15,8 +15,9 @@ class Op(NamedTuple):
     ``flops`` and ``bytes`` may be floats or broadcastable numpy arrays. ``gemm_k`` describes
     the GEMMs the FLOPs belong to as ``((K, share), ...)``: reduction length ``K`` and the
     share of the op's FLOPs at that ``K`` (shares sum to 1); each share runs at
-    ``GPUProfile.gemm_efficiency(K)``. Empty: the op is not a GEMM (attention core,
-    elementwise) and its FLOPs run at ``GPUProfile.compute_efficiency``.
+    ``GPUProfile.gemm_efficiency(K)``. Empty: the op is not a GEMM and its FLOPs run at
+    ``GPUProfile.compute_efficiency``, or, with ``attention`` (a fused attention core, flash
+    attention), at ``GPUProfile.attention_efficiency``.
     """
 
     name: str
@@ -25,6 +26,7 @@ class Op(NamedTuple):
     launches: int = 1
     dtype: str | None = None  # peak FLOP/s key; None = the caller's default
     gemm_k: tuple[tuple[float, float], ...] = ()
+    attention: bool = False
 
 
 def gemm(
@@ -39,10 +41,15 @@ def gemm(
     return Op(name, flops, bytes_, launches, dtype, ((float(k), 1.0),))
 
 
-def compute_efficiency(gpu: GPUProfile, gemm_k: tuple[tuple[float, float], ...] = ()) -> float:
+def compute_efficiency(
+    gpu: GPUProfile, gemm_k: tuple[tuple[float, float], ...] = (), attention: bool = False
+) -> float:
     """Effective compute efficiency of FLOPs split over GEMMs ``gemm_k`` (see ``Op``): the
-    FLOP-weighted harmonic mean ``1 / sum(share / gpu.gemm_efficiency(K))``; the profile's
-    ``compute_efficiency`` when ``gemm_k`` is empty."""
+    FLOP-weighted harmonic mean ``1 / sum(share / gpu.gemm_efficiency(K))``; for a fused
+    attention core ``gpu.attention_efficiency`` (when set); otherwise the profile's
+    ``compute_efficiency``."""
+    if attention and gpu.attention_efficiency > 0:
+        return gpu.attention_efficiency
     if not gemm_k:
         return gpu.compute_efficiency
     return 1.0 / sum(share / gpu.gemm_efficiency(k) for k, share in gemm_k)
@@ -112,12 +119,14 @@ def op_time(
     dtype: str = "bf16",
     launches: int | np.ndarray = 1,
     gemm_k: tuple[tuple[float, float], ...] = (),
+    attention: bool = False,
 ) -> np.ndarray:
     """Roofline time of an op, seconds, broadcast over ``flops``, ``bytes_`` and ``launches``.
 
     ``t = knee_time(flops / (peak[dtype] * e), bytes / (hbm_bandwidth * memory_efficiency),
     gpu.roofline_knee) + launches * launch_overhead_s`` with ``e = compute_efficiency(gpu,
-    gemm_k)`` (the GEMMs' efficiency by reduction length; ``knee_time`` is the max for a sharp
+    gemm_k, attention)`` (the GEMMs' efficiency by reduction length, or the attention core's;
+    ``knee_time`` is the max for a sharp
     roofline); an op with ``flops == bytes == 0`` is
     not launched and costs exactly 0 s (an expert slot or GPU with no tokens runs no kernel).
 
@@ -128,6 +137,7 @@ def op_time(
         dtype: Compute dtype whose peak applies (``gpu.peak_flops`` key).
         launches: Kernels the op needs.
         gemm_k: ``((K, share), ...)`` of the op's GEMMs (``Op.gemm_k``); empty: not a GEMM.
+        attention: a fused attention core (``Op.attention``).
 
     Returns:
         Seconds, shape ``broadcast(flops, bytes_, launches)`` (a 0-d array for scalars).
@@ -140,7 +150,7 @@ def op_time(
     for name, arr in (("flops", flops), ("bytes_", bytes_)):
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError(f"op_time: {name} must be finite and >= 0")
-    compute_s = flops / (gpu.flops_for(dtype) * compute_efficiency(gpu, gemm_k))
+    compute_s = flops / (gpu.flops_for(dtype) * compute_efficiency(gpu, gemm_k, attention))
     memory_s = bytes_ / (gpu.hbm_bandwidth * gpu.memory_efficiency)
     busy = (flops > 0) | (bytes_ > 0)
     t = knee_time(compute_s, memory_s, gpu.roofline_knee)
@@ -153,5 +163,5 @@ def ops_time(ops: list[Op], gpu: GPUProfile, dtype: str = "bf16") -> np.ndarray:
     total = np.zeros(())
     for op in ops:
         total = total + op_time(op.flops, op.bytes, gpu, op.dtype or dtype, op.launches,
-                                op.gemm_k)  # fmt: skip
+                                op.gemm_k, op.attention)  # fmt: skip
     return total
