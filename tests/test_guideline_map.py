@@ -13,9 +13,9 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from gps.app import CONF_DIR, run
-from gps.cost.token_mechanisms import expected_split
 from gps.report.guideline_map import MAP_COLUMNS, no_win_reason
 from gps.report.sweep import aggregate
+from predictors.splits import expected_split
 
 SMALL = ["+experiment=guideline_map", "guideline_map.skews=[1.2,2.0]",
          "guideline_map.link_gbps=[600,32]", "guideline_map.tokens=[512,2048]",

@@ -37,9 +37,9 @@ from gps.advisor import strategies as st
 from gps.advisor.assumptions import from_config, price_under
 from gps.advisor.data import prepare
 from gps.advisor.guidelines import TIE, crossover
+from gps.advisor.ledger import Ledger
 from gps.advisor.paper import SCHEMA_VERSION
 from gps.cost._common import num_moe_layers
-from gps.cost.token_mechanisms import CopySplit, Mechanisms, expected_split
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.report.guideline_map import no_win_reason
@@ -48,6 +48,7 @@ from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
 from gps.workload import Workload
 from predictors.base import PredictorCost
 from predictors.metrics import expert_histogram
+from predictors.splits import CopySplit, expected_split
 from predictors.whatif import WhatIfTokenPredictor
 
 MAX_PROMPT = 2048  # tokens per prompt of a map step (the default preset's prompt length)
@@ -144,12 +145,12 @@ def cell(
 
 def guideline_map(
     cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: SyntheticTraceConfig,
-    mech: Mechanisms, slots: int,
+    ledger: Ledger, slots: int,
 ) -> dict:  # fmt: skip
     """The ``guideline_map`` block of ``results.json``: ``rows`` (one per skew, link, tokens,
     overhead, accuracy; ``gps.report.guideline_map.MAP_COLUMNS``), the axes, and ``reason`` (why
-    Token-to-Expert never wins, with numbers, or ``None``). ``mech``: the strategy's token-level
-    mechanisms; ``slots``: expert slots per GPU."""
+    Token-to-Expert never wins, with numbers, or ``None``). ``ledger``: the run's mechanism
+    switches; ``slots``: expert slots per GPU."""
     m, s = cfg.guideline_map, cfg.strategy
     assume = from_config(cfg.assumptions)
     acc = np.sort(np.asarray(m.accuracies, dtype=float))
@@ -173,12 +174,11 @@ def guideline_map(
         wrong = expert_histogram(blind.predict(data.test), spec.num_experts, w.tokens_per_step)
         for gbps in m.link_gbps:
             cl = with_link(cluster, float(gbps))
-            ctx = st.Context(spec, cl, w, data, slots, s.split, s.migration_overlap,
-                             s.replicas, s.migration_source, s.horizon)  # fmt: skip
+            ctx = st.Context(spec, cl, w, data, slots, ledger, s.replicas, s.migration_source,
+                             s.horizon)  # fmt: skip
 
             def price(r: st.Routed, cl=cl, w=w, data=data) -> float:
-                return float(price_under(r, spec, cl, w, data.test_loads,
-                                         migration_overlap=s.migration_overlap, mechanisms=mech,
+                return float(price_under(r, spec, cl, w, data.test_loads, ledger=ledger,
                                          assumptions=assume).total_s.mean())  # fmt: skip
 
             c = cell(ctx, price, acc, ov, m.distribution, wrong, blind.cost())
@@ -207,13 +207,13 @@ def guideline_map(
 
 
 def map_results(
-    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: Any, mech: Mechanisms,
+    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: Any, ledger: Ledger,
     slots: int, config: dict, command: str | None,
 ) -> dict:  # fmt: skip
     """``results.json`` of a guideline-map run (``strategies`` empty, ``guideline_map`` set)."""
     if not isinstance(trace_cfg, SyntheticTraceConfig):
         raise ValueError("guideline_map needs a synthetic token-trace preset (trace=...)")
-    gm = guideline_map(cfg, spec, cluster, trace_cfg, mech, slots)
+    gm = guideline_map(cfg, spec, cluster, trace_cfg, ledger, slots)
     zero = [r for r in gm["rows"] if r["overhead_us"] == min(gm["axes"]["overheads_us"])]
     wins = sum(r["winner"] == "token" for r in zero)
     text = (
