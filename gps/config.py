@@ -186,6 +186,8 @@ class GuidelineMapConfig:
         skews: busiest-expert / mean tokens targets (the trace's Zipf exponent is set per target).
         link_gbps: intra-node link bandwidths, GB/s per GPU and direction.
         tokens: tokens per prefill step (prompts of ``min(T, 2048)`` tokens).
+        resident_experts: fractions of every GPU's expert slots whose weights stay in HBM (the
+            memory axis; the others are fetched over ``strategy.expert_fetch_link``).
         accuracies: what-if Token-to-Expert top-k accuracies.
         overheads_us: Token-to-Expert overheads, microseconds per MoE layer (critical path).
         distribution: the Distribution-Only predictor the map compares against.
@@ -197,6 +199,7 @@ class GuidelineMapConfig:
     skews: list[float] = field(default_factory=lambda: [1.2, 1.4, 1.6, 1.8, 2.0])
     link_gbps: list[float] = field(default_factory=lambda: [600.0, 200.0, 64.0, 32.0])
     tokens: list[int] = field(default_factory=lambda: [512, 2048, 8192, 16384])
+    resident_experts: list[float] = field(default_factory=lambda: [1.0])
     accuracies: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
     overheads_us: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0])
     distribution: str = "window_mean"

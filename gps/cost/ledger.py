@@ -111,6 +111,18 @@ LEDGER: tuple[Mechanism, ...] = (
 )  # fmt: skip
 
 
+def ledger_markdown() -> str:
+    """``LEDGER`` as the Markdown table ``docs/cost_model.md`` prints (a test keeps them equal)."""
+    head = ("| mechanism | information | moment | resource | who gets it | a wrong guess costs "
+            "| switch |\n| --- | --- | --- | --- | --- | --- | --- |")  # fmt: skip
+    rows = [
+        f"| {m.name} | {m.information} | {m.moment} | {m.resource} | {m.who} | {m.wrong_guess} "
+        f"| {f'`{m.switch}`' if m.switch else '-'} |"
+        for m in LEDGER
+    ]
+    return "\n".join([head, *rows])
+
+
 def prefetched_fraction(
     score: np.ndarray, candidate: np.ndarray, slots_fit: np.ndarray
 ) -> np.ndarray:
