@@ -4,6 +4,7 @@ construction (property tests) and bad switches."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -317,3 +318,37 @@ def test_bounds_hold_by_construction(seed, shape, r_extra, window, resident, pre
     ceiling = st.per_batch_fastest(free, np.stack([price(c) for c in free]), "free")
     for r in [oracle, *followed]:
         assert np.all(price(ceiling) <= price(r) * (1 + 1e-12)), r.name
+
+
+def test_token_level_knowledge_buys_nothing_a_histogram_does_not() -> None:
+    """Under our physics a Token-to-Expert strategy is priced exactly as a Distribution-Only one
+    holding its guesses' histogram: nothing moves before the gate but weights and replicas."""
+    rng = np.random.default_rng(3)
+    loads = np.floor(rng.gamma(0.7, 1.0, (5, 2, 8)) * 40)
+    ledger = Ledger(dispatch_chunks=4, resident_experts=0.5, fetch_link=SLOW, window=0.5)
+    ctx = _context(loads, 1, 4, 1, ledger, 1.0)
+    wrong = rng.permutation(ctx.data.test_loads, axis=-1)
+    for a in (0.0, 0.5, 1.0):
+        split = expected_split(ctx.data.test_loads, wrong, a)
+        t2e = st.planned(ctx, split.guessed, "token:x", "token")
+        t2e.token_routing = st.token_routing(ctx, t2e.plans, split)
+        as_do = st.Routed(**{**t2e.__dict__, "family": "distribution", "token_routing": None})
+        got, want = (price_routed(r, ctx.spec, ctx.cluster, ctx.workload, ledger).total_s
+                     for r in (t2e, as_do))  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+
+
+def test_expected_prefetch_is_monotone_in_accuracy() -> None:
+    """Beliefs ``a * truth + (1 - a) * noise``: the expected exposure after the gate never rises
+    with ``a`` (Monte Carlo over noise draws; a fixed plan, so only the belief moves)."""
+    rng = np.random.default_rng(0)
+    busy = rng.random((4, 1, 8)) < 0.4  # [L=4, G=1, R=8]
+    res = np.arange(8) < 2
+    draws = rng.random((400, 4, 1, 8))
+    means = []
+    for a in (0.0, 0.25, 0.5, 0.75, 1.0):
+        score = a * busy + (1 - a) * draws
+        p = Prefetch(np.broadcast_to(busy, draws.shape), score, res, 100.0, SLOW)
+        means.append(float(prefetch_exposed(p, np.full(draws.shape[:-1], 0.25)).mean()))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(means)), means
+    assert means[-1] < means[0]
