@@ -9,13 +9,9 @@ import pytest
 from test_cost_helpers import cluster, gqa_model
 
 from gps.cost.e2e import batch_cost
-from gps.cost.parallel import (
-    LayoutError,
-    ParallelConfig,
-    compare_layouts,
-    known_layouts,
-    resolve_layout,
-)
+from gps.cost.layouts import compare_layouts, known_layouts
+from gps.cost.parallel import LayoutError, ParallelConfig, resolve_layout
+from gps.cost.step import StepRouting
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
 from gps.workload import Workload
@@ -84,7 +80,7 @@ def test_mixtral_three_layouts_priced_and_bad_layouts_named() -> None:
         resolve_layout(ParallelConfig("x", ep=3, tp=2, attention="tp"), spec,
                        replace(cl, gpus_per_node=6), wl)  # fmt: skip
     with pytest.raises(LayoutError, match="uniform routing"):
-        batch_cost(spec, cl, wl, np.zeros((32, 8, 1)), parallel=names["ep8"])
+        batch_cost(spec, cl, wl, StepRouting(np.zeros((32, 8, 1))), parallel=names["ep8"])
 
 
 def test_gps_parallel_group_prices_three_mixtral_layouts() -> None:

@@ -173,7 +173,7 @@ def test_ranks_of_a_layout_and_static_placement_on_them() -> None:
     assert expert_ranks(_cfg(), spec, cluster, workload) is None  # pure EP: one rank per GPU
     small = Workload(phase="prefill", batch_size=2, seq_len=64)
     data = prepare(trace, spec, small, train_batches=2, test_batches=1)
-    ctx = st.Context(spec, cluster, small, data, 3, "even", 1.0, rank_of_gpu=ranks)
+    ctx = st.Context(spec, cluster, small, data, 3, rank_of_gpu=ranks)
     static = ctx.static.slot_expert[0]
     # Megatron contiguous on the 4 ranks: experts 0-1 on rank 0 (GPUs 0 and 1), ...
     assert static[:, :2].tolist() == [

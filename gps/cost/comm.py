@@ -7,6 +7,7 @@ direction (``LinkProfile.gpu_bandwidth``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -248,15 +249,22 @@ def distinct_bins(spec: MoEModelSpec, bins: int) -> float:
     return expected_distinct_bins(e, k, bins)
 
 
-def dedup_factors(spec: MoEModelSpec, cluster: Cluster) -> tuple[float, float]:
+def dedup_factors(
+    spec: MoEModelSpec, cluster: Cluster, copies_per_token: int | None = None
+) -> tuple[float, float]:
     """``(gpu_factor, node_factor)``: de-duplicated sends per token copy under uniform routing.
 
     DeepEP's normal kernels send a token once per destination GPU inside a node and once per
     destination *node* over InfiniBand (then fan it out over NVLink). With ``k`` copies per
     token, ``gpu_factor = E[distinct GPUs] / k`` and ``node_factor = E[distinct nodes] / k``
     (``distinct_bins``, which applies group-limited routing); remote fractions cancel by
-    symmetry.
+    symmetry. ``copies_per_token``: ``k`` of a leg that carries fewer copies per token than the
+    model's top-k (a corrective round of mispredicted copies); default ``spec.top_k``.
     """
+    if copies_per_token is not None:
+        if copies_per_token < 1:
+            raise ValueError(f"copies_per_token={copies_per_token}: must be >= 1")
+        spec = replace(spec, top_k=int(copies_per_token))
     k = spec.top_k
     return distinct_bins(spec, cluster.num_gpus) / k, distinct_bins(spec, cluster.num_nodes) / k
 

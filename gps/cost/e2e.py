@@ -14,6 +14,7 @@ from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layer
 from gps.cost.attention import attention_time
 from gps.cost.experts import swiglu_op
 from gps.cost.layer import check_slot_tokens, scaled_layer_times
+from gps.cost.ledger import port_exposure
 from gps.cost.parallel import (
     LayoutError,
     ParallelConfig,
@@ -23,6 +24,7 @@ from gps.cost.parallel import (
 )
 from gps.cost.roofline import Op, ops_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
+from gps.cost.step import NO_EXTRAS, StepExtras, StepRouting
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.workload import Workload
@@ -166,80 +168,58 @@ def _nonneg(name: str, x: float | np.ndarray) -> np.ndarray:
     return arr
 
 
+def dispatch_ports(cluster: Cluster) -> tuple[str, ...]:
+    """The GPU ports (``gps.cost.step.PORTS``) a dispatch all-to-all crosses on ``cluster``:
+    NVLink when a node holds several GPUs, the NICs when there are several nodes."""
+    return (("intra",) if cluster.gpus_per_node > 1 else ()) + (
+        ("inter",) if cluster.num_nodes > 1 else ()
+    )
+
+
 def batch_cost(
     spec: MoEModelSpec,
     cluster: Cluster,
     workload: Workload,
-    slot_tokens: np.ndarray | None = None,
-    traffic_bytes: np.ndarray | None = None,
+    routing: StepRouting | None = None,
+    extras: StepExtras = NO_EXTRAS,
     *,
-    predictor_overhead_s: float | np.ndarray = 0.0,
-    predictor_on_critical_path: bool = True,
-    migration_bytes: float | np.ndarray = 0.0,
-    migration_overlap: float = 1.0,
-    migration_link: str = "intra",
-    migration_s: float | np.ndarray | None = None,
-    dropped_tokens: float | np.ndarray = 0,
-    dispatch_dedup: tuple[float, float] | None = None,
     parallel: ParallelConfig | None = None,
-    dispatch_s: np.ndarray | None = None,
-    expert_fetch_s: float | np.ndarray = 0.0,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
     Args:
         spec, cluster, workload: model, hardware, step shape.
-        slot_tokens: ``[..., L_moe, G, R]`` token copies per expert slot; ``None`` = uniform
-            routing on a static contiguous placement (``routing.uniform_slot_tokens``).
-        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes; ``None`` = derived from
-            ``slot_tokens`` with data-parallel token sources (``traffic_from_slot_tokens``).
-        predictor_overhead_s: seconds per MoE layer, broadcastable to ``[..., L_moe]`` (a
-            once-per-batch predictor: put its time on layer 0 and zeros elsewhere). On the
-            critical path it adds fully; otherwise it runs beside attention and only
-            ``max(0, p - attention)`` shows.
-        predictor_on_critical_path: see above.
-        migration_bytes: expert-weight bytes received by the busiest GPU in each MoE layer,
-            broadcastable to ``[..., L_moe]``; moved in ``latency + bytes / gpu_bandwidth`` of
-            ``migration_link`` and hidden behind attention up to ``migration_overlap *
-            attention`` (exposed: ``max(0, t_mig - migration_overlap * attention)``).
-        migration_overlap: fraction of the attention time usable to hide migration, in [0, 1].
-        migration_link: ``"intra"`` (default: replicas copied from a GPU of the same node) or
-            ``"inter"``.
-        migration_s: seconds to copy each MoE layer's replicas, already priced per link
-            (``gps.plans.migration.migration_seconds``), broadcastable to ``[..., L_moe]``;
-            when given it replaces ``migration_bytes``/``migration_link`` (same overlap rule).
-        dropped_tokens: tokens dropped by the plan, broadcastable to ``[...]`` (reported only).
-        dispatch_dedup: ``(gpu_factor, node_factor)`` of ``workload.alltoall="deepep"`` (sends
-            per token copy after de-duplication per destination GPU / node); ``None`` = the
-            uniform-routing expectation (``gps.cost.comm.dedup_factors``); ``(1, 1)`` when
-            ``traffic_bytes`` already counts de-duplicated sends.
+        routing: where the token copies go (``StepRouting``: ``slot_tokens [..., L_moe, G, R]``,
+            ``traffic_bytes [..., L_moe, G, G]``, de-duplication, dropped copies); ``None`` =
+            uniform routing on a static contiguous placement.
+        extras: what the strategy adds (``StepExtras``, built by the mechanism ledger): predictor
+            seconds, replica copies and prefetch on each GPU port, the post-gate chunked dispatch
+            and the attention window that hides port work (``gps.cost.ledger.port_exposure``:
+            one budget per port), or a dispatch replaced by the paper's assumption.
         parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
-            attention DP/TP), priced with uniform routing (``slot_tokens`` and
-            ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
-            with ``workload.attention_parallel`` (today's model). ``ep = G, tp = 1`` gives the
-            same numbers as ``None``.
-        dispatch_s: exposed dispatch seconds ``[..., L_moe]`` replacing the all-to-all of
-            ``traffic_bytes`` (direct dispatch, ``gps.cost.token_mechanisms``); the combine is
-            still priced from ``traffic_bytes``. ``None``: dispatch = combine time.
-        expert_fetch_s: exposed seconds ``[..., L_moe]`` fetching non-resident expert weights
-            (``token_mechanisms.expert_fetch_s``), the ``expert_fetch`` component.
+            attention DP/TP), priced with uniform routing (``routing`` must be ``None``);
+            ``None`` = expert parallelism over all GPUs with ``workload.attention_parallel``.
+            ``ep = G, tp = 1`` gives the same numbers as ``None``.
 
     ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
     two interleaved micro-batches (``two_batch_path``, stages priced at half the batch), plus
-    predictor, expert fetch and migration (the micro-batches' own dispatch overlaps, so
-    ``dispatch_s`` is not used on that path); ``components`` still hold the full batch's stage
-    times, so ``per_layer_s`` is then below their sum.
+    predictor, expert fetch and migration; the micro-batches' own dispatch overlaps, so neither
+    the chunked dispatch nor ``extras.dispatch_s`` applies on that path. ``components`` still
+    hold the full batch's stage times, so ``per_layer_s`` is then below their sum.
 
     Returns:
         ``CostBreakdown``.
     """
     workload.validate()
+    routing = StepRouting() if routing is None else routing
+    slot_tokens, traffic_bytes = routing.slot_tokens, routing.traffic_bytes
+    dispatch_dedup = routing.dispatch_dedup
     layer_spec, layer_cluster, fixed = spec, cluster, None
     if parallel is not None:
         if slot_tokens is not None or traffic_bytes is not None:
             raise LayoutError(
                 f"parallel={parallel.name!r}: layouts are priced with uniform routing; pass "
-                "slot_tokens=None and traffic_bytes=None"
+                "routing=None"
             )
         ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
         workload = replace(workload, attention_parallel=attention)
@@ -265,11 +245,10 @@ def batch_cost(
         slot_tokens = np.asarray(slot_tokens, dtype=float)
         check_slot_tokens(slot_tokens, spec, cluster)
         traffic_bytes = traffic_from_slot_tokens(slot_tokens, spec)
-    if not 0.0 <= migration_overlap <= 1.0:
-        raise ValueError(f"migration_overlap={migration_overlap}: must be in [0, 1]")
-    pred = _nonneg("predictor_overhead_s", predictor_overhead_s)
-    mig_bytes = _nonneg("migration_bytes", migration_bytes)
-    dropped = _nonneg("dropped_tokens", dropped_tokens)
+    pred = _nonneg("predictor_s", extras.predictor_s)
+    for port, secs in extras.migration_s.items():
+        _nonneg(f"migration_s[{port!r}]", secs)
+    dropped = _nonneg("dropped_tokens", routing.dropped_tokens)
 
     half = _half(workload) if workload.overlap == "two_batch" else None
     steps = [(workload, 1.0)]
@@ -278,28 +257,26 @@ def batch_cost(
     priced = layer_times(slot_tokens, traffic_bytes, steps)
     comp, balanced = priced[0]
     attn = comp["attention"]
-    if not predictor_on_critical_path:
+    if not extras.predictor_on_critical_path:
         pred = np.maximum(pred - attn, 0.0)
-    if migration_link not in ("intra", "inter"):
-        raise ValueError(f"migration_link={migration_link!r}: expected 'intra' or 'inter'")
-    link = cluster.intra_link if migration_link == "intra" else cluster.inter_link
-    if link is None:
-        raise ValueError(f"migration_link='inter' but cluster {cluster.name!r} has no inter_link")
-    mig_s = np.where(mig_bytes > 0, link.latency_s + mig_bytes / link.gpu_bandwidth, 0.0)
-    if migration_s is not None:
-        mig_s = _nonneg("migration_s", migration_s)
     comp["predictor"] = pred
-    if dispatch_s is not None:  # the balanced bound may hide its dispatch as well
-        comp["dispatch"] = _nonneg("dispatch_s", dispatch_s)
+    ports = dispatch_ports(layer_cluster)
+    port_extras = extras if half is None else replace(extras, dispatch_chunks=1)
+    exposed = port_exposure(attn, comp["dispatch"], ports, port_extras)
+    bare = StepExtras(window=extras.window, dispatch_chunks=port_extras.dispatch_chunks)
+    balanced["dispatch"] = port_exposure(attn, balanced["dispatch"], ports, bare)["dispatch"]
+    comp["dispatch"] = exposed["dispatch"]
+    if extras.dispatch_s is not None and half is None:  # the balanced bound may skip it too
+        comp["dispatch"] = _nonneg("dispatch_s", extras.dispatch_s)
         balanced["dispatch"] = np.minimum(balanced["dispatch"], comp["dispatch"])
-    comp["expert_fetch"] = _nonneg("expert_fetch_s", expert_fetch_s)
-    comp["migration"] = np.maximum(mig_s - migration_overlap * attn, 0.0)
+    comp["expert_fetch"] = exposed["expert_fetch"]
+    comp["migration"] = exposed["migration"]
     try:
-        shape = np.broadcast_shapes(*(v.shape for v in comp.values()))
+        shape = np.broadcast_shapes(*(np.shape(v) for v in comp.values()))
     except ValueError:
         raise ValueError(
-            f"predictor_overhead_s {pred.shape} / migration_bytes {mig_bytes.shape} do not "
-            f"broadcast to the per-layer shape {attn.shape}"
+            "predictor_s / migration_s / prefetch do not broadcast to the per-layer shape "
+            f"{attn.shape}: {', '.join(f'{k} {np.shape(v)}' for k, v in comp.items())}"
         ) from None
     comp = {k: np.broadcast_to(comp[k], shape) for k in LAYER_COMPONENTS}
 

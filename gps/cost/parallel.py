@@ -18,12 +18,14 @@ Layouts are priced with uniform routing (``routing.uniform_slot_tokens`` on the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 from gps.cost._common import element_bytes
+from gps.cost.attention import attention_time
+from gps.cost.comm import dedup_factors
+from gps.cost.layer import gate_ops, shared_expert_op
+from gps.cost.roofline import ops_time
 from gps.cost.routing import uniform_slot_tokens
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
@@ -115,8 +117,6 @@ def layout_inputs(
         the de-duplication factors over ranks (``expected_distinct_bins(E, k, ep)/k``) and
         the group's nodes.
     """
-    from gps.cost.comm import dedup_factors
-
     g, size = cluster.num_gpus, ep * tp
     rep = g // size
     spec_tp = replace(spec, expert_intermediate_size=spec.expert_intermediate_size // tp)
@@ -142,10 +142,6 @@ def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, e
     ``attention_time`` on all GPUs (``dp``) or on one group of ``ep*tp`` GPUs running its
     ``B/rep`` sequences with heads split (``tp``; ``B`` must divide by ``rep``).
     """
-    from gps.cost.attention import attention_time
-    from gps.cost.layer import gate_ops, shared_expert_op
-    from gps.cost.roofline import ops_time
-
     g = cluster.num_gpus
     rep = g // (ep * tp)
     if attention == "dp":
@@ -164,54 +160,3 @@ def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, e
         "gate": float(ops_time(gate_ops(spec, workload, g), cluster.gpu)),
         "shared": float(ops_time([shared_expert_op(spec, workload, g)], cluster.gpu)),
     }
-
-
-PARALLEL_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "parallel"
-
-
-def known_layouts() -> list[ParallelConfig]:
-    """Every layout of ``conf/parallel/*.yaml``, by file name."""
-    out = []
-    for path in sorted(PARALLEL_CONF_DIR.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text())
-        unknown = sorted(set(data) - set(ParallelConfig.__dataclass_fields__))
-        if unknown:
-            raise LayoutError(f"{path}: field 'parallel.{unknown[0]}': unknown field")
-        out.append(ParallelConfig(**data))
-    return out
-
-
-def layout_summary(
-    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
-) -> dict:
-    """One layout priced with uniform routing: ``name``, ``ep``, ``tp``, ``attention``,
-    ``e2e_time_s``, ``tokens_per_s`` (``None`` and ``error`` when it does not fit)."""
-    from gps.cost.e2e import batch_cost
-
-    row: dict = {"name": parallel.name, "ep": parallel.ep, "tp": parallel.tp}
-    try:
-        ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
-        cost = batch_cost(spec, cluster, workload, parallel=parallel)
-    except LayoutError as exc:
-        return {**row, "attention": parallel.attention, "e2e_time_s": None,
-                "tokens_per_s": None, "error": str(exc)}  # fmt: skip
-    return {**row, "ep": ep, "tp": tp, "attention": attention,
-            "e2e_time_s": float(cost.total_s), "tokens_per_s": float(cost.tokens_per_s),
-            "error": None}  # fmt: skip
-
-
-def compare_layouts(
-    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
-) -> dict:
-    """The configured layout and every known one, priced with uniform routing.
-
-    Returns ``{"layout": layout_summary(parallel), "compared": [layout_summary, ...],
-    "best": name of the fastest layout that fits (or None)}``; raises ``LayoutError`` when the
-    configured layout does not fit.
-    """
-    resolve_layout(parallel, spec, cluster, workload)
-    rows = [layout_summary(p, spec, cluster, workload) for p in known_layouts()]
-    fits = [r for r in rows if r["tokens_per_s"] is not None]
-    best = max(fits, key=lambda r: r["tokens_per_s"])["name"] if fits else None
-    return {"layout": layout_summary(parallel, spec, cluster, workload), "compared": rows,
-            "best": best}  # fmt: skip

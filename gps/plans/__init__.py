@@ -47,6 +47,7 @@ from gps.plans.migration import (
     MIGRATION_SOURCES,
     fetch_seconds,
     fetch_tier,
+    migration_port_seconds,
     migration_seconds,
     migration_seconds_per_gpu,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "max_gpu_load",
     "migration_bytes",
     "migration_bytes_per_gpu",
+    "migration_port_seconds",
     "migration_seconds",
     "migration_seconds_per_gpu",
     "pack_balanced",
