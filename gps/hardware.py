@@ -32,6 +32,10 @@ class GPUProfile:
         eager_launch_overhead_s: seconds per kernel launched eagerly from the host (PyTorch
             dispatch, no CUDA graph); 0 = ``launch_overhead_s``. Engines that run a phase
             without CUDA graphs (``gps.engine``) pay this per kernel.
+        host_launch_s: seconds the host needs to issue one kernel in the step being priced
+            (an engine running the phase eagerly sets it to ``eager_launch_overhead_s``); an
+            op then takes at least ``launches * host_launch_s`` (the GPU waits for the host
+            when kernels are shorter than their launch). 0: CUDA graphs, no host bound.
         attention_efficiency: achievable fraction of peak of a fused (flash) attention core,
             in (0, 1]; 0 = ``compute_efficiency``.
         gemm_k_knee: ``k0``, elements: a GEMM reducing over ``K`` runs at
@@ -53,6 +57,7 @@ class GPUProfile:
     gemm_k_knee: float = 0.0
     eager_launch_overhead_s: float = 0.0
     attention_efficiency: float = 0.0
+    host_launch_s: float = 0.0
 
     def launch_s(self, mode: str = "cuda_graph") -> float:
         """Seconds per kernel launch: the graph floor, or the eager host dispatch cost."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -94,3 +96,71 @@ def test_bad_serving_fields_are_named(field: str) -> None:
     bad = ServingWorkload(**{field: 0})
     with pytest.raises(WorkloadError, match=rf"serving\.{field}=0"):
         plan_steps(bad, IDEAL, BASE)
+
+
+# ---- an engine inside a step (gps.cost.e2e.batch_cost(engine=...)) ---------------------------
+
+
+def custom(**fields) -> EngineProfile:
+    """The ideal engine with ``fields`` changed (no sources needed for name 'ideal')."""
+    from gps.engine import EngineConfig
+
+    return EngineProfile.from_config({**EngineConfig().__dict__, **fields})
+
+
+def test_scheduler_and_sampling_enter_the_step_by_hand() -> None:
+    from test_cost_helpers import HBM, LAUNCH, cluster, gqa_model
+
+    from gps.cost.e2e import batch_cost
+
+    spec, cl = gqa_model(num_experts=8), cluster(1, 2)
+    wl = Workload("decode", 64, 1, 512, alltoall="flat")
+    ideal = batch_cost(spec, cl, wl)
+    eng = custom(scheduler_us={"prefill": 0, "decode": 500}, sampling_passes=3)
+    cost = batch_cost(spec, cl, wl, engine=eng)
+    # 32 sequences per GPU sample from 3 passes over 32 x V fp32 logits, 3 launches
+    sampling = 3 * 4 * 32 * spec.vocab_size / HBM + 3 * LAUNCH
+    assert cost.engine == pytest.approx({"scheduler": 500e-6, "sampling": sampling})
+    assert float(cost.total_s) == pytest.approx(float(ideal.total_s) + 500e-6 + sampling)
+    assert float(ideal.engine_s) == 0.0
+
+
+def test_eager_launches_bound_short_kernels_by_the_host() -> None:
+    from test_cost_helpers import cluster, gpu, gqa_model
+
+    from gps.cost.e2e import batch_cost
+    from gps.cost.roofline import op_time
+
+    g = gpu(host_launch_s=10e-6)
+    assert float(op_time(1e6, 1e3, g, launches=2)) == pytest.approx(20e-6)  # host-bound
+    assert float(op_time(1e12, 1e3, g)) == pytest.approx(2e-3 + 1e-6)  # GPU-bound
+    spec, cl = gqa_model(num_experts=8), cluster(1, 2, eager_launch_overhead_s=10e-6)
+    wl = Workload("decode", 4, 1, 64, alltoall="flat")
+    graph = batch_cost(spec, cl, wl, engine=custom())
+    eager = batch_cost(spec, cl, wl, engine=custom(launch={"prefill": "eager", "decode": "eager"}))
+    assert float(eager.total_s) > float(graph.total_s)
+    assert eager.components["experts"].min() >= 10e-6
+
+
+def test_engine_modes_and_held_sms() -> None:
+    from test_cost_helpers import cluster, gqa_model
+
+    from gps.cost.e2e import batch_cost
+
+    spec, cl = gqa_model(num_experts=8), cluster(2, 2)
+    wl = Workload("prefill", 4, 256, alltoall="flat")
+    deepep = custom(alltoall={"prefill": "deepep", "decode": "deepep_low_latency"})
+    ideal_deepep = batch_cost(spec, cl, Workload("prefill", 4, 256, alltoall="deepep"))
+    np.testing.assert_allclose(
+        batch_cost(spec, cl, wl, engine=deepep).components["dispatch"],
+        ideal_deepep.components["dispatch"],
+    )
+    tbo = Workload("prefill", 4, 256, alltoall="deepep", overlap="two_batch")
+    free = batch_cost(spec, cl, tbo)
+    held = batch_cost(spec, cl, tbo, engine=custom(alltoall_sms={
+        "flat": 0, "deepep": 50, "deepep_low_latency": 0}))  # fmt: skip
+    half = batch_cost(spec, cl, replace(tbo, batch_size=2, overlap="none"))
+    # slower than with every SM, never slower than both micro-batches one after another (which
+    # may exceed the full batch run serially: TBO can lose, SGLang measured -27% at 32/GPU)
+    assert float(free.per_layer_s.sum()) < float(held.per_layer_s.sum())
+    assert float(held.per_layer_s.sum()) <= 2 * float(half.per_layer_s.sum()) * (1 + 1e-12)

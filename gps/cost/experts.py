@@ -106,9 +106,10 @@ def _roofline_parts(
 def expert_time_gpu_major(
     tokens: np.ndarray, busy_slots: np.ndarray, spec: MoEModelSpec, gpu: GPUProfile
 ) -> np.ndarray:
-    """``expert_roofline_s`` plus one launch where ``tokens > 0``; seconds, shape of ``tokens``."""
+    """``expert_roofline_s`` plus one launch where ``tokens > 0`` (at least the host's issue
+    time ``gpu.host_launch_s`` when launched eagerly); seconds, shape of ``tokens``."""
     t = expert_roofline_s(tokens, busy_slots, spec, gpu)
-    return t + np.where(tokens > 0, gpu.launch_overhead_s, 0.0)
+    return np.where(tokens > 0, np.maximum(t + gpu.launch_overhead_s, gpu.host_launch_s), 0.0)
 
 
 def slowest_gpu_time(
@@ -120,7 +121,7 @@ def slowest_gpu_time(
     ``max_g(r_g + launch * [n_g > 0]) = max_g r_g + launch * [max_g r_g > 0]``.
     """
     t = knee_max(*_roofline_parts(tokens, busy_slots, spec, gpu), gpu.roofline_knee, axis=0)
-    return t + np.where(t > 0, gpu.launch_overhead_s, 0.0)
+    return np.where(t > 0, np.maximum(t + gpu.launch_overhead_s, gpu.host_launch_s), 0.0)
 
 
 def balanced_time_gpu_major(

@@ -126,7 +126,8 @@ def op_time(
     ``t = knee_time(flops / (peak[dtype] * e), bytes / (hbm_bandwidth * memory_efficiency),
     gpu.roofline_knee) + launches * launch_overhead_s`` with ``e = compute_efficiency(gpu,
     gemm_k, attention)`` (the GEMMs' efficiency by reduction length, or the attention core's;
-    ``knee_time`` is the max for a sharp
+    with eager launches, ``gpu.host_launch_s > 0``, never less than ``launches *
+    host_launch_s``; ``knee_time`` is the max for a sharp
     roofline); an op with ``flops == bytes == 0`` is
     not launched and costs exactly 0 s (an expert slot or GPU with no tokens runs no kernel).
 
@@ -153,8 +154,10 @@ def op_time(
     compute_s = flops / (gpu.flops_for(dtype) * compute_efficiency(gpu, gemm_k, attention))
     memory_s = bytes_ / (gpu.hbm_bandwidth * gpu.memory_efficiency)
     busy = (flops > 0) | (bytes_ > 0)
-    t = knee_time(compute_s, memory_s, gpu.roofline_knee)
-    return t + np.where(busy, launches * gpu.launch_overhead_s, 0.0)
+    t = knee_time(compute_s, memory_s, gpu.roofline_knee) + launches * gpu.launch_overhead_s
+    if gpu.host_launch_s > 0:  # eager launches: the GPU cannot run ahead of the host
+        t = np.maximum(t, launches * gpu.host_launch_s)
+    return np.where(busy, t, 0.0)
 
 
 def ops_time(ops: list[Op], gpu: GPUProfile, dtype: str = "bf16") -> np.ndarray:
