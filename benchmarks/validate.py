@@ -12,6 +12,7 @@ published setting is written in its configuration.
     python benchmarks/validate.py                      # print the table and the summary
     python benchmarks/validate.py --write docs/validation.md
     python benchmarks/validate.py --fit-ll             # refit DEEPEP_LL_FIXED_S
+    python benchmarks/validate.py --fit-h20            # refit the H20 decode constants
 
 Runs anywhere (no GPU, no network): every measured value is a published number written below
 with its source.
@@ -30,6 +31,7 @@ import numpy as np
 
 from gps.cost.e2e import batch_cost
 from gps.cost.parallel import ParallelConfig
+from gps.cost.step import StepRouting
 from gps.engine import EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, TensorDtypes, load_model_spec
@@ -123,8 +125,7 @@ def engine(name: str) -> EngineProfile:
 def step_s(spec: MoEModelSpec, cl: Cluster, wl: Workload, eng: str,
            parallel: ParallelConfig | None = None) -> float:  # fmt: skip
     """Seconds of one step of ``wl`` on ``cl`` as engine ``eng`` runs it."""
-    engine(eng)  # validated; the engine's per-step costs enter with the cost seam (issue 25)
-    return float(batch_cost(spec, cl, wl, parallel=parallel).total_s)
+    return float(batch_cost(spec, cl, wl, parallel=parallel, engine=engine(eng)).total_s)
 
 
 def us(x: float) -> str:
@@ -163,7 +164,7 @@ def deepep_test_routing(ep: int) -> tuple[float, float]:
 def component(spec: MoEModelSpec, cl: Cluster, wl: Workload, name: str,
               dedup: tuple[float, float] | None = None) -> float:  # fmt: skip
     """Seconds of one MoE layer's ``name`` component (uniform routing)."""
-    return float(batch_cost(spec, cl, wl, dispatch_dedup=dedup).components[name][0])
+    return float(batch_cost(spec, cl, wl, StepRouting(dispatch_dedup=dedup)).components[name][0])
 
 
 def deepep_normal_rows() -> list[Row]:
@@ -400,6 +401,66 @@ QWEN_MISSING = (
 )
 
 
+# Dense Qwen3 models of the same speed benchmark (SGLang 0.4.6.post1, 1x H20, batch 1, input
+# 1, 2,048 generated tokens), the data the H20's decode constants are fitted on (never the MoE
+# rows above): name -> (layers, hidden, heads, KV heads, FFN width, BF16 tokens/s, FP8 tokens/s);
+# dimensions from each huggingface.co/Qwen/Qwen3-<size> config.json (head_dim 128, vocab 151,936).
+DENSE_QWEN3 = {
+    "0.6B": (28, 1024, 16, 8, 3072, 414.17, 458.03),
+    "1.7B": (28, 2048, 16, 8, 6144, 227.80, 333.90),
+    "4B": (36, 2560, 32, 8, 9728, 133.13, 200.61),
+    "8B": (36, 4096, 32, 8, 12288, 81.73, 150.25),
+    "14B": (40, 5120, 40, 8, 17408, 47.10, 97.11),
+    "32B": (64, 5120, 64, 8, 25600, 20.72, 46.17),
+}
+
+
+def dense_qwen3(size: str, fp8: bool) -> MoEModelSpec:
+    """A dense Qwen3 as the cost model prices it: one expert of the FFN's width, top-1."""
+    from gps.model import AttentionSpec
+
+    layers, d, heads, kv, f, _, _ = DENSE_QWEN3[size]
+    spec = MoEModelSpec(name=f"Qwen3-{size}", source=f"huggingface.co/Qwen/Qwen3-{size}",
+                        num_layers=layers, hidden_size=d,
+                        attention=AttentionSpec("gqa", heads, kv, 128), num_experts=1, top_k=1,
+                        expert_intermediate_size=f, num_shared_experts=0,
+                        shared_expert_intermediate_size=0, dense_intermediate_size=0,
+                        vocab_size=151936, dtype="bf16")  # fmt: skip
+    if fp8:
+        spec = replace(spec, dtypes=TensorDtypes(weights="fp8", activations="bf16",
+                                                 attention="bf16", kv_cache="bf16"))  # fmt: skip
+    return spec
+
+
+def dense_speeds(memory_efficiency: float, launch_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(modelled, measured)`` tokens/s of the 12 dense Qwen3 rows with the H20's memory
+    efficiency and per-kernel launch cost set to the given values."""
+    model, measured = [], []
+    for size, row in DENSE_QWEN3.items():
+        for fp8 in (False, True):
+            cl = h20(1)
+            cl = replace(cl, gpu=replace(cl.gpu, memory_efficiency=memory_efficiency,
+                                         launch_overhead_s=launch_s))  # fmt: skip
+            with np.errstate(divide="ignore"):  # one expert of top-1: every token uses it
+                model.append(2049 / request_s(dense_qwen3(size, fp8), cl, 1, 2048, None))
+            measured.append(row[6 if fp8 else 5])
+    return np.array(model), np.array(measured)
+
+
+def fit_h20_decode() -> tuple[float, float, np.ndarray]:
+    """``(memory_efficiency, launch_s, ratios)``: least squares in log error of the H20's HBM
+    efficiency and per-kernel launch cost over the 12 dense Qwen3 rows (``DENSE_QWEN3``),
+    with the ratios model/measured speed at the fit."""
+    from scipy.optimize import least_squares
+
+    def residual(x: np.ndarray) -> np.ndarray:
+        model, measured = dense_speeds(x[0], x[1] * 1e-6)
+        return np.log(model) - np.log(measured)
+
+    fit = least_squares(residual, x0=[0.5, 5.0], bounds=([0.05, 0.1], [1.0, 100.0]))
+    return float(fit.x[0]), float(fit.x[1] * 1e-6), np.exp(residual(fit.x))
+
+
 def request_s(spec: MoEModelSpec, cl: Cluster, prompt: int, output: int,
               layout: ParallelConfig | None) -> float:  # fmt: skip
     """Seconds of one request alone on ``cl`` with SGLang: prefill chunks plus decode steps."""
@@ -541,9 +602,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", type=Path, help="write the Markdown table to this file")
     parser.add_argument("--fit-ll", action="store_true", help="print the fitted LL fixed cost")
+    parser.add_argument("--fit-h20", action="store_true", help="print the fitted H20 constants")
     args = parser.parse_args(argv)
     if args.fit_ll:
         print(f"DEEPEP_LL_FIXED_S = {fit_ll_fixed() * 1e6:.1f}e-6")
+        return 0
+    if args.fit_h20:
+        m, launch, ratios = fit_h20_decode()
+        print(f"h20_96gb: efficiency.memory = {m:.3f}, launch_overhead = {launch * 1e6:.1f} us "
+              f"(12 dense Qwen3 rows, SGLang 0.4.6.post1, batch 1)")  # fmt: skip
+        for (size, fp8), ratio in zip(
+            [(s, q) for s in DENSE_QWEN3 for q in ("BF16", "FP8")], ratios, strict=True
+        ):
+            print(f"  Qwen3-{size:5s} {fp8:5s} model/measured speed {ratio:.3f}")
         return 0
     header, body, summary = table(all_rows())
     text = markdown(header, body)

@@ -41,6 +41,7 @@ from gps.advisor.uncertainty import overlaps, speedup_interval
 from gps.cost.e2e import CostBreakdown
 from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
+from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
@@ -165,16 +166,25 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
     }
 
 
-def ledger_of(strategy: DictConfig, cluster: Cluster) -> Ledger:
-    """The run's mechanism switches from ``cfg.strategy`` (``gps.advisor.ledger.Ledger``); the
-    fetch link's port is NVLink when it is the cluster's intra-node link, else PCIe (host)."""
+def engine_of(cfg: DictConfig) -> EngineProfile:
+    """The run's serving engine (``cfg.engine``; ``gps.engine``), validated; a config without
+    one (older results' configs) runs on the ideal engine."""
+    if cfg.get("engine") is None:
+        return IDEAL
+    return EngineProfile.from_config(OmegaConf.to_container(cfg.engine, resolve=True))
+
+
+def ledger_of(strategy: DictConfig, cluster: Cluster, engine: EngineProfile = IDEAL) -> Ledger:
+    """The run's mechanism switches from ``cfg.strategy`` (``gps.advisor.ledger.Ledger``) and
+    its ``engine``; the fetch link's port is NVLink when it is the cluster's intra-node link,
+    else PCIe (host)."""
     s = strategy
     link = load_link(s.expert_fetch_link) if s.resident_experts < 1 else None
     port = "intra" if link is not None and link.name == cluster.intra_link.name else "host"
     return Ledger(replica_choice=s.replica_choice, split=s.split,
                   dispatch_chunks=s.dispatch_chunks, prefetch=s.prefetch,
                   resident_experts=s.resident_experts, fetch_link=link, fetch_port=port,
-                  window=s.migration_overlap)  # fmt: skip
+                  window=s.migration_overlap, engine=engine)  # fmt: skip
 
 
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
@@ -405,7 +415,8 @@ def advise(cfg: DictConfig) -> dict:
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
-    ledger, assume = ledger_of(cfg.strategy, cluster), from_config(cfg.assumptions)
+    engine = engine_of(cfg)
+    ledger, assume = ledger_of(cfg.strategy, cluster, engine), from_config(cfg.assumptions)
     phases = Phases(show_progress(cfg.progress))
     cache.configure_from(cfg)
     s, ev = cfg.strategy, cfg.evaluation
@@ -451,8 +462,10 @@ def advise(cfg: DictConfig) -> dict:
             "test_batches": ev.test_batches, "slots_per_gpu": slots,
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
+            "engine": engine.summary(),
             "mechanisms": {**{f.name: getattr(ledger, f.name)
-                              for f in dataclasses.fields(ledger) if f.name != "fetch_link"},
+                              for f in dataclasses.fields(ledger)
+                              if f.name not in ("fetch_link", "engine")},
                            "fetch_link": getattr(ledger.fetch_link, "name", None)},
         },
         "baseline": "no_balancing",
