@@ -80,8 +80,9 @@ def test_mixtral_three_layouts_priced_and_bad_layouts_named() -> None:
     with pytest.raises(LayoutError, match=r"parallel\.tp=2: .*num_heads"):
         resolve_layout(ParallelConfig("x", ep=3, tp=2, attention="tp"), spec,
                        replace(cl, gpus_per_node=6), wl)  # fmt: skip
-    with pytest.raises(LayoutError, match="uniform routing"):
-        batch_cost(spec, cl, wl, StepRouting(np.zeros((32, 8, 1))), parallel=names["ep8"])
+    with pytest.raises(LayoutError, match="needs slot_tokens"):
+        batch_cost(spec, cl, wl, StepRouting(traffic_bytes=np.zeros((32, 8, 8))),
+                   parallel=names["ep8"])  # fmt: skip
 
 
 def test_gps_parallel_group_prices_three_mixtral_layouts() -> None:
@@ -120,3 +121,19 @@ def test_ep_x_tp_layout_expert_bytes_and_collectives_by_hand() -> None:
     sent = 3 * 256 * (5 / 6) * d * 2
     assert float(c.components["dispatch"][0]) == pytest.approx(1e-6 + sent / 1e11)
     assert float(c.components["combine"][0]) == pytest.approx(1e-6 + sent / 1e11)
+
+
+def test_a_routing_simulated_on_a_tp_layout_is_priced_as_real_tp() -> None:
+    # the advisor's simulation splits each rank's copies over its tp GPUs like replicas;
+    # priced with the layout, that routing gives exactly the layout's uniform-routing step
+    from gps.cost.parallel import layout_inputs
+
+    spec, cl = gqa_model(num_experts=4, top_k=2), cluster(1, 4)
+    wl = Workload("prefill", 2, 512, alltoall="flat")
+    layout = ParallelConfig("ep2_tp2", ep=2, tp=2, attention="dp")
+    _, _, slots, _, _ = layout_inputs(spec, cl, wl, 2, 2)  # each GPU: its rank's copies
+    simulated = slots / 2  # what a replica split over the rank's 2 GPUs gives
+    uniform = batch_cost(spec, cl, wl, parallel=layout)
+    routed = batch_cost(spec, cl, wl, StepRouting(simulated), parallel=layout)
+    for name, value in uniform.components.items():
+        np.testing.assert_allclose(routed.components[name], value, rtol=1e-12, err_msg=name)

@@ -174,17 +174,22 @@ def engine_of(cfg: DictConfig) -> EngineProfile:
     return EngineProfile.from_config(OmegaConf.to_container(cfg.engine, resolve=True))
 
 
-def ledger_of(strategy: DictConfig, cluster: Cluster, engine: EngineProfile = IDEAL) -> Ledger:
-    """The run's mechanism switches from ``cfg.strategy`` (``gps.advisor.ledger.Ledger``) and
-    its ``engine``; the fetch link's port is NVLink when it is the cluster's intra-node link,
-    else PCIe (host)."""
+def ledger_of(
+    strategy: DictConfig,
+    cluster: Cluster,
+    engine: EngineProfile = IDEAL,
+    parallel: ParallelConfig | None = None,
+) -> Ledger:
+    """The run's mechanism switches from ``cfg.strategy`` (``gps.advisor.ledger.Ledger``), its
+    ``engine`` and its ``parallel`` layout; the fetch link's port is NVLink when it is the
+    cluster's intra-node link, else PCIe (host)."""
     s = strategy
     link = load_link(s.expert_fetch_link) if s.resident_experts < 1 else None
     port = "intra" if link is not None and link.name == cluster.intra_link.name else "host"
     return Ledger(replica_choice=s.replica_choice, split=s.split,
                   dispatch_chunks=s.dispatch_chunks, prefetch=s.prefetch,
                   resident_experts=s.resident_experts, fetch_link=link, fetch_port=port,
-                  window=s.migration_overlap, engine=engine)  # fmt: skip
+                  window=s.migration_overlap, engine=engine, parallel=parallel)  # fmt: skip
 
 
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
@@ -208,12 +213,25 @@ def expert_ranks(
 ) -> np.ndarray | None:
     """``[G]`` expert-parallel rank of every GPU under ``cfg.parallel`` (rank ``(g mod ep*tp)
     // tp``), or ``None`` for pure expert parallelism over all GPUs (one rank per GPU)."""
+    layout, tp = run_layout(cfg, spec, cluster, workload)
+    if layout is None:
+        return None
+    ep = resolve_layout(layout, spec, cluster, workload)[0]
+    return (np.arange(cluster.num_gpus) % (ep * tp)) // tp
+
+
+def run_layout(
+    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> tuple[ParallelConfig | None, int]:
+    """``(layout, tp)``: ``cfg.parallel`` checked, or ``None`` under pure expert parallelism
+    over all GPUs (``ep = G``, ``tp = 1``), and its expert tensor-parallel degree."""
+    if cfg.get("parallel") is None:
+        return None, 1
     layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
     ep, tp, _ = resolve_layout(layout, spec, cluster, workload)
-    g = cluster.num_gpus
-    if ep == g and tp == 1:
-        return None
-    return (np.arange(g) % (ep * tp)) // tp
+    if ep == cluster.num_gpus and tp == 1:
+        return None, 1
+    return layout, tp
 
 
 def eval_data(
@@ -301,8 +319,9 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
     s = cfg.strategy
     with phases.phase("data"):
         data = eval_data(cfg, trace_cfg, spec, workload, seed)
+    tp = 1 if ledger.parallel is None else ledger.parallel.tp
     ctx = st.Context(spec, cluster, workload, data, slots, ledger, s.replicas,
-                     s.migration_source, s.horizon, ranks)  # fmt: skip
+                     s.migration_source, s.horizon, ranks, tp)  # fmt: skip
     jobs = strategy_jobs(cfg, ctx)
 
     def timed(job):
@@ -416,7 +435,9 @@ def advise(cfg: DictConfig) -> dict:
 
     check_knobs(cfg)
     engine = engine_of(cfg)
-    ledger, assume = ledger_of(cfg.strategy, cluster, engine), from_config(cfg.assumptions)
+    layout, expert_tp = run_layout(cfg, spec, cluster, workload)
+    ledger = ledger_of(cfg.strategy, cluster, engine, layout)
+    assume = from_config(cfg.assumptions)
     phases = Phases(show_progress(cfg.progress))
     cache.configure_from(cfg)
     s, ev = cfg.strategy, cfg.evaluation
@@ -426,7 +447,10 @@ def advise(cfg: DictConfig) -> dict:
     if cfg.guideline_map.enabled:
         return map_results(cfg, spec, cluster, trace_cfg, ledger, slots, config,
                            command_line())  # fmt: skip
-    memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
+    spec_tp = dataclasses.replace(
+        spec, expert_intermediate_size=spec.expert_intermediate_size // expert_tp
+    )  # each GPU of a tensor-parallel rank holds 1/tp of every expert
+    memory = memory_breakdown(spec_tp, cluster, workload, slots_per_gpu=slots)
     seeds = run_seeds(cfg)
     guide = cfg.report.guidelines and bool(cfg.predictor.distribution)
     setup = (spec, cluster, workload, trace_cfg, ledger, assume, slots, ranks)
@@ -465,7 +489,7 @@ def advise(cfg: DictConfig) -> dict:
             "engine": engine.summary(),
             "mechanisms": {**{f.name: getattr(ledger, f.name)
                               for f in dataclasses.fields(ledger)
-                              if f.name not in ("fetch_link", "engine")},
+                              if f.name not in ("fetch_link", "engine", "parallel")},
                            "fetch_link": getattr(ledger.fetch_link, "name", None)},
         },
         "baseline": "no_balancing",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gps.cost.e2e import CostBreakdown, batch_cost
+from gps.cost.parallel import ParallelConfig
 from gps.cost.step import Prefetch, StepExtras, StepRouting, check_port
 from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster, LinkProfile
@@ -61,6 +62,10 @@ class Ledger:
         engine: the serving engine every strategy's steps run on (``cfg.engine``,
             ``gps.engine``): its per-step costs, communication modes and launch mode enter
             every strategy's step alike.
+        parallel: the run's parallel layout (``cfg.parallel``), the same for every strategy:
+            its ranks hold the plans' slots (``Context.on_gpus``) and ``batch_cost`` prices
+            the layout (expert tensor parallelism as real TP, attention as the layout places
+            it); ``None``: pure expert parallelism over all GPUs.
     """
 
     replica_choice: bool = True
@@ -72,6 +77,7 @@ class Ledger:
     fetch_port: str = "host"
     window: float = 1.0
     engine: EngineProfile = IDEAL
+    parallel: ParallelConfig | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -144,4 +150,5 @@ def price_step(
     """``batch_cost`` of ``routing`` under ``ledger`` with the strategy's belief and replica
     copies (no predictor): what the keep-or-switch rule compares candidates by."""
     extras = ledger.extras(spec, routing.slot_tokens, assigned, belief, migration_s)
-    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine)
+    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
+                      parallel=ledger.parallel)  # fmt: skip

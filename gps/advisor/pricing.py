@@ -60,7 +60,8 @@ def price_routed(
     routing = StepRouting.of(r.sim) if routing is None else routing
     if extras is None:
         extras = routed_extras(r, spec, cluster, workload, ledger)
-    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine)
+    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
+                      parallel=ledger.parallel)  # fmt: skip
 
 
 def busiest_layer(baseline: Routed) -> int:

@@ -28,6 +28,7 @@ from gps.cost.parallel import (
     fixed_components,
     layout_inputs,
     resolve_layout,
+    routed_layout_inputs,
 )
 from gps.cost.roofline import Op, ops_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
@@ -303,9 +304,12 @@ def batch_cost(
             and the attention window that hides port work (``gps.cost.ledger.port_exposure``:
             one budget per port), or a dispatch replaced by the paper's assumption.
         parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
-            attention DP/TP), priced with uniform routing (``routing`` must be ``None``);
-            ``None`` = expert parallelism over all GPUs with ``workload.attention_parallel``.
-            ``ep = G, tp = 1`` gives the same numbers as ``None``.
+            attention DP/TP): with ``routing`` ``None``, priced with uniform routing
+            (``layout_inputs``); with a simulated routing over the layout's GPUs (each rank's
+            slots on all its GPUs), as the layout runs it (``routed_layout_inputs``: real
+            tensor parallelism for ``tp > 1``); attention, gate and shared experts as the layout
+            places them. ``None`` = expert parallelism over all GPUs with
+            ``workload.attention_parallel``; ``ep = G, tp = 1`` gives the same numbers.
         engine: the serving engine (``gps.engine``; ``None``: the ideal engine, which adds
             nothing): its all-to-all and overlap modes for the phase (``step_setting``), its
             launch mode, the SMs its all-to-all holds under overlap, and its per-step
@@ -333,17 +337,22 @@ def batch_cost(
     cluster, workload, compute_rate = step_setting(cluster, workload, engine, tp_layout == 1)
     layer_spec, layer_cluster, fixed = spec, cluster, None
     if parallel is not None:
-        if slot_tokens is not None or traffic_bytes is not None:
-            raise LayoutError(
-                f"parallel={parallel.name!r}: layouts are priced with uniform routing; pass "
-                "routing=None"
-            )
         ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
         workload = replace(workload, attention_parallel=attention)
-        layer_spec, layer_cluster, slot_tokens, traffic_bytes, dedup = layout_inputs(
-            spec, cluster, workload, ep, tp
-        )
-        dispatch_dedup = dedup if dispatch_dedup is None else dispatch_dedup
+        if slot_tokens is None and traffic_bytes is None:
+            layer_spec, layer_cluster, slot_tokens, traffic_bytes, dedup = layout_inputs(
+                spec, cluster, workload, ep, tp
+            )
+        else:
+            if slot_tokens is None:
+                raise LayoutError(
+                    f"parallel={parallel.name!r}: a routing over the layout needs slot_tokens"
+                )
+            check_slot_tokens(np.asarray(slot_tokens, dtype=float), spec, cluster)
+            layer_spec, slot_tokens, traffic_bytes, dedup = routed_layout_inputs(
+                spec, cluster, slot_tokens, traffic_bytes, ep, tp, dispatch_dedup
+            )
+        dispatch_dedup = dedup if dispatch_dedup is None or tp > 1 else dispatch_dedup
 
         def fixed(wl: Workload) -> dict[str, float]:
             return fixed_components(spec, cluster, wl, ep, tp, attention)

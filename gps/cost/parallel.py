@@ -151,6 +151,56 @@ def layout_inputs(
     return spec_tp, group, slots, traffic, dedup
 
 
+def routed_layout_inputs(
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    slot_tokens: np.ndarray,
+    traffic_bytes: np.ndarray | None,
+    ep: int,
+    tp: int,
+    dedup: tuple[float, float] | None,
+) -> tuple[MoEModelSpec, np.ndarray, np.ndarray | None, tuple[float, float] | None]:
+    """A simulated routing over the ``G`` GPUs of a layout, as the layout runs it.
+
+    The advisor places each expert-parallel rank's slots on every GPU of the rank
+    (``rank = (g mod ep*tp) // tp``), so the simulation splits a rank's copies over its ``tp``
+    GPUs like replicas. ``tp == 1``: nothing to convert. ``tp > 1`` (real tensor parallelism):
+    every GPU of a rank runs *all* of the rank's copies through ``1/tp`` of the expert width
+    (the slot tokens summed over the rank's GPUs, slot by slot, on each of them), and the
+    dispatch moves each token once to every GPU of every rank it visits (``h =
+    distinct_bins(spec, ep)`` ranks per token under uniform routing): from every GPU of a
+    group to every other GPU ``j`` of it, ``n_r(j) * h / k / size`` tokens, ``n_r`` the copies
+    of ``j``'s rank; the combine returns one partial sum per token. Traffic is then
+    de-duplicated: ``dedup = (1, 1)``.
+
+    Args:
+        slot_tokens: ``[..., L, G, R]`` the simulation's slot copies.
+        traffic_bytes: ``[..., L, G, G]`` or ``None`` (kept for ``tp == 1``).
+
+    Returns:
+        ``(spec_tp, slot_tokens, traffic_bytes, dedup)``.
+    """
+    if tp == 1:
+        return spec, slot_tokens, traffic_bytes, dedup
+    g, size = cluster.num_gpus, ep * tp
+    rep = g // size
+    n = np.asarray(slot_tokens, dtype=float)
+    *lead, layers, _, r = n.shape
+    ranks = n.reshape(*lead, layers, rep, ep, tp, r).sum(axis=-2)  # [..., L, rep, ep, R]
+    slots = np.repeat(ranks, tp, axis=-2).reshape(*lead, layers, g, r)
+    copies = ranks.sum(axis=-1)  # [..., L, rep, ep]
+    tokens = copies * (distinct_bins(spec, ep) / spec.top_k)
+    unit = spec.hidden_size * element_bytes(spec) / size
+    per_gpu = np.repeat(tokens * unit, tp, axis=-1)  # [..., L, rep, size]: to each GPU j
+    block = per_gpu[..., None, :] * (1.0 - np.eye(size))  # [..., L, rep, size, size]
+    traffic = np.zeros((*lead, layers, g, g))
+    for k in range(rep):
+        sl = slice(k * size, (k + 1) * size)
+        traffic[..., sl, sl] = block[..., k, :, :]
+    spec_tp = replace(spec, expert_intermediate_size=spec.expert_intermediate_size // tp)
+    return spec_tp, slots, traffic, (1.0, 1.0)
+
+
 def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, ep: int,
                      tp: int, attention: str) -> dict[str, float]:  # fmt: skip
     """``attention``, ``gate`` and ``shared`` seconds of one MoE layer under a layout.
