@@ -247,7 +247,8 @@ class GPSConfig:
             are priced with (``conf/engine/``: ``ideal``, ``sglang``, ``vllm``, ``trtllm``;
             ``gps.engine``).
         serving: the load in a user's terms (concurrency, prompt and output lengths;
-            ``gps.serving``); ``None``: ``workload`` gives the step directly.
+            ``gps.serving``); with ``serving.concurrency`` set, the step priced is the one the
+            engine runs for it in ``workload.phase``; unset: ``workload`` gives the step.
         parallel: parallel layout priced beside the strategies (``conf/parallel/``:
             ``ep``, ``ep8``, ``tp8``, ``ep4_tp2``; ``gps.cost.parallel``).
         trace: synthetic trace preset (``conf/trace/``): a ``_target_`` config dataclass
@@ -273,7 +274,7 @@ class GPSConfig:
     model: MoEModelSpec = MISSING
     workload: Workload = field(default_factory=Workload)
     engine: EngineConfig = field(default_factory=EngineConfig)
-    serving: ServingWorkload | None = None
+    serving: ServingWorkload = field(default_factory=ServingWorkload)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     trace: Any = MISSING
     predictor: PredictorConfig = field(default_factory=PredictorConfig)

@@ -33,14 +33,14 @@ class ServingWorkload:
     """Serving load in the user's terms (Hydra schema).
 
     Attributes:
-        concurrency: requests in flight.
+        concurrency: requests in flight; ``None``: not used (the workload gives the step).
         prompt_len: prompt tokens per request.
         output_len: generated tokens per request (>= 1).
         chunked_prefill_tokens: tokens of one prefill step; ``None`` = the engine's default.
         max_running_requests: cap on running requests; ``None`` = the engine's default.
     """
 
-    concurrency: int = 64
+    concurrency: int | None = None
     prompt_len: int = 2048
     output_len: int = 256
     chunked_prefill_tokens: int | None = None
@@ -48,6 +48,8 @@ class ServingWorkload:
 
     def validate(self) -> None:
         """Raise ``WorkloadError`` naming the first bad field (``serving.<field>``)."""
+        if self.concurrency is None:
+            raise WorkloadError("serving.concurrency: not set (requests in flight)")
         for name in ("concurrency", "prompt_len", "output_len"):
             _positive(getattr(self, name), name)
         for name in ("chunked_prefill_tokens", "max_running_requests"):

@@ -93,7 +93,7 @@ def test_long_prompts_are_chunked_and_running_requests_capped() -> None:
 
 @pytest.mark.parametrize("field", ["concurrency", "prompt_len", "output_len"])
 def test_bad_serving_fields_are_named(field: str) -> None:
-    bad = ServingWorkload(**{field: 0})
+    bad = ServingWorkload(**{"concurrency": 8, field: 0})
     with pytest.raises(WorkloadError, match=rf"serving\.{field}=0"):
         plan_steps(bad, IDEAL, BASE)
 
@@ -164,3 +164,23 @@ def test_engine_modes_and_held_sms() -> None:
     # may exceed the full batch run serially: TBO can lose, SGLang measured -27% at 32/GPU)
     assert float(free.per_layer_s.sum()) < float(held.per_layer_s.sum())
     assert float(held.per_layer_s.sum()) <= 2 * float(half.per_layer_s.sum()) * (1 + 1e-12)
+
+
+def test_a_serving_load_sets_the_step_the_advisor_prices() -> None:
+    from hydra import compose, initialize_config_dir
+
+    from gps.advisor.advise import build
+    from gps.app import CONF_DIR
+
+    over = ["serving.concurrency=32", "serving.prompt_len=1000", "serving.output_len=200"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        decode = compose(config_name="config", overrides=[*over, "workload=decode"])
+        prefill = compose(config_name="config", overrides=over)
+        bad = compose(config_name="config", overrides=["serving.concurrency=0"])
+    # SGLang's 8,192-token budget: 8 prompts per prefill step; decode batch 32 at 1000 + 100
+    _, _, wl, _ = build(decode)
+    assert (wl.phase, wl.batch_size, wl.context_len) == ("decode", 32, 1100)
+    _, _, wl, _ = build(prefill)
+    assert (wl.phase, wl.batch_size, wl.seq_len) == ("prefill", 8, 1000)
+    with pytest.raises(WorkloadError, match=r"serving\.concurrency=0"):
+        build(bad)

@@ -16,8 +16,8 @@ from gps.cost.comm import DEEPEP_LL_FIXED_S, expected_distinct_bins  # noqa: E40
 
 # The summary of the committed table (docs/validation.md): every row's band status is pinned
 # through these counts and the doc equality below; nothing is excused or excluded.
-PINNED = validate.Summary(rows=46, in_band=19, independent=38, independent_in_band=11,
-                          independent_steps=26, independent_steps_in_band=1)  # fmt: skip
+PINNED = validate.Summary(rows=46, in_band=31, independent=38, independent_in_band=23,
+                          independent_steps=26, independent_steps_in_band=13)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,26 @@ def test_ll_fixed_cost_is_the_fit_of_the_pure_rdma_generation() -> None:
     assert DEEPEP_LL_FIXED_S == pytest.approx(validate.fit_ll_fixed(), abs=0.05e-6)
     fitted = [r for r in validate.deepep_ll_rows() if "DEEPEP_LL_FIXED_S" in r.fitted]
     assert len(fitted) == 4 and all("pure RDMA" in r.configuration for r in fitted)
+
+
+def test_h20_decode_constants_are_the_fit_of_the_dense_qwen3_rows() -> None:
+    from gps.profiles import load_gpu
+
+    memory, launch, ratios = validate.fit_h20_decode()
+    h20 = load_gpu("h20_96gb")
+    assert h20.memory_efficiency == pytest.approx(memory, abs=5e-4)
+    assert h20.launch_overhead_s == pytest.approx(launch, abs=0.05e-6)
+    assert len(ratios) == 12 and max(abs(ratios - 1)) < 0.15
+    # fitted on dense models only: no MoE row of the table is among the fit's data
+    assert all("A3B" not in s and "A22B" not in s for s in validate.DENSE_QWEN3)
+
+
+def test_sixteen_gpu_prefill_reports_its_imbalance_share() -> None:
+    rows = validate.sixteen_gpu_rows()
+    assert [r[0] for r in rows] == ["1,024", "16,384"]
+    for r in rows:
+        assert 0.0 < float(r[3].rstrip("%")) < 100.0
+        assert float(r[1].replace(",", "")) >= float(r[2].replace(",", ""))  # overlap helps
 
 
 def test_deepep_test_routing_by_hand() -> None:
@@ -73,3 +93,4 @@ def test_docs_table_is_the_scripts_output(table) -> None:
     assert validate.markdown(header, body) in text
     for line in summary.lines():
         assert f"- {line}" in text
+    assert validate.markdown(validate.SIXTEEN_HEADER, validate.sixteen_gpu_rows()) in text

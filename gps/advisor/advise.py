@@ -46,9 +46,10 @@ from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
+from gps.serving import ServingWorkload, StepPlan, plan_steps
 from gps.timing import Phases, show_progress
 from gps.traces.synthetic import LoadSeriesConfig
-from gps.workload import Workload
+from gps.workload import Workload, WorkloadError
 from predictors.base import expected_warnings_silenced
 from predictors.metrics import distribution_accuracy
 
@@ -193,11 +194,43 @@ def ledger_of(
 
 
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
-    """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config."""
+    """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config.
+
+    With ``cfg.serving`` (a load in a user's terms, ``gps.serving``) the step is the one the
+    engine runs for it in ``workload.phase`` (``serving_plan``); otherwise ``cfg.workload``."""
     cluster = load_cluster(cfg.hardware)
     spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
     workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
+    plan = serving_plan(cfg, workload)
+    if plan is not None:
+        step = plan.prefill if workload.phase == "prefill" else plan.decode
+        if step is None:
+            raise WorkloadError("serving.output_len=1: no decode step to price (workload=decode)")
+        workload = step
     return spec, cluster, workload, instantiate(cfg.trace, _convert_="all")
+
+
+def serving_summary(cfg: DictConfig, workload: Workload) -> dict | None:
+    """``results.json`` ``setup.serving``: the load as given and the steps of one round."""
+    plan = serving_plan(cfg, workload)
+    if plan is None:
+        return None
+    return {
+        **OmegaConf.to_container(cfg.serving, resolve=True),
+        "running_requests": plan.running,
+        "prefill_steps_per_round": plan.prefill_steps,
+        "prefill_step": {"batch_size": plan.prefill.batch_size, "seq_len": plan.prefill.seq_len},
+        "decode_steps_per_round": plan.decode_steps,
+        "decode_batch": None if plan.decode is None else plan.decode.batch_size,
+    }
+
+
+def serving_plan(cfg: DictConfig, workload: Workload) -> StepPlan | None:
+    """The engine's steps for ``cfg.serving`` (``None`` without one)."""
+    if cfg.get("serving") is None or cfg.serving.get("concurrency") is None:
+        return None
+    serving = ServingWorkload(**OmegaConf.to_container(cfg.serving, resolve=True))
+    return plan_steps(serving, engine_of(cfg), workload)
 
 
 def slots_per_gpu(
@@ -487,6 +520,7 @@ def advise(cfg: DictConfig) -> dict:
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
             "engine": engine.summary(),
+            "serving": serving_summary(cfg, workload),
             "mechanisms": {**{f.name: getattr(ledger, f.name)
                               for f in dataclasses.fields(ledger)
                               if f.name not in ("fetch_link", "engine", "parallel")},
