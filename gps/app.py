@@ -100,8 +100,8 @@ def price_layout(cfg: DictConfig, layout: ParallelConfig | None = None) -> dict:
     out["text"] = (
         f"Layout {mine['name']} (EP{mine['ep']} x TP{mine['tp']}, {mine['attention']} "
         f"attention): {mine['tokens_per_s']:,.0f} tokens/s with uniform routing; fastest of "
-        f"conf/parallel: {out['best']}. (No balancing and the ILP place experts on the layout's "
-        "EP ranks; the other balancing strategies use all GPUs as EP ranks.)"
+        f"conf/parallel: {out['best']}. Every strategy places experts on the layout's EP ranks "
+        "and is priced on the layout (expert tensor parallelism as real TP)."
     )
     return out
 

@@ -3,7 +3,7 @@
 Registering the schema in Hydra's ConfigStore makes a typo in a YAML file or an override
 (``workload.batch_sze=8``, ``strategy.replan_intervall=4``) fail at start-up with Hydra's own
 error. Config groups (``conf/<group>/*.yaml``): ``hardware``, ``model``, ``workload``,
-``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``assumptions``,
+``engine``, ``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``assumptions``,
 ``experiment``.
 """
 
@@ -16,8 +16,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from gps.cost.parallel import ParallelConfig
+from gps.engine import EngineConfig
 from gps.model import MoEModelSpec
 from gps.profiles import ClusterConfig
+from gps.serving import ServingWorkload
 from gps.workload import Workload
 
 
@@ -241,6 +243,12 @@ class GPSConfig:
         hardware: cluster composed from profiles (``conf/hardware/``).
         model: MoE architecture (``conf/model/``).
         workload: one serving step (``conf/workload/``).
+        engine: the serving engine whose per-step costs and communication modes the steps
+            are priced with (``conf/engine/``: ``ideal``, ``sglang``, ``vllm``, ``trtllm``;
+            ``gps.engine``).
+        serving: the load in a user's terms (concurrency, prompt and output lengths;
+            ``gps.serving``); with ``serving.concurrency`` set, the step priced is the one the
+            engine runs for it in ``workload.phase``; unset: ``workload`` gives the step.
         parallel: parallel layout priced beside the strategies (``conf/parallel/``:
             ``ep``, ``ep8``, ``tp8``, ``ep4_tp2``; ``gps.cost.parallel``).
         trace: synthetic trace preset (``conf/trace/``): a ``_target_`` config dataclass
@@ -265,6 +273,8 @@ class GPSConfig:
     hardware: ClusterConfig = MISSING
     model: MoEModelSpec = MISSING
     workload: Workload = field(default_factory=Workload)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    serving: ServingWorkload = field(default_factory=ServingWorkload)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     trace: Any = MISSING
     predictor: PredictorConfig = field(default_factory=PredictorConfig)

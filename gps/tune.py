@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from gps import cache
 from gps.advisor import strategies as st
-from gps.advisor.advise import build, eval_data, ledger_of, slots_per_gpu
+from gps.advisor.advise import build, engine_of, eval_data, ledger_of, slots_per_gpu
 from gps.advisor.pricing import price_routed
 from gps.app import CONF_DIR
 
@@ -107,7 +107,7 @@ class Objective:
         s, spec, cluster = self.cfg.strategy, self.spec, self.cluster
         extra = trial.suggest_int("replica_slots_per_gpu", 0, 3)
         slots = slots_per_gpu(spec, cluster, extra)
-        ledger = ledger_of(s, cluster)
+        ledger = ledger_of(s, cluster, engine_of(self.cfg))
         ctx = st.Context(spec, cluster, self.workload, self.data, slots, ledger, s.replicas,
                          s.migration_source, s.horizon)  # fmt: skip
         kind = trial.suggest_categorical(

@@ -41,13 +41,15 @@ from gps.advisor.uncertainty import overlaps, speedup_interval
 from gps.cost.e2e import CostBreakdown
 from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
+from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
+from gps.serving import ServingWorkload, StepPlan, plan_steps
 from gps.timing import Phases, show_progress
 from gps.traces.synthetic import LoadSeriesConfig
-from gps.workload import Workload
+from gps.workload import Workload, WorkloadError
 from predictors.base import expected_warnings_silenced
 from predictors.metrics import distribution_accuracy
 
@@ -165,24 +167,70 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
     }
 
 
-def ledger_of(strategy: DictConfig, cluster: Cluster) -> Ledger:
-    """The run's mechanism switches from ``cfg.strategy`` (``gps.advisor.ledger.Ledger``); the
-    fetch link's port is NVLink when it is the cluster's intra-node link, else PCIe (host)."""
+def engine_of(cfg: DictConfig) -> EngineProfile:
+    """The run's serving engine (``cfg.engine``; ``gps.engine``), validated; a config without
+    one (older results' configs) runs on the ideal engine."""
+    if cfg.get("engine") is None:
+        return IDEAL
+    return EngineProfile.from_config(OmegaConf.to_container(cfg.engine, resolve=True))
+
+
+def ledger_of(
+    strategy: DictConfig,
+    cluster: Cluster,
+    engine: EngineProfile = IDEAL,
+    parallel: ParallelConfig | None = None,
+) -> Ledger:
+    """The run's mechanism switches from ``cfg.strategy`` (``gps.advisor.ledger.Ledger``), its
+    ``engine`` and its ``parallel`` layout; the fetch link's port is NVLink when it is the
+    cluster's intra-node link, else PCIe (host)."""
     s = strategy
     link = load_link(s.expert_fetch_link) if s.resident_experts < 1 else None
     port = "intra" if link is not None and link.name == cluster.intra_link.name else "host"
     return Ledger(replica_choice=s.replica_choice, split=s.split,
                   dispatch_chunks=s.dispatch_chunks, prefetch=s.prefetch,
                   resident_experts=s.resident_experts, fetch_link=link, fetch_port=port,
-                  window=s.migration_overlap)  # fmt: skip
+                  window=s.migration_overlap, engine=engine, parallel=parallel)  # fmt: skip
 
 
 def build(cfg: DictConfig) -> tuple[MoEModelSpec, Cluster, Workload, Any]:
-    """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config."""
+    """``(spec, cluster, workload, trace config)`` of a composed ``gps`` config.
+
+    With ``cfg.serving`` (a load in a user's terms, ``gps.serving``) the step is the one the
+    engine runs for it in ``workload.phase`` (``serving_plan``); otherwise ``cfg.workload``."""
     cluster = load_cluster(cfg.hardware)
     spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
     workload = Workload(**OmegaConf.to_container(cfg.workload, resolve=True))
+    plan = serving_plan(cfg, workload)
+    if plan is not None:
+        step = plan.prefill if workload.phase == "prefill" else plan.decode
+        if step is None:
+            raise WorkloadError("serving.output_len=1: no decode step to price (workload=decode)")
+        workload = step
     return spec, cluster, workload, instantiate(cfg.trace, _convert_="all")
+
+
+def serving_summary(cfg: DictConfig, workload: Workload) -> dict | None:
+    """``results.json`` ``setup.serving``: the load as given and the steps of one round."""
+    plan = serving_plan(cfg, workload)
+    if plan is None:
+        return None
+    return {
+        **OmegaConf.to_container(cfg.serving, resolve=True),
+        "running_requests": plan.running,
+        "prefill_steps_per_round": plan.prefill_steps,
+        "prefill_step": {"batch_size": plan.prefill.batch_size, "seq_len": plan.prefill.seq_len},
+        "decode_steps_per_round": plan.decode_steps,
+        "decode_batch": None if plan.decode is None else plan.decode.batch_size,
+    }
+
+
+def serving_plan(cfg: DictConfig, workload: Workload) -> StepPlan | None:
+    """The engine's steps for ``cfg.serving`` (``None`` without one)."""
+    if cfg.get("serving") is None or cfg.serving.get("concurrency") is None:
+        return None
+    serving = ServingWorkload(**OmegaConf.to_container(cfg.serving, resolve=True))
+    return plan_steps(serving, engine_of(cfg), workload)
 
 
 def slots_per_gpu(
@@ -198,12 +246,25 @@ def expert_ranks(
 ) -> np.ndarray | None:
     """``[G]`` expert-parallel rank of every GPU under ``cfg.parallel`` (rank ``(g mod ep*tp)
     // tp``), or ``None`` for pure expert parallelism over all GPUs (one rank per GPU)."""
+    layout, tp = run_layout(cfg, spec, cluster, workload)
+    if layout is None:
+        return None
+    ep = resolve_layout(layout, spec, cluster, workload)[0]
+    return (np.arange(cluster.num_gpus) % (ep * tp)) // tp
+
+
+def run_layout(
+    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
+) -> tuple[ParallelConfig | None, int]:
+    """``(layout, tp)``: ``cfg.parallel`` checked, or ``None`` under pure expert parallelism
+    over all GPUs (``ep = G``, ``tp = 1``), and its expert tensor-parallel degree."""
+    if cfg.get("parallel") is None:
+        return None, 1
     layout = ParallelConfig(**OmegaConf.to_container(cfg.parallel, resolve=True))
     ep, tp, _ = resolve_layout(layout, spec, cluster, workload)
-    g = cluster.num_gpus
-    if ep == g and tp == 1:
-        return None
-    return (np.arange(g) % (ep * tp)) // tp
+    if ep == cluster.num_gpus and tp == 1:
+        return None, 1
+    return layout, tp
 
 
 def eval_data(
@@ -291,8 +352,9 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
     s = cfg.strategy
     with phases.phase("data"):
         data = eval_data(cfg, trace_cfg, spec, workload, seed)
+    tp = 1 if ledger.parallel is None else ledger.parallel.tp
     ctx = st.Context(spec, cluster, workload, data, slots, ledger, s.replicas,
-                     s.migration_source, s.horizon, ranks)  # fmt: skip
+                     s.migration_source, s.horizon, ranks, tp)  # fmt: skip
     jobs = strategy_jobs(cfg, ctx)
 
     def timed(job):
@@ -405,7 +467,10 @@ def advise(cfg: DictConfig) -> dict:
         return forecast_results(cfg, trace_cfg, spec, cluster, config, command_line())
 
     check_knobs(cfg)
-    ledger, assume = ledger_of(cfg.strategy, cluster), from_config(cfg.assumptions)
+    engine = engine_of(cfg)
+    layout, expert_tp = run_layout(cfg, spec, cluster, workload)
+    ledger = ledger_of(cfg.strategy, cluster, engine, layout)
+    assume = from_config(cfg.assumptions)
     phases = Phases(show_progress(cfg.progress))
     cache.configure_from(cfg)
     s, ev = cfg.strategy, cfg.evaluation
@@ -415,7 +480,10 @@ def advise(cfg: DictConfig) -> dict:
     if cfg.guideline_map.enabled:
         return map_results(cfg, spec, cluster, trace_cfg, ledger, slots, config,
                            command_line())  # fmt: skip
-    memory = memory_breakdown(spec, cluster, workload, slots_per_gpu=slots)
+    spec_tp = dataclasses.replace(
+        spec, expert_intermediate_size=spec.expert_intermediate_size // expert_tp
+    )  # each GPU of a tensor-parallel rank holds 1/tp of every expert
+    memory = memory_breakdown(spec_tp, cluster, workload, slots_per_gpu=slots)
     seeds = run_seeds(cfg)
     guide = cfg.report.guidelines and bool(cfg.predictor.distribution)
     setup = (spec, cluster, workload, trace_cfg, ledger, assume, slots, ranks)
@@ -451,8 +519,11 @@ def advise(cfg: DictConfig) -> dict:
             "test_batches": ev.test_batches, "slots_per_gpu": slots,
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
+            "engine": engine.summary(),
+            "serving": serving_summary(cfg, workload),
             "mechanisms": {**{f.name: getattr(ledger, f.name)
-                              for f in dataclasses.fields(ledger) if f.name != "fetch_link"},
+                              for f in dataclasses.fields(ledger)
+                              if f.name not in ("fetch_link", "engine", "parallel")},
                            "fetch_link": getattr(ledger.fetch_link, "name", None)},
         },
         "baseline": "no_balancing",

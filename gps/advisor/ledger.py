@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from gps.cost.e2e import CostBreakdown, batch_cost
+from gps.cost.parallel import ParallelConfig
 from gps.cost.step import Prefetch, StepExtras, StepRouting, check_port
+from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster, LinkProfile
 from gps.model import MoEModelSpec
 from gps.plans import expert_weight_bytes
@@ -57,6 +59,13 @@ class Ledger:
         fetch_port: the GPU port that link is (``gps.cost.step.PORTS``; shares its budget).
         window: fraction of attention during which ports carry the coming MoE block's work
             (``strategy.migration_overlap``), [0, 1].
+        engine: the serving engine every strategy's steps run on (``cfg.engine``,
+            ``gps.engine``): its per-step costs, communication modes and launch mode enter
+            every strategy's step alike.
+        parallel: the run's parallel layout (``cfg.parallel``), the same for every strategy:
+            its ranks hold the plans' slots (``Context.on_gpus``) and ``batch_cost`` prices
+            the layout (expert tensor parallelism as real TP, attention as the layout places
+            it); ``None``: pure expert parallelism over all GPUs.
     """
 
     replica_choice: bool = True
@@ -67,6 +76,8 @@ class Ledger:
     fetch_link: LinkProfile | None = None
     fetch_port: str = "host"
     window: float = 1.0
+    engine: EngineProfile = IDEAL
+    parallel: ParallelConfig | None = None
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -139,4 +150,5 @@ def price_step(
     """``batch_cost`` of ``routing`` under ``ledger`` with the strategy's belief and replica
     copies (no predictor): what the keep-or-switch rule compares candidates by."""
     extras = ledger.extras(spec, routing.slot_tokens, assigned, belief, migration_s)
-    return batch_cost(spec, cluster, workload, routing, extras)
+    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
+                      parallel=ledger.parallel)  # fmt: skip

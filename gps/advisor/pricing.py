@@ -60,7 +60,8 @@ def price_routed(
     routing = StepRouting.of(r.sim) if routing is None else routing
     if extras is None:
         extras = routed_extras(r, spec, cluster, workload, ledger)
-    return batch_cost(spec, cluster, workload, routing, extras)
+    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
+                      parallel=ledger.parallel)  # fmt: skip
 
 
 def busiest_layer(baseline: Routed) -> int:
@@ -78,6 +79,7 @@ def summarise(
     e2e = float(cost.total_s.mean())
     breakdown = {k: float(v.sum(axis=-1).mean()) for k, v in cost.components.items()}
     breakdown["non_moe"] = float(cost.non_moe_s.mean())
+    breakdown["engine"] = float(cost.engine_s.mean())
     routed = r.sim.routed.sum(axis=-1)
     overhead = None
     if r.cost is not None:

@@ -150,6 +150,8 @@ class Context:
             migration divided by this (``choose``). ``1`` = myopic; default 4, as
             ``StrategyConfig.horizon``.
         rank_of_gpu: ``[G]`` expert-parallel rank of every GPU (``None``: one rank per GPU).
+        expert_tp: GPUs per rank splitting every expert's width (the layout's ``tp``): each
+            holds ``1/expert_tp`` of an expert's weights, so a replica costs that much to copy.
     """
 
     spec: MoEModelSpec
@@ -162,6 +164,7 @@ class Context:
     migration_source: str = "peer"
     horizon: float = 4.0
     rank_of_gpu: np.ndarray | None = None
+    expert_tp: int = 1
 
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
@@ -190,8 +193,9 @@ class Context:
 
     def on_gpus(self, plan: Plan) -> Plan:
         """A plan over the expert-parallel ranks (``[L, ranks, R]``) on the ``G`` GPUs: each
-        GPU holds its rank's slots (expert tensor parallelism priced as the rank's ``tp`` GPUs
-        splitting its tokens evenly: the same FLOPs, full expert weights on each)."""
+        GPU holds its rank's slots (with expert tensor parallelism ``1/tp`` of each expert's
+        width; ``batch_cost(parallel=...)`` then prices the rank's copies on every one of its
+        GPUs, ``gps.cost.parallel.routed_layout_inputs``)."""
         if plan.num_gpus == self.cluster.num_gpus and self.rank_of_gpu is None:
             return plan
         r = self.ranks
@@ -199,18 +203,36 @@ class Context:
         return Plan(plan.slot_expert[:, r, :], plan.num_experts, meta=plan.meta, home=home)
 
     @property
-    def static(self) -> Plan:
+    def num_ranks(self) -> int:
+        return int(self.ranks.max()) + 1
+
+    def on_ranks(self, plan: Plan) -> Plan:
+        """``on_gpus`` undone: the plan of each rank's first GPU (every GPU of a rank holds the
+        same slots)."""
+        if self.rank_of_gpu is None:
+            return plan
+        _, first = np.unique(self.ranks, return_index=True)
+        home = None if plan.home is None else plan.home[:, first, :]
+        return Plan(plan.slot_expert[:, first, :], plan.num_experts, meta=plan.meta, home=home)
+
+    @property
+    def static_ranks(self) -> Plan:
         """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
-        expert on each expert-parallel rank, the same in every layer; its occupied slots are the
-        home slots of every ``spare`` plan (no balancing = home copies only)."""
+        expert on each expert-parallel rank, the same in every layer, over the ranks."""
         d = self.data
-        n_ranks = int(self.ranks.max()) + 1
-        return self.on_gpus(static_placement(d.test.num_layers, d.test.num_experts, n_ranks,
-                                             self.slots_per_gpu))  # fmt: skip
+        return static_placement(d.test.num_layers, d.test.num_experts, self.num_ranks,
+                                self.slots_per_gpu)  # fmt: skip
+
+    @property
+    def static(self) -> Plan:
+        """``static_ranks`` on the GPUs; its occupied slots are the home slots of every
+        ``spare`` plan (no balancing = home copies only)."""
+        return self.on_gpus(self.static_ranks)
 
     @property
     def expert_bytes(self) -> float:
-        return expert_weight_bytes(self.spec)
+        """Bytes of one expert's weights a GPU holds (``1/expert_tp`` of the expert)."""
+        return expert_weight_bytes(self.spec) / self.expert_tp
 
     def plan(self, load: np.ndarray, previous: Plan | None, *, replicas: str | None = None,
              migration_slack: float = 0.0) -> Plan:  # fmt: skip
@@ -223,19 +245,26 @@ class Context:
                slacks: tuple[float, ...]) -> list[Plan]:  # fmt: skip
         """``plan`` at each ``migration_slack`` in ``slacks`` (fetch costs computed once)."""
         mode = self.replicas if replicas is None else replicas
+        # every strategy plans on the layout's expert-parallel ranks (one layout for all);
+        # each rank's slots then go on all of its GPUs (``on_gpus``)
+        prev_ranks = None if previous is None else self.on_ranks(previous)
         if mode == "repack":
-            return [plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
-                                     previous=previous,
-                                     gpus_per_node=self.cluster.gpus_per_node)]  # fmt: skip
-        home = self.static
-        if previous is not None and (
-            previous.home is None or not np.array_equal(previous.home, home.home)
+            per_node = max(self.cluster.gpus_per_node * self.num_ranks // self.cluster.num_gpus, 1)
+            return [self.on_gpus(plan_duplication(load, self.num_ranks, self.slots_per_gpu,
+                                                  previous=prev_ranks,
+                                                  gpus_per_node=per_node))]  # fmt: skip
+        home = self.static_ranks
+        if prev_ranks is not None and (
+            prev_ranks.home is None or not np.array_equal(prev_ranks.home, home.home)
         ):
-            previous = None  # a re-packed plan: nothing stays in a spare slot
+            previous = prev_ranks = None  # a re-packed plan: nothing stays in a spare slot
         fetch = None
         if previous is not None:
             fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
-        return [plan_spare(load, home, previous=previous, fetch_s=fetch, migration_slack=x)
+            if self.rank_of_gpu is not None:
+                fetch = fetch[:, np.unique(self.ranks, return_index=True)[1], :]
+        return [self.on_gpus(plan_spare(load, home, previous=prev_ranks, fetch_s=fetch,
+                                        migration_slack=x))
                 for x in slacks]  # fmt: skip
 
     def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:

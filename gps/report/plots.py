@@ -12,7 +12,7 @@ import numpy as np
 
 BREAKDOWN_ORDER = (
     "attention", "gate", "predictor", "dispatch", "experts", "combine", "shared", "migration",
-    "expert_fetch", "non_moe",
+    "expert_fetch", "non_moe", "engine",
 )  # fmt: skip
 
 
