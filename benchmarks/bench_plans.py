@@ -31,7 +31,7 @@ import numpy as np
 import scipy
 from machine import describe
 
-from gps.cost import batch_cost
+from gps.cost import StepExtras, StepRouting, batch_cost
 from gps.model import load_model_spec
 from gps.plans import (
     balanced_lower_bound,
@@ -41,7 +41,7 @@ from gps.plans import (
     fetch_seconds,
     ilp_placement,
     max_gpu_load,
-    migration_bytes_per_gpu,
+    migration_port_seconds,
     pack_balanced,
     plan_duplication,
     plan_duplication_node_aware,
@@ -280,10 +280,10 @@ def bench_straggler() -> None:
     base = None
     for name, plan, routing, prev_plan in rows:
         sim = simulate(plan, routing, spec=spec)
-        mig = 0.0
+        mig = {}
         if prev_plan is not None:
-            mig = migration_bytes_per_gpu(prev_plan, plan, ebytes).max(axis=1)
-        cost = batch_cost(spec, cluster, wl, **sim.cost_kwargs(), migration_bytes=mig)
+            mig = migration_port_seconds(prev_plan, plan, ebytes, cluster)
+        cost = batch_cost(spec, cluster, wl, StepRouting.of(sim), StepExtras(migration_s=mig))
         experts = float(cost.components["experts"].sum())
         base = experts if base is None else base
         a2a = float((cost.components["dispatch"] + cost.components["combine"]).sum())

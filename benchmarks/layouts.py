@@ -3,7 +3,7 @@
     python benchmarks/layouts.py
 
 Prints tokens/s per layout for the default prefill and decode workloads
-(``conf/workload/``), from ``gps.cost.parallel.compare_layouts``.
+(``conf/workload/``), from ``gps.cost.layouts.compare_layouts``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from gps.cost.parallel import ParallelConfig, compare_layouts
+from gps.cost.layouts import compare_layouts
+from gps.cost.parallel import ParallelConfig
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
 from gps.workload import Workload

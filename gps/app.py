@@ -28,8 +28,9 @@ from gps import cache
 from gps.advisor import advise
 from gps.advisor.advise import build
 from gps.config import register_configs
+from gps.cost.layouts import compare_layouts
 from gps.cost.memory import MemoryFitError
-from gps.cost.parallel import ParallelConfig, compare_layouts, resolve_layout
+from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.model import ModelSpecError
 from gps.profiles import ProfileError
 from gps.report.document import write_atomic
@@ -91,7 +92,7 @@ def configured_layout(cfg: DictConfig) -> ParallelConfig:
 
 def price_layout(cfg: DictConfig, layout: ParallelConfig | None = None) -> dict:
     """``results["parallel"]``: the configured layout (``cfg.parallel``) and every layout of
-    ``conf/parallel/`` priced with uniform routing (``gps.cost.parallel.compare_layouts``)."""
+    ``conf/parallel/`` priced with uniform routing (``gps.cost.layouts.compare_layouts``)."""
     spec, cluster, workload, _ = build(cfg)
     layout = layout or configured_layout(cfg)
     out = compare_layouts(layout, spec, cluster, workload)
@@ -99,8 +100,8 @@ def price_layout(cfg: DictConfig, layout: ParallelConfig | None = None) -> dict:
     out["text"] = (
         f"Layout {mine['name']} (EP{mine['ep']} x TP{mine['tp']}, {mine['attention']} "
         f"attention): {mine['tokens_per_s']:,.0f} tokens/s with uniform routing; fastest of "
-        f"conf/parallel: {out['best']}. (No balancing and the ILP place experts on the layout's "
-        "EP ranks; the other balancing strategies use all GPUs as EP ranks.)"
+        f"conf/parallel: {out['best']}. Every strategy places experts on the layout's EP ranks "
+        "and is priced on the layout (expert tensor parallelism as real TP)."
     )
     return out
 

@@ -53,7 +53,7 @@ _CODE = {
     "traces": ("gps/traces/synthetic.py", "gps/traces/batching.py", "gps/traces/io.py",
                "gps/advisor/data.py"),
     "predictors": ("predictors/base.py", "predictors/distribution.py", "predictors/token.py",
-                   "predictors/metrics.py", "gps/advisor/strategies.py"),
+                   "predictors/metrics.py", "predictors/splits.py", "gps/advisor/strategies.py"),
     "whatif": ("predictors/whatif.py", "predictors/metrics.py", "predictors/token.py"),
     "ilp": ("gps/plans/ilp.py", "gps/plans/ilp_two_stage.py", "gps/plans/milp_rows.py",
             "gps/plans/duplication.py", "gps/plans/plan.py", "gps/advisor/strategies.py"),

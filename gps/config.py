@@ -3,7 +3,7 @@
 Registering the schema in Hydra's ConfigStore makes a typo in a YAML file or an override
 (``workload.batch_sze=8``, ``strategy.replan_intervall=4``) fail at start-up with Hydra's own
 error. Config groups (``conf/<group>/*.yaml``): ``hardware``, ``model``, ``workload``,
-``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``assumptions``,
+``engine``, ``trace``, ``predictor``, ``strategy``, ``report``, ``parallel``, ``assumptions``,
 ``experiment``.
 """
 
@@ -16,8 +16,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from gps.cost.parallel import ParallelConfig
+from gps.engine import EngineConfig
 from gps.model import MoEModelSpec
 from gps.profiles import ClusterConfig
+from gps.serving import ServingWorkload
 from gps.workload import Workload
 
 
@@ -43,6 +45,9 @@ class EvaluationConfig:
         sample_tokens_per_step: synthetic prefill runs whose step holds more tokens simulate
             routing on whole prompts totalling at most this many tokens per step and scale
             every token count to the step (``gps.advisor.data.prepare``); ``None``: off.
+        seeds: run every strategy once per seed (synthetic traces regenerated) and pool the
+            held-out batches; ``speedup_ci95`` then resamples seeds and batches
+            (``gps.advisor.uncertainty``). ``None``: the run's ``seed`` only.
     """
 
     trace_path: str | None = None
@@ -53,6 +58,7 @@ class EvaluationConfig:
     stable_window_steps: int | None = None
     stable_factor: float = 2.0
     sample_tokens_per_step: int | None = None
+    seeds: list[int] | None = None
 
 
 @dataclass
@@ -85,14 +91,19 @@ class StrategyConfig:
             GPUs by bandwidth-weighted traffic (``gps.plans.ilp_two_stage``).
         ilp_time_limit_s: seconds HiGHS may spend on the ILP.
         ilp_mip_gap: relative MIP gap at which HiGHS stops.
-        migration_overlap: fraction of attention time that hides replica migration, [0, 1].
-        split: how a duplicated expert's tokens split over its replicas: ``even``/``locality``.
-        direct_dispatch: Token-to-Expert sends predicted copies while attention runs; only
-            mispredicted copies pay a corrective all-to-all after the gate.
-        direct_dispatch_overlap: fraction of attention time that hides the early dispatch, [0, 1].
-        replica_choice: Token-to-Expert sends correctly predicted copies of a replicated expert
-            to the replica on their own GPU / node (locality), the rest by ``split``.
-        prefetch: Token-to-Expert fetches only the non-resident experts it predicts busy.
+        migration_overlap: fraction of each layer's attention during which a GPU's ports carry
+            the coming MoE block's work (replica copies, prefetch, chunked dispatch; one budget
+            per port), [0, 1].
+        split: how a duplicated expert's tokens split over its replicas when
+            ``replica_choice`` is off: ``even``/``locality``.
+        replica_choice: post-gate nearest-replica dispatch for every strategy: a copy of a
+            replicated expert goes to the replica on its own GPU, else its node (the mechanism
+            ledger, ``docs/cost_model.md``).
+        dispatch_chunks: post-gate chunked dispatch for every strategy: attention and gate run
+            in this many chunks, each chunk's dispatch starting when its gate is done (1: off).
+        prefetch: non-resident expert weights are fetched during attention in the order of each
+            strategy's belief (forecast, guesses, the truth for the oracle; evenly without
+            one); ``False``: only after the gate.
         resident_experts: fraction of every GPU's expert slots whose weights stay in HBM, [0, 1];
             the others cross ``expert_fetch_link`` when used (1.0: all resident, no fetch).
         expert_fetch_link: link profile (``hardware_profiles/link/``) non-resident experts cross.
@@ -115,9 +126,8 @@ class StrategyConfig:
     ilp_mip_gap: float = 1e-4
     migration_overlap: float = 1.0
     split: str = "even"
-    direct_dispatch: bool = True
-    direct_dispatch_overlap: float = 1.0
     replica_choice: bool = True
+    dispatch_chunks: int = 1
     prefetch: bool = True
     resident_experts: float = 1.0
     expert_fetch_link: str = "pcie_gen5_x16"
@@ -178,6 +188,8 @@ class GuidelineMapConfig:
         skews: busiest-expert / mean tokens targets (the trace's Zipf exponent is set per target).
         link_gbps: intra-node link bandwidths, GB/s per GPU and direction.
         tokens: tokens per prefill step (prompts of ``min(T, 2048)`` tokens).
+        resident_experts: fractions of every GPU's expert slots whose weights stay in HBM (the
+            memory axis; the others are fetched over ``strategy.expert_fetch_link``).
         accuracies: what-if Token-to-Expert top-k accuracies.
         overheads_us: Token-to-Expert overheads, microseconds per MoE layer (critical path).
         distribution: the Distribution-Only predictor the map compares against.
@@ -189,6 +201,7 @@ class GuidelineMapConfig:
     skews: list[float] = field(default_factory=lambda: [1.2, 1.4, 1.6, 1.8, 2.0])
     link_gbps: list[float] = field(default_factory=lambda: [600.0, 200.0, 64.0, 32.0])
     tokens: list[int] = field(default_factory=lambda: [512, 2048, 8192, 16384])
+    resident_experts: list[float] = field(default_factory=lambda: [1.0])
     accuracies: list[float] = field(default_factory=lambda: [0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
     overheads_us: list[float] = field(default_factory=lambda: [0.0, 10.0, 50.0])
     distribution: str = "window_mean"
@@ -230,6 +243,12 @@ class GPSConfig:
         hardware: cluster composed from profiles (``conf/hardware/``).
         model: MoE architecture (``conf/model/``).
         workload: one serving step (``conf/workload/``).
+        engine: the serving engine whose per-step costs and communication modes the steps
+            are priced with (``conf/engine/``: ``ideal``, ``sglang``, ``vllm``, ``trtllm``;
+            ``gps.engine``).
+        serving: the load in a user's terms (concurrency, prompt and output lengths;
+            ``gps.serving``); with ``serving.concurrency`` set, the step priced is the one the
+            engine runs for it in ``workload.phase``; unset: ``workload`` gives the step.
         parallel: parallel layout priced beside the strategies (``conf/parallel/``:
             ``ep``, ``ep8``, ``tp8``, ``ep4_tp2``; ``gps.cost.parallel``).
         trace: synthetic trace preset (``conf/trace/``): a ``_target_`` config dataclass
@@ -254,6 +273,8 @@ class GPSConfig:
     hardware: ClusterConfig = MISSING
     model: MoEModelSpec = MISSING
     workload: Workload = field(default_factory=Workload)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    serving: ServingWorkload = field(default_factory=ServingWorkload)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     trace: Any = MISSING
     predictor: PredictorConfig = field(default_factory=PredictorConfig)

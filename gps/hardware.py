@@ -29,6 +29,18 @@ class GPUProfile:
         source: Datasheet/whitepaper the peaks come from.
         roofline_knee: p-norm exponent rounding the roofline's compute/memory corner
             (``gps.cost.roofline.knee_time``); 0 = sharp ``max``.
+        eager_launch_overhead_s: seconds per kernel launched eagerly from the host (PyTorch
+            dispatch, no CUDA graph); 0 = ``launch_overhead_s``. Engines that run a phase
+            without CUDA graphs (``gps.engine``) pay this per kernel.
+        host_launch_s: seconds the host needs to issue one kernel in the step being priced
+            (an engine running the phase eagerly sets it to ``eager_launch_overhead_s``); an
+            op then takes at least ``launches * host_launch_s`` (the GPU waits for the host
+            when kernels are shorter than their launch). 0: CUDA graphs, no host bound.
+        attention_efficiency: achievable fraction of peak of a fused (flash) attention core,
+            in (0, 1]; 0 = ``compute_efficiency``.
+        gemm_k_knee: ``k0``, elements: a GEMM reducing over ``K`` runs at
+            ``compute_efficiency * K / (K + k0)`` (``gemm_efficiency``); 0 = no dependence on
+            ``K`` (``compute_efficiency`` is then the large-GEMM efficiency of every GEMM).
     """
 
     name: str
@@ -42,6 +54,23 @@ class GPUProfile:
     efficiency_source: str = ""
     source: str = ""
     roofline_knee: float = 0.0
+    gemm_k_knee: float = 0.0
+    eager_launch_overhead_s: float = 0.0
+    attention_efficiency: float = 0.0
+    host_launch_s: float = 0.0
+
+    def launch_s(self, mode: str = "cuda_graph") -> float:
+        """Seconds per kernel launch: the graph floor, or the eager host dispatch cost."""
+        if mode == "eager" and self.eager_launch_overhead_s > 0:
+            return self.eager_launch_overhead_s
+        return self.launch_overhead_s
+
+    def gemm_efficiency(self, k: float) -> float:
+        """Compute efficiency of a GEMM reducing over ``k`` elements: ``compute_efficiency *
+        k / (k + gemm_k_knee)`` (fit: ``gps.calibration``, ``docs/calibration.md``)."""
+        if k <= 0:
+            raise ValueError(f"GEMM reduction length must be > 0, got {k}")
+        return self.compute_efficiency * k / (k + self.gemm_k_knee)
 
     def flops_for(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``; raises ``KeyError`` naming the GPU if unsupported."""
@@ -66,6 +95,10 @@ class LinkProfile:
             ``bandwidth * ports_per_gpu``.
         efficiency: Achievable fraction of ``bandwidth`` for large all-to-all messages, in (0, 1].
         source: Datasheet/whitepaper the numbers come from.
+        hop_latency_s: latency of one step inside a multi-step collective (a ring or tree hop
+            between two GPUs), seconds; ``latency_s`` is paid once per collective (launch,
+            synchronisation) and ``hop_latency_s`` once per step (NCCL's tuning model splits
+            a collective's latency the same way: ``baseLat`` + steps x ``hwLat``).
     """
 
     name: str
@@ -74,6 +107,7 @@ class LinkProfile:
     ports_per_gpu: float = 1.0
     efficiency: float = 1.0
     source: str = ""
+    hop_latency_s: float = 0.0
 
     @property
     def gpu_bandwidth(self) -> float:

@@ -54,7 +54,13 @@ GPU_FIELDS = {
     "launch_overhead": "time",
     "efficiency": "efficiency_map",
 }
-GPU_OPTIONAL = {"measured", "roofline_knee"}
+GPU_OPTIONAL = {
+    "measured",
+    "roofline_knee",
+    "gemm_k_knee",
+    "eager_launch_overhead",
+    "attention_efficiency",
+}
 LINK_FIELDS = {
     "name": "str",
     "source": "str",
@@ -63,8 +69,9 @@ LINK_FIELDS = {
     "ports_per_gpu": "count",
     "efficiency": "fraction",
 }
+LINK_OPTIONAL = {"hop_latency"}
 MEASURED_REQUIRED = ("device", "date", "method", "compute_efficiency", "memory_efficiency")
-MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent")
+MEASURED_OPTIONAL = ("launch_overhead_us", "knee_exponent", "gemm_k_knee", "eager_launch_us")
 
 
 class ProfileError(ValueError):
@@ -221,6 +228,16 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
         if p < 1:
             raise ProfileError(origin, "measured.knee_exponent", f"must be >= 1, got {p}")
         out["knee_exponent"] = p
+    if "eager_launch_us" in measured:
+        us = _number(measured["eager_launch_us"], origin, "measured.eager_launch_us")
+        if us <= 0:
+            raise ProfileError(origin, "measured.eager_launch_us", f"must be > 0, got {us}")
+        out["eager_launch_us"] = us
+    if "gemm_k_knee" in measured:
+        k0 = _number(measured["gemm_k_knee"], origin, "measured.gemm_k_knee")
+        if k0 < 0:
+            raise ProfileError(origin, "measured.gemm_k_knee", f"must be >= 0, got {k0}")
+        out["gemm_k_knee"] = k0
     return out
 
 
@@ -234,6 +251,18 @@ def _knee(entry: Any, origin: Path) -> float:
     if p < 1:
         raise ProfileError(origin, "roofline_knee.value", f"must be >= 1, got {p}")
     return p
+
+
+def _k_knee(entry: Any, origin: Path) -> float:
+    """``gemm_k_knee: {value, source}``: elements of ``K``, >= 0."""
+    if not isinstance(entry, Mapping):
+        raise ProfileError(origin, "gemm_k_knee", f"expected {{value, source}}, got {entry!r}")
+    _check_keys(entry, {"value", "source"}, set(), origin, "gemm_k_knee")
+    _string(entry["source"], origin, "gemm_k_knee.source")
+    k0 = _number(entry["value"], origin, "gemm_k_knee.value")
+    if k0 < 0:
+        raise ProfileError(origin, "gemm_k_knee.value", f"must be >= 0, got {k0}")
+    return k0
 
 
 def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> GPUProfile:
@@ -257,11 +286,18 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     launch = quantity(data["launch_overhead"], "time", path, "launch_overhead")
     eff_source = f"assumption ({path.name}: efficiency)"
     knee = _knee(data["roofline_knee"], path) if data.get("roofline_knee") is not None else 0.0
+    k0 = _k_knee(data["gemm_k_knee"], path) if data.get("gemm_k_knee") is not None else 0.0
+    att = data.get("attention_efficiency")
+    att = 0.0 if att is None else _sourced_fraction(att, path, "attention_efficiency")
+    eager = data.get("eager_launch_overhead")
+    eager = 0.0 if eager is None else quantity(eager, "time", path, "eager_launch_overhead")
     if data.get("measured") is not None:
         m = validate_measured(data["measured"], path)
         compute, memory = m["compute_efficiency"], m["memory_efficiency"]
         launch = m.get("launch_overhead_us", launch * 1e6) * 1e-6
         knee = m.get("knee_exponent", knee)
+        k0 = m.get("gemm_k_knee", k0)
+        eager = m.get("eager_launch_us", eager * 1e6) * 1e-6
         eff_source = f"measured: {m['device']} {m['date']} ({m['method']})"
     sm = quantity(data["sm_count"], "count", path, "sm_count")
     if sm != int(sm):
@@ -278,6 +314,9 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
         efficiency_source=eff_source,
         source=_string(data["source"], path, "source"),
         roofline_knee=knee,
+        gemm_k_knee=k0,
+        eager_launch_overhead_s=eager,
+        attention_efficiency=att,
     )
 
 
@@ -285,7 +324,8 @@ def load_link(name_or_path: str | Path, profiles_dir: str | Path | None = None) 
     """Load a link profile by stem (``nvlink4``, ``ib_ndr``) or path."""
     path = resolve_profile("link", name_or_path, profiles_dir)
     data = _read_yaml(path)
-    _check_keys(data, set(LINK_FIELDS), set(), path, "")
+    _check_keys(data, set(LINK_FIELDS), LINK_OPTIONAL, path, "")
+    hop = data.get("hop_latency")
     return LinkProfile(
         name=_string(data["name"], path, "name"),
         bandwidth=quantity(data["bandwidth"], "bandwidth", path, "bandwidth"),
@@ -293,6 +333,7 @@ def load_link(name_or_path: str | Path, profiles_dir: str | Path | None = None) 
         ports_per_gpu=quantity(data["ports_per_gpu"], "count", path, "ports_per_gpu"),
         efficiency=_sourced_fraction(data["efficiency"], path, "efficiency"),
         source=_string(data["source"], path, "source"),
+        hop_latency_s=0.0 if hop is None else quantity(hop, "time", path, "hop_latency"),
     )
 
 

@@ -70,15 +70,6 @@ class SimResult:
         """``[..., L]`` copies of the busiest GPU (the straggler)."""
         return self.gpu_tokens.max(axis=-1)
 
-    def cost_kwargs(self) -> dict[str, np.ndarray]:
-        """Keyword arguments for ``gps.cost.batch_cost``: ``slot_tokens``, ``traffic_bytes`` and
-        ``dropped_tokens`` (copies dropped over all layers, ``[...]``)."""
-        return {
-            "slot_tokens": self.slot_tokens,
-            "traffic_bytes": self.traffic_bytes,
-            "dropped_tokens": self.dropped.sum(axis=-1),
-        }
-
 
 def token_bytes_of(spec: MoEModelSpec) -> float:
     """Bytes of one dispatched token copy: ``hidden_size * element_bytes``."""
@@ -308,7 +299,7 @@ def simulate(
     (its dropped copies counted as dropped, its rerouted counts passed through).
 
     The result feeds the cost model directly:
-    ``batch_cost(spec, cluster, workload, **sim.cost_kwargs())``.
+    ``batch_cost(spec, cluster, workload, StepRouting.of(sim))`` (``gps.cost.step``).
     """
     common = {"spec": spec, "token_bytes": token_bytes, "split": split}
     if isinstance(routing, CapacityResult):

@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 
 from gps import cache
 from gps.advisor import strategies as st
-from gps.advisor.advise import build, eval_data, mechanisms, slots_per_gpu
+from gps.advisor.advise import build, engine_of, eval_data, ledger_of, slots_per_gpu
 from gps.advisor.pricing import price_routed
 from gps.app import CONF_DIR
 
@@ -107,9 +107,9 @@ class Objective:
         s, spec, cluster = self.cfg.strategy, self.spec, self.cluster
         extra = trial.suggest_int("replica_slots_per_gpu", 0, 3)
         slots = slots_per_gpu(spec, cluster, extra)
-        ctx = st.Context(spec, cluster, self.workload, self.data, slots, s.split,
-                         s.migration_overlap, s.replicas, s.migration_source,
-                         s.horizon)  # fmt: skip
+        ledger = ledger_of(s, cluster, engine_of(self.cfg))
+        ctx = st.Context(spec, cluster, self.workload, self.data, slots, ledger, s.replicas,
+                         s.migration_source, s.horizon)  # fmt: skip
         kind = trial.suggest_categorical(
             "strategy", ["eplb", "distribution", "capacity_drop", "capacity_reroute"]
         )
@@ -128,9 +128,7 @@ class Objective:
             factor = trial.suggest_float("capacity_factor", 1.0, 2.0)
             routed = st.capacity(ctx, factor, kind.removeprefix("capacity_"))
         routed = st.scaled(routed, self.data.token_scale)
-        cost = price_routed(routed, spec, cluster, self.workload,
-                            migration_overlap=s.migration_overlap,
-                            mechanisms=mechanisms(s))  # fmt: skip
+        cost = price_routed(routed, spec, cluster, self.workload, ledger)
         routed_copies = routed.sim.routed.sum(axis=-1)
         changed = float(((routed.sim.dropped + routed.sim.rerouted).sum(-1) / routed_copies).mean())
         trial.set_user_attr("changed_fraction", changed)

@@ -89,7 +89,7 @@ class WhatIfTokenPredictor(TokenPredictor):
         """``(guessed, hit)``, each ``[A, N, L, E]`` int64, in one pass over the trace: for
         each accuracy ``a``, ``guessed`` is ``expert_histogram`` of what ``predict`` returns with
         ``accuracy=a`` (same ``seed``), and ``hit`` counts the true copies per expert that the
-        guess names for their token (``gps.cost.token_mechanisms.split_copies``'s ``hit``).
+        guess names for their token (``predictors.splits.split_copies``'s ``hit``).
 
         The random draws do not depend on the accuracy (it only sets the keep threshold), so
         the Gumbel keys and the ranked wrong experts are drawn once for the whole grid."""

@@ -153,17 +153,19 @@ def test_eplb_replans_at_its_interval() -> None:
     w = Workload(phase="prefill", batch_size=1, seq_len=256)
     data = prepare(load_preset("mixtral_mmlu_like"), MIXTRAL, w, train_batches=3,
                    test_batches=5, seed=0)  # fmt: skip
-    ctx = st.Context(MIXTRAL, load_cluster_config("h100_nvlink"), w, data, 2, "even", 1.0)
+    ctx = st.Context(MIXTRAL, load_cluster_config("h100_nvlink"), w, data, 2)
     routed = st.periodic(ctx, interval=2, window=2)
     moved = np.flatnonzero(routed.migration_bytes.sum(axis=1) > 0)
     assert set(moved) <= {1, 3}  # absolute steps 3 + n divisible by 2
 
 
-def _entry(name: str, family: str, speedup: float, changed: float = 0.0, **kw) -> dict:
+def _entry(name: str, family: str, speedup: float, changed: float = 0.0,
+           spread: float = 0.0, **kw) -> dict:  # fmt: skip
+    """A strategy entry with a 95% interval of ``speedup * (1 -/+ spread)``."""
     return {"name": name, "family": family, "speedup_vs_baseline": speedup, "synthetic": False,
             "e2e_time_s": 1.0 / speedup, "balanced_time_s": 0.5, "dropped_token_fraction": changed,
             "rerouted_token_fraction": 0.0, "overhead": None, "migration_bytes_per_step": 0.0,
-            **kw}  # fmt: skip
+            "speedup_ci95": [speedup * (1 - spread), speedup * (1 + spread)], **kw}  # fmt: skip
 
 
 def test_recommend_excludes_oracle_whatif_and_lossy_rules() -> None:
@@ -178,31 +180,54 @@ def test_recommend_excludes_oracle_whatif_and_lossy_rules() -> None:
     assert "capacity_drop@1" in rec["text"] and "quality cost" in rec["text"]
 
 
-def test_recommend_breaks_near_ties_towards_the_simplest() -> None:
+def test_recommend_breaks_ties_towards_the_simplest() -> None:
+    base = _entry("no_balancing", "baseline", 1.0, spread=0.01)
+    lossy = _entry("capacity_drop@1.5", "capacity", 1.003, changed=0.003, spread=0.01)
+    costly = _entry("token:mlp", "token", 1.002, overhead={"seconds_per_batch": 1e-4},
+                    spread=0.01)  # fmt: skip
+    rec = recommend([base, lossy, costly], base)
+    assert rec["strategy"] == "no_balancing"  # every interval overlaps the leader's
+    assert rec["speedup_ci95"] == base["speedup_ci95"]
+    assert "95% interval 0.990-1.010x" in rec["text"]
+    # the same speed-ups measured tighter: the lossy rule leads alone
+    tight = [dict(e, speedup_ci95=[e["speedup_vs_baseline"]] * 2) for e in (base, lossy, costly)]
+    assert recommend(tight, tight[0])["strategy"] == "capacity_drop@1.5"
+
+
+def test_token_level_prediction_is_recommended_only_when_its_interval_clears_the_rest() -> None:
     base = _entry("no_balancing", "baseline", 1.0)
-    lossy = _entry("capacity_drop@1.5", "capacity", 1.003, changed=0.003)
-    costly = _entry("token:mlp", "token", 1.002, overhead={"seconds_per_batch": 1e-4})
-    assert recommend([base, lossy, costly], base)["strategy"] == "no_balancing"
+    do = _entry("distribution:ewma", "distribution", 1.06, spread=0.01,
+                overhead={"seconds_per_batch": 1e-9})  # fmt: skip
+    t2e = _entry("token:popularity", "token", 1.07, spread=0.005,
+                 overhead={"seconds_per_batch": 1e-5})  # fmt: skip
+    rec = recommend([base, do, t2e], base)
+    assert rec["strategy"] == "distribution:ewma" and rec["tie"] is not None
+    clear = dict(t2e, speedup_vs_baseline=1.2, speedup_ci95=[1.18, 1.22])
+    assert recommend([base, do, clear], base)["strategy"] == "token:popularity"
 
 
 def test_recommend_reports_a_tie_and_why() -> None:
     base = _entry("no_balancing", "baseline", 1.0)
-    same = [_entry(f"distribution:{n}", "distribution", 1.19) for n in ("ewma", "last_batch")]
+    same = [_entry(f"distribution:{n}", "distribution", 1.19, spread=0.01)
+            for n in ("ewma", "last_batch")]  # fmt: skip
     slower = _entry(
         "token:mlp",
         "token",
         1.188,
+        spread=0.01,
         overhead={"seconds_per_batch": 1e-4},
         breakdown_s={"predictor": 1 / 1.188 - 1 / 1.19},
     )  # the only difference
-    entries = [base, *same, slower, _entry("oracle", "oracle", 1.19),
-               _entry("eplb_every_4", "periodic", 1.1, migration_bytes_per_step=1e9)]  # fmt: skip
+    entries = [base, *same, slower, _entry("oracle", "oracle", 1.19, spread=0.01),
+               _entry("eplb_every_4", "periodic", 1.1, migration_bytes_per_step=1e9,
+                      spread=0.02)]  # fmt: skip
     rec = recommend(entries, base)
     tie = rec["tie"]
     assert tie["strategies"][:2] == ["distribution:ewma", "distribution:last_batch"]
     assert set(tie["strategies"]) == {"distribution:ewma", "distribution:last_batch", "token:mlp"}
     assert not tie["same_step_time"] and not tie["moved_weights"] and tie["oracle_tied"]
-    assert "**Tie:** 3 strategies" in rec["text"] and "None of them copied" in rec["text"]
+    assert "**Tie:** 3 strategies' 95% intervals overlap" in rec["text"]
+    assert "None of them copied" in rec["text"]
     assert "oracle" in tie["text"] and "differ by at most 0.17% (predictor overhead)" in tie["text"]
     assert "accuracy does not decide" in tie["text"]
     other = dict(slower, breakdown_s={"predictor": 0.0})  # same times, but not from overhead
@@ -280,7 +305,7 @@ def test_ilp_with_fewer_experts_than_gpus_uses_every_gpu() -> None:
     data = prepare(load_preset("mixtral_mmlu_like"), MIXTRAL, w, train_batches=2,
                    test_batches=1, seed=0)  # fmt: skip
     cluster = load_cluster_config("h100_2node_ib")  # 16 GPUs, 8 experts
-    ctx = st.Context(MIXTRAL, cluster, w, data, 2, "even", 1.0)
+    ctx = st.Context(MIXTRAL, cluster, w, data, 2)
     routed = st.ilp(ctx, time_limit_s=5.0, mip_gap=1e-4)
     gpu_tokens = routed.sim.slot_tokens.sum(axis=-1)  # [N, L, G]
     assert (gpu_tokens > 0).all()  # no idle GPU

@@ -74,7 +74,7 @@ def test_paper_preset_under_paper_assumptions(tmp_path: Path) -> None:
     ("override", "key"),
     [("assumptions.load_model=guess", r"assumptions\.load_model"),
      ("strategy.resident_experts=1.5", r"strategy\.resident_experts"),
-     ("strategy.direct_dispatch_overlap=-1", r"strategy\.direct_dispatch_overlap")],
+     ("strategy.dispatch_chunks=0", r"strategy\.dispatch_chunks")],
 )  # fmt: skip
 def test_bad_knobs_fail_before_work(override: str, key: str) -> None:
     from gps.advisor.advise import advise

@@ -19,7 +19,6 @@ from hypothesis import strategies as hs
 from gps import cache
 from gps.advisor import advise
 from gps.app import CONF_DIR
-from gps.cost.token_mechanisms import split_copies
 from gps.plans import capacity_drop, capacity_reroute
 from gps.plans.capacity import stable_argsort
 from gps.report.cli import main as report_main
@@ -28,6 +27,7 @@ from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
 from gps.traces.trace import TokenTrace
 from predictors.base import topk_from_scores
 from predictors.metrics import exact_set_accuracy, expert_histogram
+from predictors.splits import split_copies
 from predictors.token import (
     MLPTokenPredictor,
     PreviousLayerPredictor,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from test_cost_helpers import INTRA_LAT, LAUNCH, cluster, gqa_model, mla_model
+from test_cost_helpers import INTRA_LAT, LAUNCH, cluster, gpu, gqa_model, mla_model
 
 from gps.cost.attention import attention_ops, attention_time, kv_cache_bytes_per_token
-from gps.cost.roofline import ops_time
+from gps.cost.roofline import op_time, ops_time
 from gps.workload import Workload
 
 
@@ -70,9 +70,33 @@ def test_mla_prefill_plain_form_and_q_compression():
     assert "kv_up" in w and "q_absorb_uk" not in w
     # causal pairs 10^2/2 = 50: 2*50*4*(64+32) + 2*50*4*64
     assert w["attn_core"][0] == 64_000
-    # q: 2*10*(1024*128 + 128*384), two launches
-    q = next(op for op in ops if op.name == "q_proj")
-    assert (q.flops, q.launches) == (3_604_480, 2)
+    # q: 2*10*1024*128 (down, K = d = 1024) + 2*10*128*384 (up, K = q_lora_rank = 128)
+    assert (w["q_down"][0], w["q_up"][0]) == (2_621_440, 983_040)
+    k = {op.name: op.gemm_k for op in ops}
+    assert k["q_down"] == ((1024.0, 1.0),) and k["q_up"] == ((128.0, 1.0),)
+    assert k["kv_up"] == ((256.0, 1.0),) and k["attn_core"] == ()  # kv_lora_rank 256
+
+
+def test_attention_core_runs_at_the_attention_efficiency():
+    # test GPU: compute efficiency 0.5; flash-attention core at 0.25 -> 1e12 FLOPs in 4 ms
+    g = gpu(attention_efficiency=0.25)
+    assert float(op_time(1e12, 1.0, g, attention=True)) == pytest.approx(4e-3 + LAUNCH)
+    assert float(op_time(1e12, 1.0, gpu(), attention=True)) == pytest.approx(2e-3 + LAUNCH)
+    ops = attention_ops(gqa_model(), Workload("prefill", 2, 10), 2)
+    assert [op.name for op in ops if op.attention] == ["attn_core"]
+
+
+def test_small_k_gemm_runs_below_the_large_gemm_efficiency():
+    # test GPU: c = 0.5, k0 = 256 -> kv_up (K = 256) at 0.25; a K = 1e6 GEMM at ~0.5
+    g = gpu(gemm_k_knee=256.0)
+    flops = 1e12  # 1e12 / (1e15 * 0.25) = 4 ms; bytes small
+    assert float(op_time(flops, 1.0, g, gemm_k=((256.0, 1.0),))) == pytest.approx(4e-3 + LAUNCH)
+    assert float(op_time(flops, 1.0, g)) == pytest.approx(2e-3 + LAUNCH)  # not a GEMM
+    # a SwiGLU split 2/3 at K = 256, 1/3 at K = 768 (e = 0.375): 1e12*(2/3/0.25 + 1/3/0.375)/1e15
+    both = ((256.0, 2 / 3), (768.0, 1 / 3))
+    assert float(op_time(flops, 1.0, g, gemm_k=both)) == pytest.approx(
+        (2 / 3 / 0.25 + 1 / 3 / 0.375) * 1e-3 + LAUNCH
+    )
 
 
 def test_tp_splits_heads_and_adds_allreduce():

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
-from test_cost_helpers import INTER_BW, INTER_LAT, INTRA_BW, INTRA_LAT, cluster
+from test_cost_helpers import INTER_BW, INTER_LAT, INTRA_BW, INTRA_LAT, cluster, intra_link
 
-from gps.cost.comm import allreduce_time, alltoall_time
+from gps.cost.comm import all_gather_time, allreduce_time, alltoall_time, reduce_scatter_time
+from gps.hardware import Cluster
 
 MB = 1e6
 # GPUs 0,1 on node 0; 2,3 on node 1. Entry [i, j]: bytes GPU i sends to GPU j.
@@ -71,13 +74,58 @@ def test_negative_or_nan_traffic_rejected():
 
 
 def test_allreduce_ring():
-    # one node, 2 GPUs: 2*(G-1)*lat + 2*(G-1)/G * bytes/bw
+    # test links have no hop latency: one node, 2 GPUs, 1e8 bytes (large: the ring wins).
+    # ring = RS + AG = 2*lat + 2*(G-1)/G * bytes/bw = 2e-6 + 1e-3; tree = lat + 2*bytes/bw
     assert float(allreduce_time(1e8, cluster(1, 2))) == pytest.approx(2e-6 + 1e8 / INTRA_BW)
-    # two nodes, 4 GPUs: the ring crosses the inter-node link
-    expected = 6 * INTER_LAT + 1.5 * 1e8 / INTER_BW
+    # two nodes, 4 GPUs: the ring crosses the inter-node link, 2*lat + 1.5 * bytes/bw
+    expected = 2 * INTER_LAT + 1.5 * 1e8 / INTER_BW
     assert float(allreduce_time(1e8, cluster(2, 2))) == pytest.approx(expected)
     assert float(allreduce_time(0.0, cluster(2, 2))) == 0.0
     assert float(allreduce_time(1e8, cluster(1, 1))) == 0.0
+
+
+def hop_cluster(gpus: int) -> Cluster:
+    """One node of ``gpus`` GPUs on a link with latency 10 us, hop 0.5 us, 1e11 B/s."""
+    link = replace(intra_link(), latency_s=10e-6, hop_latency_s=0.5e-6)
+    return replace(cluster(1, gpus), intra_link=link)
+
+
+def test_reduce_scatter_and_all_gather_by_hand():
+    # 8 GPUs, 8e6 bytes: 10 us + 7 * 0.5 us + 7/8 * 8e6 / 1e11 s = 13.5 us + 70 us
+    cl = hop_cluster(8)
+    assert float(reduce_scatter_time(8e6, cl)) == pytest.approx(83.5e-6)
+    assert float(all_gather_time(8e6, cl)) == pytest.approx(83.5e-6)
+    assert float(reduce_scatter_time(8e6, hop_cluster(1))) == 0.0
+
+
+def test_allreduce_is_reduce_scatter_plus_all_gather_when_large():
+    cl = hop_cluster(8)
+    big = 8e6  # ring 167 us; tree 10 + 6*0.5 + 2*80 = 173 us
+    ring = float(reduce_scatter_time(big, cl) + all_gather_time(big, cl))
+    assert ring == pytest.approx(167e-6)
+    assert float(allreduce_time(big, cl)) == pytest.approx(ring)
+
+
+def test_small_allreduce_takes_the_tree_and_pays_latency_once():
+    # 8 KB on 8 GPUs (one token's hidden state in bf16, d = 4096): ring = 2*10 + 14*0.5 us
+    # + 2*7/8*8192/1e11 s = 27.14 us; tree = 10 + 2*3*0.5 us + 2*8192/1e11 s = 13.16 us.
+    # Before the fix the link latency was paid per ring step: 14 * 10 us = 140 us.
+    cl = hop_cluster(8)
+    tiny = 8192.0
+    ring = float(reduce_scatter_time(tiny, cl) + all_gather_time(tiny, cl))
+    assert ring == pytest.approx(27e-6 + 1.75 * tiny / 1e11)
+    assert float(allreduce_time(tiny, cl)) == pytest.approx(13e-6 + 2 * tiny / 1e11)
+    assert float(allreduce_time(tiny, cl)) <= ring
+
+
+def test_shipped_nvlink_allreduce_of_one_decode_token():
+    # the 7x overpricing of issue 25: tp8 batch-1 decode all-reduces 8 KB per attention block
+    from gps.profiles import load_cluster
+
+    cl = load_cluster({"name": "h100x8", "gpu": "h100_sxm5_80gb", "intra_node_link": "nvlink4",
+                       "inter_node_link": None, "num_nodes": 1, "gpus_per_node": 8})  # fmt: skip
+    t = float(allreduce_time(4096 * 2, cl))
+    assert 10e-6 < t < 20e-6  # 10 us per collective + 6 hops of 0.6 us (NCCL Tree/LL)
 
 
 def naive_alltoall(traffic: np.ndarray, num_nodes: int, gpus_per_node: int) -> float:

@@ -13,6 +13,7 @@ from gps.cost.e2e import LAYER_COMPONENTS, batch_cost
 from gps.cost.experts import expert_time_per_gpu, swiglu_op
 from gps.cost.roofline import ops_time
 from gps.cost.routing import traffic_from_slot_tokens
+from gps.cost.step import StepExtras, StepRouting, transfer_seconds
 from gps.workload import Workload
 
 # Decode, 8 sequences on 4 GPUs (2 per GPU), context 1000: the attention block is the one of
@@ -32,7 +33,7 @@ def straggler_inputs():
 
 def test_single_expert_straggler_hand_computed():
     slots, traffic = straggler_inputs()
-    c = batch_cost(gqa_model(), cluster(1, 4), DECODE, slots, traffic)
+    c = batch_cost(gqa_model(), cluster(1, 4), DECODE, StepRouting(slots, traffic))
     np.testing.assert_allclose(c.components["attention"], ATTN, rtol=1e-12)
     # the layer waits for GPU 0: one expert's weights + 16 tokens, memory bound
     gpu0 = (W + 16 * ACT) / HBM + LAUNCH
@@ -74,15 +75,22 @@ def test_uniform_routing_is_balanced():
     assert float(c.imbalance_overhead()) == pytest.approx(0.0, abs=1e-12)
 
 
+def intra_copy(nbytes: float, cl=None) -> dict:
+    """``migration_s`` of ``nbytes`` received by GPU 0 of every layer over NVLink."""
+    cl = cl or cluster(1, 4)
+    secs = np.zeros((2, cl.num_gpus))
+    secs[:, 0] = transfer_seconds(nbytes, cl.intra_link)
+    return {"intra": secs}
+
+
 @pytest.mark.parametrize(
     ("overlap", "exposed"),
     [(0.0, 1.1e-5), (0.5, 1.1e-5 - 0.5 * ATTN), (1.0, 1.1e-5 - ATTN)],
 )
 def test_migration_overlap(overlap, exposed):
     # 1 MB of expert weights per layer over the intra link: 1 us + 1e6 / 1e11 = 11 us
-    c = batch_cost(
-        gqa_model(), cluster(1, 4), DECODE, migration_bytes=1e6, migration_overlap=overlap
-    )
+    c = batch_cost(gqa_model(), cluster(1, 4), DECODE,
+                   extras=StepExtras(migration_s=intra_copy(1e6), window=overlap))  # fmt: skip
     np.testing.assert_allclose(c.components["migration"], exposed, rtol=1e-9)
     base = batch_cost(gqa_model(), cluster(1, 4), DECODE)
     assert float(c.total_s - base.total_s) == pytest.approx(2 * exposed, rel=1e-9)
@@ -90,21 +98,25 @@ def test_migration_overlap(overlap, exposed):
 
 
 def test_migration_fully_hidden_and_inter_link():
-    c = batch_cost(gqa_model(), cluster(1, 4), DECODE, migration_bytes=1e5)  # 2 us < attention
+    # 2 us < attention
+    c = batch_cost(gqa_model(), cluster(1, 4), DECODE,
+                   extras=StepExtras(migration_s=intra_copy(1e5)))  # fmt: skip
     assert np.all(c.components["migration"] == 0.0)
-    c = batch_cost(
-        gqa_model(), cluster(2, 2), DECODE, migration_bytes=1e6, migration_overlap=0.0,
-        migration_link="inter",
-    )  # fmt: skip
-    np.testing.assert_allclose(c.components["migration"], 1e-5 + 1e6 / 1e10)
+    cl = cluster(2, 2)
+    inter = np.zeros((2, 4))
+    inter[:, 3] = transfer_seconds(1e6, cl.inter_link)  # GPU 3 over its NIC, GPU 0 over NVLink
+    both = {"intra": intra_copy(5e5, cl)["intra"], "inter": inter}
+    c = batch_cost(gqa_model(), cl, DECODE, extras=StepExtras(migration_s=both, window=0.0))
+    np.testing.assert_allclose(c.components["migration"], 1e-5 + 1e6 / 1e10)  # the slowest
 
 
 def test_predictor_on_and_off_critical_path():
-    on = batch_cost(gqa_model(), cluster(1, 4), DECODE, predictor_overhead_s=[2e-5, 0.0])
+    on = batch_cost(gqa_model(), cluster(1, 4), DECODE,
+                    extras=StepExtras(predictor_s=np.array([2e-5, 0.0])))  # fmt: skip
     np.testing.assert_allclose(on.components["predictor"], [2e-5, 0.0])
     off = batch_cost(
-        gqa_model(), cluster(1, 4), DECODE, predictor_overhead_s=[2e-5, 0.0],
-        predictor_on_critical_path=False,
+        gqa_model(), cluster(1, 4), DECODE,
+        extras=StepExtras(predictor_s=np.array([2e-5, 0.0]), predictor_on_critical_path=False),
     )  # fmt: skip
     np.testing.assert_allclose(off.components["predictor"], [2e-5 - ATTN, 0.0], rtol=1e-9)
 
@@ -113,10 +125,11 @@ def test_sweep_matches_per_point_and_to_dict_is_json():
     rng = np.random.default_rng(0)
     slots = rng.integers(0, 50, size=(5, 2, 4, 2)).astype(float)
     traffic = rng.uniform(0, 1e6, size=(5, 2, 4, 4))
-    sweep = batch_cost(gqa_model(), cluster(2, 2), DECODE, slots, traffic, dropped_tokens=3)
+    sweep = batch_cost(gqa_model(), cluster(2, 2), DECODE,
+                       StepRouting(slots, traffic, dropped_tokens=3))  # fmt: skip
     assert sweep.total_s.shape == (5,)
     for i in range(5):
-        one = batch_cost(gqa_model(), cluster(2, 2), DECODE, slots[i], traffic[i])
+        one = batch_cost(gqa_model(), cluster(2, 2), DECODE, StepRouting(slots[i], traffic[i]))
         assert float(one.total_s) == pytest.approx(sweep.total_s[i], rel=1e-12)
         assert float(one.balanced_total_s) == pytest.approx(sweep.balanced_total_s[i], rel=1e-12)
     d = json.loads(json.dumps(sweep.to_dict()))
@@ -129,40 +142,44 @@ def test_bad_inputs_name_the_field():
     slots, traffic = straggler_inputs()
     neg = slots.copy()
     neg[0, 1, 0] = -1
+
+    def cost(st, tb=None, **extras):
+        return batch_cost(spec, cl, DECODE, StepRouting(st, tb), StepExtras(**extras))
+
     with pytest.raises(ValueError, match="slot_tokens: token counts"):
-        batch_cost(spec, cl, DECODE, neg, traffic)
+        cost(neg, traffic)
     with pytest.raises(ValueError, match=r"slot_tokens: shape \(2, 3, 1\)"):
-        batch_cost(spec, cl, DECODE, slots[:, :3], traffic)
+        cost(slots[:, :3], traffic)
     with pytest.raises(ValueError, match=r"slot_tokens: shape \(1, 4, 1\)"):
-        batch_cost(spec, cl, DECODE, slots[:1], traffic)
+        cost(slots[:1], traffic)
     with pytest.raises(ValueError, match=r"traffic_bytes: shape \(2, 4, 3\)"):
-        batch_cost(spec, cl, DECODE, slots, traffic[..., :3])
+        cost(slots, traffic[..., :3])
     with pytest.raises(ValueError, match=r"traffic_bytes: shape \(4, 4\)"):
-        batch_cost(spec, cl, DECODE, slots, traffic[0])
+        cost(slots, traffic[0])
     with pytest.raises(ValueError, match="do not broadcast"):
-        batch_cost(spec, cl, DECODE, np.stack([slots] * 3), np.stack([traffic] * 2))
+        cost(np.stack([slots] * 3), np.stack([traffic] * 2))
     with pytest.raises(ValueError, match="migration_overlap"):
-        batch_cost(spec, cl, DECODE, slots, traffic, migration_overlap=1.5)
-    with pytest.raises(ValueError, match="predictor_overhead_s"):
-        batch_cost(spec, cl, DECODE, slots, traffic, predictor_overhead_s=-1.0)
-    with pytest.raises(ValueError, match="migration_bytes"):
-        batch_cost(spec, cl, DECODE, slots, traffic, migration_bytes=np.nan)
-    with pytest.raises(ValueError, match="predictor_overhead_s"):
-        batch_cost(spec, cl, DECODE, slots, traffic, predictor_overhead_s=[1.0, 2.0, 3.0])
+        cost(slots, traffic, window=1.5)
+    with pytest.raises(ValueError, match="predictor_s"):
+        cost(slots, traffic, predictor_s=-1.0)
+    with pytest.raises(ValueError, match="migration_s"):
+        cost(slots, traffic, migration_s={"intra": np.full((2, 4), np.nan)})
+    with pytest.raises(ValueError, match="migration_s port='pcie'"):
+        cost(slots, traffic, migration_s={"pcie": np.zeros((2, 4))})
+    with pytest.raises(ValueError, match="predictor_s"):
+        cost(slots, traffic, predictor_s=np.array([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="dispatch_chunks"):
+        cost(slots, traffic, dispatch_chunks=0)
     with pytest.raises(ValueError, match="dropped_tokens"):
-        batch_cost(spec, cl, DECODE, slots, traffic, dropped_tokens=[1, 2])
-    with pytest.raises(ValueError, match="inter_link"):
-        batch_cost(spec, cl, DECODE, slots, traffic, migration_link="inter")
-    with pytest.raises(ValueError, match="migration_link='pcie'"):
-        batch_cost(spec, cl, DECODE, slots, traffic, migration_link="pcie")
+        batch_cost(spec, cl, DECODE, StepRouting(slots, traffic, dropped_tokens=np.array([1, 2])))
     with pytest.raises(ValueError, match="dtype='int3'"):
-        batch_cost(gqa_model(dtype="int3"), cl, DECODE, slots, traffic)
+        batch_cost(gqa_model(dtype="int3"), cl, DECODE, StepRouting(slots, traffic))
 
 
 def test_default_traffic_follows_given_slot_tokens():
     slots, traffic = straggler_inputs()
-    given = batch_cost(gqa_model(), cluster(1, 4), DECODE, slots, traffic)
-    derived = batch_cost(gqa_model(), cluster(1, 4), DECODE, slots)
+    given = batch_cost(gqa_model(), cluster(1, 4), DECODE, StepRouting(slots, traffic))
+    derived = batch_cost(gqa_model(), cluster(1, 4), DECODE, StepRouting(slots))
     assert float(derived.total_s) == pytest.approx(float(given.total_s), rel=1e-12)
     with pytest.raises(ValueError, match="slot_tokens: token counts"):
-        batch_cost(gqa_model(), cluster(1, 4), DECODE, -slots)
+        batch_cost(gqa_model(), cluster(1, 4), DECODE, StepRouting(-slots))

@@ -36,6 +36,16 @@ def test_decode_weight_bound_prefill_compute_bound():
     assert (2 * W + 2 * 8192 * ACT) / HBM < t
 
 
+def test_expert_gemms_priced_by_reduction_length():
+    # k0 = 1024: gate/up reduce over d = 1024 (e = 0.5 * 1/2 = 0.25), down over f = 2048
+    # (e = 0.5 * 2/3 = 1/3): compute = 8192*FLOP*(2/3/0.25 + 1/3/(1/3)) / 1e15 per slot
+    g = gpu(launch_overhead_s=0.0, gemm_k_knee=1024.0)
+    t = expert_time_per_gpu(np.full((1, 2), 8192.0), gqa_model(), g)[0]
+    assert t == pytest.approx(2 * 8192 * FLOP * (2 / 3 / 0.25 + 1.0) / 1e15, rel=1e-12)
+    op = swiglu_op("dense", 100.0, 2048, gqa_model())
+    assert op.gemm_k == ((1024.0, 2 / 3), (2048.0, 1 / 3))
+
+
 def test_balanced_expert_time():
     spec = gqa_model()  # E = 4
     # 10 tokens on one slot: balanced keeps 1 expert's weights per GPU and 5 tokens each.

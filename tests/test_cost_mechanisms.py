@@ -20,9 +20,10 @@ from gps.cost.comm import (
     hierarchical_dispatch_bytes,
     moe_alltoall_times,
 )
-from gps.cost.e2e import batch_cost, two_batch_path
+from gps.cost.e2e import batch_cost, micro_batches, two_batch_path
 from gps.cost.roofline import op_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
+from gps.cost.step import StepRouting
 from gps.model import ModelSpecError, TensorDtypes, load_model_spec, spec_from_dict
 from gps.workload import Workload, WorkloadError
 
@@ -125,16 +126,54 @@ def test_two_batch_path_hand_computed() -> None:
     assert two_batch_path(one, 3 * one, one, 3 * one)[0] == pytest.approx(13.0)
 
 
-STAGES = arrays(np.float64, (4, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))
+def test_two_batch_path_with_sm_partitioning_hand_computed() -> None:
+    # compute-bound A = B = 3, D = C = 1, the all-to-all holds half the SMs (rate 0.5):
+    # a0 = 3; D0 3..4; A1 from 3: 1 s at half speed (0.5 done), 2.5 left -> 6.5; D1 6.5..7.5;
+    # B0 from 6.5: 0.5 done by 7.5, 2.5 left -> 10; C0 10..11; B1 from 10 -> 13.5; C1 13.5..14.5
+    one = np.ones(1)
+    assert two_batch_path(3 * one, one, 3 * one, one)[0] == pytest.approx(13.0)  # full SMs
+    t = two_batch_path(3 * one, one, 3 * one, one, compute_rate=0.5)[0]
+    assert t == pytest.approx(14.5)
+    # communication-bound A = B = 1, D = C = 3: compute finishes inside each all-to-all
+    # (1 s of work at half speed = 2 s < 3 s), so the step stays at 13
+    assert two_batch_path(one, 3 * one, one, 3 * one, compute_rate=0.5)[0] == pytest.approx(13)
 
 
-@settings(max_examples=60, deadline=None)
-@given(stages=STAGES)
-def test_two_batch_overlap_between_longest_stage_and_sum(stages):
-    a, d, b, c = stages
-    total = two_batch_path(a, d, b, c).sum()
-    assert total <= 2 * stages.sum() * (1 + 1e-12) + 1e-18  # both micro-batches, serially
+def test_odd_batches_split_exactly() -> None:
+    assert [h.batch_size for h in micro_batches(Workload("decode", 3, 1, 64))] == [1, 2]
+    assert [h.seq_len for h in micro_batches(Workload("prefill", 1, 5))] == [2, 3]
+    assert micro_batches(Workload("decode", 1, 1, 64)) is None
+    # the step of B = 3 is the overlap of a 1-sequence and a 2-sequence micro-batch
+    spec, cl = gqa_model(num_experts=8), cluster(1, 2)
+    wl = Workload("prefill", 3, 64, alltoall="flat", overlap="two_batch")
+    whole = batch_cost(spec, cl, wl)
+    slots = whole.components  # the full batch's stages; the halves from their own routing
+    routing = uniform_slot_tokens(spec, cl, replace(wl, overlap="none"))
+
+    def stages(b: int) -> tuple[np.ndarray, ...]:
+        c = batch_cost(spec, cl, replace(wl, batch_size=b, overlap="none"),
+                       StepRouting(routing * b / 3)).components  # fmt: skip
+        return c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
+
+    expected = two_batch_path(*stages(1), second=stages(2))
+    np.testing.assert_allclose(whole.per_layer_s, expected, rtol=1e-12)
+    assert slots["experts"].shape == expected.shape
+    # ceil for both halves (the old split) prices 4 sequences' worth: strictly more
+    assert float(whole.per_layer_s.sum()) < float(two_batch_path(*stages(2)).sum())
+
+
+STAGES = arrays(np.float64, (8, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))
+
+
+@settings(max_examples=80, deadline=None)
+@given(stages=STAGES, rate=st.floats(0.05, 1.0))
+def test_two_batch_overlap_between_longest_stage_and_sum(stages, rate):
+    first, second = tuple(stages[:4]), tuple(stages[4:])
+    total = two_batch_path(*first, second=second, compute_rate=rate).sum()
+    assert total <= stages.sum() * (1 + 1e-9) + 1e-15  # both micro-batches, serially
     assert total >= stages.max() * (1 - 1e-12)
+    # fewer SMs for compute never make the step faster
+    assert total >= two_batch_path(*first, second=second).sum() * (1 - 1e-12)
 
 
 def test_batch_cost_two_batch_overlap_bounds() -> None:

@@ -9,13 +9,9 @@ import pytest
 from test_cost_helpers import cluster, gqa_model
 
 from gps.cost.e2e import batch_cost
-from gps.cost.parallel import (
-    LayoutError,
-    ParallelConfig,
-    compare_layouts,
-    known_layouts,
-    resolve_layout,
-)
+from gps.cost.layouts import compare_layouts, known_layouts
+from gps.cost.parallel import LayoutError, ParallelConfig, resolve_layout
+from gps.cost.step import StepRouting
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
 from gps.workload import Workload
@@ -50,8 +46,9 @@ def test_tensor_parallel_experts_hand_computed() -> None:
     compute = 6 * d * f * t / 5e14
     memory = (4 * 3 * d * f * 2 + 2 * (d + f) * t * 2) / 1e12
     assert float(c.components["experts"][0]) == pytest.approx(max(compute, memory) + 1e-6)
-    # each GPU sends its 256 tokens' 2 copies to each of the 3 others: 2*256*1024*2 B each
-    sent = 3 * 2 * 256 * 1024 * 2
+    # real TP: each GPU all-gathers its 256 tokens (once, whatever their 2 copies) to each of
+    # the 3 others: 256*1024*2 B each (the copies-based pricing sent twice that)
+    sent = 3 * 256 * 1024 * 2
     assert float(c.components["dispatch"][0]) == pytest.approx(1e-6 + sent / 1e11)
 
 
@@ -83,8 +80,9 @@ def test_mixtral_three_layouts_priced_and_bad_layouts_named() -> None:
     with pytest.raises(LayoutError, match=r"parallel\.tp=2: .*num_heads"):
         resolve_layout(ParallelConfig("x", ep=3, tp=2, attention="tp"), spec,
                        replace(cl, gpus_per_node=6), wl)  # fmt: skip
-    with pytest.raises(LayoutError, match="uniform routing"):
-        batch_cost(spec, cl, wl, np.zeros((32, 8, 1)), parallel=names["ep8"])
+    with pytest.raises(LayoutError, match="needs slot_tokens"):
+        batch_cost(spec, cl, wl, StepRouting(traffic_bytes=np.zeros((32, 8, 8))),
+                   parallel=names["ep8"])  # fmt: skip
 
 
 def test_gps_parallel_group_prices_three_mixtral_layouts() -> None:
@@ -104,3 +102,38 @@ def test_gps_parallel_group_prices_three_mixtral_layouts() -> None:
         cfg = compose(config_name="config", overrides=["parallel=ep4_tp2", "parallel.tp=3"])
     with pytest.raises(LayoutError, match=r"parallel\.ep=4, parallel\.tp=3: ep\*tp = 12"):
         price_layout(cfg)
+
+
+def test_ep_x_tp_layout_expert_bytes_and_collectives_by_hand() -> None:
+    # 4 GPUs = EP2 x TP2, 4 experts of f = 2048 (top-2), flat: each rank holds 2 experts, each
+    # GPU 1/2 of their width; prefill 1 x 1024 tokens, dp attention (256 tokens per GPU)
+    spec, cl = gqa_model(num_experts=4, top_k=2), cluster(1, 4)
+    wl = Workload("prefill", 1, 1024, alltoall="flat")
+    c = batch_cost(spec, cl, wl, parallel=ParallelConfig("ep2_tp2", ep=2, tp=2, attention="dp"))
+    d, f = 1024, 2048 // 2
+    copies = 1024 * 2 / 2  # each rank's copies (uniform routing), run by both of its GPUs
+    weights = 2 * 3 * d * f * 2  # 2 experts x 1/2 width, bf16: bytes a GPU reads
+    memory = (weights + 2 * (d + f) * copies * 2) / 1e12
+    compute = 6 * d * f * copies / 5e14
+    assert float(c.components["experts"][0]) == pytest.approx(max(compute, memory) + 1e-6)
+    # a token visits h = 2 * (1 - 2/4 * 1/3) = 5/3 ranks; each GPU sends its 256 tokens x h/2
+    # to each of the 3 other GPUs (both GPUs of a rank need the token once): 3 * 256 * 5/6 tokens
+    sent = 3 * 256 * (5 / 6) * d * 2
+    assert float(c.components["dispatch"][0]) == pytest.approx(1e-6 + sent / 1e11)
+    assert float(c.components["combine"][0]) == pytest.approx(1e-6 + sent / 1e11)
+
+
+def test_a_routing_simulated_on_a_tp_layout_is_priced_as_real_tp() -> None:
+    # the advisor's simulation splits each rank's copies over its tp GPUs like replicas;
+    # priced with the layout, that routing gives exactly the layout's uniform-routing step
+    from gps.cost.parallel import layout_inputs
+
+    spec, cl = gqa_model(num_experts=4, top_k=2), cluster(1, 4)
+    wl = Workload("prefill", 2, 512, alltoall="flat")
+    layout = ParallelConfig("ep2_tp2", ep=2, tp=2, attention="dp")
+    _, _, slots, _, _ = layout_inputs(spec, cl, wl, 2, 2)  # each GPU: its rank's copies
+    simulated = slots / 2  # what a replica split over the rank's 2 GPUs gives
+    uniform = batch_cost(spec, cl, wl, parallel=layout)
+    routed = batch_cost(spec, cl, wl, StepRouting(simulated), parallel=layout)
+    for name, value in uniform.components.items():
+        np.testing.assert_allclose(routed.components[name], value, rtol=1e-12, err_msg=name)

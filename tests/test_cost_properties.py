@@ -12,6 +12,7 @@ from test_cost_helpers import cluster, gqa_model
 
 from gps.cost.e2e import batch_cost
 from gps.cost.routing import traffic_from_slot_tokens
+from gps.cost.step import StepExtras, StepRouting
 from gps.workload import Workload
 
 SPEC = gqa_model(num_experts=8)  # 2 MoE layers, E/G = 2 experts per GPU
@@ -24,9 +25,10 @@ TRAFFIC = arrays(np.float64, (2, 4, 4), elements=st.floats(0, 1e8, allow_subnorm
 FEW = settings(max_examples=40, deadline=None)
 
 
-def total(spec, cl, wl, slots, traffic=None, **kw):
+def total(spec, cl, wl, slots, traffic=None, extras=None):
     traffic = traffic_from_slot_tokens(slots, spec) if traffic is None else traffic
-    return float(batch_cost(spec, cl, wl, slots, traffic, **kw).total_s)
+    extras = StepExtras() if extras is None else extras
+    return float(batch_cost(spec, cl, wl, StepRouting(slots, traffic), extras).total_s)
 
 
 @FEW
@@ -38,7 +40,7 @@ def test_monotone_non_decreasing_in_tokens(wl, slots, extra):
 @FEW
 @given(wl=WORKLOADS, slots=SLOTS, traffic=TRAFFIC)
 def test_never_below_balanced_bound(wl, slots, traffic):
-    c = batch_cost(SPEC, CL, wl, slots, traffic)
+    c = batch_cost(SPEC, CL, wl, StepRouting(slots, traffic))
     assert float(c.total_s) >= float(c.balanced_total_s) * (1 - 1e-12)
     assert float(c.imbalance_overhead()) >= -1e-12
 
@@ -91,6 +93,10 @@ def test_doubling_all_rates_halves_time_without_fixed_costs(wl, slots, traffic):
         intra_link=replace(base.intra_link, bandwidth=2 * base.intra_link.bandwidth),
         inter_link=replace(base.inter_link, bandwidth=2 * base.inter_link.bandwidth),
     )
-    t_base = total(SPEC, base, wl, slots, traffic, migration_bytes=1e7, migration_overlap=0.5)
-    t_fast = total(SPEC, fast, wl, slots, traffic, migration_bytes=1e7, migration_overlap=0.5)
+    copies = np.zeros((2, 4))
+    copies[:, 1] = 1e7 / base.intra_link.gpu_bandwidth  # replica copies to GPU 1 (no latency)
+    t_base = total(SPEC, base, wl, slots, traffic,
+                   StepExtras(migration_s={"intra": copies}, window=0.5))  # fmt: skip
+    t_fast = total(SPEC, fast, wl, slots, traffic,
+                   StepExtras(migration_s={"intra": copies / 2}, window=0.5))  # fmt: skip
     assert np.isclose(t_fast, t_base / 2, rtol=1e-12)

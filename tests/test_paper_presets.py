@@ -173,7 +173,7 @@ def test_ranks_of_a_layout_and_static_placement_on_them() -> None:
     assert expert_ranks(_cfg(), spec, cluster, workload) is None  # pure EP: one rank per GPU
     small = Workload(phase="prefill", batch_size=2, seq_len=64)
     data = prepare(trace, spec, small, train_batches=2, test_batches=1)
-    ctx = st.Context(spec, cluster, small, data, 3, "even", 1.0, rank_of_gpu=ranks)
+    ctx = st.Context(spec, cluster, small, data, 3, rank_of_gpu=ranks)
     static = ctx.static.slot_expert[0]
     # Megatron contiguous on the 4 ranks: experts 0-1 on rank 0 (GPUs 0 and 1), ...
     assert static[:, :2].tolist() == [
@@ -191,6 +191,38 @@ def test_ranks_of_a_layout_and_static_placement_on_them() -> None:
     se = out.sim.slot_tokens  # [N, L, G, R]: the two GPUs of a rank serve the same experts
     np.testing.assert_allclose(se[..., 0::2, :], se[..., 1::2, :])
     assert out.notes["gpu_groups"] == 4 and out.notes["method"].endswith("dp-optimal")
+
+
+def test_expert_tp_in_the_advisor_is_real_tp_on_one_layout() -> None:
+    """EP4 x TP2 (MoETuner's single node): every strategy plans on the 4 ranks, each GPU of a
+    rank holds 1/2 of every expert, and the step runs all of a rank's copies on both of its
+    GPUs through half the width (hand check of the expert bytes and the experts' time)."""
+    from dataclasses import replace
+
+    from gps.advisor.advise import ledger_of, run_layout
+    from gps.advisor.pricing import price_routed
+    from gps.cost.experts import expert_time_per_gpu
+    from gps.plans import expert_weight_bytes
+
+    cfg = _cfg("+experiment=moetuner_single_node")
+    spec, cluster, workload, trace = build(cfg)
+    layout, tp = run_layout(cfg, spec, cluster, workload)
+    assert (layout.ep, layout.tp, layout.attention, tp) == (4, 2, "dp", 2)
+    ranks = expert_ranks(cfg, spec, cluster, workload)
+    small = Workload(phase="prefill", batch_size=2, seq_len=64)
+    data = prepare(trace, spec, small, train_batches=2, test_batches=1)
+    ledger = ledger_of(cfg.strategy, cluster, parallel=layout)
+    ctx = st.Context(spec, cluster, small, data, 3, ledger, rank_of_gpu=ranks, expert_tp=2)
+    assert ctx.expert_bytes == expert_weight_bytes(spec) / 2  # 1/tp of an expert per GPU
+    plan = ctx.plan(data.test_loads[0], None)  # a dynamic plan: on the ranks, like static
+    np.testing.assert_array_equal(plan.slot_expert[:, 0::2], plan.slot_expert[:, 1::2])
+    base = st.no_balancing(ctx)
+    cost = price_routed(base, spec, cluster, small, ledger)
+    # each GPU runs its rank's copies (the simulation split them over the pair) at f/2
+    pairs = base.sim.slot_tokens[..., 0::2, :] + base.sim.slot_tokens[..., 1::2, :]
+    spec_tp = replace(spec, expert_intermediate_size=spec.expert_intermediate_size // 2)
+    per_gpu = expert_time_per_gpu(np.repeat(pairs, 2, axis=-2), spec_tp, cluster.gpu)
+    np.testing.assert_allclose(cost.components["experts"], per_gpu.max(axis=-1), rtol=1e-12)
 
 
 def test_sampled_steps_scale_token_counts() -> None:

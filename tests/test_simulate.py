@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_cost_helpers import cluster, gqa_model
 
-from gps.cost import batch_cost, traffic_from_slot_tokens
+from gps.cost import StepRouting, batch_cost, traffic_from_slot_tokens
 from gps.plans import Plan, capacity_reroute, plan_duplication, static_placement
 from gps.simulate import simulate, simulate_loads, simulate_tokens, source_gpus, token_bytes_of
 from gps.traces.trace import TokenTrace
@@ -177,7 +177,7 @@ def test_duplication_plan_lowers_expert_time_in_cost_model():
     costs = {}
     for name, plan in (("static", static), ("dup", dup)):
         sim = simulate(plan, load, spec=spec)
-        costs[name] = batch_cost(spec, cl, wl, **sim.cost_kwargs())
+        costs[name] = batch_cost(spec, cl, wl, StepRouting.of(sim))
     assert np.all(costs["dup"].components["experts"] < 0.7 * costs["static"].components["experts"])
     assert costs["dup"].total_s < costs["static"].total_s
     assert float(costs["dup"].dropped_tokens) == 0.0
@@ -192,5 +192,5 @@ def test_capacity_result_feeds_cost_model_with_dropped_tokens():
 
     dropped = capacity_drop(ids, 1.0, num_experts=4)
     sim = simulate(static_placement(2, 4, 2), dropped, spec=spec)
-    cost = batch_cost(spec, cl, wl, **sim.cost_kwargs())
+    cost = batch_cost(spec, cl, wl, StepRouting.of(sim))
     assert float(cost.dropped_tokens) == dropped.dropped.sum() > 0

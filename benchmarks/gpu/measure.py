@@ -3,6 +3,9 @@
 Measures, in bf16 with CUDA events (warm-ups, then the median of repeats):
 
 * ``matmul``: an 8192^3 matrix product, the dense-peak anchor;
+* ``gemm``: single GEMMs ``M x N x K`` over a grid (``GEMM_M`` x ``GEMM_N`` x ``GEMM_K``,
+  K down to 128: MLA's ``kv_up`` has ``K = 512``), which the shape-aware fit
+  (``gps/calibration.py``) uses beside the expert FFNs when present;
 * ``copy``: a 2 GiB device-to-device copy (bytes read + written), the HBM anchor;
 * ``launch_eager`` / ``launch_graph``: a one-element add, 1000 times, issued from Python
   (eager: host dispatch included) and replayed from a CUDA graph (the GPU-side per-kernel
@@ -33,6 +36,9 @@ SHAPES = {  # name: (hidden d, expert intermediate f, experts per GPU); from eac
     "deepseek_v3": (7168, 2048, 32),
 }
 TOKENS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]
+GEMM_M = [256, 2048, 16384]
+GEMM_N = [512, 4096, 32768]
+GEMM_K = [128, 256, 512, 1024, 2048, 4096, 8192, 16384]
 ELEMENT = 2  # bytes of bf16
 
 
@@ -57,8 +63,18 @@ def measure(torch) -> list[dict]:
     rows: list[dict] = []
     n = 8192
     a, b = torch.randn(n, n, device=cuda, dtype=bf16), torch.randn(n, n, device=cuda, dtype=bf16)
-    rows.append({"kind": "matmul", "flops": 2.0 * n**3, "bytes": 3.0 * n * n * ELEMENT,
+    rows.append({"kind": "matmul", "m": n, "n": n, "k": n, "flops": 2.0 * n**3,
+                 "bytes": 3.0 * n * n * ELEMENT,
                  "seconds": timed(torch, lambda: a @ b)})  # fmt: skip
+    for m in GEMM_M:
+        for nn in GEMM_N:
+            for k in GEMM_K:
+                x = torch.randn(m, k, device=cuda, dtype=bf16)
+                y = torch.randn(k, nn, device=cuda, dtype=bf16)
+                rows.append({"kind": "gemm", "batch": 1, "m": m, "n": nn, "k": k,
+                             "flops": 2.0 * m * nn * k,
+                             "bytes": ELEMENT * (m * k + k * nn + m * nn),
+                             "seconds": timed(torch, lambda x=x, y=y: x @ y)})  # fmt: skip
     src = torch.empty(2**30, device=cuda, dtype=bf16)
     dst = torch.empty_like(src)
     rows.append({"kind": "copy", "flops": 0.0, "bytes": 2.0 * src.numel() * ELEMENT,

@@ -18,8 +18,9 @@ its abstract and public notes document them; ``shared/references.md``) with our 
   ``hidden`` (paper: weight copies are hidden behind attention).
 * ``predictor``: ``as_priced`` (ours: each predictor where it runs, off-path work hidden
   behind attention) or ``before_attention`` (paper: every predictor on the critical path).
-* ``t2e_dispatch``: ``mechanisms`` (ours: ``strategy.direct_dispatch`` etc.) or
-  ``skip_scatter`` (paper: Token-to-Expert skips the dispatch all-to-all entirely).
+* ``t2e_dispatch``: ``mechanisms`` (ours: the mechanism ledger, ``gps.cost.ledger``) or
+  ``skip_scatter`` (paper: Token-to-Expert's predicted copies skip the dispatch all-to-all;
+  its mispredicted ones pay a corrective all-to-all in the workload's mode).
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from gps.advisor.pricing import price_routed, routed_inputs
+from gps.advisor.ledger import Ledger
+from gps.advisor.pricing import price_routed, routed_extras
 from gps.advisor.strategies import Routed
 from gps.cost.e2e import CostBreakdown
-from gps.cost.token_mechanisms import Mechanisms
+from gps.cost.layer import dispatch_leg_s
+from gps.cost.step import StepRouting
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.workload import Workload
@@ -83,8 +86,8 @@ LADDER = (
     ("weight_copies", "priced", "replica weight copies priced instead of hidden behind attention"),
     ("predictor", "as_priced", "each predictor priced where it runs instead of all on the "
                                "critical path"),
-    ("t2e_dispatch", "mechanisms", "Token-to-Expert dispatch priced by the token-level "
-                                   "mechanisms instead of skipping the scatter"),
+    ("t2e_dispatch", "mechanisms", "Token-to-Expert dispatch priced by the mechanism ledger "
+                                   "instead of skipping the scatter"),
 )  # fmt: skip
 
 
@@ -130,28 +133,36 @@ def price_under(
     workload: Workload,
     true_loads: np.ndarray,
     *,
-    migration_overlap: float,
-    mechanisms: Mechanisms,
+    ledger: Ledger,
     assumptions: Assumptions = ROOFLINE,
 ) -> CostBreakdown:
-    """``batch_cost`` of ``r`` over its ``N`` held-out batches under ``assumptions``;
-    ``true_loads [N, L, E]`` are the batches' actual expert loads."""
+    """``batch_cost`` of ``r`` over its ``N`` held-out batches under ``assumptions`` and the
+    run's mechanism ``ledger``; ``true_loads [N, L, E]`` are the batches' actual expert loads.
+
+    ``t2e_dispatch="skip_scatter"`` (the paper's): a Token-to-Expert strategy's correctly
+    predicted copies are already on their experts' GPUs; its mispredicted copies pay a
+    corrective all-to-all in the workload's all-to-all mode (``gps.cost.layer.dispatch_leg_s``),
+    and perfect knowledge (the oracle family) pays none."""
     a = assumptions
-    skip = a.t2e_dispatch == "skip_scatter"
-    mech = dataclasses.replace(mechanisms, direct_dispatch=False) if skip else mechanisms
-    inputs = routed_inputs(r, spec, cluster, workload, mechanisms=mech,
-                           fetch_overlap=migration_overlap)  # fmt: skip
-    if skip and r.family == "token":
-        inputs["dispatch_s"] = np.zeros(inputs["traffic_bytes"].shape[:-2])
+    routing = StepRouting.of(r.sim)
+    extras = routed_extras(r, spec, cluster, workload, ledger,
+                           predictor_critical=a.predictor == "before_attention",
+                           hide_migration=a.weight_copies == "hidden")  # fmt: skip
+    if a.t2e_dispatch == "skip_scatter" and r.family in ("token", "oracle"):
+        dispatch = np.zeros(r.sim.traffic_bytes.shape[:-2])
+        if r.family == "token":
+            miss = r.token_routing.miss
+            per_token = float(miss.routed.mean()) / workload.tokens_per_step
+            dispatch = dispatch_leg_s(spec, cluster, workload, miss.traffic_bytes,
+                                      copies_per_token=max(1, round(per_token)))  # fmt: skip
+        extras = dataclasses.replace(extras, dispatch_s=dispatch)
     if a.load_model == "epsilon":
         eps = epsilon(r, a, true_loads)
         if eps is not None:
-            inputs["slot_tokens"] = epsilon_slot_tokens(inputs["slot_tokens"], eps)
-    return price_routed(
-        r, spec, cluster, workload, migration_overlap=migration_overlap, inputs=inputs,
-        predictor_critical=a.predictor == "before_attention",
-        hide_migration=a.weight_copies == "hidden",
-    )  # fmt: skip
+            routing = dataclasses.replace(
+                routing, slot_tokens=epsilon_slot_tokens(routing.slot_tokens, eps)
+            )
+    return price_routed(r, spec, cluster, workload, ledger, routing=routing, extras=extras)
 
 
 def do_vs_t2e(times: dict[str, float], routed: list[Routed]) -> dict:

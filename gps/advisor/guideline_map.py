@@ -25,6 +25,7 @@ swept accuracy (the per-layer overhead at which it ties Distribution-Only).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -37,17 +38,19 @@ from gps.advisor import strategies as st
 from gps.advisor.assumptions import from_config, price_under
 from gps.advisor.data import prepare
 from gps.advisor.guidelines import TIE, crossover
+from gps.advisor.ledger import Ledger
 from gps.advisor.paper import SCHEMA_VERSION
 from gps.cost._common import num_moe_layers
-from gps.cost.token_mechanisms import CopySplit, Mechanisms, expected_split
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
+from gps.profiles import load_link
 from gps.report.guideline_map import no_win_reason
 from gps.traces.batching import batch_loads
 from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
 from gps.workload import Workload
 from predictors.base import PredictorCost
 from predictors.metrics import expert_histogram
+from predictors.splits import CopySplit, expected_split
 from predictors.whatif import WhatIfTokenPredictor
 
 MAX_PROMPT = 2048  # tokens per prompt of a map step (the default preset's prompt length)
@@ -126,16 +129,22 @@ def cell(
     ctx: st.Context, price, accuracies: np.ndarray, overheads_s: np.ndarray, distribution: str,
     wrong: np.ndarray, cost: PredictorCost,
 ) -> dict[str, Any]:  # fmt: skip
-    """One (skew, link, tokens) cell: speed-ups ``token [O, A]``, ``distribution``, ``oracle``,
-    and ``breakeven_s`` (per-layer overhead at which the best swept accuracy ties DO; negative:
-    it loses even at zero overhead).
-    ``wrong [N, L, E]``: the accuracy-0 guesses (``expected_split``)."""
-    base = price(st.no_balancing(ctx))
-    do = base / price(st.distribution(ctx, distribution, {}))
-    oracle = base / price(st.oracle(ctx))
+    """One (skew, link, tokens, resident experts) cell: speed-ups ``token [O, A]``,
+    ``distribution``, ``oracle`` (the fastest plan sequence of the cell served with perfect
+    knowledge, ``strategies.perfect_knowledge``: never behind any of them), and
+    ``breakeven_s`` (per-layer overhead at which the best swept accuracy ties DO; negative: it
+    loses even at zero overhead). ``price(r) -> [N]`` step seconds; ``wrong [N, L, E]``: the
+    accuracy-0 guesses (``expected_split``)."""
+    none = st.no_balancing(ctx)
+    forecast = st.distribution(ctx, distribution, {})
     true = ctx.data.test_loads
-    t2e = np.array([price(whatif_token(ctx, expected_split(true, wrong, float(a)), cost,
-                                       f"whatif@{a:g}")) for a in accuracies])  # fmt: skip
+    guesses = [whatif_token(ctx, expected_split(true, wrong, float(a)), cost, f"whatif@{a:g}")
+               for a in accuracies]  # fmt: skip
+    base = float(price(none).mean())
+    do = base / float(price(forecast).mean())
+    t2e = np.array([float(price(g).mean()) for g in guesses])
+    cands = [st.oracle(ctx), *(st.perfect_knowledge(r, r.name) for r in (none, forecast, *guesses))]
+    oracle = base / min(float(price(c).mean()) for c in cands)
     layers = true.shape[1]
     speed = base / (t2e[None, :] + overheads_s[:, None] * layers)  # [O, A]
     return {"token": speed, "distribution": do, "oracle": oracle,
@@ -144,12 +153,13 @@ def cell(
 
 def guideline_map(
     cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: SyntheticTraceConfig,
-    mech: Mechanisms, slots: int,
+    ledger: Ledger, slots: int,
 ) -> dict:  # fmt: skip
     """The ``guideline_map`` block of ``results.json``: ``rows`` (one per skew, link, tokens,
-    overhead, accuracy; ``gps.report.guideline_map.MAP_COLUMNS``), the axes, and ``reason`` (why
-    Token-to-Expert never wins, with numbers, or ``None``). ``mech``: the strategy's token-level
-    mechanisms; ``slots``: expert slots per GPU."""
+    resident experts, overhead, accuracy; ``gps.report.guideline_map.MAP_COLUMNS``), the axes,
+    and ``reason`` (why Token-to-Expert never wins, with numbers, or ``None``). ``ledger``: the
+    run's mechanism switches (its ``resident_experts`` replaced by the map's axis, weights
+    fetched over ``strategy.expert_fetch_link``); ``slots``: expert slots per GPU."""
     m, s = cfg.guideline_map, cfg.strategy
     assume = from_config(cfg.assumptions)
     acc = np.sort(np.asarray(m.accuracies, dtype=float))
@@ -159,6 +169,12 @@ def guideline_map(
         raise ValueError("guideline_map.accuracies in [0, 1] and overheads_us >= 0, non-empty")
     if not m.link_gbps or min(m.link_gbps) <= 0 or not m.tokens or not m.skews:
         raise ValueError("guideline_map.link_gbps (> 0), tokens and skews: non-empty")
+    residents = sorted({float(r) for r in m.resident_experts}, reverse=True)
+    if not residents or residents[-1] < 0 or residents[0] > 1:
+        raise ValueError(f"guideline_map.resident_experts={list(m.resident_experts)}: non-empty, "
+                         "values in [0, 1]")  # fmt: skip
+    fetch = load_link(s.expert_fetch_link)
+    port = "intra" if fetch.name == cluster.intra_link.name else "host"
     exps = calibrate_exponents(trace_cfg, spec, m.skews, cfg.seed)
     rows = []
     jobs = [(sk, x, t) for sk, x in zip(m.skews, exps, strict=True) for t in m.tokens]
@@ -171,15 +187,17 @@ def guideline_map(
         seen = measured_skew(data.test_loads)
         blind = WhatIfTokenPredictor(accuracy=0.0, seed=cfg.seed).fit(data.fit)
         wrong = expert_histogram(blind.predict(data.test), spec.num_experts, w.tokens_per_step)
-        for gbps in m.link_gbps:
+        for gbps, resident in itertools.product(m.link_gbps, residents):
             cl = with_link(cluster, float(gbps))
-            ctx = st.Context(spec, cl, w, data, slots, s.split, s.migration_overlap,
-                             s.replicas, s.migration_source, s.horizon)  # fmt: skip
+            led = dataclasses.replace(ledger, resident_experts=resident,
+                                      fetch_link=fetch if resident < 1 else None,
+                                      fetch_port=port)  # fmt: skip
+            ctx = st.Context(spec, cl, w, data, slots, led, s.replicas, s.migration_source,
+                             s.horizon)  # fmt: skip
 
-            def price(r: st.Routed, cl=cl, w=w, data=data) -> float:
-                return float(price_under(r, spec, cl, w, data.test_loads,
-                                         migration_overlap=s.migration_overlap, mechanisms=mech,
-                                         assumptions=assume).total_s.mean())  # fmt: skip
+            def price(r: st.Routed, cl=cl, w=w, data=data, led=led) -> np.ndarray:
+                return price_under(r, spec, cl, w, data.test_loads, ledger=led,
+                                   assumptions=assume).total_s  # fmt: skip
 
             c = cell(ctx, price, acc, ov, m.distribution, wrong, blind.cost())
             for i in range(ov.size):
@@ -189,6 +207,7 @@ def guideline_map(
                     rows.append({
                         "skew_target": float(skew), "skew_measured": seen,
                         "link_gbps": float(gbps), "tokens_per_step": int(tokens),
+                        "resident_experts": resident,
                         "overhead_us": float(ov_us[i]), "accuracy": float(a),
                         "token_speedup": t2e, "distribution_speedup": do,
                         "oracle_speedup": float(c["oracle"]),
@@ -199,21 +218,23 @@ def guideline_map(
     return {
         "axes": {"skews": list(m.skews), "zipf_exponents": exps.tolist(),
                  "link_gbps": list(m.link_gbps), "tokens": list(m.tokens),
-                 "accuracies": acc.tolist(), "overheads_us": ov_us.tolist()},
+                 "resident_experts": residents, "accuracies": acc.tolist(),
+                 "overheads_us": ov_us.tolist()},
         "distribution": m.distribution,
+        "fetch_link": fetch.name,
         "rows": rows,
         "reason": no_win_reason(rows),
     }  # fmt: skip
 
 
 def map_results(
-    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: Any, mech: Mechanisms,
+    cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: Any, ledger: Ledger,
     slots: int, config: dict, command: str | None,
 ) -> dict:  # fmt: skip
     """``results.json`` of a guideline-map run (``strategies`` empty, ``guideline_map`` set)."""
     if not isinstance(trace_cfg, SyntheticTraceConfig):
         raise ValueError("guideline_map needs a synthetic token-trace preset (trace=...)")
-    gm = guideline_map(cfg, spec, cluster, trace_cfg, mech, slots)
+    gm = guideline_map(cfg, spec, cluster, trace_cfg, ledger, slots)
     zero = [r for r in gm["rows"] if r["overhead_us"] == min(gm["axes"]["overheads_us"])]
     wins = sum(r["winner"] == "token" for r in zero)
     text = (

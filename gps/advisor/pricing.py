@@ -8,66 +8,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from gps.advisor.ledger import Ledger
 from gps.advisor.strategies import Routed
-from gps.cost.attention import attention_time
 from gps.cost.e2e import CostBreakdown, batch_cost
-from gps.cost.token_mechanisms import (
-    NONE,
-    Mechanisms,
-    direct_dispatch_s,
-    expert_fetch_s,
-    fetch_bytes,
-    resident_slots,
-)
+from gps.cost.step import StepExtras, StepRouting
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
-from gps.plans import expert_weight_bytes
 from gps.workload import Workload
 from predictors.base import layer_overhead_s
 from predictors.evaluate import overhead_summary
 
 
-def routed_inputs(
+def routed_extras(
     r: Routed,
     spec: MoEModelSpec,
     cluster: Cluster,
     workload: Workload,
+    ledger: Ledger,
     *,
-    mechanisms: Mechanisms = NONE,
-    fetch_overlap: float = 1.0,
-) -> dict[str, np.ndarray]:
-    """``batch_cost`` keyword arguments for ``r``'s routing under ``mechanisms``:
-    ``slot_tokens``, ``traffic_bytes``, ``dispatch_s`` (direct dispatch, else ``None``) and
-    ``expert_fetch_s`` (``gps.cost.token_mechanisms``; the token-level ones apply only to a
-    strategy with ``token_routing``)."""
-    m, tr = mechanisms, r.token_routing
-    slot_tokens, traffic, dispatch = r.sim.slot_tokens, r.sim.traffic_bytes, None
-    attn = attention_time(spec, cluster, workload)
-    if tr is not None and (m.replica_choice or m.direct_dispatch):
-        hit, wrong = (
-            (tr.hit_local, tr.wrong_local) if m.replica_choice else (tr.hit_split, tr.wrong_split)
-        )
-        slot_tokens = hit.slot_tokens + tr.miss.slot_tokens
-        traffic = hit.traffic_bytes + tr.miss.traffic_bytes
-        if m.direct_dispatch:
-            early = hit.traffic_bytes + wrong.traffic_bytes
-            dispatch = direct_dispatch_s(early, tr.miss.traffic_bytes, attn, cluster,
-                                         m.direct_dispatch_overlap)  # fmt: skip
-    fetch = np.zeros(slot_tokens.shape[:-2])
-    if m.resident_experts < 1.0:
-        busy = slot_tokens > 0
-        if tr is not None and m.prefetch:
-            prefetched = tr.predicted_busy
-        elif r.plans is not None:
-            prefetched = np.stack([p.slot_expert >= 0 for p in r.plans])
-        else:
-            prefetched = busy
-        early_b, late_b = fetch_bytes(busy, prefetched,
-                                      resident_slots(slot_tokens.shape[-1], m.resident_experts),
-                                      expert_weight_bytes(spec))  # fmt: skip
-        fetch = expert_fetch_s(early_b, late_b, attn, m.fetch_link, fetch_overlap)
-    return {"slot_tokens": slot_tokens, "traffic_bytes": traffic, "dispatch_s": dispatch,
-            "expert_fetch_s": fetch}  # fmt: skip
+    predictor_critical: bool = False,
+    hide_migration: bool = False,
+) -> StepExtras:
+    """``r``'s ``StepExtras`` under ``ledger`` (``gps.advisor.ledger``): its predictor's time
+    and placement, its replica copies on each GPU port, and its belief for the pre-gate
+    mechanisms. ``predictor_critical``: every predictor on the critical path;
+    ``hide_migration``: replica copies cost no time (both: the MoE-GPS paper's assumptions)."""
+    moe_layers = r.sim.slot_tokens.shape[-3]
+    overhead, critical = np.zeros(moe_layers), True
+    if r.cost is not None:
+        overhead = layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step, moe_layers)
+        critical = r.cost.on_critical_path or predictor_critical
+    migration = {} if hide_migration else r.migration_s
+    return ledger.extras(spec, r.sim.slot_tokens, r.assigned, r.belief, migration, overhead,
+                         critical)  # fmt: skip
 
 
 def price_routed(
@@ -75,35 +48,20 @@ def price_routed(
     spec: MoEModelSpec,
     cluster: Cluster,
     workload: Workload,
+    ledger: Ledger,
     *,
-    migration_overlap: float,
-    mechanisms: Mechanisms = NONE,
-    inputs: dict[str, np.ndarray] | None = None,
-    predictor_critical: bool = False,
-    hide_migration: bool = False,
+    routing: StepRouting | None = None,
+    extras: StepExtras | None = None,
 ) -> CostBreakdown:
     """``batch_cost`` over the ``N`` held-out batches of ``r``; sweep shape ``[N]``.
 
-    ``mechanisms``: the token-level mechanisms (``routed_inputs``; prefetch hides behind
-    attention up to ``migration_overlap``, as replica copies do). ``inputs``: ``routed_inputs``
-    already computed (and altered, ``gps.advisor.assumptions``); ``predictor_critical``: price
-    every predictor on the critical path; ``hide_migration``: replica copies cost no time."""
-    moe_layers = r.sim.slot_tokens.shape[-3]
-    overhead, critical = np.zeros(moe_layers), True
-    if r.cost is not None:
-        overhead = layer_overhead_s(r.cost, cluster.gpu, workload.tokens_per_step, moe_layers)
-        critical = r.cost.on_critical_path or predictor_critical
-    if inputs is None:
-        inputs = routed_inputs(r, spec, cluster, workload, mechanisms=mechanisms,
-                               fetch_overlap=migration_overlap)  # fmt: skip
-    return batch_cost(
-        spec, cluster, workload, **inputs,
-        predictor_overhead_s=overhead, predictor_on_critical_path=critical,
-        migration_bytes=0.0 if hide_migration else r.migration_bytes,
-        migration_overlap=migration_overlap,
-        migration_s=None if hide_migration else r.migration_s,
-        dropped_tokens=r.sim.dropped.sum(axis=-1),
-    )  # fmt: skip
+    ``routing`` / ``extras``: already built (and altered, ``gps.advisor.assumptions``);
+    default ``r``'s simulated routing and ``routed_extras``."""
+    routing = StepRouting.of(r.sim) if routing is None else routing
+    if extras is None:
+        extras = routed_extras(r, spec, cluster, workload, ledger)
+    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
+                      parallel=ledger.parallel)  # fmt: skip
 
 
 def busiest_layer(baseline: Routed) -> int:
@@ -121,6 +79,7 @@ def summarise(
     e2e = float(cost.total_s.mean())
     breakdown = {k: float(v.sum(axis=-1).mean()) for k, v in cost.components.items()}
     breakdown["non_moe"] = float(cost.non_moe_s.mean())
+    breakdown["engine"] = float(cost.engine_s.mean())
     routed = r.sim.routed.sum(axis=-1)
     overhead = None
     if r.cost is not None:

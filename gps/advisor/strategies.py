@@ -23,8 +23,8 @@ import numpy as np
 import predictors
 from gps import cache
 from gps.advisor.data import EvalData
-from gps.cost.e2e import batch_cost
-from gps.cost.token_mechanisms import CopySplit, split_copies
+from gps.advisor.ledger import Ledger, price_step
+from gps.cost.step import StepRouting
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.plans import (
@@ -35,6 +35,7 @@ from gps.plans import (
     expert_weight_bytes,
     ilp_placement,
     migration_bytes_per_gpu,
+    migration_port_seconds,
     placement_cost,
     plan_duplication,
     plan_spare_slacks,
@@ -42,7 +43,7 @@ from gps.plans import (
     transition_counts,
     two_stage_placement,
 )
-from gps.plans.migration import check_source, fetch_seconds, migration_seconds
+from gps.plans.migration import check_source, fetch_seconds
 from gps.plans.spare import check_replicas, spare_slots_per_gpu
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
@@ -53,6 +54,7 @@ from predictors.metrics import (
     expert_histogram,
     topk_hit_rate,
 )
+from predictors.splits import CopySplit, split_copies
 from predictors.whatif import WhatIfTokenPredictor
 
 
@@ -74,14 +76,17 @@ class Routed:
         wall_s: measured ``fit_s``/``predict_s`` seconds on this machine (when the predictor
             was computed, possibly by an earlier run: ``cached`` says so).
         notes: planner diagnostics (ILP method and gap, ...).
-        migration_s: ``[N, L]`` seconds the slowest GPU spends copying the layer's new
-            replicas, priced on the link they travel (``gps.plans.migration``); what the cost
-            model charges (``None``: ``migration_bytes`` over the intra-node link).
+        migration_s: port (``gps.cost.step.PORTS``) -> ``[N, L, G]`` seconds each GPU's port
+            spends copying the layer's new replicas (``gps.plans.migration_port_seconds``):
+            what the cost model hides in each port's budget; empty: no copies.
         migration_bytes_per_gpu: ``[N, L, G]`` expert-weight bytes each GPU receives
             (``None``: not recorded).
-        plans: the plan that served each held-out batch (``None`` when not kept).
+        plans: the plan that served each held-out batch.
+        belief: ``[N, L, G, R]`` token copies the strategy expected each slot to process (its
+            forecast or guesses routed through its plan; the truth for the oracle), what its
+            pre-gate mechanisms act on (``gps.advisor.ledger``); ``None``: no information.
         token_routing: Token-to-Expert only: the batches' copies split by the prediction
-            (``TokenRouting``), what the token-level mechanisms are priced from.
+            (``TokenRouting``), what the MoE-GPS paper's skip-the-scatter assumption prices.
     """
 
     name: str
@@ -94,54 +99,49 @@ class Routed:
     accuracy: dict = field(default_factory=dict)
     wall_s: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
-    migration_s: np.ndarray | None = None
+    migration_s: dict[str, np.ndarray] = field(default_factory=dict)
     migration_bytes_per_gpu: np.ndarray | None = None
     plans: list[Plan] | None = None
+    belief: np.ndarray | None = None
     token_routing: TokenRouting | None = None
+
+    @property
+    def assigned(self) -> np.ndarray:
+        """``[N, L, G, R]`` bool: the slots each batch's plan fills (``[1, ...]`` for one
+        plan); what a strategy without a belief prefetches."""
+        if self.plans is None:
+            raise ValueError(f"{self.name}: no plans recorded")
+        return np.stack([p.slot_expert >= 0 for p in self.plans])
 
 
 @dataclass(frozen=True)
 class TokenRouting:
     """A Token-to-Expert strategy's held-out copies replayed against its plans, by outcome.
 
-    Every field is a ``SimResult`` with leading ``[N]`` (``gps.simulate.simulate_loads`` of the
-    ``CopySplit`` loads, linear in the loads): ``hit_local`` / ``hit_split`` the correctly
-    predicted copies routed with the locality split (token-level replica choice) or the run's
-    ``split``; ``miss`` the mispredicted copies (run's split, after the gate); ``wrong_local`` /
-    ``wrong_split`` the wrong guesses (sent early and discarded under direct dispatch).
-    ``predicted_busy [N, L, G, R]``: slots the guesses send copies to (what prefetch fetches).
+    ``hit`` / ``miss``: ``SimResult`` with leading ``[N]`` of the correctly and wrongly
+    predicted copies (``gps.simulate.simulate_loads`` of the ``CopySplit`` loads, linear in the
+    loads; the dispatch split of the run's ledger). Under the MoE-GPS paper's assumption the
+    hits are already in place and the misses pay a corrective all-to-all.
     """
 
-    hit_local: SimResult
-    hit_split: SimResult
+    hit: SimResult
     miss: SimResult
-    wrong_local: SimResult
-    wrong_split: SimResult
-    predicted_busy: np.ndarray
 
 
 def token_routing(ctx: Context, plans: list[Plan], split: CopySplit) -> TokenRouting:
     """``TokenRouting`` of ``split`` (``[N, L, E]`` loads) against the per-batch ``plans``."""
-    wrong = split.guessed - split.hit
-
-    def sim(loads: np.ndarray, how: str) -> SimResult:
-        return _stack([simulate_loads(p, x, spec=ctx.spec, split=how,
-                                      gpus_per_node=ctx.cluster.gpus_per_node)
-                       for p, x in zip(plans, loads, strict=True)])  # fmt: skip
-
-    guessed = sim(split.guessed, "locality")
-    return TokenRouting(
-        hit_local=sim(split.hit, "locality"), hit_split=sim(split.hit, ctx.split),
-        miss=sim(split.miss, ctx.split), wrong_local=sim(wrong, "locality"),
-        wrong_split=sim(wrong, ctx.split), predicted_busy=guessed.slot_tokens > 0,
-    )  # fmt: skip
+    return TokenRouting(hit=ctx.simulate_each(plans, split.hit),
+                        miss=ctx.simulate_each(plans, split.miss))  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Context:
-    """What every strategy needs: the model, cluster, step, slots and the data.
+    """What every strategy needs: the model, cluster, step, slots, the data and the ledger.
 
     Attributes:
+        ledger: the run's mechanism switches (``gps.advisor.ledger.Ledger``): the dispatch
+            split, chunked dispatch, prefetch, resident experts and the port window, the same
+            for every strategy.
         replicas: ``spare`` (home copies stay, replicas move through spare slots) or
             ``repack`` (every re-plan re-packs all slots; what periodic re-layout does).
         migration_source: ``peer`` (nearest GPU holding the expert) or ``host`` (host memory
@@ -149,6 +149,9 @@ class Context:
         horizon: steps a new plan is expected to serve; a switch is weighed against its
             migration divided by this (``choose``). ``1`` = myopic; default 4, as
             ``StrategyConfig.horizon``.
+        rank_of_gpu: ``[G]`` expert-parallel rank of every GPU (``None``: one rank per GPU).
+        expert_tp: GPUs per rank splitting every expert's width (the layout's ``tp``): each
+            holds ``1/expert_tp`` of an expert's weights, so a replica costs that much to copy.
     """
 
     spec: MoEModelSpec
@@ -156,12 +159,12 @@ class Context:
     workload: Workload
     data: EvalData
     slots_per_gpu: int
-    split: str
-    migration_overlap: float
+    ledger: Ledger = field(default_factory=Ledger)
     replicas: str = "spare"
     migration_source: str = "peer"
     horizon: float = 4.0
     rank_of_gpu: np.ndarray | None = None
+    expert_tp: int = 1
 
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
@@ -177,6 +180,11 @@ class Context:
             )
 
     @property
+    def split(self) -> str:
+        """The dispatcher's replica split, the same for every strategy (``Ledger``)."""
+        return self.ledger.dispatch_split
+
+    @property
     def ranks(self) -> np.ndarray:
         """``[G]`` expert-parallel rank of every GPU: the ``parallel`` layout's (``(g mod
         ep*tp) // tp``), or one rank per GPU (pure expert parallelism)."""
@@ -185,8 +193,9 @@ class Context:
 
     def on_gpus(self, plan: Plan) -> Plan:
         """A plan over the expert-parallel ranks (``[L, ranks, R]``) on the ``G`` GPUs: each
-        GPU holds its rank's slots (expert tensor parallelism priced as the rank's ``tp`` GPUs
-        splitting its tokens evenly: the same FLOPs, full expert weights on each)."""
+        GPU holds its rank's slots (with expert tensor parallelism ``1/tp`` of each expert's
+        width; ``batch_cost(parallel=...)`` then prices the rank's copies on every one of its
+        GPUs, ``gps.cost.parallel.routed_layout_inputs``)."""
         if plan.num_gpus == self.cluster.num_gpus and self.rank_of_gpu is None:
             return plan
         r = self.ranks
@@ -194,18 +203,36 @@ class Context:
         return Plan(plan.slot_expert[:, r, :], plan.num_experts, meta=plan.meta, home=home)
 
     @property
-    def static(self) -> Plan:
+    def num_ranks(self) -> int:
+        return int(self.ranks.max()) + 1
+
+    def on_ranks(self, plan: Plan) -> Plan:
+        """``on_gpus`` undone: the plan of each rank's first GPU (every GPU of a rank holds the
+        same slots)."""
+        if self.rank_of_gpu is None:
+            return plan
+        _, first = np.unique(self.ranks, return_index=True)
+        home = None if plan.home is None else plan.home[:, first, :]
+        return Plan(plan.slot_expert[:, first, :], plan.num_experts, meta=plan.meta, home=home)
+
+    @property
+    def static_ranks(self) -> Plan:
         """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
-        expert on each expert-parallel rank, the same in every layer; its occupied slots are the
-        home slots of every ``spare`` plan (no balancing = home copies only)."""
+        expert on each expert-parallel rank, the same in every layer, over the ranks."""
         d = self.data
-        n_ranks = int(self.ranks.max()) + 1
-        return self.on_gpus(static_placement(d.test.num_layers, d.test.num_experts, n_ranks,
-                                             self.slots_per_gpu))  # fmt: skip
+        return static_placement(d.test.num_layers, d.test.num_experts, self.num_ranks,
+                                self.slots_per_gpu)  # fmt: skip
+
+    @property
+    def static(self) -> Plan:
+        """``static_ranks`` on the GPUs; its occupied slots are the home slots of every
+        ``spare`` plan (no balancing = home copies only)."""
+        return self.on_gpus(self.static_ranks)
 
     @property
     def expert_bytes(self) -> float:
-        return expert_weight_bytes(self.spec)
+        """Bytes of one expert's weights a GPU holds (``1/expert_tp`` of the expert)."""
+        return expert_weight_bytes(self.spec) / self.expert_tp
 
     def plan(self, load: np.ndarray, previous: Plan | None, *, replicas: str | None = None,
              migration_slack: float = 0.0) -> Plan:  # fmt: skip
@@ -219,19 +246,26 @@ class Context:
         """``plan`` at each ``migration_slack`` in ``slacks``: one planning pass (fetch costs,
         replica counts and candidates shared; ``plan_spare_slacks``)."""
         mode = self.replicas if replicas is None else replicas
+        # every strategy plans on the layout's expert-parallel ranks (one layout for all);
+        # each rank's slots then go on all of its GPUs (``on_gpus``)
+        prev_ranks = None if previous is None else self.on_ranks(previous)
         if mode == "repack":
-            return [plan_duplication(load, self.cluster.num_gpus, self.slots_per_gpu,
-                                     previous=previous,
-                                     gpus_per_node=self.cluster.gpus_per_node)]  # fmt: skip
-        home = self.static
-        if previous is not None and (
-            previous.home is None or not np.array_equal(previous.home, home.home)
+            per_node = max(self.cluster.gpus_per_node * self.num_ranks // self.cluster.num_gpus, 1)
+            return [self.on_gpus(plan_duplication(load, self.num_ranks, self.slots_per_gpu,
+                                                  previous=prev_ranks,
+                                                  gpus_per_node=per_node))]  # fmt: skip
+        home = self.static_ranks
+        if prev_ranks is not None and (
+            prev_ranks.home is None or not np.array_equal(prev_ranks.home, home.home)
         ):
-            previous = None  # a re-packed plan: nothing stays in a spare slot
+            previous = prev_ranks = None  # a re-packed plan: nothing stays in a spare slot
         fetch = None
         if previous is not None:
             fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
-        return plan_spare_slacks(load, home, slacks, previous=previous, fetch_s=fetch)
+            if self.rank_of_gpu is not None:
+                fetch = fetch[:, np.unique(self.ranks, return_index=True)[1], :]
+        return [self.on_gpus(p) for p in plan_spare_slacks(load, home, slacks, previous=prev_ranks,
+                                                            fetch_s=fetch)]  # fmt: skip
 
     def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:
         """What re-planning chooses from: keep ``previous``, the balance-first and the
@@ -241,36 +275,52 @@ class Context:
             return [previous, self.plan(load, previous), self.static]
         return [previous, *self._plans(load, previous, None, (0.0, MIGRATION_SLACK)), self.static]
 
-    def migration(self, old: Plan, new: Plan) -> tuple[np.ndarray, np.ndarray]:
-        """``(bytes [L, G], seconds [L])``: expert-weight bytes each GPU receives going from
-        ``old`` to ``new``, and the slowest GPU's copy time on the links they travel."""
+    def migration(self, old: Plan, new: Plan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(bytes [L, G], port -> seconds [L, G])``: expert-weight bytes each GPU receives
+        going from ``old`` to ``new``, and the seconds each GPU's port spends on them."""
         wbytes = self.expert_bytes
         return (
             migration_bytes_per_gpu(old, new, wbytes),
-            migration_seconds(old, new, wbytes, self.cluster, self.migration_source),
+            migration_port_seconds(old, new, wbytes, self.cluster, self.migration_source),
         )
 
     def simulate(self, plan: Plan, loads: np.ndarray) -> SimResult:
+        """``loads [L, E]`` (or ``[N, L, E]``) through ``plan`` with the ledger's split."""
         return simulate_loads(plan, loads, spec=self.spec, split=self.split,
                               gpus_per_node=self.cluster.gpus_per_node)  # fmt: skip
+
+    def simulate_each(self, plans: list[Plan], loads: np.ndarray) -> SimResult:
+        """``loads[n]`` through ``plans[n]`` for every ``n``: one ``SimResult`` with leading
+        ``[N]``."""
+        return _stack([self.simulate(p, x) for p, x in zip(plans, loads, strict=True)])
 
     def step_costs(
         self, candidates: list[Plan], load: np.ndarray, previous: Plan | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(step [C], exposed migration [C])`` seconds of each candidate on the ``[L, E]``
-        load: the step without migration, and the migration from ``previous`` left exposed
-        after hiding behind attention (zero when ``previous`` is ``None``)."""
-        sims = [self.simulate(p, load) for p in candidates]
-        nl = load.shape[0]
-        mig = [np.zeros(nl) if previous is None else self.migration(previous, p)[1]
-               for p in candidates]  # fmt: skip
-        cost = batch_cost(
-            self.spec, self.cluster, self.workload,
-            np.stack([s.slot_tokens for s in sims]), np.stack([s.traffic_bytes for s in sims]),
-            migration_s=np.stack(mig), migration_overlap=self.migration_overlap,
-        )  # fmt: skip
-        exposed = cost.components["migration"].sum(axis=-1)
-        return cost.total_s - exposed, exposed
+        """``(step [C], migration [C])`` seconds of each candidate on the ``[L, E]`` load, priced
+        exactly as the held-out batches are (``gps.advisor.ledger.price_step``: the ledger's
+        mechanisms, the load taken as the strategy's belief, the sampled step scaled to the
+        workload's): the step without replica copies, and what the copies from ``previous``
+        add to it (exposed copy time plus the port time they take from prefetch; zero when
+        ``previous`` is ``None``)."""
+        scale = self.data.token_scale
+        sims = _stack([self.simulate(p, load * scale) for p in candidates])
+        assigned = np.stack([p.slot_expert >= 0 for p in candidates])
+
+        def price(migration: dict[str, np.ndarray]) -> np.ndarray:
+            return price_step(self.spec, self.cluster, self.workload, self.ledger,
+                              StepRouting.of(sims), assigned, sims.slot_tokens,
+                              migration).total_s  # fmt: skip
+
+        t = price({})
+        if previous is None:
+            return t, np.zeros_like(t)
+        moved = [self.migration(previous, p)[1] for p in candidates]
+        ports = sorted({port for m in moved for port in m})
+        nl, g = load.shape[0], self.cluster.num_gpus
+        migration = {port: np.stack([m.get(port, np.zeros((nl, g))) for m in moved])
+                     for port in ports}  # fmt: skip
+        return t, (price(migration) - t) if migration else np.zeros_like(t)
 
     def choose(
         self, candidates: list[Plan], load: np.ndarray, previous: Plan | None,
@@ -353,12 +403,9 @@ def scaled(r: Routed, factor: float) -> Routed:
         return r
     tr = r.token_routing
     if tr is not None:
-        tr = TokenRouting(
-            *(_scale_sim(getattr(tr, n), factor)
-              for n in ("hit_local", "hit_split", "miss", "wrong_local", "wrong_split")),
-            tr.predicted_busy,
-        )  # fmt: skip
-    return dataclasses.replace(r, sim=_scale_sim(r.sim, factor), token_routing=tr)
+        tr = TokenRouting(_scale_sim(tr.hit, factor), _scale_sim(tr.miss, factor))
+    belief = None if r.belief is None else r.belief * factor
+    return dataclasses.replace(r, sim=_scale_sim(r.sim, factor), token_routing=tr, belief=belief)
 
 
 def _stack(results: list[SimResult]) -> SimResult:
@@ -373,21 +420,25 @@ def _stack(results: list[SimResult]) -> SimResult:
 
 def replay(
     ctx: Context, plans: list[Plan], start: Plan, name: str, family: str, *,
-    free_migration: bool = False,
+    expected: np.ndarray | None = None, free_migration: bool = False,
 ) -> Routed:  # fmt: skip
     """Price-ready result of ``plans[n]`` serving held-out batch ``n``; migration counted from
-    ``start`` (the plan in place before the first held-out batch). ``free_migration``: the
-    bytes are recorded but cost no time (an upper bound)."""
-    actual = ctx.data.test_loads
-    sims = [ctx.simulate(p, actual[n]) for n, p in enumerate(plans)]
+    ``start`` (the plan in place before the first held-out batch). ``expected [N, L, E]``: the
+    loads the strategy expected (its belief: routed through the same plans); ``None``: no
+    information. ``free_migration``: the bytes are recorded but cost no time (an upper
+    bound)."""
+    sim = ctx.simulate_each(plans, ctx.data.test_loads)
     prev = [start, *plans[:-1]]
     moved = [ctx.migration(a, b) for a, b in zip(prev, plans, strict=True)]
     per_gpu = np.stack([b for b, _ in moved])  # [N, L, G]
-    seconds = np.stack([s for _, s in moved])  # [N, L]
-    if free_migration:
-        seconds = np.zeros_like(seconds)
-    out = Routed(name, family, _stack(sims), per_gpu.max(axis=-1))
-    out.migration_s, out.migration_bytes_per_gpu, out.plans = seconds, per_gpu, list(plans)
+    out = Routed(name, family, sim, per_gpu.max(axis=-1))
+    out.migration_bytes_per_gpu, out.plans = per_gpu, list(plans)
+    if not free_migration:
+        zero = np.zeros(per_gpu.shape[1:])
+        ports = sorted({p for _, secs in moved for p in secs})
+        out.migration_s = {p: np.stack([secs.get(p, zero) for _, secs in moved]) for p in ports}
+    if expected is not None:
+        out.belief = ctx.simulate_each(plans, expected).slot_tokens
     return out
 
 
@@ -396,6 +447,7 @@ def planned(
 ) -> Routed:
     """Before every held-out batch, re-plan from its predicted ``[N, L, E]`` load when that
     pays (``Context.replan``), starting from ``Context.start`` (the same for every strategy).
+    The predicted loads are the strategy's belief (``Routed.belief``).
 
     The amortised rule needs the loads of the ``horizon - 1`` steps after this one. A
     one-step forecast says nothing about them, so they are the mean actual load of the last
@@ -415,7 +467,7 @@ def planned(
             weights = np.array([float(ahead)])
         prev, bank = ctx.replan(prev, load, bank, later, weights)
         plans.append(prev)
-    out = replay(ctx, plans, start, name, family)
+    out = replay(ctx, plans, start, name, family, expected=predicted)
     out.notes = {"replicas": ctx.replicas, "migration_source": ctx.migration_source,
                  "horizon": ctx.horizon}  # fmt: skip
     return out
@@ -425,36 +477,96 @@ def planned(
 
 
 def no_balancing(ctx: Context) -> Routed:
-    """Static contiguous placement, no replicas (the baseline every speed-up is over)."""
+    """Static contiguous placement, no replicas (the baseline every speed-up is over); no
+    information, so its prefetch knows nothing of the batch (``gps.advisor.ledger``)."""
     n = ctx.data.test_loads.shape[0]
     return replay(ctx, [ctx.static] * n, ctx.static, "no_balancing", "baseline")
 
 
+# Families whose plan sequence serves every token copy where the real gate sends it: the
+# oracle can follow any of them (with perfect knowledge), so it bounds them by construction.
+FOLLOWABLE = ("baseline", "periodic", "distribution", "token", "ilp", "oracle")
+
+
+def perfect_knowledge(r: Routed, name: str) -> Routed:
+    """``r``'s plan sequence served with perfect knowledge of every batch: its belief is the
+    truth, no predictor runs, migration is paid as ``r`` pays it. Never slower than ``r``:
+    every ledger mechanism is at least as fast with the truth as with any guess."""
+    if r.family not in FOLLOWABLE or r.plans is None:
+        raise ValueError(f"{r.name}: family {r.family!r} changes routing; it cannot be followed")
+    return dataclasses.replace(
+        r, name=name, family="oracle", cost=None, predictor=None, synthetic=False,
+        belief=r.sim.slot_tokens, token_routing=None, wall_s={},
+        notes={"follows": r.name, **{k: v for k, v in r.notes.items() if k != "follows"}},
+    )  # fmt: skip
+
+
 def oracle(ctx: Context) -> Routed:
-    """Duplication planned from each batch's *actual* load: perfect knowledge, no overhead,
-    migration paid; its keep-or-switch rule also sees the actual loads of the next
-    ``horizon - 1`` batches (a perfect multi-step forecast). With ``spare`` replicas it is
-    never behind ``no_balancing`` in total time after any held-out batch: home copies only
-    is always a candidate, reachable at zero migration, and the rule of ``Context.choose``
-    never spends more than the savings it predicted so far (here the prediction is exact)."""
+    """Duplication planned from each batch's *actual* load with a perfect multi-step forecast
+    (its keep-or-switch rule sees the next ``horizon - 1`` batches), migration paid. The
+    advisor's ``oracle`` entry is the fastest of this and every deployable strategy's plan
+    sequence served with perfect knowledge (``perfect_knowledge``, ``fastest``), so it is never
+    behind any of them by construction."""
     out = planned(ctx, ctx.data.test_loads, "oracle", "oracle", lookahead=True)
     out.accuracy = distribution_accuracy(ctx.data.test_loads, ctx.data.test_loads)
     return out
 
 
-def oracle_free_migration(ctx: Context) -> Routed:
-    """The most prediction could ever buy: each batch served by the fastest of static
-    placement, the ``spare`` plan and the full re-pack planned from its *actual* load, with
-    replica copies free (bytes recorded, no time charged)."""
-    actual, plans = ctx.data.test_loads, []
-    for load in actual:
-        cands = [ctx.plan(load, None, replicas="spare"), ctx.plan(load, None, replicas="repack"),
-                 ctx.static]  # fmt: skip
-        t, _ = ctx.step_costs(cands, load, None)
-        plans.append(cands[int(np.argmin(t))])
-    out = replay(ctx, plans, ctx.start(), "oracle_free_migration", "oracle", free_migration=True)
-    out.accuracy = distribution_accuracy(actual, actual)
-    out.notes = {"migration": "free (bytes recorded, not charged)"}
+def fastest(candidates: list[Routed], totals: np.ndarray, name: str) -> Routed:
+    """The candidate with the lowest mean of ``totals [C, N]`` (step seconds per batch),
+    renamed ``name``; its notes say which plan sequence it follows."""
+    best = candidates[int(np.argmin(np.asarray(totals).mean(axis=1)))]
+    return dataclasses.replace(
+        best, name=name, notes={**best.notes, "follows": best.notes.get("follows", best.name)}
+    )
+
+
+def free_migration_candidates(ctx: Context, routed: list[Routed]) -> list[Routed]:
+    """What ``oracle_free_migration`` picks from, batch by batch: the ``spare`` plan, the full
+    re-pack and static placement planned from each batch's *actual* load, and every plan any
+    strategy of ``routed`` served that batch with (what-if predictors included), all with
+    perfect knowledge and replica copies free (bytes recorded, no time charged). ``routed``
+    are already ``scaled`` to the step, and so are the candidates."""
+    actual = ctx.data.test_loads
+    own = [
+        [ctx.plan(x, None, replicas="spare") for x in actual],
+        [ctx.plan(x, None, replicas="repack") for x in actual],
+        [ctx.static] * len(actual),
+    ]
+    start = ctx.start()
+    out = [scaled(replay(ctx, plans, start, f"actual_{kind}", "oracle", expected=actual,
+                         free_migration=True), ctx.data.token_scale)
+           for plans, kind in zip(own, ("spare", "repack", "static"), strict=True)]  # fmt: skip
+    for r in routed:
+        if r.family in FOLLOWABLE and r.plans is not None:
+            out.append(dataclasses.replace(perfect_knowledge(r, r.name), migration_s={}))
+    return out
+
+
+def per_batch_fastest(candidates: list[Routed], totals: np.ndarray, name: str) -> Routed:
+    """Batch ``n`` served by the candidate with the lowest ``totals[:, n]`` (``[C, N]`` step
+    seconds): a ``Routed`` assembled batch by batch (valid because candidates carry no
+    migration, so batches are priced independently)."""
+    pick = np.asarray(totals).argmin(axis=0)  # [N]
+    n = np.arange(len(pick))
+
+    def take(field_name: str) -> np.ndarray:
+        return np.stack(
+            [getattr(candidates[c], field_name)[i] for i, c in zip(n, pick, strict=True)]
+        )
+
+    first = candidates[0]
+    sim = SimResult(**{f: (first.sim.token_bytes if f == "token_bytes" else
+                           np.stack([getattr(candidates[c].sim, f)[i]
+                                     for i, c in zip(n, pick, strict=True)]))
+                       for f in first.sim.__dataclass_fields__})  # fmt: skip
+    out = Routed(name, "oracle", sim, take("migration_bytes"))
+    out.migration_bytes_per_gpu = take("migration_bytes_per_gpu")
+    out.plans = [candidates[c].plans[i] for i, c in zip(n, pick, strict=True)]
+    out.belief = sim.slot_tokens
+    out.notes = {"migration": "free (bytes recorded, not charged)",
+                 "follows": [candidates[c].notes.get("follows", candidates[c].name)
+                             for c in pick]}  # fmt: skip
     return out
 
 
@@ -470,13 +582,15 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     seen = np.concatenate([d.train_loads, d.test_loads]).astype(float)
     m = d.train_loads.shape[0]
     start = ctx.start()
-    plans, prev = [], start
+    plans, prev, forecast = [], start, []
     for n in range(d.test_loads.shape[0]):
+        recent = seen[max(0, m + n - window) : m + n].mean(axis=0)
         if (m + n) % interval == 0:
-            prev = ctx.plan(seen[max(0, m + n - window) : m + n].mean(axis=0), prev,
-                            replicas="repack")  # fmt: skip
+            prev = ctx.plan(recent, prev, replicas="repack")
         plans.append(prev)
-    out = replay(ctx, plans, start, f"eplb_every_{interval}", "periodic")
+        forecast.append(recent)  # what it knows of the batch: the window mean
+    out = replay(ctx, plans, start, f"eplb_every_{interval}", "periodic",
+                 expected=np.stack(forecast))  # fmt: skip
     out.notes = {"replan_interval": interval, "history_window": window}
     return out
 
@@ -712,6 +826,7 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> R
     name = "ilp_moetuner" if stages == 1 else "ilp_moetuner_2stage"
     plan = Plan(plan.slot_expert[:, gpu_group, :], e, meta=plan.meta)  # each group's GPUs
     n = d.test_loads.shape[0]
-    out = replay(ctx, [plan] * n, plan, name, "ilp")
+    mean = np.broadcast_to(d.train_loads.mean(axis=0), d.test_loads.shape)  # what it knows
+    out = replay(ctx, [plan] * n, plan, name, "ilp", expected=mean)
     out.notes = {**notes, "gpu_groups": groups, "stages": stages}
     return out

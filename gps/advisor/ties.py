@@ -9,24 +9,25 @@ prediction.
 
 from __future__ import annotations
 
+from gps.advisor.uncertainty import overlaps
+
 # Families whose plan can change from one held-out batch to the next.
 DYNAMIC = ("periodic", "distribution", "token", "oracle")
 
 
-def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict | None:
+def describe_tie(tied: list[dict], entries: list[dict]) -> dict | None:
     """``recommendation.tie`` of ``results.json``: ``None`` when one strategy leads alone.
 
     Args:
-        tied: deployable strategy entries within ``margin`` (relative speed-up) of the fastest,
-            the recommended one among them.
+        tied: deployable strategy entries whose ``speedup_ci95`` overlaps the fastest one's
+            (``gps.advisor.uncertainty``), the recommended one among them.
         entries: every strategy entry of the run (the oracle is looked up here).
-        margin: the relative speed-up below which strategies count as tied.
 
     Returns:
         ``strategies`` (names, fastest first), ``same_step_time`` (all equal to 1e-9
         relative), ``moved_weights`` (whether any tied dynamic strategy copied expert weights
-        on a held-out batch), ``oracle_tied`` (the oracle is within ``margin`` too) and ``text``
-        (the sentence the report's first paragraph carries).
+        on a held-out batch), ``oracle_tied`` (the oracle's interval overlaps the fastest's
+        too) and ``text`` (the sentence the report's first paragraph carries).
     """
     if len(tied) < 2:
         return None
@@ -35,13 +36,11 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
     same = max(times) - min(times) <= 1e-9 * max(times)
     dynamic = [s for s in tied if s["family"] in DYNAMIC]
     moved = any(s["migration_bytes_per_step"] > 0 for s in dynamic)
-    top = tied[0]["speedup_vs_baseline"]
-    oracle = next((s for s in entries if s["family"] == "oracle"), None)
-    oracle_tied = oracle is not None and (
-        top / (1.0 + margin) <= oracle["speedup_vs_baseline"] <= top * (1.0 + margin)
-    )
+    oracle = next((s for s in entries if s["name"] == "oracle"), None)
+    oracle_tied = oracle is not None and overlaps(oracle["speedup_ci95"], tied[0]["speedup_ci95"])
     names = ", ".join(s["name"] for s in tied)
-    text = f"**Tie:** {len(tied)} strategies are within {margin:.1%} of each other ({names})"
+    text = (f"**Tie:** {len(tied)} strategies' 95% intervals overlap the fastest one's "
+            f"({names})")  # fmt: skip
     if dynamic and not moved:
         spread = max(times) / min(times) - 1.0
         bare = [s["e2e_time_s"] - s.get("breakdown_s", {}).get("predictor", 0.0) for s in tied]
@@ -57,7 +56,7 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
             + ("their step times are identical" if same else f"their step times differ by at "
                f"most {spread:.2%} ({why})")
             + (". Their accuracy does not decide anything here" if flat
-               else ". The differences stay within the margin")
+               else ". The differences are within the batches' spread")
             + "; the pick among them is a tie-break (fewest changed tokens, then least "
             "predictor time)."
         )  # fmt: skip
@@ -69,7 +68,7 @@ def describe_tie(tied: list[dict], entries: list[dict], margin: float) -> dict |
     if oracle_tied:
         text += (
             " The oracle (perfect knowledge of every batch) ties too: on these batches better "
-            "prediction cannot pay."
+            "prediction cannot pay measurably."
         )
     return {
         "strategies": [s["name"] for s in tied],

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from gps.cost._common import act_bytes, dtype_bytes, element_bytes, gemm_dtype, sequences_per_gpu
 from gps.cost.comm import allreduce_time
-from gps.cost.roofline import Op, ops_time
+from gps.cost.roofline import Op, gemm, ops_time
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, tensor_dtype
 from gps.workload import Workload
@@ -67,9 +67,9 @@ def gqa_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     qkv_w = (h + 2 * hkv) * hd
     core_bytes = c * 2 * t * h * hd + kvb * kv * 2 * hkv * hd
     return [
-        Op("qkv_proj", 2 * t * d * qkv_w, w * d * qkv_w + a * (t * d + t * qkv_w), dtype=gdt),
-        Op("attn_core", 4 * pairs * h * hd, core_bytes, dtype=cdt),
-        Op("o_proj", 2 * t * h * hd * d, w * h * hd * d + a * (t * h * hd + t * d), dtype=gdt),
+        gemm("qkv_proj", 2 * t * d * qkv_w, w * d * qkv_w + a * (t * d + t * qkv_w), d, dtype=gdt),
+        Op("attn_core", 4 * pairs * h * hd, core_bytes, dtype=cdt, attention=True),
+        gemm("o_proj", 2 * t * h * hd * d, w * h * hd * d + a * (t * h * hd + t * d), h * hd, gdt),
     ]
 
 
@@ -81,7 +81,9 @@ def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     Shared by both phases: q projection (``d*q_r + q_r*h*(n+p)`` weights, or ``d*h*(n+p)``
     without query compression), KV down-projection ``d*(r+p)`` (writes the latent cache entry),
     output projection ``h*v*d``. Every GEMM costs ``2*T*in*out`` FLOPs and
-    ``w*in*out + a*(T*in + T*out)`` bytes; the core runs at the attention dtype (``c`` bytes
+    ``w*in*out + a*(T*in + T*out)`` bytes and runs at the GEMM efficiency of ``K = in``
+    (``GPUProfile.gemm_efficiency``: ``kv_up``'s ``K = r = 512`` well below the large-GEMM
+    figure); the core runs at the attention dtype (``c`` bytes
     per element of Q, O and per-head K/V; ``kv`` bytes per cached latent element).
 
     * prefill: KV up-projection ``r -> h*(n+v)``; core ``2*P*h*(n+p) + 2*P*h*v`` FLOPs,
@@ -99,35 +101,35 @@ def mla_ops(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> list[Op]:
     h, _ = _local_heads(spec, workload, num_gpus)
     t, pairs, kv = _step_shape(workload, sequences_per_gpu(workload, num_gpus))
 
-    def gemm(name: str, k_in: float, k_out: float, launches: int = 1, heads: float = 1) -> Op:
-        """``heads`` independent ``k_in -> k_out`` GEMMs (per-head batched when ``heads > 1``)."""
+    def proj(name: str, k_in: float, k_out: float, heads: float = 1) -> Op:
+        """``heads`` independent ``k_in -> k_out`` GEMMs (per-head batched when ``heads > 1``),
+        reducing over ``k_in``."""
         flops = 2 * t * heads * k_in * k_out
         nbytes = heads * (w * k_in * k_out + a * (t * k_in + t * k_out))
-        return Op(name, flops, nbytes, launches, gdt)
+        return gemm(name, flops, nbytes, k_in, gdt)
 
     if att.q_lora_rank:
         qr = att.q_lora_rank
-        q_down, q_up = gemm("q_down", d, qr), gemm("q_up", qr, h * (n + p))
-        q_op = Op("q_proj", q_down.flops + q_up.flops, q_down.bytes + q_up.bytes, 2, gdt)
+        ops = [proj("q_down", d, qr), proj("q_up", qr, h * (n + p))]
     else:
-        q_op = gemm("q_proj", d, h * (n + p))
-    ops = [q_op, gemm("kv_down", d, r + p)]
+        ops = [proj("q_proj", d, h * (n + p))]
+    ops.append(proj("kv_down", d, r + p))
     if workload.phase == "prefill":
         core_flops = 2 * pairs * h * (n + p) + 2 * pairs * h * v
         core_bytes = c * (t * h * (n + p) + kv * h * (n + p) + kv * h * v + t * h * v)
         ops += [
-            gemm("kv_up", r, h * (n + v)),
-            Op("attn_core", core_flops, core_bytes, dtype=cdt),
+            proj("kv_up", r, h * (n + v)),
+            Op("attn_core", core_flops, core_bytes, dtype=cdt, attention=True),
         ]
     else:
         core_flops = 2 * pairs * h * (r + p) + 2 * pairs * h * r
         core_bytes = c * (t * h * (r + p) + t * h * r) + kvb * kv * (r + p)
         ops += [
-            gemm("q_absorb_uk", n, r, heads=h),
-            Op("attn_core", core_flops, core_bytes, dtype=cdt),
-            gemm("uv", r, v, heads=h),
+            proj("q_absorb_uk", n, r, heads=h),
+            Op("attn_core", core_flops, core_bytes, dtype=cdt, attention=True),
+            proj("uv", r, v, heads=h),
         ]
-    ops.append(gemm("o_proj", h * v, d))
+    ops.append(proj("o_proj", h * v, d))
     return ops
 
 

@@ -1,4 +1,5 @@
-"""Collective communication time: MoE all-to-all (dispatch/combine) and ring all-reduce.
+"""Collective communication time: MoE all-to-all (dispatch/combine), reduce-scatter, all-gather
+and all-reduce.
 
 Links use the alpha-beta model of ``gps.hardware.LinkProfile``; bandwidths are per GPU, per
 direction (``LinkProfile.gpu_bandwidth``).
@@ -6,6 +7,7 @@ direction (``LinkProfile.gpu_bandwidth``).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -139,22 +141,66 @@ def alltoall_time(traffic_bytes: np.ndarray, cluster: Cluster) -> AllToAllTime:
     return AllToAllTime(*(p.reshape(lead) for p in parts))
 
 
-def allreduce_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
-    """Ring all-reduce of ``bytes_`` (per GPU, same on every GPU) over the ``G`` GPUs, seconds.
+def _collective_link(cluster: Cluster) -> LinkProfile:
+    """The link a collective over all ``G`` GPUs runs on: NVLink inside one node, otherwise the
+    inter-node link (the ring's slowest hop)."""
+    link = cluster.intra_link if cluster.num_nodes == 1 else cluster.inter_link
+    if link is None:
+        raise ValueError(f"cluster {cluster.name!r}: {cluster.num_nodes} nodes but inter_link=None")
+    return link
 
-    ``2*(G-1)*latency + 2*(G-1)/G * bytes / bandwidth`` (reduce-scatter + all-gather); the ring
-    runs on the intra-node link for one node and on the inter-node link (its slowest hop)
-    otherwise. 0 for ``G == 1`` or no bytes. Shape of ``bytes_``.
+
+def ring_pass_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
+    """One ring reduce-scatter or all-gather of a ``bytes_`` buffer (per GPU) over ``G`` GPUs.
+
+    ``latency + (G-1)*hop_latency + (G-1)/G * bytes / bandwidth``: the collective's fixed cost
+    once, then ``G-1`` ring steps each moving ``bytes/G`` (NCCL's ring model). 0 for ``G == 1``
+    or no bytes. Seconds, shape of ``bytes_``.
     """
     b = np.asarray(bytes_, dtype=float)
     g = cluster.num_gpus
-    link = cluster.intra_link if cluster.num_nodes == 1 else cluster.inter_link
     if g == 1:
         return np.zeros_like(b)
-    if link is None:
-        raise ValueError(f"cluster {cluster.name!r}: {cluster.num_nodes} nodes but inter_link=None")
-    t = 2 * (g - 1) * link.latency_s + 2 * (g - 1) / g * b / link.gpu_bandwidth
+    link = _collective_link(cluster)
+    t = link.latency_s + (g - 1) * link.hop_latency_s + (g - 1) / g * b / link.gpu_bandwidth
     return np.where(b > 0, t, 0.0)
+
+
+def reduce_scatter_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
+    """Ring reduce-scatter of a ``bytes_`` buffer per GPU (each GPU ends with ``1/G`` of the
+    sum): ``ring_pass_time``. Seconds, shape of ``bytes_``."""
+    return ring_pass_time(bytes_, cluster)
+
+
+def all_gather_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
+    """Ring all-gather into a ``bytes_`` buffer per GPU (each GPU contributes ``1/G``):
+    ``ring_pass_time``. Seconds, shape of ``bytes_``."""
+    return ring_pass_time(bytes_, cluster)
+
+
+def allreduce_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
+    """All-reduce of ``bytes_`` (per GPU, same on every GPU) over the ``G`` GPUs, seconds.
+
+    The faster of NCCL's two algorithms, chosen by size as NCCL's tuner does:
+
+    * ring = ``reduce_scatter_time + all_gather_time`` = ``2*latency + 2*(G-1)*hop +
+      2*(G-1)/G * bytes / bandwidth`` (bandwidth-optimal, large messages);
+    * tree (double binary tree: reduce up, broadcast down, pipelined) = ``latency +
+      2*ceil(log2 G)*hop + 2 * bytes / bandwidth`` (latency-optimal, small messages).
+
+    ``latency`` is the link's per-collective cost and ``hop`` its per-step latency
+    (``LinkProfile.hop_latency_s``); the collective runs on the intra-node link for one node
+    and on the inter-node link otherwise. 0 for ``G == 1`` or no bytes. Shape of ``bytes_``.
+    """
+    b = np.asarray(bytes_, dtype=float)
+    g = cluster.num_gpus
+    if g == 1:
+        return np.zeros_like(b)
+    link = _collective_link(cluster)
+    ring = reduce_scatter_time(b, cluster) + all_gather_time(b, cluster)
+    depth = int(np.ceil(np.log2(g)))
+    tree = link.latency_s + 2 * depth * link.hop_latency_s + 2.0 * b / link.gpu_bandwidth
+    return np.where(b > 0, np.minimum(ring, tree), 0.0)
 
 
 # ---- MoE dispatch/combine as expert-parallel kernels move them ------------------------------
@@ -162,12 +208,13 @@ def allreduce_time(bytes_: float | np.ndarray, cluster: Cluster) -> np.ndarray:
 ALLTOALL_MODES = ("flat", "deepep", "deepep_low_latency")
 
 # Fixed cost of one DeepEP low-latency kernel (dispatch or combine), seconds: least-squares fit
-# of ``fixed + max(nvlink_bytes / bw_nvlink, rdma_bytes / bw_ib)`` to the 12 rows of DeepEP's
-# published low-latency table (H800 + CX7 400 Gb/s, EP8..EP256, 128 tokens/GPU, hidden 7168,
-# top-8, FP8 dispatch / BF16 combine; github.com/deepseek-ai/DeepEP docs/legacy.md,
-# "Low-latency kernels with pure RDMA"), links ``nvlink4_h800`` and ``ib_ndr``. Refit with
+# of ``fixed + max(nvlink_bytes / bw_nvlink, rdma_bytes / bw_ib)`` to the 4 rows of the pure-RDMA
+# kernel generation in DeepEP's published low-latency table (EP128 and EP256; H800 + CX7 400
+# Gb/s, 128 tokens/GPU, hidden 7168, top-8, FP8 dispatch / BF16 combine; github.com/deepseek-ai/
+# DeepEP docs/legacy.md), links ``nvlink4_h800`` and ``ib_ndr``. The re-measured NVLink
+# generation (EP8-EP64) validates it (docs/validation.md). Refit with
 # ``benchmarks/validate.py --fit-ll``; ``tests/test_validate.py`` checks it.
-DEEPEP_LL_FIXED_S = 27.1e-6
+DEEPEP_LL_FIXED_S = 31.8e-6
 
 
 def expected_distinct_bins(num_experts: int, top_k: int, bins: int) -> float:
@@ -202,15 +249,22 @@ def distinct_bins(spec: MoEModelSpec, bins: int) -> float:
     return expected_distinct_bins(e, k, bins)
 
 
-def dedup_factors(spec: MoEModelSpec, cluster: Cluster) -> tuple[float, float]:
+def dedup_factors(
+    spec: MoEModelSpec, cluster: Cluster, copies_per_token: int | None = None
+) -> tuple[float, float]:
     """``(gpu_factor, node_factor)``: de-duplicated sends per token copy under uniform routing.
 
     DeepEP's normal kernels send a token once per destination GPU inside a node and once per
     destination *node* over InfiniBand (then fan it out over NVLink). With ``k`` copies per
     token, ``gpu_factor = E[distinct GPUs] / k`` and ``node_factor = E[distinct nodes] / k``
     (``distinct_bins``, which applies group-limited routing); remote fractions cancel by
-    symmetry.
+    symmetry. ``copies_per_token``: ``k`` of a leg that carries fewer copies per token than the
+    model's top-k (a corrective round of mispredicted copies); default ``spec.top_k``.
     """
+    if copies_per_token is not None:
+        if copies_per_token < 1:
+            raise ValueError(f"copies_per_token={copies_per_token}: must be >= 1")
+        spec = replace(spec, top_k=int(copies_per_token))
     k = spec.top_k
     return distinct_bins(spec, cluster.num_gpus) / k, distinct_bins(spec, cluster.num_nodes) / k
 

@@ -10,19 +10,30 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gps.cost._common import act_bytes, element_bytes, gemm_dtype, num_moe_layers, tokens_per_gpu
+from gps.cost._common import (
+    act_bytes,
+    element_bytes,
+    gemm_dtype,
+    num_moe_layers,
+    sequences_per_gpu,
+    tokens_per_gpu,
+)
 from gps.cost.attention import attention_time
 from gps.cost.experts import swiglu_op
 from gps.cost.layer import check_slot_tokens, scaled_layer_times
+from gps.cost.ledger import port_exposure
 from gps.cost.parallel import (
     LayoutError,
     ParallelConfig,
     fixed_components,
     layout_inputs,
     resolve_layout,
+    routed_layout_inputs,
 )
 from gps.cost.roofline import Op, ops_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
+from gps.cost.step import NO_EXTRAS, StepExtras, StepRouting
+from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
 from gps.workload import Workload
@@ -42,6 +53,9 @@ class CostBreakdown:
         per_layer_s: ``[..., L_moe]`` sum of ``components`` (less with two-batch overlap).
         non_moe: name (``embedding``, ``dense_layers``, ``lm_head``) -> seconds (scalars).
         non_moe_s: ``[...]`` sum of ``non_moe``.
+        engine: name (``scheduler``, ``sampling``) -> seconds the serving engine adds to the
+            step (``gps.engine``; zeros for the ideal engine).
+        engine_s: ``[...]`` sum of ``engine``.
         total_s: ``[...]`` end-to-end seconds of the step.
         tokens_per_s: ``[...]`` new tokens of the step / ``total_s``.
         balanced_total_s: ``[...]`` the same step with perfectly balanced expert load and
@@ -53,6 +67,8 @@ class CostBreakdown:
     per_layer_s: np.ndarray
     non_moe: dict[str, float]
     non_moe_s: np.ndarray
+    engine: dict[str, float]
+    engine_s: np.ndarray
     total_s: np.ndarray
     tokens_per_s: np.ndarray
     balanced_total_s: np.ndarray
@@ -69,6 +85,8 @@ class CostBreakdown:
             "per_layer_s": self.per_layer_s.tolist(),
             "non_moe_s_parts": dict(self.non_moe),
             "non_moe_s": self.non_moe_s.tolist(),
+            "engine_s_parts": dict(self.engine),
+            "engine_s": self.engine_s.tolist(),
             "total_s": self.total_s.tolist(),
             "tokens_per_s": self.tokens_per_s.tolist(),
             "balanced_total_s": self.balanced_total_s.tolist(),
@@ -109,54 +127,144 @@ def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> d
     }
 
 
+def _stretched_end(start, work, busy_from, busy_to, rate):
+    """When a compute stage of ``work`` seconds (at full speed) starting at ``start`` ends, if it
+    runs at ``rate`` (< 1: the SMs a concurrent communication kernel holds are gone) while the
+    communication stream is busy over ``[busy_from, busy_to]`` and at full speed otherwise.
+    Arrays broadcast; ``rate == 1`` gives ``start + work``."""
+    end = start + work
+    if np.all(rate >= 1.0):
+        return end
+    t1 = np.maximum(start, busy_from)
+    overlaps = (busy_to > start) & (busy_from < end) & (busy_to > t1)
+    done = t1 - start  # work done before the communication starts
+    left = work - done
+    window = busy_to - t1
+    inside = t1 + np.divide(left, rate)
+    after = busy_to + (left - rate * window)
+    return np.where(overlaps, np.where(left <= rate * window, inside, after), end)
+
+
 def two_batch_path(
-    compute_a: np.ndarray, comm_d: np.ndarray, compute_b: np.ndarray, comm_c: np.ndarray
+    compute_a: np.ndarray,
+    comm_d: np.ndarray,
+    compute_b: np.ndarray,
+    comm_c: np.ndarray,
+    *,
+    second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    compute_rate: float = 1.0,
 ) -> np.ndarray:
     """Seconds per MoE layer ``[..., L_moe]`` of two interleaved micro-batches (two-batch overlap).
 
     Each micro-batch runs, per layer, ``A`` (attention + gate) -> ``D`` (dispatch) -> ``B``
-    (experts + shared) -> ``C`` (combine) -> the next layer's ``A``; the inputs are one
-    micro-batch's stage seconds ``[..., L_moe]`` (both micro-batches alike). One compute stream
-    runs ``A0 A1 B0 B1`` and one communication stream ``D0 D1 C0 C1`` per layer, in that
-    order (SGLang's and DeepSeek's schedule; DeepEP's communication uses no compute SMs in its
-    low-latency mode and few in normal mode, ignored). Every stage starts when its stream is
-    free and its micro-batch's previous stage is done; the result is each layer's share of the
-    critical path (the step's finish time, split at layer boundaries).
+    (experts + shared) -> ``C`` (combine) -> the next layer's ``A``; the inputs are the first
+    micro-batch's stage seconds ``[..., L_moe]`` at full resources, ``second`` the second's
+    (``None``: the same; an odd batch splits into ``floor`` and ``ceil`` halves). One compute
+    stream runs ``A0 A1 B0 B1`` and one communication stream ``D0 D1 C0 C1`` per layer, in that
+    order (SGLang's and DeepSeek's schedule). Every stage starts when its stream is free and its
+    micro-batch's previous stage is done. While the communication stream is busy its kernels
+    hold SMs (DeepEP normal: 20 of 132), so a compute stage runs at ``compute_rate`` (the share
+    of SMs left) during the overlap and at full speed otherwise (``_stretched_end``);
+    communication is not slowed. The result is each layer's share of the critical path (the
+    step's finish time, split at layer boundaries).
 
-    By construction the step is never slower than running every stage of both micro-batches
-    one after another, and never faster than its longest stage.
+    Never faster than the longest stage at full resources (stages only stretch); never slower
+    than every stage of both micro-batches one after another (a stage stretches by at most the
+    communication time it overlaps).
     """
-    shape = np.broadcast_shapes(compute_a.shape, comm_d.shape, compute_b.shape, comm_c.shape)
-    a, d, b, c = (np.broadcast_to(x, shape) for x in (compute_a, comm_d, compute_b, comm_c))
+    first = (compute_a, comm_d, compute_b, comm_c)
+    second = first if second is None else second
+    shape = np.broadcast_shapes(*(np.shape(x) for x in (*first, *second)))
+    a0s, d0s, b0s, c0s = (np.broadcast_to(x, shape) for x in first)
+    a1s, d1s, b1s, c1s = (np.broadcast_to(x, shape) for x in second)
     lead = shape[:-1]
-    cpu = net = f0 = f1 = np.zeros(lead)
+    rate = float(compute_rate)
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"compute_rate={compute_rate}: expected a share of SMs in (0, 1]")
+    zero = np.zeros(lead)
+    cpu = net = f0 = f1 = zero
+    comm_from = comm_to = zero  # the communication stream's last busy interval
     out = np.empty(shape)
-    end = np.zeros(lead)
+    end = zero
     for layer in range(shape[-1]):
-        al, dl, bl, cl = a[..., layer], d[..., layer], b[..., layer], c[..., layer]
-        a0 = np.maximum(cpu, f0) + al
-        a1 = np.maximum(a0, f1) + al
-        d0 = np.maximum(net, a0) + dl
-        d1 = np.maximum(d0, a1) + dl
-        b0 = np.maximum(a1, d0) + bl
-        b1 = np.maximum(b0, d1) + bl
-        f0 = np.maximum(d1, b0) + cl
-        f1 = np.maximum(f0, b1) + cl
+        a0w, d0w, b0w, c0w = (x[..., layer] for x in (a0s, d0s, b0s, c0s))
+        a1w, d1w, b1w, c1w = (x[..., layer] for x in (a1s, d1s, b1s, c1s))
+        s = np.maximum(cpu, f0)
+        a0 = _stretched_end(s, a0w, comm_from, comm_to, rate)  # beside the last combine
+        d0_from = np.maximum(net, a0)
+        d0 = d0_from + d0w
+        s = np.maximum(a0, f1)
+        a1 = _stretched_end(s, a1w, d0_from, d0, rate)
+        d1_from = np.maximum(d0, a1)
+        d1 = d1_from + d1w
+        s = np.maximum(a1, d0)
+        b0 = _stretched_end(s, b0w, d1_from, d1, rate)
+        c0_from = np.maximum(d1, b0)
+        f0 = c0_from + c0w
+        s = np.maximum(b0, d1)
+        b1 = _stretched_end(s, b1w, c0_from, f0, rate)
+        c1_from = np.maximum(f0, b1)
+        f1 = c1_from + c1w
         cpu, net = b1, f1
+        comm_from, comm_to = c1_from, f1
         new_end = np.maximum(f1, cpu)
         out[..., layer] = new_end - end
         end = new_end
     return out
 
 
-def _half(workload: Workload) -> Workload | None:
-    """One micro-batch of ``workload`` for two-batch overlap: ``ceil(B/2)`` sequences, or half
-    the prompt of a single prefill sequence; ``None`` when it cannot be split (decode, B=1)."""
-    if workload.batch_size > 1:
-        return replace(workload, batch_size=-(-workload.batch_size // 2))
-    if workload.phase == "prefill" and workload.seq_len > 1:
-        return replace(workload, seq_len=-(-workload.seq_len // 2))
+def micro_batches(workload: Workload) -> tuple[Workload, Workload] | None:
+    """The two micro-batches of ``workload`` for two-batch overlap: ``floor(B/2)`` and
+    ``ceil(B/2)`` sequences, or the prompt of a single prefill sequence split into ``floor(S/2)``
+    and ``ceil(S/2)`` tokens; ``None`` when it cannot be split (decode, ``B = 1``)."""
+    b, s = workload.batch_size, workload.seq_len
+    if b > 1:
+        return replace(workload, batch_size=b // 2), replace(workload, batch_size=b - b // 2)
+    if workload.phase == "prefill" and s > 1:
+        return replace(workload, seq_len=s // 2), replace(workload, seq_len=s - s // 2)
     return None
+
+
+def engine_times(
+    spec: MoEModelSpec, cluster: Cluster, workload: Workload, engine: EngineProfile
+) -> dict[str, float]:
+    """Seconds the serving engine adds to one step (``gps.engine``).
+
+    * ``scheduler``: the engine's exposed CPU time per step of this phase;
+    * ``sampling``: ``sampling_passes`` reads/writes of the fp32 logits ``[m, V]`` of the
+      ``m`` sequences whose next token one GPU samples (``B/G`` with data-parallel attention,
+      ``B`` with tensor parallel), one kernel per pass, on the roofline.
+    """
+    m = sequences_per_gpu(workload, cluster.num_gpus)
+    passes = engine.sampling_passes
+    sampling = 0.0
+    if passes:
+        op = Op("sampling", 0.0, passes * 4.0 * m * spec.vocab_size, launches=passes)
+        sampling = float(ops_time([op], cluster.gpu))
+    return {"scheduler": engine.scheduler_s[workload.phase], "sampling": sampling}
+
+
+def step_setting(
+    cluster: Cluster, workload: Workload, engine: EngineProfile, expert_parallel: bool
+) -> tuple[Cluster, Workload, float]:
+    """The cluster and workload one step runs with under ``engine``, and the share of SMs
+    left to compute while an all-to-all runs beside it.
+
+    The engine's all-to-all mode for the phase replaces the workload's when the MoE layer is
+    expert parallel over several GPUs (tensor-parallel experts run collectives instead), its
+    overlap mode replaces the workload's when set; an eager phase makes every kernel wait for
+    the host (``GPUProfile.host_launch_s``)."""
+    phase = workload.phase
+    if expert_parallel and cluster.num_gpus > 1 and engine.alltoall[phase] is not None:
+        workload = replace(workload, alltoall=engine.alltoall[phase])
+    if engine.overlap[phase] is not None:
+        workload = replace(workload, overlap=engine.overlap[phase])
+    gpu = cluster.gpu
+    if engine.launch[phase] == "eager":
+        gpu = replace(gpu, host_launch_s=gpu.launch_s("eager"))
+        cluster = replace(cluster, gpu=gpu)
+    held = engine.held_sms(workload.alltoall, gpu.sm_count)
+    return cluster, workload, (gpu.sm_count - held) / gpu.sm_count
 
 
 def _nonneg(name: str, x: float | np.ndarray) -> np.ndarray:
@@ -166,87 +274,85 @@ def _nonneg(name: str, x: float | np.ndarray) -> np.ndarray:
     return arr
 
 
+def dispatch_ports(cluster: Cluster) -> tuple[str, ...]:
+    """The GPU ports (``gps.cost.step.PORTS``) a dispatch all-to-all crosses on ``cluster``:
+    NVLink when a node holds several GPUs, the NICs when there are several nodes."""
+    return (("intra",) if cluster.gpus_per_node > 1 else ()) + (
+        ("inter",) if cluster.num_nodes > 1 else ()
+    )
+
+
 def batch_cost(
     spec: MoEModelSpec,
     cluster: Cluster,
     workload: Workload,
-    slot_tokens: np.ndarray | None = None,
-    traffic_bytes: np.ndarray | None = None,
+    routing: StepRouting | None = None,
+    extras: StepExtras = NO_EXTRAS,
     *,
-    predictor_overhead_s: float | np.ndarray = 0.0,
-    predictor_on_critical_path: bool = True,
-    migration_bytes: float | np.ndarray = 0.0,
-    migration_overlap: float = 1.0,
-    migration_link: str = "intra",
-    migration_s: float | np.ndarray | None = None,
-    dropped_tokens: float | np.ndarray = 0,
-    dispatch_dedup: tuple[float, float] | None = None,
     parallel: ParallelConfig | None = None,
-    dispatch_s: np.ndarray | None = None,
-    expert_fetch_s: float | np.ndarray = 0.0,
+    engine: EngineProfile | None = None,
 ) -> CostBreakdown:
     """End-to-end seconds of one batch step, vectorised over sweep points.
 
     Args:
         spec, cluster, workload: model, hardware, step shape.
-        slot_tokens: ``[..., L_moe, G, R]`` token copies per expert slot; ``None`` = uniform
-            routing on a static contiguous placement (``routing.uniform_slot_tokens``).
-        traffic_bytes: ``[..., L_moe, G, G]`` dispatch bytes; ``None`` = derived from
-            ``slot_tokens`` with data-parallel token sources (``traffic_from_slot_tokens``).
-        predictor_overhead_s: seconds per MoE layer, broadcastable to ``[..., L_moe]`` (a
-            once-per-batch predictor: put its time on layer 0 and zeros elsewhere). On the
-            critical path it adds fully; otherwise it runs beside attention and only
-            ``max(0, p - attention)`` shows.
-        predictor_on_critical_path: see above.
-        migration_bytes: expert-weight bytes received by the busiest GPU in each MoE layer,
-            broadcastable to ``[..., L_moe]``; moved in ``latency + bytes / gpu_bandwidth`` of
-            ``migration_link`` and hidden behind attention up to ``migration_overlap *
-            attention`` (exposed: ``max(0, t_mig - migration_overlap * attention)``).
-        migration_overlap: fraction of the attention time usable to hide migration, in [0, 1].
-        migration_link: ``"intra"`` (default: replicas copied from a GPU of the same node) or
-            ``"inter"``.
-        migration_s: seconds to copy each MoE layer's replicas, already priced per link
-            (``gps.plans.migration.migration_seconds``), broadcastable to ``[..., L_moe]``;
-            when given it replaces ``migration_bytes``/``migration_link`` (same overlap rule).
-        dropped_tokens: tokens dropped by the plan, broadcastable to ``[...]`` (reported only).
-        dispatch_dedup: ``(gpu_factor, node_factor)`` of ``workload.alltoall="deepep"`` (sends
-            per token copy after de-duplication per destination GPU / node); ``None`` = the
-            uniform-routing expectation (``gps.cost.comm.dedup_factors``); ``(1, 1)`` when
-            ``traffic_bytes`` already counts de-duplicated sends.
+        routing: where the token copies go (``StepRouting``: ``slot_tokens [..., L_moe, G, R]``,
+            ``traffic_bytes [..., L_moe, G, G]``, de-duplication, dropped copies); ``None`` =
+            uniform routing on a static contiguous placement.
+        extras: what the strategy adds (``StepExtras``, built by the mechanism ledger): predictor
+            seconds, replica copies and prefetch on each GPU port, the post-gate chunked dispatch
+            and the attention window that hides port work (``gps.cost.ledger.port_exposure``:
+            one budget per port), or a dispatch replaced by the paper's assumption.
         parallel: a hybrid layout (``gps.cost.parallel``: expert TP, EP below ``G``,
-            attention DP/TP), priced with uniform routing (``slot_tokens`` and
-            ``traffic_bytes`` must be ``None``); ``None`` = expert parallelism over all GPUs
-            with ``workload.attention_parallel`` (today's model). ``ep = G, tp = 1`` gives the
-            same numbers as ``None``.
-        dispatch_s: exposed dispatch seconds ``[..., L_moe]`` replacing the all-to-all of
-            ``traffic_bytes`` (direct dispatch, ``gps.cost.token_mechanisms``); the combine is
-            still priced from ``traffic_bytes``. ``None``: dispatch = combine time.
-        expert_fetch_s: exposed seconds ``[..., L_moe]`` fetching non-resident expert weights
-            (``token_mechanisms.expert_fetch_s``), the ``expert_fetch`` component.
+            attention DP/TP): with ``routing`` ``None``, priced with uniform routing
+            (``layout_inputs``); with a simulated routing over the layout's GPUs (each rank's
+            slots on all its GPUs), as the layout runs it (``routed_layout_inputs``: real
+            tensor parallelism for ``tp > 1``); attention, gate and shared experts as the layout
+            places them. ``None`` = expert parallelism over all GPUs with
+            ``workload.attention_parallel``; ``ep = G, tp = 1`` gives the same numbers.
+        engine: the serving engine (``gps.engine``; ``None``: the ideal engine, which adds
+            nothing): its all-to-all and overlap modes for the phase (``step_setting``), its
+            launch mode, the SMs its all-to-all holds under overlap, and its per-step
+            scheduler and sampling time (``engine_times``, the ``engine`` parts of the step).
 
     ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
-    two interleaved micro-batches (``two_batch_path``, stages priced at half the batch), plus
-    predictor, expert fetch and migration (the micro-batches' own dispatch overlaps, so
-    ``dispatch_s`` is not used on that path); ``components`` still hold the full batch's stage
-    times, so ``per_layer_s`` is then below their sum.
+    two interleaved micro-batches (``two_batch_path``: stages priced at the ``floor(B/2)`` and
+    ``ceil(B/2)`` micro-batches, so their GEMMs run at the micro-batch's shape efficiency;
+    compute slowed by the SMs the all-to-all holds), plus
+    predictor, expert fetch and migration; the micro-batches' own dispatch overlaps, so neither
+    the chunked dispatch nor ``extras.dispatch_s`` applies on that path. ``components`` still
+    hold the full batch's stage times, so ``per_layer_s`` is then below their sum.
 
     Returns:
         ``CostBreakdown``.
     """
     workload.validate()
+    engine = IDEAL if engine is None else engine
+    routing = StepRouting() if routing is None else routing
+    slot_tokens, traffic_bytes = routing.slot_tokens, routing.traffic_bytes
+    dispatch_dedup = routing.dispatch_dedup
+    tp_layout = 1
+    if parallel is not None:
+        tp_layout = resolve_layout(parallel, spec, cluster, workload)[1]
+    cluster, workload, compute_rate = step_setting(cluster, workload, engine, tp_layout == 1)
     layer_spec, layer_cluster, fixed = spec, cluster, None
     if parallel is not None:
-        if slot_tokens is not None or traffic_bytes is not None:
-            raise LayoutError(
-                f"parallel={parallel.name!r}: layouts are priced with uniform routing; pass "
-                "slot_tokens=None and traffic_bytes=None"
-            )
         ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
         workload = replace(workload, attention_parallel=attention)
-        layer_spec, layer_cluster, slot_tokens, traffic_bytes, dedup = layout_inputs(
-            spec, cluster, workload, ep, tp
-        )
-        dispatch_dedup = dedup if dispatch_dedup is None else dispatch_dedup
+        if slot_tokens is None and traffic_bytes is None:
+            layer_spec, layer_cluster, slot_tokens, traffic_bytes, dedup = layout_inputs(
+                spec, cluster, workload, ep, tp
+            )
+        else:
+            if slot_tokens is None:
+                raise LayoutError(
+                    f"parallel={parallel.name!r}: a routing over the layout needs slot_tokens"
+                )
+            check_slot_tokens(np.asarray(slot_tokens, dtype=float), spec, cluster)
+            layer_spec, slot_tokens, traffic_bytes, dedup = routed_layout_inputs(
+                spec, cluster, slot_tokens, traffic_bytes, ep, tp, dispatch_dedup
+            )
+        dispatch_dedup = dedup if dispatch_dedup is None or tp > 1 else dispatch_dedup
 
         def fixed(wl: Workload) -> dict[str, float]:
             return fixed_components(spec, cluster, wl, ep, tp, attention)
@@ -265,61 +371,71 @@ def batch_cost(
         slot_tokens = np.asarray(slot_tokens, dtype=float)
         check_slot_tokens(slot_tokens, spec, cluster)
         traffic_bytes = traffic_from_slot_tokens(slot_tokens, spec)
-    if not 0.0 <= migration_overlap <= 1.0:
-        raise ValueError(f"migration_overlap={migration_overlap}: must be in [0, 1]")
-    pred = _nonneg("predictor_overhead_s", predictor_overhead_s)
-    mig_bytes = _nonneg("migration_bytes", migration_bytes)
-    dropped = _nonneg("dropped_tokens", dropped_tokens)
+    pred = _nonneg("predictor_s", extras.predictor_s)
+    for port, secs in extras.migration_s.items():
+        _nonneg(f"migration_s[{port!r}]", secs)
+    dropped = _nonneg("dropped_tokens", routing.dropped_tokens)
 
-    half = _half(workload) if workload.overlap == "two_batch" else None
+    halves = micro_batches(workload) if workload.overlap == "two_batch" else None
     steps = [(workload, 1.0)]
-    if half is not None:
-        steps.append((half, half.tokens_per_step / workload.tokens_per_step))
+    if halves is not None:
+        unique = halves[:1] if halves[0] == halves[1] else halves
+        steps += [(h, h.tokens_per_step / workload.tokens_per_step) for h in unique]
     priced = layer_times(slot_tokens, traffic_bytes, steps)
+    if halves is not None and len(priced) == 2:
+        priced.append(priced[1])
     comp, balanced = priced[0]
     attn = comp["attention"]
-    if not predictor_on_critical_path:
+    if not extras.predictor_on_critical_path:
         pred = np.maximum(pred - attn, 0.0)
-    if migration_link not in ("intra", "inter"):
-        raise ValueError(f"migration_link={migration_link!r}: expected 'intra' or 'inter'")
-    link = cluster.intra_link if migration_link == "intra" else cluster.inter_link
-    if link is None:
-        raise ValueError(f"migration_link='inter' but cluster {cluster.name!r} has no inter_link")
-    mig_s = np.where(mig_bytes > 0, link.latency_s + mig_bytes / link.gpu_bandwidth, 0.0)
-    if migration_s is not None:
-        mig_s = _nonneg("migration_s", migration_s)
     comp["predictor"] = pred
-    if dispatch_s is not None:  # the balanced bound may hide its dispatch as well
-        comp["dispatch"] = _nonneg("dispatch_s", dispatch_s)
+    ports = dispatch_ports(layer_cluster)
+    port_extras = extras if halves is None else replace(extras, dispatch_chunks=1)
+    exposed = port_exposure(attn, comp["dispatch"], ports, port_extras)
+    bare = StepExtras(window=extras.window, dispatch_chunks=port_extras.dispatch_chunks)
+    balanced["dispatch"] = port_exposure(attn, balanced["dispatch"], ports, bare)["dispatch"]
+    comp["dispatch"] = exposed["dispatch"]
+    if extras.dispatch_s is not None and halves is None:  # the balanced bound may skip it too
+        comp["dispatch"] = _nonneg("dispatch_s", extras.dispatch_s)
         balanced["dispatch"] = np.minimum(balanced["dispatch"], comp["dispatch"])
-    comp["expert_fetch"] = _nonneg("expert_fetch_s", expert_fetch_s)
-    comp["migration"] = np.maximum(mig_s - migration_overlap * attn, 0.0)
+    comp["expert_fetch"] = exposed["expert_fetch"]
+    comp["migration"] = exposed["migration"]
     try:
-        shape = np.broadcast_shapes(*(v.shape for v in comp.values()))
+        shape = np.broadcast_shapes(*(np.shape(v) for v in comp.values()))
     except ValueError:
         raise ValueError(
-            f"predictor_overhead_s {pred.shape} / migration_bytes {mig_bytes.shape} do not "
-            f"broadcast to the per-layer shape {attn.shape}"
+            "predictor_s / migration_s / prefetch do not broadcast to the per-layer shape "
+            f"{attn.shape}: {', '.join(f'{k} {np.shape(v)}' for k, v in comp.items())}"
         ) from None
     comp = {k: np.broadcast_to(comp[k], shape) for k in LAYER_COMPONENTS}
 
     non_moe = non_moe_times(spec, cluster, workload)
     non_moe_s = np.full(shape[:-1], sum(non_moe.values()))
+    added = engine_times(spec, cluster, workload, engine)
+    engine_s = np.full(shape[:-1], sum(added.values()))
     per_layer = sum(comp.values())
     balanced_layer = sum(balanced.values())
-    if half is not None:
-        mb, mb_bal = priced[1]
+    if halves is not None:
+        (mb0, bal0), (mb1, bal1) = priced[1], priced[2]
 
-        def overlapped(c: dict[str, np.ndarray]) -> np.ndarray:
-            return two_batch_path(
-                c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
+        def stages(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+            return (
+                c["attention"] + c["gate"],
+                c["dispatch"],
+                c["experts"] + c["shared"],
+                c["combine"],
             )
 
-        per_layer = overlapped(mb) + comp["predictor"] + comp["expert_fetch"] + comp["migration"]
-        balanced_layer = overlapped(mb_bal)
+        def overlapped(c0: dict, c1: dict) -> np.ndarray:
+            return two_batch_path(*stages(c0), second=stages(c1), compute_rate=compute_rate)
+
+        per_layer = (
+            overlapped(mb0, mb1) + comp["predictor"] + comp["expert_fetch"] + comp["migration"]
+        )
+        balanced_layer = overlapped(bal0, bal1)
         per_layer = np.broadcast_to(per_layer, shape)
-    total = per_layer.sum(axis=-1) + non_moe_s
-    balanced_total = balanced_layer.sum(axis=-1) + non_moe_s
+    total = per_layer.sum(axis=-1) + non_moe_s + engine_s
+    balanced_total = balanced_layer.sum(axis=-1) + non_moe_s + engine_s
     balanced_total = np.broadcast_to(balanced_total, total.shape)
     try:
         dropped = np.broadcast_to(dropped, total.shape)
@@ -332,6 +448,8 @@ def batch_cost(
         per_layer_s=per_layer,
         non_moe=non_moe,
         non_moe_s=non_moe_s,
+        engine=added,
+        engine_s=engine_s,
         total_s=total,
         tokens_per_s=workload.tokens_per_step / total,
         balanced_total_s=balanced_total,

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from gps.cost._common import act_bytes, element_bytes, gemm_dtype
-from gps.cost.roofline import Op, knee_max, knee_time
+from gps.cost.roofline import Op, compute_efficiency, knee_max, knee_time
 from gps.hardware import GPUProfile
 from gps.model import MoEModelSpec
 
@@ -24,7 +24,9 @@ def swiglu_op(name: str, tokens: float | np.ndarray, intermediate: int, spec: Mo
     """One SwiGLU FFN of width ``intermediate`` run on ``tokens`` tokens with its full weights.
 
     FLOPs ``6*d*f*tokens``; bytes ``w*3*d*f + a*2*(d+f)*tokens`` (``w``/``a``: weight and
-    activation element bytes); 1 launch (fused kernel), at the weights' GEMM dtype.
+    activation element bytes); 1 launch (fused kernel), at the weights' GEMM dtype; two
+    thirds of the FLOPs (gate/up) reduce over ``K = d``, one third (down) over ``K = f``
+    (``swiglu_gemm_k``).
     Used for shared experts (``f = num_shared * shared_intermediate``, run as one fused MLP) and
     dense layers' FFN. Zero ``tokens`` or ``intermediate`` gives a zero op.
     """
@@ -34,7 +36,14 @@ def swiglu_op(name: str, tokens: float | np.ndarray, intermediate: int, spec: Mo
     if f == 0:
         return Op(name, np.zeros_like(tokens), np.zeros_like(tokens), dtype=dt)
     weights = np.where(tokens > 0, 3.0 * d * f * w, 0.0)
-    return Op(name, 6.0 * d * f * tokens, weights + 2.0 * (d + f) * tokens * a, dtype=dt)
+    flops, bytes_ = 6.0 * d * f * tokens, weights + 2.0 * (d + f) * tokens * a
+    return Op(name, flops, bytes_, dtype=dt, gemm_k=swiglu_gemm_k(d, f))
+
+
+def swiglu_gemm_k(hidden: int, intermediate: int) -> tuple[tuple[float, float], ...]:
+    """``Op.gemm_k`` of a SwiGLU FFN: the gate/up GEMMs (2/3 of the FLOPs) reduce over the
+    hidden size, the down GEMM (1/3) over the intermediate width."""
+    return ((float(hidden), 2.0 / 3.0), (float(intermediate), 1.0 / 3.0))
 
 
 def gpu_loads(slot_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +81,8 @@ def expert_roofline_s(
 
     ``knee_time(6*d*f*tokens / peak, (w*3*d*f*busy_slots + a*2*(d+f)*tokens) / bandwidth)``
     with the GPU's efficiency-scaled peak FLOP/s (at ``gemm_dtype``: ``dtypes.compute``,
-    default the weights') and HBM bandwidth and its roofline knee (``gpu.roofline_knee``;
+    default the weights'; the SwiGLU GEMMs' efficiency by reduction length,
+    ``swiglu_gemm_k``) and HBM bandwidth and its roofline knee (``gpu.roofline_knee``;
     0 = ``max``); shape of ``tokens``. Positive exactly where ``tokens > 0`` (no validation:
     hot path).
     """
@@ -85,7 +95,7 @@ def _roofline_parts(
     """(compute seconds, memory seconds) of ``expert_roofline_s``, same shape."""
     w, a = element_bytes(spec), act_bytes(spec)
     d, f = spec.hidden_size, spec.expert_intermediate_size
-    peak = gpu.flops_for(gemm_dtype(spec)) * gpu.compute_efficiency
+    peak = gpu.flops_for(gemm_dtype(spec)) * compute_efficiency(gpu, swiglu_gemm_k(d, f))
     bandwidth = gpu.hbm_bandwidth * gpu.memory_efficiency
     compute_s = tokens * (6.0 * d * f / peak)
     memory_s = busy_slots * (3.0 * d * f * w / bandwidth)
@@ -96,9 +106,10 @@ def _roofline_parts(
 def expert_time_gpu_major(
     tokens: np.ndarray, busy_slots: np.ndarray, spec: MoEModelSpec, gpu: GPUProfile
 ) -> np.ndarray:
-    """``expert_roofline_s`` plus one launch where ``tokens > 0``; seconds, shape of ``tokens``."""
+    """``expert_roofline_s`` plus one launch where ``tokens > 0`` (at least the host's issue
+    time ``gpu.host_launch_s`` when launched eagerly); seconds, shape of ``tokens``."""
     t = expert_roofline_s(tokens, busy_slots, spec, gpu)
-    return t + np.where(tokens > 0, gpu.launch_overhead_s, 0.0)
+    return np.where(tokens > 0, np.maximum(t + gpu.launch_overhead_s, gpu.host_launch_s), 0.0)
 
 
 def slowest_gpu_time(
@@ -110,7 +121,7 @@ def slowest_gpu_time(
     ``max_g(r_g + launch * [n_g > 0]) = max_g r_g + launch * [max_g r_g > 0]``.
     """
     t = knee_max(*_roofline_parts(tokens, busy_slots, spec, gpu), gpu.roofline_knee, axis=0)
-    return t + np.where(t > 0, gpu.launch_overhead_s, 0.0)
+    return np.where(t > 0, np.maximum(t + gpu.launch_overhead_s, gpu.host_launch_s), 0.0)
 
 
 def balanced_time_gpu_major(

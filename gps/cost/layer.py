@@ -69,6 +69,32 @@ def check_slot_tokens(slot_tokens: np.ndarray, spec: MoEModelSpec, cluster: Clus
         raise ValueError("slot_tokens: token counts must be finite and >= 0")
 
 
+def dispatch_leg_s(
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    workload: Workload,
+    traffic_bytes: np.ndarray,
+    *,
+    copies_per_token: int | None = None,
+) -> np.ndarray:
+    """Seconds ``[...]`` of one dispatch all-to-all carrying ``traffic_bytes [..., G, G]``.
+
+    The same model as every dispatch of the step (``scaled_layer_times``): the workload's
+    all-to-all mode (``flat``: one latency per link class; ``deepep``: de-duplication per
+    destination GPU and node for ``copies_per_token`` copies per token, default top-k;
+    ``deepep_low_latency``: one fixed kernel cost ``DEEPEP_LL_FIXED_S``) and the dispatch
+    dtype. A corrective round for mispredicted copies is such a leg: an extra collective that
+    pays its mode's fixed cost whenever it carries any byte.
+    """
+    traffic = np.asarray(traffic_bytes, dtype=float)
+    check_traffic(traffic, cluster)
+    g, mode = cluster.num_gpus, workload.alltoall
+    scale = dtype_bytes(spec, "dispatch") / element_bytes(spec)
+    dedup = dedup_factors(spec, cluster, copies_per_token)
+    peaks = alltoall_peaks(traffic.reshape(-1, g, g), cluster, mode=mode, dedup=dedup)
+    return price_peaks(peaks, cluster, mode, scale)[0].reshape(traffic.shape[:-2])
+
+
 def moe_layer_times(
     spec: MoEModelSpec,
     cluster: Cluster,

@@ -8,8 +8,10 @@ gate/up, row-parallel down: a token's partial outputs are summed on the way back
 data parallel over all ``G`` GPUs (``attention: dp``) or tensor parallel over each group's
 ``ep*tp`` GPUs (``attention: tp``: heads split, an all-reduce of the block output, then each GPU
 keeps ``1/(ep*tp)`` of the tokens, sequence-parallel style). Either way every GPU then sources
-``T/G`` tokens; each copy bound for a rank goes to all ``tp`` GPUs of that rank (dispatch) and
-comes back as ``tp`` partial sums (combine), priced by ``workload.alltoall`` on the group.
+``T/G`` tokens; each token bound for a rank goes once to every GPU of that rank (dispatch;
+``tp = 1``: each token copy, de-duplicated as the all-to-all mode does) and comes back as
+``tp`` partial sums (combine), priced by ``workload.alltoall`` on the group: for pure tensor
+parallelism an all-gather and a reduce-scatter, i.e. the layer's all-reduce.
 ``ep = G, tp = 1`` is pure expert parallelism, which ``batch_cost`` prices without a layout.
 
 Layouts are priced with uniform routing (``routing.uniform_slot_tokens`` on the group's ranks).
@@ -18,12 +20,14 @@ Layouts are priced with uniform routing (``routing.uniform_slot_tokens`` on the 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
-import yaml
 
 from gps.cost._common import element_bytes
+from gps.cost.attention import attention_time
+from gps.cost.comm import dedup_factors, distinct_bins
+from gps.cost.layer import gate_ops, shared_expert_op
+from gps.cost.roofline import ops_time
 from gps.cost.routing import uniform_slot_tokens
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
@@ -109,14 +113,20 @@ def layout_inputs(
         ``(spec_tp, group, slot_tokens [L_moe, ep*tp, R], traffic [L_moe, ep*tp, ep*tp],
         dedup)``: the model with ``1/tp`` of the expert width; the group's ``ep*tp`` GPUs
         (rank ``r`` = GPUs ``r*tp .. r*tp+tp-1``); every GPU of a rank holding that rank's
-        uniform-routing slots (tokens of the group: ``T/rep``); dispatch bytes per copy, GPU
-        ``i`` sending ``n_r / (ep*tp)`` copies to every other GPU ``j`` of rank ``r`` (``n_r``
-        the rank's copies; all ``tp`` GPUs of a rank, its own rank's peers included); and
-        the de-duplication factors over ranks (``expected_distinct_bins(E, k, ep)/k``) and
-        the group's nodes.
-    """
-    from gps.cost.comm import dedup_factors
+        uniform-routing slots (tokens of the group: ``T/rep``); the dispatch bytes from GPU
+        ``i`` to GPU ``j`` of rank ``r``; and the de-duplication factors.
 
+    ``tp == 1`` (expert parallelism): GPU ``i`` sends ``n_r / ep`` token copies to every other
+    rank ``r`` (``n_r`` the rank's copies), de-duplicated per destination GPU and node by the
+    all-to-all mode (``dedup_factors`` over the ranks and the group's nodes).
+    ``tp > 1`` (real tensor parallelism): every GPU of a rank needs each *token* routed to the
+    rank once, whatever its number of experts there, and sends back one partial sum per token:
+    GPU ``i`` sends ``T_i * h / ep`` tokens to every other GPU of every rank (``h`` the
+    expected ranks a token visits, ``distinct_bins``): for ``ep = 1`` the dispatch is an
+    all-gather of the group's tokens and the combine a reduce-scatter of the partial sums (an
+    all-reduce, as tensor-parallel MoE layers run). The traffic is then already de-duplicated:
+    ``dedup = (1, 1)``.
+    """
     g, size = cluster.num_gpus, ep * tp
     rep = g // size
     spec_tp = replace(spec, expert_intermediate_size=spec.expert_intermediate_size // tp)
@@ -126,12 +136,69 @@ def layout_inputs(
     rank_slots = uniform_slot_tokens(spec, ranks, workload) / rep  # [L, ep, R]
     slots = np.repeat(rank_slots, tp, axis=1)
     group = group_cluster(cluster, size, f"ep{ep}_tp{tp}")
-    per_rank = rank_slots.sum(axis=-1) * (spec.hidden_size * element_bytes(spec) / size)
+    unit = spec.hidden_size * element_bytes(spec) / size
+    if tp == 1:
+        per_rank = rank_slots.sum(axis=-1) * unit  # copies
+        rank_nodes = replace(cluster, num_nodes=group.num_nodes,
+                             gpus_per_node=max(ep // group.num_nodes, 1))  # fmt: skip
+        dedup = dedup_factors(spec, rank_nodes)
+    else:
+        tokens = workload.tokens_per_step / rep * distinct_bins(spec, ep) / ep
+        per_rank = np.full(rank_slots.shape[:-1], tokens * unit)  # tokens, once per GPU
+        dedup = (1.0, 1.0)
     per_gpu = np.repeat(per_rank, tp, axis=1)  # [L, size]: bytes each source sends GPU j
     traffic = per_gpu[:, None, :] * (1.0 - np.eye(size))
-    rank_nodes = replace(cluster, num_nodes=group.num_nodes,
-                         gpus_per_node=max(ep // group.num_nodes, 1))  # fmt: skip
-    return spec_tp, group, slots, traffic, dedup_factors(spec, rank_nodes)
+    return spec_tp, group, slots, traffic, dedup
+
+
+def routed_layout_inputs(
+    spec: MoEModelSpec,
+    cluster: Cluster,
+    slot_tokens: np.ndarray,
+    traffic_bytes: np.ndarray | None,
+    ep: int,
+    tp: int,
+    dedup: tuple[float, float] | None,
+) -> tuple[MoEModelSpec, np.ndarray, np.ndarray | None, tuple[float, float] | None]:
+    """A simulated routing over the ``G`` GPUs of a layout, as the layout runs it.
+
+    The advisor places each expert-parallel rank's slots on every GPU of the rank
+    (``rank = (g mod ep*tp) // tp``), so the simulation splits a rank's copies over its ``tp``
+    GPUs like replicas. ``tp == 1``: nothing to convert. ``tp > 1`` (real tensor parallelism):
+    every GPU of a rank runs *all* of the rank's copies through ``1/tp`` of the expert width
+    (the slot tokens summed over the rank's GPUs, slot by slot, on each of them), and the
+    dispatch moves each token once to every GPU of every rank it visits (``h =
+    distinct_bins(spec, ep)`` ranks per token under uniform routing): from every GPU of a
+    group to every other GPU ``j`` of it, ``n_r(j) * h / k / size`` tokens, ``n_r`` the copies
+    of ``j``'s rank; the combine returns one partial sum per token. Traffic is then
+    de-duplicated: ``dedup = (1, 1)``.
+
+    Args:
+        slot_tokens: ``[..., L, G, R]`` the simulation's slot copies.
+        traffic_bytes: ``[..., L, G, G]`` or ``None`` (kept for ``tp == 1``).
+
+    Returns:
+        ``(spec_tp, slot_tokens, traffic_bytes, dedup)``.
+    """
+    if tp == 1:
+        return spec, slot_tokens, traffic_bytes, dedup
+    g, size = cluster.num_gpus, ep * tp
+    rep = g // size
+    n = np.asarray(slot_tokens, dtype=float)
+    *lead, layers, _, r = n.shape
+    ranks = n.reshape(*lead, layers, rep, ep, tp, r).sum(axis=-2)  # [..., L, rep, ep, R]
+    slots = np.repeat(ranks, tp, axis=-2).reshape(*lead, layers, g, r)
+    copies = ranks.sum(axis=-1)  # [..., L, rep, ep]
+    tokens = copies * (distinct_bins(spec, ep) / spec.top_k)
+    unit = spec.hidden_size * element_bytes(spec) / size
+    per_gpu = np.repeat(tokens * unit, tp, axis=-1)  # [..., L, rep, size]: to each GPU j
+    block = per_gpu[..., None, :] * (1.0 - np.eye(size))  # [..., L, rep, size, size]
+    traffic = np.zeros((*lead, layers, g, g))
+    for k in range(rep):
+        sl = slice(k * size, (k + 1) * size)
+        traffic[..., sl, sl] = block[..., k, :, :]
+    spec_tp = replace(spec, expert_intermediate_size=spec.expert_intermediate_size // tp)
+    return spec_tp, slots, traffic, (1.0, 1.0)
 
 
 def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, ep: int,
@@ -142,10 +209,6 @@ def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, e
     ``attention_time`` on all GPUs (``dp``) or on one group of ``ep*tp`` GPUs running its
     ``B/rep`` sequences with heads split (``tp``; ``B`` must divide by ``rep``).
     """
-    from gps.cost.attention import attention_time
-    from gps.cost.layer import gate_ops, shared_expert_op
-    from gps.cost.roofline import ops_time
-
     g = cluster.num_gpus
     rep = g // (ep * tp)
     if attention == "dp":
@@ -164,54 +227,3 @@ def fixed_components(spec: MoEModelSpec, cluster: Cluster, workload: Workload, e
         "gate": float(ops_time(gate_ops(spec, workload, g), cluster.gpu)),
         "shared": float(ops_time([shared_expert_op(spec, workload, g)], cluster.gpu)),
     }
-
-
-PARALLEL_CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "parallel"
-
-
-def known_layouts() -> list[ParallelConfig]:
-    """Every layout of ``conf/parallel/*.yaml``, by file name."""
-    out = []
-    for path in sorted(PARALLEL_CONF_DIR.glob("*.yaml")):
-        data = yaml.safe_load(path.read_text())
-        unknown = sorted(set(data) - set(ParallelConfig.__dataclass_fields__))
-        if unknown:
-            raise LayoutError(f"{path}: field 'parallel.{unknown[0]}': unknown field")
-        out.append(ParallelConfig(**data))
-    return out
-
-
-def layout_summary(
-    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
-) -> dict:
-    """One layout priced with uniform routing: ``name``, ``ep``, ``tp``, ``attention``,
-    ``e2e_time_s``, ``tokens_per_s`` (``None`` and ``error`` when it does not fit)."""
-    from gps.cost.e2e import batch_cost
-
-    row: dict = {"name": parallel.name, "ep": parallel.ep, "tp": parallel.tp}
-    try:
-        ep, tp, attention = resolve_layout(parallel, spec, cluster, workload)
-        cost = batch_cost(spec, cluster, workload, parallel=parallel)
-    except LayoutError as exc:
-        return {**row, "attention": parallel.attention, "e2e_time_s": None,
-                "tokens_per_s": None, "error": str(exc)}  # fmt: skip
-    return {**row, "ep": ep, "tp": tp, "attention": attention,
-            "e2e_time_s": float(cost.total_s), "tokens_per_s": float(cost.tokens_per_s),
-            "error": None}  # fmt: skip
-
-
-def compare_layouts(
-    parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
-) -> dict:
-    """The configured layout and every known one, priced with uniform routing.
-
-    Returns ``{"layout": layout_summary(parallel), "compared": [layout_summary, ...],
-    "best": name of the fastest layout that fits (or None)}``; raises ``LayoutError`` when the
-    configured layout does not fit.
-    """
-    resolve_layout(parallel, spec, cluster, workload)
-    rows = [layout_summary(p, spec, cluster, workload) for p in known_layouts()]
-    fits = [r for r in rows if r["tokens_per_s"] is not None]
-    best = max(fits, key=lambda r: r["tokens_per_s"])["name"] if fits else None
-    return {"layout": layout_summary(parallel, spec, cluster, workload), "compared": rows,
-            "best": best}  # fmt: skip

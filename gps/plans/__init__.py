@@ -48,6 +48,7 @@ from gps.plans.migration import (
     MIGRATION_SOURCES,
     fetch_seconds,
     fetch_tier,
+    migration_port_seconds,
     migration_seconds,
     migration_seconds_per_gpu,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "max_gpu_load",
     "migration_bytes",
     "migration_bytes_per_gpu",
+    "migration_port_seconds",
     "migration_seconds",
     "migration_seconds_per_gpu",
     "pack_balanced",

@@ -90,11 +90,14 @@ def fetch_seconds(
     return np.asarray(costs)[tier]
 
 
-def migration_seconds_per_gpu(
+def migration_port_seconds(
     old: Plan, new: Plan, expert_bytes: float, cluster: Cluster, source: str = "peer"
-) -> np.ndarray:
-    """``[L, G]`` seconds each GPU spends copying the replicas ``new`` adds to ``old`` (module
-    docstring: nearest holder or host memory, alpha-beta per link, links concurrent).
+) -> dict[str, np.ndarray]:
+    """Port -> ``[L, G]`` seconds each GPU's port spends receiving the replicas ``new`` adds to
+    ``old`` (module docstring: nearest holder over ``intra`` (NVLink) or ``inter`` (NIC), or
+    host memory over ``host`` (PCIe); alpha-beta per link). Only ports that carry bytes appear;
+    the cost model hides each port's seconds in that port's budget
+    (``gps.cost.ledger.port_exposure``).
 
     Raises:
         ValueError: plans of different shape, ``expert_bytes < 0``, an unknown ``source``, a
@@ -105,24 +108,36 @@ def migration_seconds_per_gpu(
     _check_pair(old, new)
     if not np.isfinite(expert_bytes) or expert_bytes < 0:
         raise ValueError(f"expert_bytes: must be finite and >= 0, got {expert_bytes}")
-    nl, g, _ = new.slot_expert.shape
+    g = new.slot_expert.shape[1]
     if g != cluster.num_gpus:
         raise ValueError(f"plans have G={g} GPUs, cluster {cluster.name!r} {cluster.num_gpus}")
     need = (new.expert_gpu_counts() > 0) & ~(old.expert_gpu_counts() > 0)  # [L, G, E]
-    out = np.zeros((nl, g))
     if not need.any():
-        return out
+        return {}
     if source == "host":
-        link = _link(cluster, "host")
-        recv = need.sum(axis=2) * float(expert_bytes)
-        return np.where(recv > 0, link.latency_s + recv / link.gpu_bandwidth, 0.0)
-    tier = fetch_tier(old, cluster.gpus_per_node)
-    for kind, t in (("intra", SAME_NODE), ("inter", OTHER_NODE)):
-        recv = (need & (tier == t)).sum(axis=2) * float(expert_bytes)  # [L, G]
-        if not recv.any():
-            continue
-        link = _link(cluster, kind)
-        out = np.maximum(out, np.where(recv > 0, link.latency_s + recv / link.gpu_bandwidth, 0))
+        tiers = {"host": need}
+    else:
+        tier = fetch_tier(old, cluster.gpus_per_node)
+        tiers = {"intra": need & (tier == SAME_NODE), "inter": need & (tier == OTHER_NODE)}
+    out = {}
+    for port, mask in tiers.items():
+        recv = mask.sum(axis=2) * float(expert_bytes)  # [L, G]
+        if recv.any():
+            link = _link(cluster, port)
+            out[port] = np.where(recv > 0, link.latency_s + recv / link.gpu_bandwidth, 0.0)
+    return out
+
+
+def migration_seconds_per_gpu(
+    old: Plan, new: Plan, expert_bytes: float, cluster: Cluster, source: str = "peer"
+) -> np.ndarray:
+    """``[L, G]`` seconds each GPU spends copying the replicas ``new`` adds to ``old``: the
+    slower of its ports (``migration_port_seconds``; a GPU's NVLink and NIC work
+    concurrently)."""
+    ports = migration_port_seconds(old, new, expert_bytes, cluster, source)
+    out = np.zeros(new.slot_expert.shape[:2])
+    for secs in ports.values():
+        out = np.maximum(out, secs)
     return out
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 BREAKDOWN_ORDER = (
     "attention", "gate", "predictor", "dispatch", "experts", "combine", "shared", "migration",
-    "expert_fetch", "non_moe",
+    "expert_fetch", "non_moe", "engine",
 )  # fmt: skip
 
 
@@ -129,24 +129,25 @@ def plot_frontier(guide: dict, path: Path, published: list[dict] | None = None) 
 
 
 def plot_guideline_map(gm: dict, path: Path) -> Path:
-    """MoE-GPS Figure 1 with numbers: one heat map per (overhead, link) panel over skew x tokens
-    per step; colour and label = the crossover accuracy above which Token-to-Expert beats
-    Distribution-Only ("DO": never in the swept accuracies)."""
+    """MoE-GPS Figure 1 with numbers: one heat map per (overhead, resident experts, link) panel
+    over skew x tokens per step; colour and label = the crossover accuracy above which
+    Token-to-Expert beats Distribution-Only ("DO": never in the swept accuracies)."""
     plt = _pyplot()
     ax_ = gm["axes"]
     skews, links, tokens, ovs = ax_["skews"], ax_["link_gbps"], ax_["tokens"], ax_["overheads_us"]
+    panels = [(ov, res) for ov in ovs for res in ax_.get("resident_experts", [1.0])]
     lo = ax_["accuracies"][0]
-    cross = {(r["overhead_us"], r["link_gbps"], r["skew_target"], r["tokens_per_step"]):
-             r["crossover_accuracy"] for r in gm["rows"]}  # fmt: skip
-    fig, axes = plt.subplots(len(ovs), len(links), squeeze=False,
-                             figsize=(2.6 * len(links) + 1.2, 2.5 * len(ovs) + 0.6))  # fmt: skip
-    fig.subplots_adjust(hspace=0.45, wspace=0.3)
+    cross = {(r["overhead_us"], r.get("resident_experts", 1.0), r["link_gbps"], r["skew_target"],
+              r["tokens_per_step"]): r["crossover_accuracy"] for r in gm["rows"]}  # fmt: skip
+    fig, axes = plt.subplots(len(panels), len(links), squeeze=False,
+                             figsize=(2.6 * len(links) + 1.2, 2.5 * len(panels) + 0.6))  # fmt: skip
+    fig.subplots_adjust(hspace=0.5, wspace=0.3)
     cmap = plt.get_cmap("viridis_r").with_extremes(bad="#d9d9d9")
     mesh = None
-    for i, ov in enumerate(ovs):
+    for i, (ov, res) in enumerate(panels):
         for j, link in enumerate(links):
             ax = axes[i, j]
-            grid = np.array([[cross.get((ov, link, s, t)) for t in tokens] for s in skews],
+            grid = np.array([[cross.get((ov, res, link, s, t)) for t in tokens] for s in skews],
                             dtype=float)  # None -> nan  # fmt: skip
             mesh = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=lo, vmax=1.0,
                              origin="lower", aspect="auto")  # fmt: skip
@@ -157,8 +158,8 @@ def plot_guideline_map(gm: dict, path: Path) -> Path:
             ax.set_xticks(range(len(tokens)), [f"{t // 1024}k" if t >= 1024 else str(t)
                                                for t in tokens], fontsize=7)  # fmt: skip
             ax.set_yticks(range(len(skews)), [f"{s:g}" for s in skews], fontsize=7)
-            ax.set_title(f"{link:g} GB/s, {ov:g} us/layer", fontsize=8)
-            if i == len(ovs) - 1:
+            ax.set_title(f"{link:g} GB/s, {ov:g} us/layer, HBM {res:g}", fontsize=8)
+            if i == len(panels) - 1:
                 ax.set_xlabel("tokens per step", fontsize=7)
             if j == 0:
                 ax.set_ylabel("skew (max/mean)", fontsize=7)

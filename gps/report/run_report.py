@@ -171,6 +171,23 @@ def published_blocks(points: list[dict]) -> list[Block]:
     ]  # fmt: skip
 
 
+def engine_sentence(engine: dict) -> str:
+    """Which serving engine the verdict assumes (``results.json`` ``setup.engine``)."""
+    version = f" {engine['version']}" if engine.get("version") else ""
+    sched = engine["scheduler_us"]
+    comm = ", ".join(
+        f"{p} {engine['alltoall'][p] or 'as the workload'}" for p in ("prefill", "decode")
+    )
+    return (
+        f"**Engine.** The verdict assumes steps as `{engine['name']}`{version} runs them: "
+        f"{sched['prefill']:,.0f} / {sched['decode']:,.0f} us of exposed CPU time per prefill / "
+        f"decode step, kernels launched {engine['launch']['prefill']} (prefill) and "
+        f"{engine['launch']['decode']} (decode), all-to-all {comm}, "
+        f"{engine['alltoall_sms']['deepep']} SMs held by DeepEP's normal kernels while they "
+        "overlap compute (`engine=` picks another: ideal, sglang, vllm, trtllm)."
+    )
+
+
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
 
@@ -184,6 +201,9 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
         f"{setup['phase']}, {setup['tokens_per_step']:,} tokens/step"
     )
     blocks: list[Block] = [Heading(title, 1), Para(f"**Recommendation.** {rec['text']}")]
+    engine = setup.get("engine")
+    if engine:
+        blocks.append(Para(engine_sentence(engine)))
     paper = results.get("paper")
     if paper:
         blocks += [

@@ -1,0 +1,354 @@
+"""The mechanism ledger (gps/cost/ledger.py, gps/advisor/ledger.py): hand-computed port budgets,
+prefetch order, the corrective all-to-all in every mode, the bounds it guarantees by
+construction (property tests) and bad switches."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hs
+from hypothesis.extra.numpy import arrays
+from test_cost_helpers import INTER_BW, INTER_LAT, INTRA_BW, INTRA_LAT, cluster, gqa_model
+
+from gps.advisor import strategies as st
+from gps.advisor.data import EvalData
+from gps.advisor.ledger import Ledger, resident_slots
+from gps.advisor.pricing import price_routed
+from gps.cost.comm import DEEPEP_LL_FIXED_S
+from gps.cost.e2e import batch_cost
+from gps.cost.layer import dispatch_leg_s
+from gps.cost.ledger import (
+    LEDGER,
+    hidden_state_move_bytes,
+    port_exposure,
+    prefetch_exposed,
+    prefetched_fraction,
+)
+from gps.cost.step import Prefetch, StepExtras
+from gps.hardware import LinkProfile
+from gps.model import load_model_spec
+from gps.traces.trace import TokenTrace
+from gps.workload import Workload
+from predictors.splits import copy_hits, expected_split, split_copies
+
+MB = 1e6
+SLOW = LinkProfile("slow", bandwidth=1e3, latency_s=0.01)  # 100 B take 0.1 s
+
+
+def test_copy_hits_and_split_by_hand() -> None:
+    true = np.array([[[0, 1]], [[2, 3]], [[1, -1]]])  # [T=3, L=1, k=2]
+    guess = np.array([[[1, 2]], [[2, 3]], [[1, 0]]])
+    np.testing.assert_array_equal(copy_hits(guess, true)[:, 0], [[False, True], [True, True],
+                                                                 [True, False]])  # fmt: skip
+    s = split_copies(guess, true, num_experts=4, tokens_per_batch=3)
+    np.testing.assert_array_equal(s.hit[0, 0], [0, 2, 1, 1])
+    np.testing.assert_array_equal(s.miss[0, 0], [1, 0, 0, 0])  # expert 0 of token 0
+    np.testing.assert_array_equal(s.guessed[0, 0], [1, 2, 2, 1])
+    with pytest.raises(ValueError, match="tokens_per_batch"):
+        split_copies(guess, true, 4, 2)
+
+
+def test_prefetched_fraction_by_hand() -> None:
+    score = np.array([3.0, 1.0, 1.0, 7.0])
+    cand = np.array([True, True, True, False])  # slot 3 is no candidate whatever its score
+    # two slots' bytes: slot 0 first (whole), slots 1 and 2 tied, sharing the second slot evenly
+    np.testing.assert_allclose(prefetched_fraction(score, cand, np.array(2.0)), [1, 0.5, 0.5, 0])
+    np.testing.assert_allclose(prefetched_fraction(score, cand, np.array(0.5)), [0.5, 0, 0, 0])
+    np.testing.assert_allclose(prefetched_fraction(score, cand, np.array(9.0)), [1, 1, 1, 0])
+
+
+def test_prefetch_exposed_by_hand_wrong_guess_costs_more_than_none() -> None:
+    busy = np.array([[[True, True, True, False]]])  # [L=1, G=1, R=4]: slots 0-2 busy
+    resident = resident_slots(4, 0.25)  # slot 0 in HBM; slots 1-3 fetched over SLOW
+    np.testing.assert_array_equal(resident, [True, False, False, False])
+
+    def exposed(score) -> float:
+        p = Prefetch(busy, np.asarray(score, dtype=float)[None, None], resident, 100.0, SLOW)
+        return float(prefetch_exposed(p, np.array([[0.21]]))[0, 0])  # 0.2 s after latency
+
+    # the port moves 200 B = 2 slots before the gate
+    # truth first (slots 1, 2): nothing missing
+    assert exposed([0, 5, 4, 1]) == 0.0
+    # a wrong belief ranks idle slot 3 above busy slot 2: slot 2 (100 B) after the gate
+    assert exposed([0, 5, 0, 1]) == pytest.approx(0.01 + 0.1, rel=1e-12)
+    # no belief: slots 1-3 share the port, 2/3 of each; busy 1 and 2 miss 1/3 each
+    assert exposed([0, 0, 0, 0]) == pytest.approx(0.01 + 2 * 100 / 3 / 1e3, rel=1e-12)
+    # nothing before the gate (prefetch off): both busy slots after it
+    assert exposed([-np.inf] * 4) == pytest.approx(0.01 + 0.2, rel=1e-12)
+
+
+def test_one_port_budget_shared_by_replica_copies_and_chunked_dispatch() -> None:
+    """Attention 1 s, window 1: GPU 0's NVLink spends 0.7 s copying replicas, so 4-chunk
+    dispatch (0.8 s) can hide only 0.3 s of the 0.6 s it could alone; the dispatch is
+    collective, so the layer hides what GPU 0 hides."""
+    attn = np.array([1.0])
+    copies = {"intra": np.array([[0.7, 0.0]])}  # [L=1, G=2]
+    alone = port_exposure(attn, np.array([0.8]), ("intra",), StepExtras(dispatch_chunks=4))
+    assert alone["dispatch"][0] == pytest.approx(0.8 - 0.75 * 0.8)
+    shared = port_exposure(attn, np.array([0.8]), ("intra",),
+                           StepExtras(dispatch_chunks=4, migration_s=copies))  # fmt: skip
+    assert shared["dispatch"][0] == pytest.approx(0.8 - 0.3)
+    assert shared["migration"][0] == 0.0
+    # copies on the NIC do not touch NVLink's budget
+    nic = port_exposure(
+        attn,
+        np.array([0.8]),
+        ("intra",),
+        StepExtras(dispatch_chunks=4, migration_s={"inter": copies["intra"]}),
+    )
+    assert nic["dispatch"][0] == pytest.approx(alone["dispatch"][0])
+    # the last chunk is never hidden: 1 chunk hides nothing, many chunks at most D - D/c
+    one = port_exposure(attn, np.array([0.8]), ("intra",), StepExtras())
+    assert one["dispatch"][0] == 0.8
+    # copies past the window show; prefetch on the same port gets nothing left
+    over = {"host": np.array([[1.5, 0.2]])}
+    busy = np.ones((1, 2, 2), dtype=bool)
+    pre = Prefetch(busy, np.zeros((1, 2, 2)), np.array([True, False]), 100.0, SLOW, "host")
+    out = port_exposure(attn, np.array([0.0]), ("intra",),
+                        StepExtras(migration_s=over, prefetch=pre))  # fmt: skip
+    assert out["migration"][0] == pytest.approx(0.5)
+    # GPU 0: no budget left, its busy slot after the gate (0.11 s); GPU 1: 0.8 s left, fetched
+    assert out["expert_fetch"][0] == pytest.approx(0.11)
+
+
+@pytest.mark.parametrize("mode", ["flat", "deepep", "deepep_low_latency"])
+def test_corrective_alltoall_in_every_mode(mode: str) -> None:
+    """10 MB of mispredicted copies from GPU 0 (node 0) to GPU 2 (node 1), one copy per
+    token: an extra collective priced like every dispatch of its mode."""
+    c, spec = cluster(2, 2), gqa_model()
+    traffic = np.zeros((1, 4, 4))
+    traffic[0, 0, 2] = 10 * MB
+    got = float(dispatch_leg_s(spec, c, Workload("decode", 8, alltoall=mode), traffic,
+                               copies_per_token=1)[0])  # fmt: skip
+    inter = 10 * MB / INTER_BW
+    want = {
+        "flat": INTER_LAT + inter,
+        # one destination node: IB once, then GPU 2 holds it already (forwarding to the
+        # other GPU of node 1 is half the copies in expectation: (gpn - 1) / gpn)
+        "deepep": max(INTRA_LAT + 5 * MB / INTRA_BW, INTER_LAT + inter),
+        "deepep_low_latency": inter + DEEPEP_LL_FIXED_S,
+    }[mode]
+    assert got == pytest.approx(want, rel=1e-12)
+    empty = dispatch_leg_s(spec, c, Workload("decode", 8, alltoall=mode), np.zeros((1, 4, 4)))
+    assert float(empty[0]) == 0.0  # no miss, no round
+
+
+def test_paper_dispatch_override_and_balanced_bound() -> None:
+    spec, c, w = gqa_model(), cluster(1, 4), Workload("decode", batch_size=8, context_len=1000)
+    ref = batch_cost(spec, c, w)
+    d = np.full(ref.components["dispatch"].shape, 1e-3)
+    got = batch_cost(spec, c, w, extras=StepExtras(dispatch_s=d))
+    np.testing.assert_allclose(got.components["dispatch"], 1e-3)
+    np.testing.assert_allclose(got.components["combine"], ref.components["combine"])
+    assert float(got.total_s) == pytest.approx(
+        float(ref.total_s) + (1e-3 - ref.components["dispatch"]).sum(), rel=1e-12
+    )
+    assert np.all(got.balanced_total_s <= got.total_s + 1e-15)
+
+
+def test_chunked_dispatch_is_priced_for_every_step_and_bounded() -> None:
+    spec, c = gqa_model(), cluster(2, 2)
+    w = Workload("prefill", batch_size=4, seq_len=512)
+    plain = batch_cost(spec, c, w)
+    chunked = batch_cost(spec, c, w, extras=StepExtras(dispatch_chunks=8))
+    d, a = plain.components["dispatch"], plain.components["attention"]
+    np.testing.assert_allclose(chunked.components["dispatch"], d - 7 / 8 * np.minimum(a, d))
+    assert np.all(chunked.components["dispatch"] >= d / 8 - 1e-15)
+    assert float(chunked.balanced_total_s) <= float(chunked.total_s)
+
+
+def test_hidden_state_move_never_pays() -> None:
+    """The ledger does not credit moving a token's pre-attention hidden state to its predicted
+    expert: the K/V context its attention needs there outweighs the dispatch it saves."""
+    models = [p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")]
+    workloads = [Workload("prefill", 1, 128), Workload("decode", 1, context_len=64)]
+    for name in models:
+        spec = load_model_spec(name)
+        for w in workloads:
+            moved, saved = hidden_state_move_bytes(spec, w)
+            assert moved > saved, (name, w.phase, moved, saved)
+    names = {m.name for m in LEDGER}
+    assert {"nearest-replica dispatch", "chunked dispatch", "expert-weight prefetch",
+            "pre-attention hidden-state move"} <= names  # fmt: skip
+
+
+def test_bad_switches_name_the_key() -> None:
+    with pytest.raises(ValueError, match="expert_fetch_link"):
+        Ledger(resident_experts=0.5)
+    with pytest.raises(ValueError, match=r"strategy\.split"):
+        Ledger(split="nearest")
+    with pytest.raises(ValueError, match=r"strategy\.migration_overlap"):
+        Ledger(window=1.5)
+    with pytest.raises(ValueError, match=r"strategy\.resident_experts"):
+        Ledger(resident_experts=-0.1, fetch_link=SLOW)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match=r"strategy\.dispatch_chunks"):
+            Ledger(dispatch_chunks=bad)
+    with pytest.raises(ValueError, match="port"):
+        Prefetch(np.ones((1, 1, 1), bool), np.zeros((1, 1, 1)), np.array([False]), 1.0, SLOW,
+                 "pcie")  # fmt: skip
+    with pytest.raises(ValueError, match="expert_bytes"):
+        Prefetch(np.ones((1, 1, 1), bool), np.zeros((1, 1, 1)), np.array([False]), -1.0, SLOW)
+
+
+# ----------------------------------------------------------------------------- properties
+
+FEW = settings(max_examples=60, deadline=None)
+R = 6
+BUSY = arrays(bool, (3, R))
+SCORES = arrays(np.float64, (3, R), elements=hs.floats(-5, 5))
+
+
+@FEW
+@given(busy=BUSY, score=SCORES, left=hs.floats(0.0, 1.0), resident=hs.integers(0, R))
+def test_prefetch_knowing_the_truth_is_never_slower(busy, score, left, resident) -> None:
+    res = np.arange(R) < resident
+
+    def exposed(s):
+        return prefetch_exposed(Prefetch(busy, s, res, 100.0, SLOW), np.full(3, left))
+
+    truth = exposed(busy.astype(float))
+    assert np.all(truth <= exposed(score) + 1e-12)
+    assert np.all(truth <= exposed(np.zeros((3, R))) + 1e-12)
+
+
+@FEW
+@given(busy=BUSY, left=hs.floats(0.0, 1.0), resident=hs.integers(0, R), seed=hs.integers(0, 99))
+def test_a_belief_naming_only_idle_slots_never_beats_no_belief(busy, left, resident, seed) -> None:
+    """A wrong guess never costs less than no guess: ranking idle slots first (every guess
+    wrong) leaves at least as much of the busy slots to fetch after the gate."""
+    res = np.arange(R) < resident
+    wrong = np.where(busy, 0.0, np.random.default_rng(seed).uniform(0.1, 1.0, busy.shape))
+
+    def exposed(s):
+        return prefetch_exposed(Prefetch(busy, s, res, 100.0, SLOW), np.full(3, left))
+
+    assert np.all(exposed(wrong) >= exposed(np.zeros((3, R))) - 1e-12)
+
+
+@FEW
+@given(
+    attn=hs.floats(1e-4, 1e-2), d=hs.floats(0.0, 1e-2), chunks=hs.integers(1, 16),
+    window=hs.floats(0.0, 1.0), copies=arrays(np.float64, (1, 4), elements=hs.floats(0, 2e-2)),
+    more=arrays(np.float64, (1, 4), elements=hs.floats(0, 1e-2)),
+)  # fmt: skip
+def test_port_exposure_bounds_and_monotone(attn, d, chunks, window, copies, more) -> None:
+    a, dd = np.array([attn]), np.array([d])
+
+    def total(m):
+        x = StepExtras(window=window, dispatch_chunks=chunks, migration_s={"intra": m})
+        out = port_exposure(a, dd, ("intra",), x)
+        return out["dispatch"] + out["migration"] + out["expert_fetch"], out
+
+    t, out = total(copies)
+    assert np.all(out["dispatch"] <= d + 1e-15)
+    assert np.all(out["dispatch"] >= d - (chunks - 1) / chunks * min(attn, d) - 1e-15)
+    assert np.all(out["migration"] >= copies.max() - window * attn - 1e-15)
+    bare = StepExtras(window=0.0, migration_s={"intra": copies})
+    hidden_none = port_exposure(a, dd, ("intra",), bare)
+    assert np.all(t <= hidden_none["dispatch"] + hidden_none["migration"] + 1e-15)
+    assert np.all(total(copies + more)[0] >= t - 1e-15)  # more copies never cost less
+
+
+def _context(loads, nodes, per_node, r_extra, ledger, scale, horizon=4.0) -> st.Context:
+    nl, e = loads.shape[1:]
+    spec = gqa_model(num_layers=nl, num_experts=e)
+    trace = TokenTrace(
+        experts=np.zeros((1, nl, 2), dtype=np.int16), token_id=np.zeros(1, np.int32),
+        sequence_id=np.zeros(1, np.int32), position=np.zeros(1, np.int32), num_experts=e,
+    )  # fmt: skip
+    data = EvalData(trace, trace, loads[:2], loads[2:], 64, "test", token_scale=scale)
+    cl = cluster(nodes, per_node)
+    slots = -(-e // cl.num_gpus) + r_extra
+    w = Workload(phase="prefill", batch_size=1, seq_len=64 * int(scale))
+    return st.Context(spec, cl, w, data, slots, ledger, "spare", "peer", horizon)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=hs.integers(0, 2**31 - 1),
+    shape=hs.sampled_from([(1, 2, 4), (1, 4, 8), (2, 2, 8)]),
+    r_extra=hs.integers(0, 2),
+    window=hs.sampled_from([0.0, 0.5, 1.0]),
+    resident=hs.sampled_from([1.0, 0.5, 0.0]),
+    prefetch=hs.booleans(),
+    chunks=hs.sampled_from([1, 4]),
+    replica_choice=hs.booleans(),
+    scale=hs.sampled_from([1.0, 2.0]),
+    skew=hs.floats(0.2, 3.0),
+)
+def test_bounds_hold_by_construction(seed, shape, r_extra, window, resident, prefetch, chunks,
+                                     replica_choice, scale, skew) -> None:  # fmt: skip
+    """Over random loads, clusters, sampling and every mechanism switch: no balancing <= the
+    oracle <= every followable strategy (a forecast, a Token-to-Expert guess at any accuracy);
+    nothing beats free-migration perfect knowledge; perfect knowledge of a plan sequence is
+    never slower than any belief about it."""
+    nodes, per_node, e = shape
+    rng = np.random.default_rng(seed)
+    loads = np.floor(rng.gamma(skew, 1.0, (5, 2, e)) * 40)  # 2 history + 3 held-out batches
+    ledger = Ledger(replica_choice=replica_choice, dispatch_chunks=chunks, prefetch=prefetch,
+                    resident_experts=resident, fetch_link=SLOW, window=window)  # fmt: skip
+    ctx = _context(loads, nodes, per_node, r_extra, ledger, scale)
+
+    def price(r: st.Routed) -> np.ndarray:
+        return price_routed(r, ctx.spec, ctx.cluster, ctx.workload, ledger).total_s
+
+    def scaled(r: st.Routed) -> st.Routed:
+        return st.scaled(r, scale)
+
+    none, own = scaled(st.no_balancing(ctx)), scaled(st.oracle(ctx))
+    test = ctx.data.test_loads
+    forecast = scaled(st.planned(ctx, loads[1:4], "distribution:last_batch", "distribution"))
+    wrong = rng.permutation(test, axis=-1)
+    guesses = [scaled(st.planned(ctx, expected_split(test, wrong, a).guessed, f"token:{a}",
+                                 "token")) for a in (0.0, 0.6, 1.0)]  # fmt: skip
+    followed = [none, forecast, *guesses]
+    cands = [own, *(st.perfect_knowledge(r, r.name) for r in followed)]
+    totals = np.stack([price(c) for c in cands])
+    oracle = st.fastest(cands, totals, "oracle")
+    t_oracle = price(oracle).mean()
+    for r in followed:
+        assert t_oracle <= price(r).mean() * (1 + 1e-12), r.name
+        assert np.all(price(st.perfect_knowledge(r, "p")) <= price(r) * (1 + 1e-12)), r.name
+    free = st.free_migration_candidates(ctx, [oracle, *followed])
+    ceiling = st.per_batch_fastest(free, np.stack([price(c) for c in free]), "free")
+    for r in [oracle, *followed]:
+        assert np.all(price(ceiling) <= price(r) * (1 + 1e-12)), r.name
+
+
+def test_token_level_knowledge_buys_nothing_a_histogram_does_not() -> None:
+    """Under our physics a Token-to-Expert strategy is priced exactly as a Distribution-Only one
+    holding its guesses' histogram: nothing moves before the gate but weights and replicas."""
+    rng = np.random.default_rng(3)
+    loads = np.floor(rng.gamma(0.7, 1.0, (5, 2, 8)) * 40)
+    ledger = Ledger(dispatch_chunks=4, resident_experts=0.5, fetch_link=SLOW, window=0.5)
+    ctx = _context(loads, 1, 4, 1, ledger, 1.0)
+    wrong = rng.permutation(ctx.data.test_loads, axis=-1)
+    for a in (0.0, 0.5, 1.0):
+        split = expected_split(ctx.data.test_loads, wrong, a)
+        t2e = st.planned(ctx, split.guessed, "token:x", "token")
+        t2e.token_routing = st.token_routing(ctx, t2e.plans, split)
+        as_do = st.Routed(**{**t2e.__dict__, "family": "distribution", "token_routing": None})
+        got, want = (price_routed(r, ctx.spec, ctx.cluster, ctx.workload, ledger).total_s
+                     for r in (t2e, as_do))  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+
+
+def test_expected_prefetch_is_monotone_in_accuracy() -> None:
+    """Beliefs ``a * truth + (1 - a) * noise``: the expected exposure after the gate never rises
+    with ``a`` (Monte Carlo over noise draws; a fixed plan, so only the belief moves)."""
+    rng = np.random.default_rng(0)
+    busy = rng.random((4, 1, 8)) < 0.4  # [L=4, G=1, R=8]
+    res = np.arange(8) < 2
+    draws = rng.random((400, 4, 1, 8))
+    means = []
+    for a in (0.0, 0.25, 0.5, 0.75, 1.0):
+        score = a * busy + (1 - a) * draws
+        p = Prefetch(np.broadcast_to(busy, draws.shape), score, res, 100.0, SLOW)
+        means.append(float(prefetch_exposed(p, np.full(draws.shape[:-1], 0.25)).mean()))
+    assert all(b <= a + 1e-12 for a, b in itertools.pairwise(means)), means
+    assert means[-1] < means[0]

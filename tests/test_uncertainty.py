@@ -1,0 +1,87 @@
+"""Speed-up intervals (gps/advisor/uncertainty.py): hand cases, pairing, seeds, bad inputs, and
+a run with evaluation.seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gps.advisor.uncertainty import overlaps, resample_weights, speedup_interval
+from gps.app import CONF_DIR, run
+
+
+def test_constant_ratio_gives_a_point_interval() -> None:
+    base = np.array([1.0, 2.0, 3.0, 4.0])
+    lo, hi = speedup_interval(base, base / 1.25)
+    assert lo == pytest.approx(1.25) and hi == pytest.approx(1.25)
+
+
+def test_paired_resampling_keeps_batches_together() -> None:
+    """Batch sizes vary 10x but the strategy is always 20% faster: paired draws give a tight
+    interval; unpaired draws of the same numbers would not."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(1.0, 10.0, 8)
+    strat = base / 1.2 * rng.uniform(0.99, 1.01, 8)
+    lo, hi = speedup_interval(base, strat, seed=1)
+    assert 1.18 < lo <= base.mean() / strat.mean() <= hi < 1.22
+    # the same numbers drawn unpaired would spread over the batches' 10x range
+    rng2 = np.random.default_rng(1)
+    unpaired = [base[rng2.integers(0, 8, 8)].mean() / strat[rng2.integers(0, 8, 8)].mean()
+                for _ in range(400)]  # fmt: skip
+    assert np.percentile(unpaired, 97.5) - np.percentile(unpaired, 2.5) > 5 * (hi - lo)
+    w = resample_weights(1, 8, np.random.default_rng(0), resamples=5)
+    assert w.shape == (5, 1, 8) and np.all(w.sum(axis=(1, 2)) == 8)
+
+
+def test_seeds_are_resampled_before_batches() -> None:
+    w = resample_weights(3, 4, np.random.default_rng(2), resamples=1000)
+    assert np.all(w.sum(axis=(1, 2)) == 12)
+    per_seed = w.sum(axis=2)  # [B, S]: multiples of 4 (a drawn seed brings all its batches)
+    assert np.all(per_seed % 4 == 0)
+    # one seed 30% faster than the others widens the interval beyond the batches' spread
+    base = np.ones((3, 4))
+    strat = np.array([[0.8] * 4, [0.8] * 4, [0.6] * 4])
+    lo, hi = speedup_interval(base, strat, seed=0)
+    assert lo == pytest.approx(1 / 0.8, rel=1e-9) and hi == pytest.approx(1 / 0.6, rel=1e-9)
+    assert overlaps((lo, hi), (1.3, 1.4)) and not overlaps((lo, hi), (1.7, 1.8))
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="same batches"):
+        speedup_interval(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="finite and > 0"):
+        speedup_interval(np.ones(3), np.array([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="level"):
+        speedup_interval(np.ones(3), np.ones(3), level=1.0)
+    with pytest.raises(ValueError, match="shape"):
+        speedup_interval(np.ones((1, 1, 3)), np.ones((1, 1, 3)))
+
+
+def _cfg(*over: str):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(over))
+
+
+TINY = ["workload.seq_len=256", "workload.batch_size=2", "evaluation.train_batches=3",
+        "evaluation.test_batches=3", "predictor=fast", "report=minimal", "strategy.ilp=false",
+        "strategy.capacity_factors=[1.25]"]  # fmt: skip
+
+
+def test_a_run_over_seeds_pools_them(tmp_path: Path) -> None:
+    run(_cfg(*TINY, "evaluation.seeds=[0,1]"), tmp_path / "two")
+    res = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert res["setup"]["seeds"] == [0, 1]
+    for s in res["strategies"]:
+        lo, hi = s["speedup_ci95"]
+        assert lo <= s["speedup_vs_baseline"] <= hi and s["seeds"] == [0, 1]
+    rec = res["recommendation"]
+    assert rec["speedup_ci95"] == next(s["speedup_ci95"] for s in res["strategies"]
+                                       if s["name"] == rec["strategy"])  # fmt: skip
+    assert "95% interval" in rec["text"]
+    with pytest.raises(ValueError, match=r"evaluation\.seeds"):
+        run(_cfg(*TINY, "evaluation.seeds=[1,1]"), tmp_path / "bad")
+    assert not (tmp_path / "bad" / "results.json").exists()
