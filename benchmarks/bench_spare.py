@@ -134,7 +134,8 @@ def replan_context() -> Context:
     loads = np.zeros((1, LAYERS, EXPERTS), np.int64)
     data = EvalData(trace, trace, loads, loads, TOKENS, "bench_spare")
     work = Workload(phase="prefill", batch_size=1, seq_len=TOKENS)
-    return Context(spec, cluster, work, data, 5, "even", 1.0, "spare", "peer")
+    return Context(spec=spec, cluster=cluster, workload=work, data=data, slots_per_gpu=5,
+                   replicas="spare", migration_source="peer")
 
 
 def replan_row(runs: int) -> None:

@@ -55,8 +55,9 @@ from gps.plans.exact import check_small, exact_candidates
 from gps.plans.plan import Plan, check_choice, check_load, expert_gpu_counts
 
 REPLICA_MODES = ("spare", "repack")
-IMPROVE_ITERS = 24  # count moves per layer in ``replica_counts`` (bench_spare.py: converged)
+IMPROVE_ITERS = 12  # count moves per layer in ``replica_counts`` (converged by 8 in bench_spare)
 SWAP_ITERS = 16  # replica swaps per layer in ``improve_placement``
+BUSIEST_GPUS = 32  # ``busiest_first_pays``: at most this many GPUs
 _TIE = 0.1  # weight of the four highest loads' sum when two count vectors tie on the maximum
 
 
@@ -77,7 +78,8 @@ def spare_slots_per_gpu(num_experts: int, num_gpus: int, slots_per_gpu: int) -> 
     return spare
 
 
-def matched_loads(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) -> tuple:
+def matched_loads(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray,
+                  ids: np.ndarray | None = None) -> tuple:  # fmt: skip
     """GPU loads once the lumps are hosted: heaviest lump first onto the least-loaded GPU with
     a free spare slot, one lump per GPU per round.
 
@@ -90,15 +92,18 @@ def matched_loads(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) ->
         home_load: ``[B, G]`` load of each GPU's home copies (tokens).
         lumps: ``[B, N]`` per-copy load of every replica (tokens, ``0`` = none), any order.
         room: ``[B, G]`` int free spare slots.
+        ids: ``[B, N]`` expert of each lump (optional).
 
     Returns:
-        ``(loads [B, G], heaviest hosted lump [B, G])``; ``inf`` loads where lumps outnumber the
-        free slots.
+        ``(loads [B, G], heaviest hosted lump [B, G])`` and, with ``ids``, the expert of that
+        lump ``[B, G]`` (``-1`` = none); ``inf`` loads where lumps outnumber the free slots.
     """
     b, g = home_load.shape
-    w = -np.sort(-lumps, axis=1)
+    order = np.argsort(-lumps, axis=1, kind="stable")
+    w = np.take_along_axis(lumps, order, 1)
     load = np.array(home_load, dtype=float, copy=True)
     top = np.zeros((b, g))
+    top_id = np.full((b, g), -1, dtype=np.int64)
     left = np.array(room, copy=True)
     rows = np.arange(b)[:, None]
     n = w.shape[1]
@@ -114,7 +119,10 @@ def matched_loads(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) ->
         left[rows, hs] -= live
         if k == 0:
             top[rows, hs] = chunk
-    return load, top
+            if ids is not None:
+                lid = np.take_along_axis(ids, order[:, : chunk.shape[1]], 1)
+                top_id[rows, hs] = np.where(live, lid, -1)
+    return (load, top) if ids is None else (load, top, top_id)
 
 
 class _Lumps:
@@ -168,6 +176,96 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
     return hl, w, e
 
 
+def _greedy(load, hmat, home_t, hcnt, room, cap):
+    """Step 1's greedy (module docstring): ``(counts [M, E], max load [M])`` of the best prefix.
+    Two candidates per row and step: the busiest GPU's home expert of largest gain and the
+    expert of the heaviest lump it hosts."""
+    m, g, _ = hmat.shape
+    order = np.argsort(~hmat, axis=2, kind="stable")  # home experts of each GPU first
+    h = int(hmat.sum(axis=2).max(initial=1))
+    hx = np.where(np.take_along_axis(hmat, order[..., :h], 2), order[..., :h], -1)  # [M, G, H]
+    single = bool((hcnt == 1).all())
+    home_gpu = np.argmax(hmat, axis=1)  # [M, E] (the home GPU when ``single``)
+    total = room.sum(axis=1)
+    n = int(total.max(initial=0))
+    c = hcnt.copy()
+    lumps = _Lumps(load, home_t, hcnt, c, n)
+    hl, lw, le = lumps.hl, lumps.w, lumps.e
+    used = np.zeros(m, dtype=np.int64)
+    gl, _, tope = matched_loads(hl, lw, room, le)
+    best_f, best_c = gl.max(axis=1), c.copy()
+    active = total > 0
+    two = np.arange(2)[None, :]
+    one_slot = int(room.max(initial=0)) <= 1 and bool((room > 0).all())
+    for _ in range(n):
+        a = np.flatnonzero(active)
+        if a.size == 0:
+            break
+        ar = np.arange(a.size)
+        ai = ar[:, None]
+        gs = np.argmax(gl[a], axis=1)
+        hxa = hx[a, gs]  # [A, H]
+        hxc = np.maximum(hxa, 0)
+        ca, la = c[a[:, None], hxc], load[a[:, None], hxc]
+        gain = np.where((hxa >= 0) & (ca < cap) & (la > 0), la / ca - la / (ca + 1), -1.0)
+        j = np.argmax(gain, axis=1)
+        eb = tope[a, gs]
+        ebc = np.maximum(eb, 0)
+        cand = np.stack([hxc[ar, j], ebc], axis=1)  # [A, 2]
+        okc = np.stack([gain[ar, j] > 0, (eb >= 0) & (c[a, ebc] < cap)], axis=1)
+        ce, lc = c[a[:, None], cand], load[a[:, None], cand]
+        wnew = lc / (ce + 1)
+        hl2 = np.repeat(hl[a][:, None, :], 2, axis=1)  # [A, 2, G]
+        if single:
+            hl2[ai, two, home_gpu[a[:, None], cand]] -= lc / ce - wnew
+        else:
+            hl2 -= home_t[a[:, None], cand] * (lc / ce - wnew)[..., None]
+        w2 = np.where(le[a][:, None, :] == cand[..., None], wnew[..., None], lw[a][:, None, :])
+        w2[ai, two, used[a][:, None]] = wnew
+        if one_slot:  # bottleneck matching by sorting: heaviest lump with lightest GPU
+            hs = np.sort(hl2, axis=2)
+            ws = -np.sort(-w2, axis=2)[..., :g]
+            loads = hs.copy()
+            loads[..., : ws.shape[2]] += ws
+            big = -np.partition(-loads, min(3, g - 1), axis=2)[..., : min(4, g)]
+        else:
+            big = _peaks(hl2.reshape(-1, g), w2.reshape(2 * a.size, -1),
+                         np.repeat(room[a], 2, axis=0)).reshape(a.size, 2, -1)  # fmt: skip
+        fmax = big.max(axis=2)
+        value = np.where(okc & np.isfinite(fmax), fmax + 1e-9 * big.sum(axis=2), np.inf)
+        pick = np.argmin(value, axis=1)
+        go = np.isfinite(value[ar, pick])
+        sel = ar[go]
+        r, p = a[go], pick[go]
+        x = cand[sel, p]
+        c[r, x] += 1
+        hl[r], lw[r] = hl2[sel, p], w2[sel, p]
+        le[r, used[r]] = x
+        used[r] += 1
+        if one_slot:  # the busiest GPU and the lump it hosts, found by their values
+            lr = loads[sel, p]
+            i = np.argmax(lr, axis=1)
+            k = np.arange(sel.size)
+            nw = ws.shape[2]
+            hv = hs[sel, p, i]
+            wv = np.where(i < nw, ws[sel, p, np.minimum(i, nw - 1)], 0.0)
+            gs_r = np.argmin(np.abs(hl[r] - hv[:, None]), axis=1)
+            gl[r] = -np.inf
+            gl[r, gs_r] = lr[k, i]
+            at = np.argmin(np.where(le[r] >= 0, np.abs(lw[r] - wv[:, None]), np.inf), axis=1)
+            tope[r] = -1
+            tope[r, gs_r] = np.where(wv > 0, le[r, at], -1)
+        else:
+            gl[r], _, tope[r] = matched_loads(hl[r], lw[r], room[r], le[r])
+        f = gl[r].max(axis=1)
+        better = f < best_f[r] * (1 - 1e-12)
+        best_f[r[better]] = f[better]
+        best_c[r[better]] = c[r[better]]
+        active[a[~go]] = False
+        active &= used < total
+    return best_c, best_f
+
+
 def replica_counts(
     load: np.ndarray,
     home_experts: np.ndarray,
@@ -203,24 +301,7 @@ def replica_counts(
     hcnt = hmat.sum(axis=1).astype(np.int64)
     total = np.asarray(room).sum(axis=1)
     n = int(total.max(initial=0))
-    c = hcnt.copy()
-    lumps = _Lumps(load, home_t, hcnt, c, n)
-    gl, top = matched_loads(lumps.hl, lumps.w, room)
-    best_f, best_c = gl.max(axis=1), c.copy()
-    active = total > 0
-    for _ in range(n):  # greedy: one copy per step, two candidates per row
-        a = np.flatnonzero(active)
-        if a.size == 0:
-            break
-        inc = _bottleneck_moves(load, hmat, c, lumps, gl, top, a, cap, gains=1)
-        ok, _ = _apply_best(load, home_t, c, lumps, gl, top, room, a, inc,
-                               np.full_like(inc, -1), tie=1e-9)  # fmt: skip
-        f = gl.max(axis=1)
-        better = f < best_f * (1 - 1e-12)
-        best_f = np.where(better, f, best_f)
-        best_c[better] = c[better]
-        active[a[~ok]] = False
-        active &= (c - hcnt).sum(axis=1) < total
+    best_c, best_f = _greedy(load, hmat, home_t, hcnt, np.asarray(room), cap)
     # counts-first start: each spare slot to the largest load per copy (EPLB's replication,
     # from the home copies); the better start per row is improved
     first = replicate_greedy(load, hcnt.sum(axis=1) + total, max_replicas=cap, start=hcnt)
@@ -380,13 +461,14 @@ def place_replicas(
     m = se.shape[0]
     e = load.shape[1]
     free = np.array(free, dtype=bool, copy=True) & (se < 0)
-    has = expert_gpu_counts(se, e) > 0  # [M, G, E]
+    has = expert_gpu_counts(se, e).transpose(0, 2, 1) > 0  # [M, E, G]
     per = load / np.maximum(counts, 1)
-    gl = np.einsum("mge,me->mg", has, per)
-    extra = np.maximum(counts - has.sum(axis=1), 0)
+    gl = np.einsum("meg,me->mg", has, per)
+    extra = np.maximum(counts - has.sum(axis=2), 0)
     n = extra.sum(axis=1)
     if n.max(initial=0) == 0:
         return se
+    fetch_t = None if fetch_s is None else np.asarray(fetch_s).transpose(0, 2, 1)  # [M, E, G]
     k = int(n.max())
     rows = np.arange(m)
     pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
@@ -397,24 +479,23 @@ def place_replicas(
     items = np.take_along_axis(items, order, 1)
     weight = np.take_along_axis(weight, order, 1)
     room = free.sum(axis=2)
-    cap = np.asarray(level, dtype=float) * (1 + migration_slack)
+    cap = np.asarray(level, dtype=float) * (1 + migration_slack) * (1 + 1e-12)
     for j in range(k):
-        ex = items[:, j]
-        exc = np.maximum(ex, 0)
-        ok = (ex >= 0)[:, None] & (room > 0) & ~has[rows, :, exc]
-        score = np.where(ok, gl + weight[:, j][:, None], np.inf)
+        live = items[:, j] >= 0
+        a = rows[live]
+        x = items[live, j]
+        ok = (room[a] > 0) & ~has[a, x]
+        score = np.where(ok, gl[a] + weight[a, j][:, None], np.inf)
         best = score.min(axis=1)
-        go = np.isfinite(best)
-        if not go.any():
-            continue
-        fits = score <= np.maximum(best, cap)[:, None] * (1 + 1e-12)
-        if fetch_s is not None:
-            fc = np.where(fits, fetch_s[rows, :, exc], np.inf)
+        fits = score <= np.maximum(best * (1 + 1e-12), cap[a])[:, None]
+        if fetch_t is not None:
+            fc = np.where(fits, fetch_t[a, x], np.inf)
             fits &= fc <= fc.min(axis=1, keepdims=True)
-        tg = np.argmin(np.where(fits, score, np.inf), axis=1)
-        a, t, x = rows[go], tg[go], exc[go]
+        t = np.argmin(np.where(fits, score, np.inf), axis=1)
+        go = np.isfinite(best)
+        a, t, x = a[go], t[go], x[go]
         gl[a, t] += weight[a, j]
-        has[a, t, x] = True
+        has[a, x, t] = True
         room[a, t] -= 1
         slot = np.argmax(free[a, t], axis=1)
         se[a, t, slot] = x
@@ -601,6 +682,8 @@ def keep_slots(slot_expert: np.ndarray, spare: np.ndarray, previous: np.ndarray)
         slot_expert: ``[L, G, R]`` new plan; spare: ``[L, G, R]`` bool spare slots;
         previous: ``[L, G, R]`` previous plan's ``slot_expert``.
     """
+    if int(np.asarray(spare).sum(axis=2).max(initial=0)) <= 1:
+        return np.array(slot_expert, copy=True)  # one spare slot per GPU: nothing to reorder
     nl, g = slot_expert.shape[:2]
     e = int(max(slot_expert.max(), previous.max())) + 1
     new_sp = np.where(spare, slot_expert, -1)
@@ -703,30 +786,40 @@ def plan_spare_slacks(
                                             time_limit_s=exact_time_limit_s,
                                             candidates=firsts)  # fmt: skip
     ref_has = expert_gpu_counts(base if previous is None else previous.slot_expert, e) > 0
-    # today's planner, once for every slack (at the first slack: its fetch ties)
-    busiest = grow_replicas(load, base, spare, fetch_s=fetch_s, migration_slack=min(slacks),
-                            max_replicas=cap)  # fmt: skip
+    fixed = {"home-only": base}  # candidates that do not depend on the slack
+    if busiest_first_pays(g, spare):  # today's planner, at the first slack's fetch ties
+        fixed["busiest-first"] = grow_replicas(load, base, spare, fetch_s=fetch_s,
+                                               migration_slack=min(slacks), max_replicas=cap)
+    if exact_se is not None:
+        fixed["exact"] = exact_se
+    fixed_max = {k: home_max if k == "home-only" else max_gpu_load(v, load)
+                 for k, v in fixed.items()}  # fmt: skip
+    fixed_fetch = {k: _fetch_total(v, ref_has, fetch_s) for k, v in fixed.items()}
     plans = []
     for slack in slacks:
-        names, cands = ["home-only"], [base]
+        names, cands, maxes, fetch = [], [], [], []
+        so_far = np.minimum.reduce(list(fixed_max.values()))
         for name, c, lv in zip(("water-fill", "counts-first"), counts, level, strict=True):
-            # a candidate is placed only where its level may beat the plans so far
-            rows = np.arange(nl) if len(cands) == 1 else np.flatnonzero(
-                lv < np.minimum.reduce([max_gpu_load(x, load) for x in cands[1:]]))
+            # placed only where its level may beat the plans so far (``level`` is reached
+            # when every replica fits its matched GPU)
+            rows = np.flatnonzero(lv < so_far * (1 - 1e-12))
             se = base.copy()
             if rows.size:
                 se[rows] = _place(load[rows], base[rows], spare[rows], c[rows], lv[rows],
                                   None if fetch_s is None else fetch_s[rows], slack)
+            mx = np.where(np.isin(np.arange(nl), rows), max_gpu_load(se, load), home_max)
             names.append(name)
             cands.append(se)
-        names.append("busiest-first")
-        cands.append(busiest)
-        if exact_se is not None:
-            names.append("exact")
-            cands.append(exact_se)
-        maxes = np.stack([home_max, *(max_gpu_load(c, load) for c in cands[1:])])  # [C, L]
+            maxes.append(mx)
+            fetch.append(_fetch_total(se, ref_has, fetch_s))
+            so_far = np.minimum(so_far, mx)
+        for k, v in fixed.items():
+            names.append(k)
+            cands.append(v)
+            maxes.append(fixed_max[k])
+            fetch.append(fixed_fetch[k])
+        maxes, fetch = np.stack(maxes), np.stack(fetch)  # [C, L]
         stacked = np.stack(cands)  # [C, L, G, R]
-        fetch = np.stack([_fetch_total(c, ref_has, fetch_s) for c in cands])
         used = (stacked >= 0).sum(axis=(2, 3)).astype(float)
         best = maxes.min(axis=0)
         near = maxes <= best * (1 + slack) + 1e-12 * np.abs(best)
@@ -752,6 +845,14 @@ def plan_spare_slacks(
             )
         )
     return plans
+
+
+def busiest_first_pays(num_gpus: int, spare: np.ndarray) -> bool:
+    """Whether today's busiest-first planner (``grow_replicas``) runs as a candidate: where
+    ``benchmarks/bench_spare.py`` measured it winning layers, i.e. at most ``BUSIEST_GPUS``
+    GPUs or several spare slots per GPU (``spare [L, G, R]`` bool). At 64 GPUs with one spare
+    slot it won none of 241 layers there, and it is a third of the re-plan's time."""
+    return num_gpus <= BUSIEST_GPUS or int(np.asarray(spare).sum(axis=-1).max(initial=0)) >= 2
 
 
 def plan_spare(
