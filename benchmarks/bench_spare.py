@@ -115,8 +115,12 @@ def balance_table(runs: int) -> None:
         ms, _ = timed(lambda load=load, home=home: plan_spare(load, home), runs)
         plan = plan_spare(load, home)
         bound = spare_lower_bound(load, home)
-        maxes = (plan.meta["predicted_max_load"], bound, eplb_repack(load, g, r),
-                 plan.meta["home_max_load"])
+        maxes = (
+            plan.meta["predicted_max_load"],
+            bound,
+            eplb_repack(load, g, r),
+            plan.meta["home_max_load"],
+        )
         ratio = [x / mean for x in maxes]
         print(f"| {name} | {ratio[0].mean():.4f} | {ratio[1].mean():.4f} | {ms:.0f} | "
               f"{ratio[2].mean():.4f} | {ratio[3].mean():.4f} |")  # fmt: skip
@@ -134,8 +138,15 @@ def replan_context() -> Context:
     loads = np.zeros((1, LAYERS, EXPERTS), np.int64)
     data = EvalData(trace, trace, loads, loads, TOKENS, "bench_spare")
     work = Workload(phase="prefill", batch_size=1, seq_len=TOKENS)
-    return Context(spec=spec, cluster=cluster, workload=work, data=data, slots_per_gpu=5,
-                   replicas="spare", migration_source="peer")
+    return Context(
+        spec=spec,
+        cluster=cluster,
+        workload=work,
+        data=data,
+        slots_per_gpu=5,
+        replicas="spare",
+        migration_source="peer",
+    )
 
 
 def replan_row(runs: int) -> None:

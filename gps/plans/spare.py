@@ -101,27 +101,34 @@ def matched_loads(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray,
     b, g = home_load.shape
     order = np.argsort(-lumps, axis=1, kind="stable")
     w = np.take_along_axis(lumps, order, 1)
+    n = w.shape[1]
     load = np.array(home_load, dtype=float, copy=True)
     top = np.zeros((b, g))
     top_id = np.full((b, g), -1, dtype=np.int64)
     left = np.array(room, copy=True)
     rows = np.arange(b)[:, None]
-    n = w.shape[1]
-    for k in range(-(-n // g)):
-        chunk = w[:, k * g : (k + 1) * g]
-        live = chunk > 0
-        if not live.any():
+    nxt = np.zeros(b, dtype=np.int64)  # next lump to place, per row
+    for _ in range(int(left.max(initial=0))):
+        hosts = (left > 0).sum(axis=1)  # every GPU with a free slot takes one lump this round
+        pos = nxt[:, None] + np.arange(g)  # [B, G]
+        take = (np.arange(g) < hosts[:, None]) & (pos < n)
+        if not take.any():
             break
-        key = np.where(left > 0, load, np.inf)
-        hs = np.argsort(key, axis=1, kind="stable")[:, : chunk.shape[1]]
-        fits = np.isfinite(np.take_along_axis(key, hs, 1))
-        load[rows, hs] += np.where(fits, chunk, np.where(live, np.inf, 0.0))
+        pos = np.minimum(pos, n - 1)
+        chunk = np.where(take, np.take_along_axis(w, pos, 1), 0.0)
+        live = take & (chunk > 0)
+        hs = np.argsort(np.where(left > 0, load, np.inf), axis=1, kind="stable")
+        load[rows, hs] += chunk
+        first = top[rows, hs] == 0
+        top[rows, hs] = np.where(live & first, chunk, top[rows, hs])
+        if ids is not None:
+            lid = np.take_along_axis(ids, np.take_along_axis(order, pos, 1), 1)
+            top_id[rows, hs] = np.where(live & first, lid, top_id[rows, hs])
         left[rows, hs] -= live
-        if k == 0:
-            top[rows, hs] = chunk
-            if ids is not None:
-                lid = np.take_along_axis(ids, order[:, : chunk.shape[1]], 1)
-                top_id[rows, hs] = np.where(live, lid, -1)
+        nxt += take.sum(axis=1)
+    rest = np.take_along_axis(w, np.minimum(nxt, max(n - 1, 0))[:, None], 1)[:, 0] if n else 0.0
+    unplaced = (nxt < n) & (rest > 0)
+    load[unplaced] = np.inf
     return (load, top) if ids is None else (load, top, top_id)
 
 
@@ -788,8 +795,9 @@ def plan_spare_slacks(
     ref_has = expert_gpu_counts(base if previous is None else previous.slot_expert, e) > 0
     fixed = {"home-only": base}  # candidates that do not depend on the slack
     if busiest_first_pays(g, spare):  # today's planner, at the first slack's fetch ties
-        fixed["busiest-first"] = grow_replicas(load, base, spare, fetch_s=fetch_s,
-                                               migration_slack=min(slacks), max_replicas=cap)
+        fixed["busiest-first"] = grow_replicas(
+            load, base, spare, fetch_s=fetch_s, migration_slack=min(slacks), max_replicas=cap
+        )
     if exact_se is not None:
         fixed["exact"] = exact_se
     fixed_max = {k: home_max if k == "home-only" else max_gpu_load(v, load)
@@ -805,8 +813,15 @@ def plan_spare_slacks(
             rows = np.flatnonzero(lv < so_far * (1 - 1e-12))
             se = base.copy()
             if rows.size:
-                se[rows] = _place(load[rows], base[rows], spare[rows], c[rows], lv[rows],
-                                  None if fetch_s is None else fetch_s[rows], slack)
+                se[rows] = _place(
+                    load[rows],
+                    base[rows],
+                    spare[rows],
+                    c[rows],
+                    lv[rows],
+                    None if fetch_s is None else fetch_s[rows],
+                    slack,
+                )
             mx = np.where(np.isin(np.arange(nl), rows), max_gpu_load(se, load), home_max)
             names.append(name)
             cands.append(se)

@@ -65,8 +65,8 @@ def export_bound(load: np.ndarray, home_experts: np.ndarray, room: np.ndarray, c
     most = np.minimum(cap, h + total[:, None])  # copies of e at most
     best = np.maximum(load.sum(axis=1) / g, (load / np.maximum(most, 1)).max(axis=1))
     nj = int(np.maximum(most - h, 0).max(initial=0))
-    if nj == 0 or g < 2:
-        return best
+    if nj == 0:  # no copy can move: every GPU keeps its home load
+        return np.maximum(best, hl.max(axis=1))
     order = np.argsort(-hl, axis=1, kind="stable")  # heaviest GPU first
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.broadcast_to(np.arange(g), (m, g)), 1)
