@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from gps.plans import plan_duplication, plan_spare, static_placement
 from gps.plans import exact as ex
+from gps.plans import plan_duplication, plan_spare, static_placement
 from gps.plans.exact import PROVED, STATUSES, check_small, exact_candidates, exact_layer
 
 
@@ -72,11 +72,11 @@ def test_a_candidate_at_the_bound_skips_enumeration_and_solver(monkeypatch) -> N
 def test_enumeration_proves_without_the_solver(monkeypatch) -> None:
     monkeypatch.setattr(ex, "_milp", _no_solver)
     load = np.array([5.0, 4.0, 3.0, 3.0, 3.0, 2.0])  # 3 GPUs x 2 slots, no home copies
-    se, value, status = exact_layer(load, 3, 2)
+    _, value, status = exact_layer(load, 3, 2)
     assert status == "optimal-enumeration" and value == pytest.approx(7.0)  # {5,2},{4,3},{3,3}
     # home copies, one free slot per GPU: [9, 1, 1, 1] on 4 GPUs reaches 3.25 (by hand)
     home = static_placement(1, 4, 4, 2).slot_expert[0]
-    se, value, status = exact_layer(np.array([9.0, 1.0, 1.0, 1.0]), 4, 2, home=home)
+    _se, value, status = exact_layer(np.array([9.0, 1.0, 1.0, 1.0]), 4, 2, home=home)
     assert status == "optimal-enumeration" and value == pytest.approx(3.25)
 
 
@@ -105,13 +105,13 @@ def test_solver_stopping_early_keeps_the_best_known_plan(monkeypatch) -> None:
     monkeypatch.setattr(ex, "_milp", lambda *a, **k: (None, False))
     load = np.array([5.0, 4.0, 3.0, 1.0])
     cand = plan_duplication(load[None], 2, 3).slot_expert[0]
-    se, value, status = exact_layer(load, 2, 3, candidates=[cand])
+    _se, value, status = exact_layer(load, 2, 3, candidates=[cand])
     assert status == "time-limit" and status in STATUSES and status not in PROVED
     assert value == pytest.approx(ex.plan_max_load(cand, load))
     # with R <= 2 the enumeration's best plan is a candidate too: never worse than it
     load = np.array([6.0, 1.0, 1.0, 1.0])  # 2 GPUs x 2 slots: {6}+{1,1,1} cannot fit: pairs
-    bound, plan = ex._repack_enumeration(load, 2, 2, 2)
-    se, value, _ = exact_layer(load, 2, 2)
+    _, plan = ex._repack_enumeration(load, 2, 2, 2)
+    _, value, _ = exact_layer(load, 2, 2)
     assert value <= ex.plan_max_load(plan, load) + 1e-12
 
 

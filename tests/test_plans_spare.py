@@ -176,7 +176,7 @@ def test_oracle_never_slower_than_no_balancing(seed, shape, r_extra, overlap, ho
     seed=hs.integers(0, 2**31 - 1),
     egr=hs.sampled_from(
         [(8, 8, 2), (16, 8, 3), (64, 16, 5), (6, 4, 3), (3, 4, 2), (8, 4, 3), (256, 64, 5)]
-    ),  # fmt: skip
+    ),
     skew=hs.floats(0.1, 3.0),
     slack=hs.sampled_from([0.0, 0.05]),
     cap=hs.sampled_from([None, 2]),

@@ -54,8 +54,10 @@ def test_bound_never_above_the_optimum(seed, egr, cap) -> None:
     e, g, r = egr
     load = np.round(rng.gamma(0.5, 1.0, e) * 20, 1)
     home = static_placement(1, e, g, r).slot_expert[0]
-    best = _brute_force(load, g, r, home) if cap is None else _capped_brute_force(load, g, r,
-                                                                                    home, cap)  # fmt: skip
+    if cap is None:
+        best = _brute_force(load, g, r, home)
+    else:
+        best = _capped_brute_force(load, g, r, home, cap)
     bound = spare_lower_bound_layer(load, home, g if cap is None else cap)
     assert bound <= best * (1 + 1e-12)
     assert bound >= load.sum() / g * (1 - 1e-12)
