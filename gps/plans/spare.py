@@ -8,34 +8,40 @@ any such plan at zero migration (``Plan.home_only``).
 Every copy of expert ``e`` carries ``load_e / c_e`` (``c_e`` copies: the even split of
 ``gps.simulate``). A GPU's load is its **home load** (its home copies) plus the **lumps** it
 hosts in its spare slots (one replica each). The planner, per layer and vectorised over
-layers (``L`` rows), in the style of DeepSeek's EPLB (how many replicas, then where):
+layers, in the style of DeepSeek's EPLB (how many replicas, then where):
 
 1. **Replica counts** (``replica_counts``), water-filling from the top: start from the home
    copies; while a spare slot is free, find the GPU that bounds the maximum load once every
    replica is hosted (``matched_loads``: heaviest replica onto the lightest GPU with a free
    spare slot) and add one copy of the expert that lowers that maximum most: the home expert
    of that GPU with the largest gain ``load_e / c_e - load_e / (c_e + 1)``, or the expert of
-   the replica it hosts (a lighter lump). The counts with the lowest maximum seen are kept.
-   Then a local-improvement pass moves one replica from one expert to another (drop a copy
-   of an expert whose home GPU has room to take its share back, add one where the maximum
-   is) while that lowers the maximum (ties: the sum of the four highest loads).
+   the replica it hosts (a lighter lump). The counts with the lowest maximum seen are kept,
+   or EPLB's counts from the home copies (each spare slot to the largest load per copy,
+   ``replicate_greedy``) where those match better. Then a local-improvement pass moves one
+   copy from one expert to another (drop a copy of an expert whose home GPU has room to take
+   its share back, add one where the maximum is) while that lowers the maximum (ties: the sum
+   of the four highest loads).
 2. **Placement** (``place_replicas``): replicas heaviest first, each onto a GPU with a free
    spare slot that does not hold the expert yet, against each GPU's home load: any GPU that
    stays within the level of step 1 will do (the bottleneck matching leaves the others room
    for the lighter replicas), so among those the one whose weights are cheapest to fetch
    (``fetch_s``) wins, then the lowest load; none within the level: the lowest load (LPT).
-3. **Local improvement of the placement** (``improve_placement``): swap a replica off the
-   busiest GPU with a spare slot (a replica or an empty one) of another GPU while that lowers
-   the pair's maximum, never two copies of an expert on one GPU.
+3. **Local improvement of the placement** (``improve_placement``, on layers left above the
+   level): swap a replica off the busiest GPU with a spare slot (a replica or an empty one)
+   of another GPU while that lowers the pair's maximum, never two copies of an expert on one
+   GPU.
 
 **Migration-minimal re-planning** (``previous``, ``fetch_s``, ``migration_slack``): the
 counts do not depend on the previous plan; the placement accepts any GPU within
 ``(1 + migration_slack)`` of the level and there the cheapest fetch wins, so a replica that
 is still useful is re-chosen on the GPU that already holds it (fetch ``0``) and ``keep_slots``
-leaves it in its slot. ``plan_spare_slacks`` plans several slacks in one pass (counts and
-candidates shared), as the advisor does for its balance-first and migration-first plans.
+leaves it in its slot. ``plan_spare_slacks`` plans several slacks in one pass (counts and the
+slack-free candidates shared), as the advisor does for its balance-first and migration-first
+plans.
 
-Candidates per layer: home copies only; this planner; with ``exact``, the exact optimum
+Candidates per layer: home copies only; the plan above (``water-fill``); EPLB's counts placed
+the same way (``counts-first``, where their level may beat it); today's busiest-first planner
+(``grow_replicas``, where ``busiest_first_pays``); with ``exact``, the exact optimum
 (``gps.plans.exact``). The lowest predicted max GPU load wins; within ``(1 +
 migration_slack)`` of it the cheapest to fetch, then the fewest replicas. A certified lower
 bound with these home copies is ``gps.plans.spare_bound.spare_lower_bound``.
@@ -899,7 +905,8 @@ def plan_spare(
 
     Returns:
         ``Plan`` with ``home`` = ``home.home``; ``meta``: ``choice`` [L] candidate names
-        (``home-only``, ``water-fill``, ``exact``), ``predicted_max_load`` [L],
+        (``home-only``, ``water-fill``, ``counts-first``, ``busiest-first``, ``exact``),
+        ``predicted_max_load`` [L],
         ``home_max_load`` [L] (home copies only), ``lower_bound`` [L] (``sum load / G``;
         ``spare_lower_bound`` is the certified one with these homes). By construction
         ``predicted_max_load <= home_max_load`` in every layer.
