@@ -63,6 +63,10 @@ from gps.plans.plan import Plan, check_choice, check_load, expert_gpu_counts
 REPLICA_MODES = ("spare", "repack")
 IMPROVE_ITERS = 12  # count moves per layer in ``replica_counts`` (converged by 8 in bench_spare)
 SWAP_ITERS = 16  # replica swaps per layer in ``improve_placement``
+# count moves tried per layer and iteration: +1 on the busiest GPU's MOVE_GAINS home experts of
+# largest gain or its hosted expert, -1 on MOVE_DROPS replicated experts (or none): balance
+# against time (larger sets gained a few tenths of a percent at proportionally more time)
+MOVE_GAINS, MOVE_DROPS = 3, 6
 BUSIEST_GPUS = 32  # ``busiest_first_pays``: at most this many GPUs
 _TIE = 0.1  # weight of the four highest loads' sum when two count vectors tie on the maximum
 
@@ -332,8 +336,8 @@ def replica_counts(
         a = np.flatnonzero(active)
         if a.size == 0:
             break
-        inc = _bottleneck_moves(load, hmat, c, lumps, gl, top, a, cap, gains=2)
-        dec = _cheap_drops(load, hmat, hcnt, c, lumps, f, a, count=4)
+        inc = _bottleneck_moves(load, hmat, c, lumps, gl, top, a, cap, gains=MOVE_GAINS)
+        dec = _cheap_drops(load, hmat, hcnt, c, lumps, f, a, count=MOVE_DROPS)
         kin, kde = inc.shape[1], dec.shape[1] + 1
         dec_all = np.concatenate([dec, np.full((a.size, 1), -1)], axis=1)
         inc_k = np.repeat(inc, kde, axis=1)
