@@ -776,8 +776,10 @@ def plan_spare_slacks(
     exact_time_limit_s: float = 5.0,
 ) -> list[Plan]:
     """``plan_spare`` at every ``migration_slack`` in ``slacks`` from one pass: the replica
-    counts, the exact candidate and the candidates' loads are computed once; only the
-    placement and the choice depend on the slack.
+    counts, the slack-free candidates (home copies, the counts placed by balance, busiest-first,
+    exact) and their loads are computed once; each positive slack adds the counts placed with
+    that slack (cheaper fetches) and chooses. Every plan's max GPU load is within ``1 +
+    slack`` of the best candidate's, so of the balance-first plan's.
 
     Returns:
         One ``Plan`` per slack, in order (see ``plan_spare``).
@@ -813,36 +815,34 @@ def plan_spare_slacks(
     fixed_max = {k: home_max if k == "home-only" else max_gpu_load(v, load)
                  for k, v in fixed.items()}  # fmt: skip
     fixed_fetch = {k: _fetch_total(v, ref_has, fetch_s) for k, v in fixed.items()}
-    plans = []
-    for slack in slacks:
-        names, cands, maxes, fetch = [], [], [], []
-        so_far = np.minimum.reduce(list(fixed_max.values()))
+
+    def placed(slack: float, so_far: np.ndarray) -> dict:
+        """Step 1's counts placed at ``slack`` where their level is within ``1 + slack`` of
+        the best plan so far: ``{name: (slot_expert, max load, fetch)}``."""
+        out = {}
         for name, c, lv in zip(("water-fill", "counts-first"), counts, level, strict=True):
-            # placed only where its level may beat the plans so far (``level`` is reached
-            # when every replica fits its matched GPU)
-            rows = np.flatnonzero(lv < so_far * (1 - 1e-12))
+            rows = np.flatnonzero(lv < so_far * (1 + slack) * (1 - 1e-12))
             se = base.copy()
             if rows.size:
-                se[rows] = _place(
-                    load[rows],
-                    base[rows],
-                    spare[rows],
-                    c[rows],
-                    lv[rows],
-                    None if fetch_s is None else fetch_s[rows],
-                    slack,
-                )
+                fs = None if fetch_s is None else fetch_s[rows]
+                se[rows] = _place(load[rows], base[rows], spare[rows], c[rows], lv[rows], fs,
+                                  slack)  # fmt: skip
             mx = np.where(np.isin(np.arange(nl), rows), max_gpu_load(se, load), home_max)
-            names.append(name)
-            cands.append(se)
-            maxes.append(mx)
-            fetch.append(_fetch_total(se, ref_has, fetch_s))
+            out[name if slack == 0 else f"{name}, slack {slack:g}"] = (
+                se, mx, _fetch_total(se, ref_has, fetch_s))  # fmt: skip
             so_far = np.minimum(so_far, mx)
-        for k, v in fixed.items():
-            names.append(k)
-            cands.append(v)
-            maxes.append(fixed_max[k])
-            fetch.append(fixed_fetch[k])
+        return out
+
+    shared = {k: (v, fixed_max[k], fixed_fetch[k]) for k, v in fixed.items()}
+    shared |= placed(0.0, np.minimum.reduce(list(fixed_max.values())))  # balance first
+    best_shared = np.minimum.reduce([v[1] for v in shared.values()])
+    plans = []
+    for slack in slacks:
+        cands = dict(shared)
+        if slack > 0 and fetch_s is not None:  # cheaper fetches within the slack
+            cands |= placed(slack, best_shared)
+        names = list(cands)
+        cands, maxes, fetch = ([v[i] for v in cands.values()] for i in range(3))
         maxes, fetch = np.stack(maxes), np.stack(fetch)  # [C, L]
         stacked = np.stack(cands)  # [C, L, G, R]
         used = (stacked >= 0).sum(axis=(2, 3)).astype(float)
@@ -909,8 +909,9 @@ def plan_spare(
 
     Returns:
         ``Plan`` with ``home`` = ``home.home``; ``meta``: ``choice`` [L] candidate names
-        (``home-only``, ``water-fill``, ``counts-first``, ``busiest-first``, ``exact``),
-        ``predicted_max_load`` [L],
+        (``home-only``, ``water-fill``, ``counts-first``, ``busiest-first``, ``exact``; with
+        a slack and fetch costs also ``water-fill, slack 0.05`` etc.: the counts placed with
+        the slack), ``predicted_max_load`` [L],
         ``home_max_load`` [L] (home copies only), ``lower_bound`` [L] (``sum load / G``;
         ``spare_lower_bound`` is the certified one with these homes). By construction
         ``predicted_max_load <= home_max_load`` in every layer.
