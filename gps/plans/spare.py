@@ -156,7 +156,7 @@ class _Lumps:
         self.e[rows, pos] = np.repeat(np.tile(np.arange(e), m), extra.ravel())
         per = load / counts
         self.w = np.where(self.e >= 0, per[np.arange(m)[:, None], np.maximum(self.e, 0)], 0.0)
-        self.hl = np.einsum("meg,me->mg", home_t, per)
+        self.hl = np.matmul(per[:, None, :], home_t)[:, 0, :]
 
 
 def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
@@ -193,14 +193,20 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
     return hl, w, e
 
 
+def _home_lists(hmat: np.ndarray) -> np.ndarray:
+    """``[M, G, H]`` the experts with a home copy on each GPU (``hmat [M, G, E]`` bool),
+    ``-1`` padded."""
+    order = np.argsort(~hmat, axis=2, kind="stable")  # home experts of each GPU first
+    h = max(int(hmat.sum(axis=2).max(initial=1)), 1)
+    return np.where(np.take_along_axis(hmat, order[..., :h], 2), order[..., :h], -1)
+
+
 def _greedy(load, hmat, home_t, hcnt, room, cap):
     """Step 1's greedy (module docstring): ``(counts [M, E], max load [M])`` of the best prefix.
     Two candidates per row and step: the busiest GPU's home expert of largest gain and the
     expert of the heaviest lump it hosts."""
     m, g, _ = hmat.shape
-    order = np.argsort(~hmat, axis=2, kind="stable")  # home experts of each GPU first
-    h = int(hmat.sum(axis=2).max(initial=1))
-    hx = np.where(np.take_along_axis(hmat, order[..., :h], 2), order[..., :h], -1)  # [M, G, H]
+    hx = _home_lists(hmat)
     single = bool((hcnt == 1).all())
     home_gpu = np.argmax(hmat, axis=1)  # [M, E] (the home GPU when ``single``)
     total = room.sum(axis=1)
@@ -319,6 +325,7 @@ def replica_counts(
     total = np.asarray(room).sum(axis=1)
     n = int(total.max(initial=0))
     best_c, best_f = _greedy(load, hmat, home_t, hcnt, np.asarray(room), cap)
+    hx = _home_lists(hmat)
     # counts-first start: each spare slot to the largest load per copy (EPLB's replication,
     # from the home copies); the better start per row is improved
     first = replicate_greedy(load, hcnt.sum(axis=1) + total, max_replicas=cap, start=hcnt)
@@ -336,7 +343,7 @@ def replica_counts(
         a = np.flatnonzero(active)
         if a.size == 0:
             break
-        inc = _bottleneck_moves(load, hmat, c, lumps, gl, top, a, cap, gains=MOVE_GAINS)
+        inc = _bottleneck_moves(load, hx, c, lumps, gl, top, a, cap, gains=MOVE_GAINS)
         dec = _cheap_drops(load, hmat, hcnt, c, lumps, f, a, count=MOVE_DROPS)
         kin, kde = inc.shape[1], dec.shape[1] + 1
         dec_all = np.concatenate([dec, np.full((a.size, 1), -1)], axis=1)
@@ -355,26 +362,27 @@ def replica_counts(
     return np.stack([out, first]), np.stack([level, f_first])
 
 
-def _bottleneck_moves(load, hmat, c, lumps: _Lumps, gl, top, rows, cap, *, gains: int):
+def _bottleneck_moves(load, hx, c, lumps: _Lumps, gl, top, rows, cap, *, gains: int):
     """``[A, gains + 1]`` experts whose extra copy may lower the busiest GPU's load: its
-    ``gains`` home experts with the largest gain, and the expert of the heaviest lump it
-    hosts (``-1`` = none)."""
+    ``gains`` home experts (``hx [M, G, H]``, ``-1`` padded) with the largest gain, and the
+    expert of the heaviest lump it hosts (``-1`` = none)."""
     a = rows.size
     ar = np.arange(a)
     gs = np.argmax(gl[rows], axis=1)
-    cr, lr = c[rows], load[rows]
-    gain = np.where(hmat[rows, gs, :] & (cr < cap) & (lr > 0), lr / cr - lr / (cr + 1), -1.0)
-    if gains == 1:
-        best = np.argmax(gain, axis=1)[:, None]
-    else:
-        best = np.argpartition(-gain, gains - 1, axis=1)[:, :gains]
-    home = np.where(np.take_along_axis(gain, best, 1) > 0, best, -1)
+    hxa = hx[rows, gs]  # [A, H]
+    hxc = np.maximum(hxa, 0)
+    cr, lr = c[rows[:, None], hxc], load[rows[:, None], hxc]
+    gain = np.where((hxa >= 0) & (cr < cap) & (lr > 0), lr / cr - lr / (cr + 1), -1.0)
+    k = min(gains, gain.shape[1])
+    best = np.argpartition(-gain, k - 1, axis=1)[:, :k] if k < gain.shape[1] else (
+        np.broadcast_to(np.arange(k), (a, k)))  # fmt: skip
+    home = np.where(np.take_along_axis(gain, best, 1) > 0, np.take_along_axis(hxc, best, 1), -1)
     hw = top[rows, gs]  # heaviest lump on the busiest GPU
     lw, le = lumps.w[rows], lumps.e[rows]
     pick = np.argmin(np.where(le >= 0, np.abs(lw - hw[:, None]), np.inf), axis=1)
     hosted = le[ar, pick]
     hosted = np.where((hw > 0) & (hosted >= 0), hosted, -1)
-    hosted = np.where((hosted >= 0) & (cr[ar, np.maximum(hosted, 0)] < cap), hosted, -1)
+    hosted = np.where((hosted >= 0) & (c[rows, np.maximum(hosted, 0)] < cap), hosted, -1)
     return np.concatenate([home, hosted[:, None]], axis=1)
 
 
@@ -480,7 +488,7 @@ def place_replicas(
     free = np.array(free, dtype=bool, copy=True) & (se < 0)
     has = expert_gpu_counts(se, e).transpose(0, 2, 1) > 0  # [M, E, G]
     per = load / np.maximum(counts, 1)
-    gl = np.einsum("meg,me->mg", has, per)
+    gl = np.where(se >= 0, per[np.arange(m)[:, None, None], np.maximum(se, 0)], 0.0).sum(axis=2)
     extra = np.maximum(counts - has.sum(axis=2), 0)
     n = extra.sum(axis=1)
     if n.max(initial=0) == 0:
