@@ -61,7 +61,7 @@ from gps.plans.exact import check_small, exact_candidates
 from gps.plans.plan import Plan, check_choice, check_load, expert_gpu_counts
 
 REPLICA_MODES = ("spare", "repack")
-IMPROVE_ITERS = 12  # count moves per layer in ``replica_counts`` (converged by 8 in bench_spare)
+IMPROVE_ITERS = 8  # count moves per layer at most in ``replica_counts``
 SWAP_ITERS = 16  # replica swaps per layer in ``improve_placement``
 # count moves tried per layer and iteration: +1 on the busiest GPU's MOVE_GAINS home experts of
 # largest gain or its hosted expert, -1 on MOVE_DROPS replicated experts (or none): balance
@@ -505,26 +505,33 @@ def place_replicas(
     weight = np.take_along_axis(weight, order, 1)
     room = free.sum(axis=2)
     cap = np.asarray(level, dtype=float) * (1 + migration_slack) * (1 + 1e-12)
+    dest = np.full((m, k), -1, dtype=np.int64)  # GPU of each replica
     for j in range(k):
-        live = items[:, j] >= 0
-        a = rows[live]
-        x = items[live, j]
-        ok = (room[a] > 0) & ~has[a, x]
-        score = np.where(ok, gl[a] + weight[a, j][:, None], np.inf)
+        x = np.maximum(items[:, j], 0)
+        ok = (room > 0) & ~has[rows, x] & (items[:, j] >= 0)[:, None]
+        score = np.where(ok, gl + weight[:, j][:, None], np.inf)
         best = score.min(axis=1)
-        fits = score <= np.maximum(best * (1 + 1e-12), cap[a])[:, None]
+        fits = score <= np.maximum(best * (1 + 1e-12), cap)[:, None]
         if fetch_t is not None:
-            fc = np.where(fits, fetch_t[a, x], np.inf)
+            fc = np.where(fits, fetch_t[rows, x], np.inf)
             fits &= fc <= fc.min(axis=1, keepdims=True)
         t = np.argmin(np.where(fits, score, np.inf), axis=1)
         go = np.isfinite(best)
-        a, t, x = a[go], t[go], x[go]
+        a, t = rows[go], t[go]
         gl[a, t] += weight[a, j]
-        has[a, x, t] = True
+        has[a, x[go], t] = True
         room[a, t] -= 1
-        slot = np.argmax(free[a, t], axis=1)
-        se[a, t, slot] = x
-        free[a, t, slot] = False
+        dest[a, j] = t
+    # every placed replica into a free slot of its GPU, in order
+    r_, j_ = np.nonzero(dest >= 0)
+    g_ = dest[r_, j_]
+    key = r_ * se.shape[1] + g_
+    srt = np.argsort(key, kind="stable")
+    r_, j_, g_, key = r_[srt], j_[srt], g_[srt], key[srt]
+    rank = np.arange(key.size) - np.searchsorted(key, key, side="left")
+    fr, fg, fs = np.nonzero(free)  # sorted by (row, GPU, slot)
+    fkey = fr * se.shape[1] + fg
+    se[r_, g_, fs[np.searchsorted(fkey, key, side="left") + rank]] = items[r_, j_]
     return se
 
 
@@ -824,12 +831,13 @@ def plan_spare_slacks(
                  for k, v in fixed.items()}  # fmt: skip
     fixed_fetch = {k: _fetch_total(v, ref_has, fetch_s) for k, v in fixed.items()}
 
-    def placed(slack: float, so_far: np.ndarray) -> dict:
-        """Step 1's counts placed at ``slack`` where their level is within ``1 + slack`` of
-        the best plan so far: ``{name: (slot_expert, max load, fetch)}``."""
+    def placed(slack: float, so_far: np.ndarray, todo: np.ndarray) -> dict:
+        """Step 1's counts placed at ``slack`` in the layers ``todo`` [L] bool where their level
+        is within ``1 + slack`` of the best plan so far: ``{name: (slot_expert, max load,
+        fetch)}``."""
         out = {}
         for name, c, lv in zip(("water-fill", "counts-first"), counts, level, strict=True):
-            rows = np.flatnonzero(lv < so_far * (1 + slack) * (1 - 1e-12))
+            rows = np.flatnonzero(todo & (lv < so_far * (1 + slack) * (1 - 1e-12)))
             se = base.copy()
             if rows.size:
                 fs = None if fetch_s is None else fetch_s[rows]
@@ -842,13 +850,17 @@ def plan_spare_slacks(
         return out
 
     shared = {k: (v, fixed_max[k], fixed_fetch[k]) for k, v in fixed.items()}
-    shared |= placed(0.0, np.minimum.reduce(list(fixed_max.values())))  # balance first
+    shared |= placed(0.0, np.minimum.reduce(list(fixed_max.values())), np.ones(nl, bool))
     best_shared = np.minimum.reduce([v[1] for v in shared.values()])
     plans = []
     for slack in slacks:
         cands = dict(shared)
-        if slack > 0 and fetch_s is not None:  # cheaper fetches within the slack
-            cands |= placed(slack, best_shared)
+        if slack > 0 and fetch_s is not None:
+            # cheaper fetches within the slack: where every shared candidate within it fetches
+            mx, fe = (np.stack([v[i] for v in shared.values()]) for i in (1, 2))
+            fetching = np.where(mx <= best_shared * (1 + slack), fe, np.inf).min(axis=0) > 0
+            if fetching.any():
+                cands |= placed(slack, best_shared, fetching)
         names = list(cands)
         cands, maxes, fetch = ([v[i] for v in cands.values()] for i in range(3))
         maxes, fetch = np.stack(maxes), np.stack(fetch)  # [C, L]
