@@ -29,7 +29,6 @@ when ``../shared`` is absent). The numbers are quoted in ``docs/eplb.md`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 
@@ -37,18 +36,14 @@ import numpy as np
 from machine import describe
 
 from gps.plans.eplb_placement import eplb_placement
-from gps.traces.fluctuation import FluctuationModel, fit_fluctuation, sequence_counts
+from gps.traces.fluctuation import (
+    FluctuationModel,
+    fit_fluctuation,
+    request_chunks,
+    sequence_counts,
+)
 from gps.traces.shared import esft_trace, mixtral_vllm_trace
 from gps.traces.trace import TokenTrace
-
-
-def chunked(trace: TokenTrace, tokens: int) -> TokenTrace:
-    """Each sequence cut into requests of ``tokens`` consecutive tokens."""
-    seq = np.asarray(trace.sequence_id, dtype=np.int64)
-    pos = np.asarray(trace.position, dtype=np.int64)
-    key = seq * 1_000_000 + pos // tokens
-    _, new = np.unique(key, return_inverse=True)
-    return dataclasses.replace(trace, sequence_id=new.astype(np.int32))
 
 
 def evaluate(
@@ -140,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {exc}")
         return 0
     t0 = time.perf_counter()
-    print(f"machine: {describe()}")
+    print(describe())
     for fit, val in (([0, 1], [2, 3]), ([2, 3], [0, 1])):
         for b in (1, 4):
             report("ESFT (DeepSeek-V2-Lite)", esft, fit, val, b, 8, args.draws, args.seed)
-    chunks = chunked(mixtral, 32)
+    chunks = request_chunks(mixtral, 32)
     for fit, val in (([0], [1]), ([1], [0])):
         for b in (1, 4):
             report(

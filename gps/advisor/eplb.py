@@ -301,75 +301,98 @@ def pool_loads(
 # --------------------------------------------------------------------- replay
 
 
-def load_ratio(plan: Plan, loads: np.ndarray, *, chunk_elements: int = 1 << 24) -> np.ndarray:
+def _slot_gather(
+    plan: Plan, values: np.ndarray, weight: np.ndarray | None = None, chunk_elements: int = 1 << 23
+):
+    """Yield ``(rows, gpu [n, L, G])``: the sum over each GPU's slots of ``values [S, L, E]``
+    (per replica) at the slot's expert, times ``weight [L, G, R]`` (default: occupied slots),
+    in chunks of steps (one flat ``np.take`` per slot index ``r``)."""
+    se = plan.slot_expert
+    nl, g, r = se.shape
+    e = plan.num_experts
+    idx = np.arange(nl)[:, None, None] * e + np.maximum(se, 0)  # [L, G, R]
+    w = (se >= 0).astype(float) if weight is None else weight * (se >= 0)
+    plain = bool((w == 1.0).all())
+    s = values.shape[0]
+    step = max(1, chunk_elements // (nl * g))
+    for a in range(0, s, step):
+        flat = values[a : a + step].reshape(-1, nl * e)
+        acc = np.zeros((flat.shape[0], nl * g))
+        for k in range(r):
+            part = np.take(flat, idx[:, :, k].ravel(), axis=1)
+            acc += part if plain else part * w[:, :, k].ravel()
+        yield slice(a, a + step), acc.reshape(-1, nl, g)
+
+
+def load_ratio(plan: Plan, loads: np.ndarray) -> np.ndarray:
     """``[S, L]`` busiest-GPU / mean load of ``loads [S, L, E]`` on ``plan`` (copies split
     evenly over an expert's replicas, as the engines' static dispatch does on average)."""
     loads = np.asarray(loads, dtype=float)
-    se = plan.slot_expert
-    nl, g, r = se.shape
+    g = plan.num_gpus
     per_replica = loads / np.maximum(plan.replica_counts(), 1)[None]
-    idx = np.maximum(se, 0).reshape(1, nl, g * r)
-    valid = (se >= 0).reshape(1, nl, g, r)
+    mean = np.maximum(loads.sum(axis=-1) / g, 1e-300)
     out = np.empty(loads.shape[:2])
-    step = max(1, chunk_elements // (nl * g * r))
-    for a in range(0, loads.shape[0], step):
-        part = np.take_along_axis(per_replica[a : a + step], idx, axis=2).reshape(-1, nl, g, r)
-        gpu = np.where(valid, part, 0.0).sum(axis=-1)
-        out[a : a + step] = gpu.max(axis=-1) / np.maximum(gpu.mean(axis=-1), 1e-300)
+    for rows, gpu in _slot_gather(plan, per_replica):
+        out[rows] = gpu.max(axis=-1) / mean[rows]
     return out
 
 
 def dispatch_balanced_ratio(plan: Plan, loads: np.ndarray) -> np.ndarray:
     """``[S, L]`` busiest-GPU / mean load when each batch sends a replicated expert's copies
-    to its least-loaded replicas (water-filling, heaviest replicated expert first by the
-    plan's replica count then id; single-replica experts stay where they are): a greedy
-    stand-in for LPLB's per-batch linear program (never above :func:`load_ratio`'s even
-    split for one expert, not always the LP optimum)."""
+    to its least-loaded replicas (water-filling, replicated experts with the most replicas
+    first; single-replica experts stay where they are): a greedy stand-in for LPLB's
+    per-batch linear program (never above :func:`load_ratio`'s even split for one expert, not
+    always the LP optimum)."""
     loads = np.asarray(loads, dtype=float)
     se = plan.slot_expert
-    nl = se.shape[0]
+    nl, g, _ = se.shape
     counts = plan.replica_counts()  # [L, E]
-    holders = plan.expert_gpu_counts() > 0  # [L, G, E]
     single = counts == 1
-    base = np.einsum("sle,lge->slg", loads * single[None], holders.astype(float))  # [S, L, G]
+    single_slot = np.take_along_axis(single, np.maximum(se, 0).reshape(nl, -1), 1)
+    s = loads.shape[0]
+    gpu = np.empty((s, nl, g))
+    for rows, part in _slot_gather(plan, loads, single_slot.reshape(se.shape).astype(float)):
+        gpu[rows] = part
+    mean = np.maximum(loads.sum(axis=-1) / g, 1e-300)
+    holders = plan.expert_gpu_counts() > 0  # [L, G, E]
     multi = [np.flatnonzero(~single[layer]) for layer in range(nl)]
     m = max((len(x) for x in multi), default=0)
     if m == 0:
-        return base.max(axis=-1) / np.maximum(base.mean(axis=-1), 1e-300)
+        return gpu.max(axis=-1) / mean
     cmax = int(counts.max())
     ex = np.full((nl, m), -1, dtype=np.int64)
     hold = np.full((nl, m, cmax), -1, dtype=np.int64)
     for layer, experts in enumerate(multi):
         order = experts[np.argsort(-counts[layer, experts], kind="stable")]
         ex[layer, : order.size] = order
-        for j, expert in enumerate(order):
-            gpus = np.flatnonzero(holders[layer, :, expert])
-            hold[layer, j, : gpus.size] = gpus
-    gpu = base.copy()
-    li = np.arange(nl)
+        gpus = [np.flatnonzero(holders[layer, :, x]) for x in order]
+        for j, hs in enumerate(gpus):
+            hold[layer, j, : hs.size] = hs
+    flat = gpu.reshape(s, nl * g)
+    base_idx = (np.arange(nl) * g)[:, None]
+    c = np.arange(1, cmax + 1)
+    load_flat = loads.reshape(s, -1)
     for j in range(m):
         e_j = ex[:, j]  # [L]
         ok = e_j >= 0
-        w = np.where(ok[None], loads[:, li, np.maximum(e_j, 0)], 0.0)  # [S, L]
+        w = np.take(load_flat, np.arange(nl) * loads.shape[2] + np.maximum(e_j, 0), axis=1)
+        w = w * ok  # [S, L]
         h = hold[:, j, :]  # [L, C]
-        lev = np.where(
-            h[None] >= 0, np.take_along_axis(gpu, np.maximum(h, 0)[None], axis=2), np.inf
-        )
-        order = np.argsort(lev, axis=-1)
-        a = np.take_along_axis(lev, order, axis=-1)  # [S, L, C] sorted levels
-        prefix = np.cumsum(np.where(np.isfinite(a), a, 0.0), axis=-1)
-        c = np.arange(1, cmax + 1)
-        lam = (w[..., None] + prefix) / c  # candidate levels
-        valid = np.isfinite(a) & (lam >= a)
-        pick = cmax - 1 - np.argmax(valid[..., ::-1], axis=-1)  # the largest valid c
-        level = np.take_along_axis(lam, pick[..., None], axis=-1)  # [S, L, 1]
-        add = np.where(np.isfinite(lev), np.maximum(level - lev, 0.0), 0.0)
-        add = np.where(ok[None, :, None], add, 0.0)
-        flat_h = np.maximum(h, 0)
+        present = (h >= 0) & ok[:, None]
+        cols = (base_idx + np.maximum(h, 0)).ravel()
+        lev = np.where(present, np.take(flat, cols, axis=1).reshape(s, nl, cmax), np.inf)
+        a = np.sort(lev, axis=-1)  # [S, L, C]
+        finite = np.isfinite(a)
+        prefix = np.cumsum(np.where(finite, a, 0.0), axis=-1)
+        lam = (w[..., None] + prefix) / c
+        valid = finite & (lam >= a)
+        pick = cmax - 1 - np.argmax(valid[..., ::-1], axis=-1)
+        level = np.take_along_axis(lam, pick[..., None], axis=-1)
+        add = np.where(present, np.maximum(level - lev, 0.0), 0.0)  # [S, L, C]
         for col in range(cmax):
-            valid_col = (h[:, col] >= 0) & ok
-            gpu[:, li[valid_col], flat_h[valid_col, col]] += add[:, valid_col, col]
-    return gpu.max(axis=-1) / np.maximum(gpu.mean(axis=-1), 1e-300)
+            rows = present[:, col]
+            flat[:, (base_idx[:, 0] + h[:, col])[rows]] += add[:, rows, col]
+    return gpu.max(axis=-1) / mean
 
 
 @dataclass
@@ -399,16 +422,23 @@ def periodic_schedule(
     num_gpus: int,
     num_redundant: int,
     forecast=None,
+    lag_steps: int = 0,
 ) -> Schedule:
     """Re-plan every ``interval`` evaluation steps from the mean of the last ``window`` steps
-    served (history first), or from ``forecast(t) -> [L, E]`` when given (predictive)."""
+    served (history first), or from ``forecast(t) -> [L, E]`` when given (predictive).
+
+    A plan made at step ``t > 0`` serves from ``t + lag_steps`` (an asynchronous rebalance's
+    transfer time); the first plan, from the history, serves from step 0 (steady state)."""
     seen = np.concatenate([history, loads])
     h = history.shape[0]
     starts, plans = [], []
     for t in range(0, loads.shape[0], max(interval, 1)):
+        start = t + (lag_steps if t > 0 else 0)
+        if start >= loads.shape[0]:
+            break
         end = h + t
         base = forecast(t) if forecast is not None else seen[max(0, end - window) : end].mean(0)
-        starts.append(t)
+        starts.append(start)
         plans.append(eplb_placement(base, num_gpus, num_redundant))
     return Schedule(starts=starts, plans=plans)
 
@@ -416,6 +446,7 @@ def periodic_schedule(
 def window_drift(props: np.ndarray, window: int, horizons: list[int]) -> list[float | None]:
     """Drift of recorded loads: mean absolute error of the window-``W`` mean proportions as a
     forecast of the proportions ``h`` steps later, averaged over experts, layers and origins
+    (at most about 100 evenly spaced origins)
     (``predictors.metrics.proportion_mae`` of ``window_mean`` forecasts ``h`` ahead; ``None``
     where the series is too short)."""
     p = np.asarray(props, dtype=float)
@@ -426,7 +457,7 @@ def window_drift(props: np.ndarray, window: int, horizons: list[int]) -> list[fl
         if h < 1 or s - h < 1 or window > s - h:
             out.append(None)
             continue
-        origins = np.arange(window - 1, s - h)
+        origins = np.arange(window - 1, s - h, max(1, (s - h - window + 1) // 100))
         out.append(float(np.abs(p[origins + h] - means[origins]).mean()))
     return out
 
@@ -435,10 +466,17 @@ def window_drift(props: np.ndarray, window: int, horizons: list[int]) -> list[fl
 
 
 def interval_curve(
-    step_s_by_age: np.ndarray, stall_s: float, intervals: list[int], *, extrapolate: bool = True
+    step_s_by_age: np.ndarray,
+    stall_s: float,
+    intervals: list[int],
+    *,
+    extrapolate: bool = True,
+    lag_steps: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Amortised seconds per step for each interval ``I``: the mean of ``step_s_by_age[:I]``
-    (a plan serves ages ``0 .. I-1``) plus ``stall_s / I``.
+    """Amortised seconds per step for each interval ``I``: the mean of
+    ``step_s_by_age[lag : lag + I]`` (a plan serves ages ``lag .. lag + I - 1``: ``lag`` = the
+    steps an asynchronous rebalance takes to land, 0 when synchronous) plus ``stall_s / I``.
+    An interval shorter than ``lag`` (rebalances would overlap) is ``inf``.
 
     Ages beyond the measured ``A`` are, with ``extrapolate``, priced at the mean of the last
     quarter of the measured ages (staleness taken to have levelled off: an assumption the
@@ -455,17 +493,23 @@ def interval_curve(
     a = np.asarray(step_s_by_age, dtype=float)
     if a.size == 0:
         raise ValueError("step_s_by_age: no measured age")
-    cum = np.cumsum(a)
+    cum = np.concatenate([[0.0], np.cumsum(a)])
     tail = float(a[-max(1, a.size // 4) :].mean())
+    lag = max(int(lag_steps), 0)
     out, extra = [], []
     for i in intervals:
         if i < 1:
             raise ValueError(f"interval: {i} < 1")
-        if i <= a.size:
-            out.append(cum[i - 1] / i + stall_s / i)
+        end = lag + i
+        if i < lag:
+            out.append(math.inf)
+            extra.append(False)
+        elif end <= a.size:
+            out.append((cum[end] - cum[lag]) / i + stall_s / i)
             extra.append(False)
         else:
-            total = cum[-1] + (i - a.size) * tail
+            seen = cum[-1] - cum[min(lag, a.size)]
+            total = seen + (end - max(lag, a.size)) * tail
             out.append(total / i + stall_s / i if extrapolate else math.nan)
             extra.append(True)
     return np.asarray(out), np.asarray(extra)
@@ -476,7 +520,7 @@ def best_interval(curve: np.ndarray, intervals: list[int]) -> int | None:
     c = np.asarray(curve, dtype=float)
     if not np.isfinite(c).any():
         return None
-    return int(intervals[int(np.nanargmin(c))])
+    return int(intervals[int(np.argmin(np.where(np.isfinite(c), c, np.inf)))])
 
 
 # --------------------------------------------------------------------- bootstrap
@@ -544,11 +588,12 @@ class EplbSettings:
 
 def _mean_stall(
     plans: list[Plan], spec: MoEModelSpec, cluster: Cluster, s: EplbSettings
-) -> tuple[float, float, float]:
-    """Mean ``(stall_s, max_pass_stall_s, bytes of the busiest GPU)`` over consecutive plans."""
+) -> tuple[float, float, float, float]:
+    """Mean ``(stall_s, max_pass_stall_s, bytes of the busiest GPU, lag_s)`` over consecutive
+    plans."""
     b = expert_weight_bytes(spec)
     if len(plans) < 2:
-        return 0.0, 0.0, 0.0
+        return 0.0, 0.0, 0.0, 0.0
     out = [
         rebalance_stall(
             a,
@@ -565,6 +610,7 @@ def _mean_stall(
         float(np.mean([r.stall_s for r in out])),
         float(np.mean([r.max_pass_stall_s for r in out])),
         float(np.mean([r.max_bytes_per_gpu for r in out])),
+        float(np.mean([r.lag_s for r in out])),
     )
 
 
@@ -642,6 +688,7 @@ def analyse(
     r_mid = redundant[0] if s.num_redundant is not None else redundant[min(1, len(redundant) - 1)]
     seen = np.concatenate([history, loads])
     age_curves, stalls = {}, {}
+    stride = max(1, max_age // 128)  # ages sampled every `stride` steps, interpolated between
     for w in windows:
         by_age = np.zeros(max_age + 1)
         n_age = np.zeros(max_age + 1)
@@ -650,7 +697,11 @@ def analyse(
             end = n_hist + a
             plan = eplb_placement(seen[max(0, end - w) : end].mean(0), g, r_mid)
             plans.append(plan)
-            t = models[r_mid].step_s(load_ratio(plan, loads[a:]))
+            ages = np.arange(0, n_eval - a, stride)
+            if ages[-1] != n_eval - a - 1:
+                ages = np.append(ages, n_eval - a - 1)
+            t = models[r_mid].step_s(load_ratio(plan, loads[a + ages]))
+            t = np.interp(np.arange(n_eval - a), ages, t)
             by_age[: t.size] += t
             n_age[: t.size] += 1
         ok = n_age >= max(2, len(anchors) // 2)
@@ -658,14 +709,21 @@ def analyse(
         age_curves[w] = by_age[:usable] / n_age[:usable]
         stalls[w] = _mean_stall(plans, spec, cluster, s)
     intervals = sorted({*s.intervals, int(engine_d["interval_steps"])})
+    step_ref = float(t_none.mean())
+
+    def lag_steps(lag_s: float) -> int:
+        return 0 if s.is_synchronous() else math.ceil(lag_s / step_ref)
+
     interval_rows = []
     best = None
     for w in windows:
-        curve, extrapolated = interval_curve(age_curves[w], stalls[w][0], intervals)
+        curve, extrapolated = interval_curve(
+            age_curves[w], stalls[w][0], intervals, lag_steps=lag_steps(stalls[w][3])
+        )
         interval_rows.append(
             {
                 "window_steps": w,
-                "step_s": [float(v) for v in curve],
+                "step_s": [float(v) if math.isfinite(v) else None for v in curve],
                 "extrapolated": [bool(v) for v in extrapolated],
             }
         )
@@ -706,17 +764,22 @@ def analyse(
         for name, fc in (("periodic", None), ("predictive", pred_forecast)):
             if name == "predictive" and fc is None:
                 continue
-            sched = periodic_schedule(history, loads, w_star, i_star, g, r, forecast=fc)
+            probe = [static_plans[r], eplb_placement(loads[-min(w_star, n_eval) :].mean(0), g, r)]
+            lag = lag_steps(_mean_stall(probe, spec, cluster, s)[3])
+            sched = periodic_schedule(
+                history, loads, w_star, i_star, g, r, forecast=fc, lag_steps=lag
+            )
             plans = list(sched.plans)
             if len(plans) < 2:  # no rebalance in the span: price a representative one
-                plans.append(eplb_placement(loads[-min(w_star, n_eval) :].mean(0), g, r))
-            stall, pass_stall, moved = _mean_stall(plans, spec, cluster, s)
+                plans = probe
+            stall, pass_stall, moved, _ = _mean_stall(plans, spec, cluster, s)
             results[(name, r)] = {
                 "t": m.step_s(sched.ratios(loads)),
                 "extra": stall / i_star,
                 "stall_s": stall,
                 "max_pass_stall_s": pass_stall,
                 "bytes_per_gpu": moved,
+                "lag_steps": lag,
             }
 
     def summary(name: str, r: int) -> dict:
@@ -738,6 +801,7 @@ def analyse(
             "stall_s_per_rebalance": res.get("stall_s", 0.0),
             "max_pass_stall_s": res.get("max_pass_stall_s", 0.0),
             "bytes_per_gpu_per_rebalance": res.get("bytes_per_gpu", 0.0),
+            "rebalance_lag_steps": res.get("lag_steps", 0),
         }
 
     # the redundancy curve with its memory price
@@ -778,6 +842,7 @@ def analyse(
         "stall_s_per_rebalance": 0.0,
         "max_pass_stall_s": 0.0,
         "bytes_per_gpu_per_rebalance": 0.0,
+        "rebalance_lag_steps": 0,
     }
     candidates.append(none_summary)
     top_speed = max(c["speedup"] for c in candidates)

@@ -155,4 +155,10 @@ def engine_flags(
         ),
         "vllm": vllm_flags(strategy, num_redundant, window, interval, synchronous=synchronous),
     }
+    for other, flags in out.items():
+        if other != engine:
+            flags["notes"].append(
+                f"priced with {engine}'s rebalance costs and defaults; rerun gps-eplb with "
+                f"--engine {other} to price {other}'s"
+            )
     return {engine: out[engine], **{k: v for k, v in out.items() if k != engine}}

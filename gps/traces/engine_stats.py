@@ -157,10 +157,10 @@ def _integral(origin: str, name: str, value: Any, ndim: int | tuple[int, ...]) -
         bad = ~np.isfinite(a) | (a != np.round(a))
         if bad.any():
             i = tuple(int(v) for v in np.argwhere(bad)[0])
-            raise TraceError(origin, name, f"non-integral value {a[i]!r} at index {i}")
+            raise TraceError(origin, name, f"non-integral value {a[i].item()!r} at index {i}")
     if a.size and a.min() < 0:
         i = tuple(int(v) for v in np.argwhere(a < 0)[0])
-        raise TraceError(origin, name, f"negative count {a[i]!r} at index {i}")
+        raise TraceError(origin, name, f"negative count {a[i].item()!r} at index {i}")
     return a.astype(np.int64)
 
 

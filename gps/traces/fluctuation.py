@@ -32,6 +32,7 @@ Shapes: ``S`` steps, ``L`` layers, ``E`` experts, ``T`` tokens, ``k`` top-k.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -204,3 +205,55 @@ def fit_fluctuation(
         "rho_median": float(np.median(rho)),
     }
     return FluctuationModel(rho=rho, top_k=k, meta=meta)
+
+
+def request_chunks(trace: TokenTrace, tokens: int) -> TokenTrace:
+    """``trace`` with each sequence cut into requests of ``tokens`` consecutive positions
+    (a generated sequence's chunks stand for the requests of a fit on generation traces)."""
+    if tokens < 1:
+        raise ValueError(f"tokens: {tokens} < 1")
+    seq = np.asarray(trace.sequence_id, dtype=np.int64)
+    pos = np.asarray(trace.position, dtype=np.int64)
+    _, new = np.unique(
+        seq * (int(pos.max(initial=0)) // tokens + 1) + pos // tokens, return_inverse=True
+    )
+    return dataclasses.replace(trace, sequence_id=new.astype(np.int32))
+
+
+#: ``rho`` (median over layers) of :func:`fit_fluctuation` on the real traces in
+#: ``../shared/traces`` (fit and validation data: ``docs/calibration.md``; recomputed by
+#: ``benchmarks/bench_eplb_fluctuation.py`` and checked by ``tests/test_eplb.py``).
+FITTED_RHO: dict[str, tuple[float, str]] = {
+    "esft": (
+        8.01e-4,
+        "ESFT routing of DeepSeek-V2-Lite (deepseek-ai/ESFT-vanilla-lite), domains intent and "
+        "law (160 sequences, top-6 of 64); validated on summary and translation",
+    ),
+    "mixtral": (
+        8.71e-3,
+        "Mixtral-8x7B-Instruct vLLM routing, GSM8K, requests = 32-token chunks of the 2 "
+        "generated sequences (9, top-2 of 8); validated on HumanEval",
+    ),
+}
+
+
+def fitted_model(name: str) -> FluctuationModel:
+    """The committed fit ``name`` (``FITTED_RHO``), or ``independent`` tokens, or a number
+    (one ``rho`` for every layer).
+
+    Raises:
+        ValueError: an unknown name or a negative number.
+    """
+    if name == "independent":
+        return FluctuationModel.independent()
+    if name in FITTED_RHO:
+        rho, data = FITTED_RHO[name]
+        return FluctuationModel(rho=np.array([rho]), top_k=0, meta={"fit": data})
+    try:
+        rho = float(name)
+    except ValueError:
+        raise ValueError(
+            f"eplb.fluctuation: {name!r} is none of auto, "
+            f"{', '.join(FITTED_RHO)}, independent, or a number"
+        ) from None
+    return FluctuationModel(rho=np.array([rho]), top_k=0, meta={"fit": f"rho={rho} (given)"})
