@@ -271,6 +271,17 @@ def report_text(results: dict) -> str:
                 for v, x in zip(row["step_s"], row["extrapolated"], strict=True)
             ]
             lines.append(f"| {row['window_steps']} | " + " | ".join(cells) + " |")
+        drift = p["drift"]
+        lines += [
+            "",
+            "Drift of the recorded loads (window-mean proportion error h steps ahead):",
+            "",
+            "| window \\ h | " + " | ".join(str(h) for h in drift["horizons_steps"]) + " |",
+            "| --- |" + " --- |" * len(drift["horizons_steps"]),
+        ]
+        for w, errs in drift["window_mean_mae"].items():
+            cells = ["-" if v is None else f"{v:.2e}" for v in errs]
+            lines.append(f"| {w} | " + " | ".join(cells) + " |")
         for eng, fl in p["flags"].items():
             lines += [
                 "",

@@ -91,6 +91,22 @@ def test_valid_redundant_lists_what_both_engines_accept():
     assert valid_redundant(64, 8, 1) == [0, 8]
 
 
+@pytest.mark.parametrize(
+    ("name", "gpus", "link_gbps"),
+    [
+        ("b200_nvlink", 8, 675.0),
+        ("gb200_nvl32", 32, 675.0),
+        ("mi300x_if", 8, 336.0),
+        ("mi355x_if", 8, 403.2),
+    ],
+)
+def test_stall_validation_clusters_load(name, gpus, link_gbps):
+    """900 / 448 / 537.6 GB/s per direction at the assumed 0.75 efficiency."""
+    cluster = load_cluster_config(name)
+    assert cluster.num_gpus == gpus
+    assert cluster.intra_link.gpu_bandwidth / 1e9 == pytest.approx(link_gbps)
+
+
 # ------------------------------------------------------------------------ rebalance stall
 
 
@@ -403,6 +419,7 @@ def test_gps_eplb_command_writes_results_and_flags(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "Verdict" in text and "sglang flags" in text and "vllm flags" in text
+    assert "Redundant experts" in text and "Rebalance interval" in text and "Drift" in text
     results = json.loads((out / "results.json").read_text())["eplb"]
     for key in (
         "verdict",

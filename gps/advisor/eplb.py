@@ -397,12 +397,10 @@ def dispatch_balanced_ratio(plan: Plan, loads: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Schedule:
-    """Plans a strategy serves: ``plans[i]`` from evaluation step ``starts[i]``; the stalls of
-    the rebalances between them (seconds each)."""
+    """Plans a strategy serves: ``plans[i]`` from evaluation step ``starts[i]``."""
 
     starts: list[int]
     plans: list[Plan]
-    stalls_s: list[float] = field(default_factory=list)
 
     def ratios(self, loads: np.ndarray) -> np.ndarray:
         """``[S, L]`` load ratio of every evaluation step under its plan."""
@@ -556,7 +554,11 @@ def speedup_ci(
 
 @dataclass(frozen=True)
 class EplbSettings:
-    """What ``analyse`` needs beyond model, cluster, pool and statistics (``eplb.*``)."""
+    """What ``analyse`` needs beyond model, cluster, pool and statistics: the ``eplb.*``
+    config keys (``gps.config.EplbConfig`` documents each), the target ``engine``
+    (``ENGINE_DEFAULTS``), the run's ``seed``, and ``costs``: the engine's rebalance constants
+    (default ``gps.plans.rebalance.ENGINE_COSTS[engine]``; where engine profiles can supply
+    them)."""
 
     engine: str
     windows: tuple[int, ...] = (100, 250, 500, 1000)
@@ -590,10 +592,12 @@ def _mean_stall(
     plans: list[Plan], spec: MoEModelSpec, cluster: Cluster, s: EplbSettings
 ) -> tuple[float, float, float, float]:
     """Mean ``(stall_s, max_pass_stall_s, bytes of the busiest GPU, lag_s)`` over consecutive
-    plans."""
+    plans (at most 4 evenly spaced rebalances: each costs a fetch-tier pass over ``[L, G, E]``)."""
     b = expert_weight_bytes(spec)
     if len(plans) < 2:
         return 0.0, 0.0, 0.0, 0.0
+    pairs = list(itertools.pairwise(plans))
+    pairs = [pairs[i] for i in sorted({round(x) for x in np.linspace(0, len(pairs) - 1, 4)})]
     out = [
         rebalance_stall(
             a,
@@ -604,7 +608,7 @@ def _mean_stall(
             synchronous=s.is_synchronous(),
             layers_per_chunk=s.layers_per_chunk,
         )
-        for a, c in itertools.pairwise(plans)
+        for a, c in pairs
     ]
     return (
         float(np.mean([r.stall_s for r in out])),
@@ -655,11 +659,10 @@ def analyse(
             f"eplb.max_redundant_per_gpu: no valid num_redundant_experts for E={e} on {g} GPUs"
         )
     hist_mean = history.mean(axis=0)
-    none_plan = trivial_placement(lm, e, g, 0) if e % g == 0 else None
-    if none_plan is None:  # E not divisible by G: the contiguous static placement
-        from gps.plans.placement import static_placement
-
-        none_plan = static_placement(lm, e, g)
+    # no balancing: the engines' start layout with the fewest redundant experts they accept
+    # (0 when E divides over the GPUs; at EP320 DeepSeek-V3 needs 64)
+    none_r = valid_redundant(e, g, max(s.max_redundant_per_gpu, 1))[0]
+    none_plan = trivial_placement(lm, e, g, none_r)
     x_none = load_ratio(none_plan, loads)
 
     # per-R: static placement and dispatch-time balancing
@@ -805,11 +808,7 @@ def analyse(
         }
 
     # the redundancy curve with its memory price
-    kv_base = (
-        kv_capacity_tokens(spec, cluster, workload, 0, memory_fraction=s.memory_fraction)
-        if e % g == 0
-        else None
-    )
+    kv_base = kv_capacity_tokens(spec, cluster, workload, none_r, memory_fraction=s.memory_fraction)
     curve_rows = []
     for r in redundant:
         row = {
@@ -827,7 +826,8 @@ def analyse(
             if (name, r) in results:
                 row[name] = summary(name, r)["speedup"]
         curve_rows.append(row)
-    fits = [row for row in curve_rows if row["kv_cache_tokens_per_gpu"] > 0]
+    need = math.ceil(workload.batch_size / g) * workload.kv_len  # the pool's KV tokens per GPU
+    fits = [row for row in curve_rows if row["kv_cache_tokens_per_gpu"] >= need]
     candidates = [
         summary(name, r)
         for (name, r) in results
@@ -835,7 +835,7 @@ def analyse(
     ]
     none_summary = {
         "strategy": "no_balancing",
-        "num_redundant_experts": 0,
+        "num_redundant_experts": none_r,
         "speedup": 1.0,
         "speedup_ci95": [1.0, 1.0],
         "step_s": float(t_none.mean()),
@@ -894,5 +894,6 @@ def analyse(
         "drift": {"horizons_steps": intervals, "window_mean_mae": drift},
         "synchronous": s.is_synchronous(),
         "engine_defaults": engine_d,
-        "kv_capacity_tokens_per_gpu_without_redundancy": kv_base,
+        "kv_capacity_tokens_per_gpu_no_balancing": kv_base,
+        "kv_tokens_needed_per_gpu": need,
     }
