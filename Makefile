@@ -31,7 +31,7 @@ $(RSTAMP): pyproject.toml
 	@touch $(RSTAMP)
 
 test-record: $(RSTAMP)
-	$(RVENV)/bin/python -m pytest tests/test_traces_record_torch.py
+	$(RVENV)/bin/python -m pytest tests/test_traces_record_torch.py tests/test_torch_pickle_torch.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
