@@ -424,7 +424,13 @@ class MLPTokenPredictor(_FittedShape):
         learning_rate_init: float = 3e-3,
         alpha: float = 1e-4,
         seed: int = 0,
+        batch_size: int = 256,
+        dtype: str = "float64",
+        early_stopping: bool = False,
     ) -> None:
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.early_stopping = early_stopping
         self.hidden_layer_sizes = hidden_layer_sizes
         self.id_buckets = id_buckets
         self.max_iter = max_iter
@@ -449,7 +455,7 @@ class MLPTokenPredictor(_FittedShape):
         prev = prev_all[tok, layer]  # [n, k]
         k = prev.shape[1]
         cols = np.empty((n, k + 3), dtype=np.int64)
-        vals = np.ones((n, k + 3))
+        vals = np.ones((n, k + 3), dtype=self.dtype)
         cols[:, 0] = bucket
         vals[:, 0] = ids >= 0
         cols[:, 1] = b + layer
@@ -474,7 +480,8 @@ class MLPTokenPredictor(_FittedShape):
             max_iter=self.max_iter,
             learning_rate_init=self.learning_rate_init,
             alpha=self.alpha,
-            batch_size=256,
+            batch_size=self.batch_size,
+            early_stopping=self.early_stopping, n_iter_no_change=2,
             random_state=self.seed,
         )
         # Small matrices: one BLAS thread is ~10x faster than two contending ones.
