@@ -137,7 +137,7 @@ def prepare(
         data = _from_file(trace_path, spec, decode, m, n, t)
         key = {"trace_file": cache.file_digest(trace_path), "path": str(trace_path),
                "dims": dims, **shape}  # fmt: skip
-        return dataclasses.replace(data, key=cache.key_hash([cache.code_hash("traces"), key]))
+        return dataclasses.replace(data, key=cache.key_hash([cache.code_hash(), key]))
     length = m + n if decode else workload.seq_len
     sequences = 2 * b if decode else (m + n) * b
     cfg = dataclasses.replace(
@@ -151,7 +151,7 @@ def prepare(
         return _synthetic(cfg, trace_cfg.model or "synthetic", decode, m, n, t, b)
 
     data = cache.remember("traces", key, compute)
-    key_hash = cache.key_hash([cache.code_hash("traces"), key])
+    key_hash = cache.key_hash([cache.code_hash(), key])
     return dataclasses.replace(data, key=key_hash, token_scale=scale)
 
 
