@@ -7,6 +7,7 @@ schema would make ``model.top_k=4`` overrides fail). Treat instances as read-onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -636,6 +637,23 @@ def active_params(spec: MoEModelSpec, include_input_embedding: bool = True) -> i
     unused = n_moe * (spec.num_experts - spec.top_k) * expert_params(spec)
     embed = 0 if include_input_embedding else spec.vocab_size * spec.hidden_size
     return total_params(spec) - unused - embed
+
+
+def spec_for_layers(spec: MoEModelSpec, moe_layers: list[int] | tuple[int, ...]) -> MoEModelSpec:
+    """The model cut down to some of its MoE layers (indices among its MoE layers, 0-based),
+    each a whole decoder layer (attention and MoE), no dense layer: what a trace covering a
+    subset of the MoE layers is priced on (``gps.advisor.data.EvalData.moe_layers``). Every
+    dimension but ``num_layers``/``dense_layers`` is the model's.
+
+    Raises:
+        ModelSpecError: ``moe_layers`` empty, repeated or outside ``[0, L_moe)``.
+    """
+    total = len(moe_layer_indices(spec))
+    layers = list(moe_layers)
+    if not layers or sorted(set(layers)) != layers or layers[0] < 0 or layers[-1] >= total:
+        raise ModelSpecError(f"{spec.name}: field 'moe_layers': {layers} must be increasing "
+                             f"MoE-layer indices in [0, {total})")  # fmt: skip
+    return dataclasses.replace(spec, num_layers=len(layers), dense_layers=[])
 
 
 def bytes_per_param(spec: MoEModelSpec) -> float:

@@ -38,7 +38,7 @@ from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.cost.token_mechanisms import Mechanisms
 from gps.hardware import Cluster
-from gps.model import MoEModelSpec, spec_from_dict
+from gps.model import MoEModelSpec, moe_layer_indices, spec_for_layers, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
 from gps.timing import Phases, show_progress
@@ -215,6 +215,10 @@ def advise(cfg: DictConfig) -> dict:
     ev = cfg.evaluation
     with phases.phase("data"):
         data = eval_data(cfg, trace_cfg, spec, workload)
+    coverage = None
+    if data.moe_layers is not None:  # a trace of some MoE layers: priced on those layers only
+        coverage = {"moe_layers": list(data.moe_layers), "of": len(moe_layer_indices(spec))}
+        spec = spec_for_layers(spec, data.moe_layers)
     ctx = st.Context(spec, cluster, workload, data, slots, s.split, s.migration_overlap,
                      s.replicas, s.migration_source, s.horizon, ranks)  # fmt: skip
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
@@ -298,6 +302,7 @@ def advise(cfg: DictConfig) -> dict:
             "test_batches": ev.test_batches, "slots_per_gpu": slots,
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory,
+            "layer_coverage": coverage,
         },
         "baseline": "no_balancing",
         "strategies": entries,
