@@ -204,8 +204,12 @@ def test_changing_a_cached_computations_source_makes_the_next_run_recompute(tmp_
     source = tree / "gps" / "cost" / "token_mechanisms.py"
     text = source.read_text()
     assert "    hits = count(true, hit)\n" in text
-    source.write_text(text.replace("    hits = count(true, hit)\n",
-                                   "    hits = 0.0 * count(true, hit)  # every copy a miss\n"))
+    source.write_text(
+        text.replace(
+            "    hits = count(true, hit)\n",
+            "    hits = 0.0 * count(true, hit)  # every copy a miss\n",
+        )
+    )
     after = json.loads(_in_tree(tree, *args))
     token = [n for n in after["cached"] if n.startswith("token:")]
     assert token and not any(after["cached"].values())  # recomputed, not served

@@ -269,9 +269,15 @@ def test_hf_families_without_a_preset_match_their_published_totals(tmp_path):
     """DBRX (nested attn_config/ffn_config) and Phi-3.5-MoE, against the totals their makers
     published: DBRX 132B total / 36B active (Databricks' DBRX announcement, 2024-03), Phi-3.5-MoE
     41.9B / 6.6B (its model card)."""
-    dbrx = {"model_type": "dbrx", "d_model": 6144, "n_heads": 48, "n_layers": 40,
-            "vocab_size": 100352, "attn_config": {"kv_n_heads": 8},
-            "ffn_config": {"ffn_hidden_size": 10752, "moe_num_experts": 16, "moe_top_k": 4}}
+    dbrx = {
+        "model_type": "dbrx",
+        "d_model": 6144,
+        "n_heads": 48,
+        "n_layers": 40,
+        "vocab_size": 100352,
+        "attn_config": {"kv_n_heads": 8},
+        "ffn_config": {"ffn_hidden_size": 10752, "moe_num_experts": 16, "moe_top_k": 4},
+    }
     phi = {"model_type": "phimoe", "hidden_size": 4096, "intermediate_size": 6400,
            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
            "num_local_experts": 16, "num_experts_per_tok": 2, "vocab_size": 32064}  # fmt: skip

@@ -168,8 +168,14 @@ def test_a_trace_of_some_layers_is_priced_on_those_and_the_report_says_so(tmp_pa
     out = tmp_path / "qwen_5_layers.npz"
     layer_map = ",".join(f"{c}:{c}" for c in covered)
     assert _convert(capsys, log, out, *SGLANG_FIELDS, "--layer-map", layer_map)[0] == 0
-    model = ["model=qwen1_5_moe_a2_7b", f"evaluation.trace_path={out}", "workload.batch_size=1",
-             "workload.seq_len=64", "evaluation.train_batches=4", "evaluation.test_batches=2"]
+    model = [
+        "model=qwen1_5_moe_a2_7b",
+        f"evaluation.trace_path={out}",
+        "workload.batch_size=1",
+        "workload.seq_len=64",
+        "evaluation.train_batches=4",
+        "evaluation.test_batches=2",
+    ]
     res = _gps(tmp_path, *model)
     assert res["setup"]["layer_coverage"] == {"moe_layers": covered, "of": 24}
     report = (tmp_path / "run" / "report.md").read_text()
@@ -265,8 +271,9 @@ def test_a_decode_log_of_concurrent_requests_is_split_by_sequence(tmp_path, caps
 
 def test_pickled_dict_of_per_layer_arrays_imports_without_running_code(tmp_path, capsys):
     trace = _routing(layers=3, sequences=2, length=5, seed=8)
-    dump = {f"model.layers.{i + 1}.mlp.gate": trace.experts[:, i].astype(np.int64)
-            for i in range(3)}  # decoder layers 1..3 (layer 0 dense), as a profiler keys them
+    dump = {
+        f"model.layers.{i + 1}.mlp.gate": trace.experts[:, i].astype(np.int64) for i in range(3)
+    }  # decoder layers 1..3 (layer 0 dense), as a profiler keys them
     dump["input_ids"] = trace.token_id
     path = tmp_path / "routing.pkl"
     path.write_bytes(pickle.dumps(dump))
@@ -278,8 +285,10 @@ def test_pickled_dict_of_per_layer_arrays_imports_without_running_code(tmp_path,
     np.testing.assert_array_equal(got.experts, trace.experts)
     np.testing.assert_array_equal(got.token_id, trace.token_id)
     # the ids/weights-per-layer layout, pickled with protocol 2 (numpy's _reconstruct path)
-    nested = {"topk_ids": {i: trace.experts[:, i] for i in range(3)},
-              "topk_weights": {i: np.full((10, K), 0.25, np.float32) for i in range(3)}}
+    nested = {
+        "topk_ids": {i: trace.experts[:, i] for i in range(3)},
+        "topk_weights": {i: np.full((10, K), 0.25, np.float32) for i in range(3)},
+    }
     path.write_bytes(pickle.dumps(nested, protocol=2))
     got = read_pickled_arrays(path, num_experts=E)
     assert got.scores is not None and got.num_layers == 3
