@@ -353,8 +353,9 @@ def test_mlp_features_and_chunked_predict_equal_the_reference() -> None:
     model = MLPTokenPredictor(id_buckets=64, max_iter=2, max_train_samples=2000).fit(fit)
     rows = np.arange(test.num_tokens * model.num_layers_)
     x = model._features(test, previous_layer_experts(test), rows)
-    assert np.array_equal(x.toarray(), _reference_mlp_features(model, test, rows))
-    proba = model.model_.predict_proba(_reference_mlp_features(model, test, rows))
+    reference = _reference_mlp_features(model, test, rows).astype(model.dtype)  # float32
+    assert x.dtype == np.float32 and np.array_equal(x.toarray(), reference)
+    proba = model.model_.predict_proba(reference)
     scores = proba.reshape(test.num_tokens, model.num_layers_, -1) + 1e-9 * model.popularity_
     assert np.array_equal(model.predict(test), topk_from_scores(scores, 2))
 
