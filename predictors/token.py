@@ -413,8 +413,8 @@ class MLPTokenPredictor(_FittedShape):
     ``dtype`` (float32: scikit-learn keeps it through the network) with one BLAS thread
     (``threadpoolctl``): on these small matrices two contending threads were ~9x slower on the
     2-core dev VM. The defaults (float32, 1024-row batches, 30 epochs; before: float64, 256,
-    20) cut fit + predict CPU from 9.4 s to 3.9 s on the default run's 50,000 samples and
-    4.2 M predicted rows, with the held-out top-k hit rate 0.3590 against 0.3605
+    20) cut fit + predict CPU by about half on the default run's 50,000 samples and 4.2 M
+    predicted rows, with the held-out top-k hit rate 0.3590 against 0.3605
     (``benchmarks/bench_mlp_defaults.py``, docs/predictors.md): its Python loop over
     mini-batches, which holds the GIL, runs 1,470 times instead of 3,920, so the strategies
     computed beside it in the other thread wait less.
