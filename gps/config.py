@@ -228,7 +228,9 @@ class GPSConfig:
 
     Attributes:
         hardware: cluster composed from profiles (``conf/hardware/``).
-        model: MoE architecture (``conf/model/``).
+        model: MoE architecture (``conf/model/``): a preset, or ``model=hf
+            model.config_json=<config.json>`` to read any Hugging Face MoE config
+            (``MoEModelSpec.config_json``, ``gps.model.spec_from_hf_config``).
         workload: one serving step (``conf/workload/``).
         parallel: parallel layout priced beside the strategies (``conf/parallel/``:
             ``ep``, ``ep8``, ``tp8``, ``ep4_tp2``; ``gps.cost.parallel``).
