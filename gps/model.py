@@ -543,9 +543,9 @@ def _hf_with_overrides(data: Mapping[str, Any], path: str, origin: str) -> MoEMo
     merged = asdict(spec)
     default = asdict(MoEModelSpec())
     for key, value in data.items():
-        if key == "config_json" or key not in default:
-            if key not in default:
-                raise ModelSpecError(f"{origin}: field '{key}': unknown field")
+        if key not in default:
+            raise ModelSpecError(f"{origin}: field '{key}': unknown field")
+        if key == "config_json":
             continue
         if isinstance(value, Mapping) and isinstance(default[key], dict):
             for sub, v in value.items():

@@ -49,7 +49,7 @@ from typing import Any
 
 import numpy as np
 
-from gps.model import ModelSpecError, hf_moe_layer_indices
+from gps.model import hf_moe_layer_indices
 from gps.traces.clean import drop_warmup
 from gps.traces.jsonl import map_layers
 from gps.traces.routing import logits_to_trace, read_hf_config, rule_from_config
@@ -671,10 +671,8 @@ def read_hf_router_logits(
     else:
         cfg, cfg_origin = read_hf_config(config), str(config)
     rule = rule_from_config(cfg, cfg_origin)  # TraceError naming the config and its field
-    try:
-        moe_layers = len(hf_moe_layer_indices(cfg, cfg_origin))
-    except ModelSpecError as exc:  # already "<config>: field '<key>': ..."
-        raise TraceError(cfg_origin, _field_of(exc), str(exc).split("': ", 1)[-1]) from None
+    # the config's MoE-layer count (a ModelSpecError naming the config and its field)
+    moe_layers = len(hf_moe_layer_indices(cfg, cfg_origin))
     arrays = _load_arrays(path)
     if "router_logits" in arrays:
         stacked = arrays["router_logits"]
@@ -738,12 +736,6 @@ def read_hf_router_logits(
     from gps.traces.batching import take_tokens
 
     return take_tokens(trace, keep)
-
-
-def _field_of(exc: Exception) -> str:
-    """The field a ``"<origin>: field '<name>': ..."`` message names."""
-    m = re.search(r"field '([^']*)'", str(exc))
-    return m.group(1) if m else "<config>"
 
 
 def read_sglang_expert_distribution(
