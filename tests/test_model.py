@@ -349,3 +349,22 @@ def test_home_placement_of_60_experts_on_8_gpus_by_hand():
     assert np.allclose(home_gpu_share(2, 4), [[0.5, 0.5, 0, 0], [0, 0, 0.5, 0.5]])
     with pytest.raises(ValueError, match="num_gpus"):
         home_slot_expert(8, 0)
+
+
+def test_gps_runs_on_a_hugging_face_config(tmp_path):
+    """End to end: ``gps model=hf model.config_json=...`` on Qwen1.5-MoE-A2.7B's config (60
+    experts on 8 GPUs) writes a report named after the model."""
+    from gps.app import CONF_DIR, run
+
+    path = _write_config(tmp_path, HF_CONFIGS["qwen1_5_moe_a2_7b"], folder="Qwen1.5-MoE-A2.7B")
+    overrides = ["model=hf", f"model.config_json={path}", "workload.batch_size=1",
+                 "workload.seq_len=256", "evaluation.train_batches=3", "evaluation.test_batches=2",
+                 "predictor=fast", "report=minimal", "strategy.ilp=false",
+                 "strategy.capacity_factors=[1.0]", f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    report = run(cfg, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["setup"]["model"] == "Qwen1.5-MoE-A2.7B" and results["setup"]["gpus"] == 8
+    assert results["setup"]["slots_per_gpu"] == 8 + 1  # ceil(60 / 8) home + 1 spare
+    assert "Qwen1.5-MoE-A2.7B" in report.read_text()
