@@ -49,8 +49,9 @@ def describe(trace: TokenTrace | LoadSeries) -> str:
     if meta.get("moe_layers") is not None:
         lines.append(f"MoE layers covered: {len(meta['moe_layers'])} (the model's MoE layers "
                      f"{meta['moe_layers']}); a run is priced on these layers")  # fmt: skip
-    for run in meta.get("runs", []):
-        lines.append(f"merged run {run['file']}: layers {run['layers']}")
+    runs = meta.get("runs", [])
+    if len({tuple(run["layers"]) for run in runs}) > 1:  # runs that each logged some layers
+        lines += [f"merged run {run['file']}: layers {run['layers']}" for run in runs]
     if meta.get("skipped_lines"):
         lines.append(f"skipped {meta['skipped_lines']} header/metadata/comment lines "
                      f"({', '.join(meta['skipped_line_examples'])})")  # fmt: skip
