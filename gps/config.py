@@ -298,7 +298,9 @@ class GPSConfig:
 
     Attributes:
         hardware: cluster composed from profiles (``conf/hardware/``).
-        model: MoE architecture (``conf/model/``).
+        model: MoE architecture (``conf/model/``): a preset, or ``model=hf
+            model.config_json=<config.json>`` to read any Hugging Face MoE config
+            (``MoEModelSpec.config_json``, ``gps.model.spec_from_hf_config``).
         workload: one serving step (``conf/workload/``).
         engine: the serving engine whose per-step costs and communication modes the steps
             are priced with (``conf/engine/``: ``ideal``, ``sglang``, ``vllm``, ``trtllm``;

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from gps.traces.validate import TraceError
+
 # torch storage class -> numpy dtype (torch/storage.py: the typed storages).
 _STORAGE_DTYPES = {
     "DoubleStorage": np.float64,
@@ -87,26 +89,29 @@ def load_torch_file(path: str | os.PathLike) -> Any:
     """The object a ``torch.save(obj, path)`` call wrote, tensors as numpy arrays.
 
     Raises:
-        ValueError: not a zip-format torch file, big-endian data, or a pickle that names
-            anything other than tensors, storages and plain containers.
+        TraceError: (a ``ValueError``) naming the file and the member: not a zip-format torch
+            file, big-endian data, or a pickle that names anything other than tensors,
+            storages and plain containers.
     """
     path = Path(path)
+    origin = str(path)
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: field '<file>': not a torch.save zip archive: {exc}") from None
+        raise TraceError(origin, "<file>", f"not a torch.save zip archive: {exc}") from None
     with archive:
         names = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if len(names) != 1:
-            raise ValueError(f"{path}: field 'data.pkl': expected one, found {len(names)}")
+            raise TraceError(origin, "data.pkl", f"expected one, found {len(names)}")
         prefix = names[0][: -len("data.pkl")]
         order = f"{prefix}byteorder"
         if order in archive.namelist() and archive.read(order).strip() != b"little":
-            raise ValueError(f"{path}: field 'byteorder': only little-endian files are supported")
+            raise TraceError(origin, "byteorder", "only little-endian files are supported")
         try:
             return _Unpickler(archive.read(names[0]), archive, prefix).load()
-        except (pickle.UnpicklingError, KeyError, EOFError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: field 'data.pkl': {exc}") from None
+        except (pickle.UnpicklingError, KeyError, EOFError, TypeError, ValueError,
+                IndexError, AttributeError) as exc:  # fmt: skip
+            raise TraceError(origin, "data.pkl", str(exc)) from None
 
 
 _DTYPE_STORAGES = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items()}
