@@ -1,21 +1,31 @@
 # Two commands for a newcomer: `make run` and `make test`. Both create .venv on first use.
+# `make run` installs only what a run needs (the base package); `make test` adds the dev extras
+# (pytest, hypothesis, ruff and the joblib/Ray launchers the scale-out tests exercise). Each
+# install step re-runs only when pyproject.toml changes; the dev install covers the run's.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: run test test-record lint bench clean-venv
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
 
-run: $(STAMP)
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e .
+	@touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[dev]'
+	@touch $@ $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/gps
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -26,18 +36,18 @@ RVENV := .venv-record
 RSTAMP := $(RVENV)/.installed
 $(RSTAMP): pyproject.toml
 	@test -x $(RVENV)/bin/python || $(PY) -m venv $(RVENV)
-	$(RVENV)/bin/python -m pip install --quiet --upgrade pip
-	$(RVENV)/bin/python -m pip install --quiet 'torch==2.13.0' -e '.[record]' 'pytest>=8'
+	$(RVENV)/bin/python -m pip install --quiet --disable-pip-version-check 'torch==2.13.0' \
+		-e '.[record]' 'pytest>=8'
 	@touch $(RSTAMP)
 
 test-record: $(RSTAMP)
-	$(RVENV)/bin/python -m pytest tests/test_traces_record_torch.py
+	$(RVENV)/bin/python -m pytest tests/test_traces_record_torch.py tests/test_torch_pickle_torch.py
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 clean-venv:

@@ -1,11 +1,14 @@
 """The parameter table of ``docs/models.md``: every ``conf/model/*.yaml``, its dimensions and
 its computed (``gps.model.total_params`` / ``active_params``) against its published parameter
-counts.
+counts. ``conf/model/hf.yaml`` (any Hugging Face ``config.json``, ``gps model=hf``) has no
+dimensions of its own and is left out.
 
 Run: ``.venv/bin/python benchmarks/model_table.py`` (prints the Markdown table; no timing).
 """
 
 from __future__ import annotations
+
+import yaml
 
 from gps.model import (
     MODEL_CONF_DIR,
@@ -48,7 +51,8 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join(" --- " for _ in header) + "|")
     for path in sorted(MODEL_CONF_DIR.glob("*.yaml")):
-        print(row(path.stem, load_model_spec(path.stem)))
+        if "config_json" not in yaml.safe_load(path.read_text()):
+            print(row(path.stem, load_model_spec(path.stem)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Content-addressed on-disk cache of the run's hardware-independent work (joblib ``Memory``).
 
-What is cached, and the key each entry is stored under (a hash of exactly these fields, plus a
-hash of the source of the modules that compute it, so that a code change misses):
+What is cached, and the key each entry is stored under (a hash of exactly these fields, plus
+:func:`code_hash`, a hash of every source file of the installed ``gps`` and ``predictors``
+packages, so that any code change misses; a hand-picked list of modules once missed
+``gps/cost/token_mechanisms.py`` and served results its change should have altered):
 
 ========== ===================================================================================
 kind       key
@@ -34,6 +36,8 @@ to load is recomputed (joblib warns). ``cache=off`` disables the cache.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import math
 import threading
 from collections import Counter
@@ -48,34 +52,48 @@ T = TypeVar("T")
 
 DEFAULT_DIR = "reports/cache"
 
-# Modules whose source decides each kind's value (their hash joins the key).
-_CODE = {
-    "traces": ("gps/traces/synthetic.py", "gps/traces/batching.py", "gps/traces/io.py",
-               "gps/advisor/data.py"),
-    "predictors": ("predictors/base.py", "predictors/distribution.py", "predictors/token.py",
-                   "predictors/metrics.py", "predictors/splits.py", "gps/advisor/strategies.py"),
-    "whatif": ("predictors/whatif.py", "predictors/metrics.py", "predictors/token.py"),
-    "ilp": ("gps/plans/ilp.py", "gps/plans/ilp_two_stage.py", "gps/plans/milp_rows.py",
-            "gps/plans/duplication.py", "gps/plans/plan.py", "gps/advisor/strategies.py"),
-    "capacity": ("gps/plans/capacity.py", "gps/simulate.py", "gps/plans/plan.py",
-                 "gps/advisor/strategies.py"),
-}  # fmt: skip
-KINDS = tuple(_CODE)
-_ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("traces", "predictors", "whatif", "ilp", "capacity")
+# The packages whose source decides every cached value: all their files are hashed.
+_PACKAGES = ("gps", "predictors")
+_SOURCE_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 
 _lock = threading.Lock()
 _memory: joblib.Memory | None = None
 stats: Counter = Counter()  # "<kind>:hit" / "<kind>:miss" counts of this process
 
 
+def source_files() -> list[Path]:
+    """Every source file (``.py`` and package data: ``.yaml``/``.yml``/``.json``) of the
+    installed ``gps`` and ``predictors`` packages, sorted (caches and bytecode left out)."""
+    files = []
+    for package in _PACKAGES:
+        spec = importlib.util.find_spec(package)  # locates the package without importing it
+        root = Path(next(iter(spec.submodule_search_locations))).resolve()
+        files += [
+            p for p in root.rglob("*")
+            if p.suffix in _SOURCE_SUFFIXES and p.is_file() and "__pycache__" not in p.parts
+        ]  # fmt: skip
+    return sorted(files)
+
+
 @cache
-def code_hash(kind: str) -> str:
-    """SHA-256 of the source files that compute ``kind`` (short hex)."""
-    h = hashlib.sha256()
-    for rel in _CODE[kind]:
-        h.update(rel.encode())
-        h.update((_ROOT / rel).read_bytes())
+def code_hash() -> str:
+    """SHA-256 (short hex) of the package version and of every file of :func:`source_files`
+    (relative path and bytes): a change to any of them changes every cache key. Computed once
+    per process (about 1 MB of source)."""
+    h = hashlib.sha256(f"moe-gps {_version()}".encode())
+    for path in source_files():
+        package_root = next(p for p in path.parents if p.name in _PACKAGES)
+        h.update(str(path.relative_to(package_root.parent)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("moe-gps")
+    except importlib.metadata.PackageNotFoundError:  # a source tree on PYTHONPATH
+        return "source"
 
 
 def file_digest(path: str | Path) -> str:
@@ -133,13 +151,15 @@ _FUNCS = {"traces": _traces, "predictors": _predictors, "whatif": _whatif, "ilp"
 
 
 def remember(kind: str, key: dict, compute: Callable[[], T]) -> T:
-    """``compute()``, or its value stored under ``(kind, key, code_hash(kind))`` when the cache
+    """``compute()``, or its value stored under ``(kind, key, code_hash())`` when the cache
     is on. ``key`` must hold every input ``compute`` depends on (JSON-like values)."""
     memory = _memory
     if memory is None:
         return compute()
     func = memory.cache(_FUNCS[kind], ignore=["compute"])
-    full = {"kind": kind, "code": code_hash(kind), **key}
+    if kind not in KINDS:
+        raise ValueError(f"cache kind {kind!r} not in {KINDS}")
+    full = {"kind": kind, "code": code_hash(), **key}
     hit = func.check_call_in_cache(full, compute)
     with _lock:  # strategies run in several threads
         stats[f"{kind}:{'hit' if hit else 'miss'}"] += 1

@@ -236,12 +236,71 @@ class AssumptionsConfig:
 
 
 @dataclass
+class EplbConfig:
+    """``gps-eplb``: from engine load statistics to EPLB settings (``docs/eplb.md``).
+
+    Attributes:
+        pools: serving pools priced: ``prefill`` and/or ``decode`` (``workload`` is the pool
+            of its phase; the other comes from ``conf/workload/<pool>.yaml``).
+        prefill_batch_size, prefill_seq_len, decode_batch_size, decode_context_len: the
+            pools' step shape (``None``: the pool's workload as composed).
+        windows: history windows (recorded steps) the interval curve prices.
+        intervals: rebalance intervals (steps) the curve prices (the engine default added).
+        max_redundant_per_gpu: the redundancy curve covers every valid ``R`` up to this many
+            redundant experts per GPU.
+        num_redundant: price only this ``R`` (``None``: the curve chooses).
+        synchronous: rebalance synchronously (``None``: the engine's default: vLLM async,
+            SGLang sync).
+        layers_per_chunk: SGLang ``--eplb-rebalance-layers-per-chunk`` (``None``: all layers
+            in one pass).
+        predictor: Distribution-Only predictor of predictive re-planning (``predictors``);
+            empty: not priced.
+        predictor_params: its constructor parameters.
+        fluctuation: per-batch fluctuation model: ``auto`` (the fit of the model's family),
+            ``esft``, ``mixtral``, ``independent``, or a number (``rho`` for every layer).
+        history_fraction: leading share of the recorded steps used as history.
+        recorded_tolerance: price the recorded counts directly when a recorded step holds
+            within this relative margin of the pool step's token copies.
+        memory_fraction: HBM share the engine reserves for weights and KV cache (vLLM
+            ``--gpu-memory-utilization``, default 0.9).
+        bootstrap: bootstrap resamples of the 95% interval.
+        block_steps: bootstrap block length (steps).
+        tie_margin: strategies within this relative speed-up of the best count as tied.
+        anchors: plans per window the interval curve ages.
+    """
+
+    pools: list[str] = field(default_factory=lambda: ["prefill", "decode"])
+    prefill_batch_size: int | None = None
+    prefill_seq_len: int | None = None
+    decode_batch_size: int | None = None
+    decode_context_len: int | None = None
+    windows: list[int] = field(default_factory=lambda: [100, 250, 500, 1000])
+    intervals: list[int] = field(default_factory=lambda: [50, 100, 250, 500, 1000, 3000])
+    max_redundant_per_gpu: int = 2
+    num_redundant: int | None = None
+    synchronous: bool | None = None
+    layers_per_chunk: int | None = None
+    predictor: str = "ewma"
+    predictor_params: dict[str, Any] = field(default_factory=dict)
+    fluctuation: str = "auto"
+    history_fraction: float = 0.5
+    recorded_tolerance: float = 0.25
+    memory_fraction: float = 0.9
+    bootstrap: int = 400
+    block_steps: int = 10
+    tie_margin: float = 0.005
+    anchors: int = 8
+
+
+@dataclass
 class GPSConfig:
     """Top-level config of the ``gps`` app (``conf/config.yaml``).
 
     Attributes:
         hardware: cluster composed from profiles (``conf/hardware/``).
-        model: MoE architecture (``conf/model/``).
+        model: MoE architecture (``conf/model/``): a preset, or ``model=hf
+            model.config_json=<config.json>`` to read any Hugging Face MoE config
+            (``MoEModelSpec.config_json``, ``gps.model.spec_from_hf_config``).
         workload: one serving step (``conf/workload/``).
         engine: the serving engine whose per-step costs and communication modes the steps
             are priced with (``conf/engine/``: ``ideal``, ``sglang``, ``vllm``, ``trtllm``;
@@ -262,6 +321,7 @@ class GPSConfig:
             or ``moe_gps_paper``.
         guideline_map: the guideline map's axes (``enabled`` by ``+experiment=guideline_map``).
         paper: set by ``experiment`` presets; empty otherwise.
+        eplb: ``gps-eplb`` settings (``docs/eplb.md``).
         seed: seed of every random choice in the run.
         cache: keep generated traces, fitted predictors with their held-out predictions and ILP
             placements on disk and reuse them (``gps.cache``); ``cache=off`` recomputes all.
@@ -284,6 +344,7 @@ class GPSConfig:
     assumptions: AssumptionsConfig = field(default_factory=AssumptionsConfig)
     guideline_map: GuidelineMapConfig = field(default_factory=GuidelineMapConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
+    eplb: EplbConfig = field(default_factory=EplbConfig)
     seed: int = 0
     cache: bool = True
     cache_dir: str = "reports/cache"

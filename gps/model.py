@@ -7,10 +7,15 @@ schema would make ``model.top_k=4`` overrides fail). Treat instances as read-onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int8": 1.0}
@@ -95,6 +100,10 @@ class MoEModelSpec:
         published_active_params: Published active parameters per token (for validation).
         published_active_excludes_input_embedding: The publisher's "active" convention leaves
             the input embedding out (DeepSeek's papers do: a lookup does no compute).
+        config_json: A Hugging Face ``config.json`` (file or model folder) the spec is read
+            from (:func:`spec_from_hf_config`; ``gps model=hf model.config_json=PATH``); every
+            other field given beside it overrides the config's value. ``None``: the fields
+            above are the spec.
     """
 
     name: str = "???"
@@ -118,6 +127,7 @@ class MoEModelSpec:
     published_total_params: float = 0.0
     published_active_params: float = 0.0
     published_active_excludes_input_embedding: bool = False
+    config_json: str | None = None
 
 
 ATTENTION_KINDS = ("gqa", "mla")
@@ -158,7 +168,7 @@ def _build(cls: type, data: Any, origin: str, at: str) -> Any:
             if not isinstance(value, list):
                 raise ModelSpecError(f"{origin}: field '{path}': expected a list of layer indices")
             kwargs[name] = [_typed(v, int, origin, path) for v in value]
-        elif name == "q_lora_rank" and value is None:
+        elif name in ("q_lora_rank", "config_json") and value is None:
             kwargs[name] = None
         else:
             default = getattr(cls(), name)
@@ -170,7 +180,20 @@ def _build(cls: type, data: Any, origin: str, at: str) -> Any:
 
 
 def spec_from_dict(data: dict[str, Any], origin: str = "<dict>") -> MoEModelSpec:
-    """Build and validate a ``MoEModelSpec`` from a plain mapping (YAML / Hydra node)."""
+    """Build and validate a ``MoEModelSpec`` from a plain mapping (YAML / Hydra node).
+
+    With ``config_json`` set (``conf/model/hf.yaml``), the spec is read from that Hugging Face
+    ``config.json`` (:func:`spec_from_hf_config`) and every other field of ``data`` that differs
+    from the schema's default overrides it (``gps model=hf model.config_json=c.json
+    model.dtype=fp8``)."""
+    path = data.get("config_json")
+    if path is not None:
+        if path in ("", "???"):
+            raise ModelSpecError(
+                f"{origin}: field 'config_json': missing; give the model's Hugging Face "
+                "config.json: gps model=hf model.config_json=path/to/config.json"
+            )
+        return _hf_with_overrides(data, str(path), origin)
     required = ("name", "source", "num_layers", "hidden_size", "num_experts", "top_k",
                 "expert_intermediate_size", "vocab_size")  # fmt: skip
     for name in required:
@@ -247,6 +270,291 @@ def load_model_spec(name_or_path: str | Path) -> MoEModelSpec:
     if not isinstance(data, dict):
         raise ModelSpecError(f"{path}: expected a mapping at the top level")
     return spec_from_dict(data, origin=str(path))
+
+
+# ---- what a cluster holds ---------------------------------------------------------------------
+
+
+def home_slot_expert(num_experts: int, num_gpus: int) -> np.ndarray:
+    """``[G, R0]`` expert id in each home slot of one layer (``-1`` = empty): the one rule for
+    which experts ``G`` GPUs hold, shared by ``gps`` (static placement, ``gps.plans``) and
+    ``gps-trace inspect`` (per-GPU imbalance, ``gps.traces.stats``).
+
+    ``E >= G``: ``R0 = ceil(E/G)`` slots per GPU, GPU ``g`` holds experts ``g*R0 ..
+    g*R0+R0-1`` (contiguous); when ``G`` does not divide ``E`` the last GPUs hold fewer (60
+    experts on 8 GPUs: seven GPUs hold 8, the last 4) and their spare slots stay empty.
+    ``E < G``: ``R0 = 1``, GPU ``g`` holds a copy of expert ``floor(g*E/G)``.
+
+    Raises:
+        ValueError: ``E`` or ``G`` not an integer >= 1.
+    """
+    for name, value in (("num_experts", num_experts), ("num_gpus", num_gpus)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+    e, g = int(num_experts), int(num_gpus)
+    if e < g:
+        return ((np.arange(g) * e) // g)[:, None].astype(np.int64)
+    r0 = -(-e // g)
+    out = np.full((g, r0), -1, dtype=np.int64)
+    ids = np.arange(e)
+    out[ids // r0, ids % r0] = ids
+    return out
+
+
+def home_gpu_share(num_experts: int, num_gpus: int) -> np.ndarray:
+    """``[E, G]`` float64 share of expert ``e``'s tokens that GPU ``g`` serves under
+    :func:`home_slot_expert` (1 on its home GPU; ``1/c`` on each of ``c`` copies when
+    ``E < G``): ``loads [..., E] @ share`` is the per-GPU load ``[..., G]``."""
+    slots = home_slot_expert(num_experts, num_gpus)
+    share = np.zeros((num_experts, num_gpus))
+    gpu, _ = np.nonzero(slots >= 0)
+    np.add.at(share, (slots[slots >= 0], gpu), 1.0)
+    return share / share.sum(axis=1, keepdims=True)
+
+
+# ---- Hugging Face config.json -> spec ---------------------------------------------------------
+
+#: ``model_type`` values :func:`spec_from_hf_config` reads, and the family each belongs to.
+HF_FAMILIES: dict[str, str] = {
+    "mixtral": "Mixtral", "phimoe": "Phi-MoE", "qwen2_moe": "Qwen2-MoE",
+    "qwen3_moe": "Qwen3-MoE", "olmoe": "OLMoE", "deepseek_v2": "DeepSeek-V2",
+    "deepseek_v3": "DeepSeek-V3", "llama4": "Llama-4", "llama4_text": "Llama-4",
+    "gpt_oss": "gpt-oss", "dbrx": "DBRX",
+}  # fmt: skip
+# config.json ``torch_dtype`` (``dtype`` since transformers 5) -> spec dtype.
+_HF_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+
+
+def read_hf_config(path: str | os.PathLike) -> tuple[dict, str]:
+    """``(config, origin)`` of a Hugging Face ``config.json`` (a file, or a model folder holding
+    one); ``origin`` is the file's path, for error messages.
+
+    Raises:
+        ModelSpecError: naming the path: missing, unreadable, not JSON, not an object.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelSpecError(f"{path}: field '<file>': not a readable config.json: {exc}") from None
+    if not isinstance(config, dict):
+        raise ModelSpecError(f"{path}: field '<file>': expected a JSON object")
+    return config, str(path)
+
+
+class _HFConfig:
+    """Typed reads of one config's fields; every error names the file and the field."""
+
+    def __init__(self, config: Mapping, origin: str, family: str) -> None:
+        self.config, self.origin, self.family = config, origin, family
+
+    def error(self, key: str, problem: str) -> ModelSpecError:
+        return ModelSpecError(f"{self.origin}: field '{key}': {problem}")
+
+    def raw(self, key: str, default: Any = ...) -> Any:
+        node: Any = self.config
+        for part in key.split("."):  # "ffn_config.moe_top_k": DBRX nests its MoE fields
+            if not isinstance(node, Mapping) or node.get(part) is None:
+                if default is ...:
+                    raise self.error(key, f"missing (a {self.family} config.json has it)")
+                return default
+            node = node[part]
+        return node
+
+    def int(self, key: str, default: Any = ..., low: int = 1) -> Any:
+        value = self.raw(key, default)
+        if value is default and default is not ...:
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise self.error(key, f"expected an integer >= {low}, got {value!r}")
+        return value
+
+    def first(self, keys: tuple[str, ...], low: int = 1) -> int:
+        """The first of ``keys`` present (configs spell some fields two ways)."""
+        for key in keys:
+            if self.raw(key, None) is not None:
+                return self.int(key, low=low)
+        raise self.error(keys[0], f"missing (a {self.family} config.json has it)")
+
+    def layers(self, key: str) -> list[int]:
+        value = self.raw(key, [])
+        if not isinstance(value, list) or any(
+            isinstance(v, bool) or not isinstance(v, int) for v in value
+        ):
+            raise self.error(key, f"expected a list of layer indices, got {value!r}")
+        return value
+
+
+def _hf_moe_layers(c: _HFConfig, model_type: str, num_layers: int) -> list[int]:
+    """Indices of the decoder layers whose FFN is the routed MoE, each family's own rule
+    (transformers' ``modeling_<family>.py`` / DeepSeek's reference code)."""
+    every = list(range(num_layers))
+    if model_type in ("qwen2_moe", "qwen3_moe"):
+        # MoE unless listed in mlp_only_layers, and only every decoder_sparse_step-th layer
+        step = c.int("decoder_sparse_step", 1)
+        dense = set(c.layers("mlp_only_layers"))
+        return [i for i in every if i not in dense and (i + 1) % step == 0]
+    if model_type in ("deepseek_v2", "deepseek_v3"):
+        first = c.int("first_k_dense_replace", 0, low=0)
+        freq = c.int("moe_layer_freq", 1)
+        return [i for i in every if i >= first and i % freq == 0]
+    if model_type in ("llama4", "llama4_text"):
+        if c.raw("moe_layers", None) is not None:
+            return sorted(set(c.layers("moe_layers")))
+        step = c.int("interleave_moe_layer_step", 1)
+        return list(range(step - 1, num_layers, step))
+    return every
+
+
+def hf_moe_layer_indices(config: Mapping, origin: str = "<config>") -> list[int]:
+    """Decoder-layer indices of the MoE layers a Hugging Face config describes (its
+    ``num_hidden_layers`` and the family's dense-layer rule), in order: MoE layer ``l`` of a
+    trace is decoder layer ``hf_moe_layer_indices(config)[l]``.
+
+    Raises:
+        ModelSpecError: unsupported ``model_type`` or a missing field, naming it.
+    """
+    model_type, c = _hf_family(config, origin)
+    key = "n_layers" if model_type == "dbrx" else "num_hidden_layers"
+    return _hf_moe_layers(c, model_type, c.int(key))
+
+
+def _hf_family(config: Mapping, origin: str) -> tuple[str, _HFConfig]:
+    """``(model_type, reader)``; Llama-4's multimodal config keeps the text model in
+    ``text_config``."""
+    model_type = config.get("model_type")
+    if model_type not in HF_FAMILIES:
+        families = ", ".join(sorted(HF_FAMILIES))
+        raise ModelSpecError(
+            f"{origin}: field 'model_type': {model_type!r} is not a supported MoE family "
+            f"({families}); write a conf/model YAML instead (docs/models.md)"
+        )
+    if model_type == "llama4":
+        text = config.get("text_config")
+        if not isinstance(text, Mapping):
+            raise ModelSpecError(f"{origin}: field 'text_config': missing (a Llama-4 "
+                                 "config.json keeps the language model there)")  # fmt: skip
+        config = {**{k: v for k, v in config.items() if k != "text_config"}, **text}
+    return model_type, _HFConfig(config, origin, HF_FAMILIES[model_type])
+
+
+def _hf_dtypes(c: _HFConfig) -> tuple[str, dict]:
+    """``(dtype, dtypes)``: the checkpoint's ``torch_dtype`` (``dtype`` in transformers 5;
+    bf16 when absent), and fp8 weights when ``quantization_config.quant_method`` is fp8."""
+    name = c.raw("torch_dtype", None) or c.raw("dtype", None) or "bfloat16"
+    if name not in _HF_DTYPES:
+        raise c.error("torch_dtype", f"{name!r} not one of {sorted(_HF_DTYPES)}")
+    method = c.raw("quantization_config.quant_method", None)
+    return _HF_DTYPES[name], ({"weights": "fp8"} if method == "fp8" else {})
+
+
+def spec_from_hf_config(
+    config: str | os.PathLike | Mapping, origin: str | None = None
+) -> MoEModelSpec:
+    """The :class:`MoEModelSpec` a Hugging Face ``config.json`` describes, read from the config's
+    own fields for the families in :data:`HF_FAMILIES` (Mixtral, Phi-MoE, Qwen2-MoE, Qwen3-MoE,
+    OLMoE, DeepSeek-V2/V3, Llama-4, gpt-oss, DBRX): layers, width, GQA or MLA attention, routed
+    and shared experts and their SwiGLU widths, the dense layers (DeepSeek's
+    ``first_k_dense_replace``, Qwen's ``mlp_only_layers``/``decoder_sparse_step``, Llama-4's
+    ``interleave_moe_layer_step``), group-limited routing (``n_group``/``topk_group``), vocab,
+    tied embeddings, ``torch_dtype`` and fp8 weight quantisation. Published parameter counts
+    are not in a config (0). ``name``: ``_name_or_path``, else the model folder's name.
+
+    Args:
+        config: a path (file or model folder) or the parsed dict.
+        origin: name for error messages (default: the path, or ``"<config>"``).
+
+    Raises:
+        ModelSpecError: naming the file and the field: an unsupported ``model_type``, a field
+            the family needs that is missing or not a positive integer, an inconsistent spec.
+    """
+    path: Path | None = None
+    if not isinstance(config, Mapping):
+        config, found = read_hf_config(config)
+        path, origin = Path(found), origin or found
+    origin = origin or "<config>"
+    model_type, c = _hf_family(config, origin)
+    if model_type == "dbrx":  # DBRX spells the common fields its own way and nests the MoE ones
+        num_layers, hidden, heads = c.int("n_layers"), c.int("d_model"), c.int("n_heads")
+        kv_heads, head_dim = c.int("attn_config.kv_n_heads"), hidden // heads
+        experts, top_k = c.int("ffn_config.moe_num_experts"), c.int("ffn_config.moe_top_k")
+        expert_f = c.int("ffn_config.ffn_hidden_size")
+    else:
+        num_layers, hidden = c.int("num_hidden_layers"), c.int("hidden_size")
+        heads = c.int("num_attention_heads")
+        kv_heads = c.int("num_key_value_heads")
+        head_dim = c.int("head_dim", hidden // heads)
+        experts = c.first(("num_local_experts",) if model_type in (
+            "mixtral", "phimoe", "llama4", "llama4_text", "gpt_oss")
+            else ("n_routed_experts",) if model_type.startswith("deepseek")
+            else ("num_experts", "num_local_experts"))  # fmt: skip
+        top_k = c.first(("num_experts_per_tok", "experts_per_token"))
+        expert_f = c.int(
+            "moe_intermediate_size"
+            if model_type in ("qwen2_moe", "qwen3_moe") or model_type.startswith("deepseek")
+            else "intermediate_size"
+        )
+    moe = _hf_moe_layers(c, model_type, num_layers)
+    dense = [i for i in range(num_layers) if i not in set(moe)]
+    shared, shared_f, dense_f = 0, 0, 0
+    if dense:
+        dense_f = c.int("intermediate_size_mlp" if model_type in ("llama4", "llama4_text")
+                        else "intermediate_size")  # fmt: skip
+    attention: dict[str, Any] = {"kind": "gqa", "num_heads": heads, "num_kv_heads": kv_heads,
+                                 "head_dim": head_dim}  # fmt: skip
+    groups = (1, 1)
+    if model_type == "qwen2_moe":
+        shared_f = c.int("shared_expert_intermediate_size", 0, low=0)
+        shared = 1 if shared_f else 0
+    elif model_type in ("llama4", "llama4_text"):  # Llama4TextMoe: one shared expert
+        shared, shared_f = 1, expert_f
+    elif model_type.startswith("deepseek"):
+        shared = c.int("n_shared_experts", 0, low=0)
+        shared_f = expert_f if shared else 0
+        nope, rope = c.int("qk_nope_head_dim"), c.int("qk_rope_head_dim")
+        attention = {"kind": "mla", "num_heads": heads, "num_kv_heads": kv_heads,
+                     "head_dim": nope + rope, "q_lora_rank": c.int("q_lora_rank", None),
+                     "kv_lora_rank": c.int("kv_lora_rank"), "qk_nope_head_dim": nope,
+                     "qk_rope_head_dim": rope, "v_head_dim": c.int("v_head_dim")}  # fmt: skip
+        default_method = "noaux_tc" if model_type == "deepseek_v3" else "greedy"
+        if c.raw("topk_method", default_method) in ("group_limited_greedy", "noaux_tc"):
+            groups = (c.int("n_group"), c.int("topk_group"))
+    dtype, dtypes = _hf_dtypes(c)
+    name = str(config.get("_name_or_path") or (path.parent.name if path else "") or model_type)
+    data = {
+        "name": name, "source": f"{origin} ({HF_FAMILIES[model_type]} config.json, "
+        "read by gps.model.spec_from_hf_config)", "num_layers": num_layers,
+        "dense_layers": dense, "hidden_size": hidden, "attention": attention,
+        "num_experts": experts, "top_k": top_k, "num_shared_experts": shared,
+        "expert_intermediate_size": expert_f, "shared_expert_intermediate_size": shared_f,
+        "dense_intermediate_size": dense_f, "vocab_size": c.int("vocab_size"),
+        "tie_word_embeddings": bool(c.raw("tie_word_embeddings", False)), "dtype": dtype,
+        "dtypes": dtypes, "num_groups": groups[0], "topk_groups": groups[1],
+    }  # fmt: skip
+    return spec_from_dict(data, origin)
+
+
+def _hf_with_overrides(data: Mapping[str, Any], path: str, origin: str) -> MoEModelSpec:
+    """:func:`spec_from_hf_config` of ``path`` with the fields of ``data`` that differ from the
+    schema's defaults laid over it (nested ``attention``/``dtypes`` field by field)."""
+    spec = spec_from_hf_config(path)
+    merged = asdict(spec)
+    default = asdict(MoEModelSpec())
+    for key, value in data.items():
+        if key not in default:
+            raise ModelSpecError(f"{origin}: field '{key}': unknown field")
+        if key == "config_json":
+            continue
+        if isinstance(value, Mapping) and isinstance(default[key], dict):
+            for sub, v in value.items():
+                if default[key].get(sub, ...) != v:
+                    merged[key][sub] = v
+        elif value != default[key]:
+            merged[key] = value
+    merged["config_json"] = None
+    return spec_from_dict(merged, origin)
 
 
 # ---- parameter counts (weights only; ints) --------------------------------------------------
@@ -329,6 +637,23 @@ def active_params(spec: MoEModelSpec, include_input_embedding: bool = True) -> i
     unused = n_moe * (spec.num_experts - spec.top_k) * expert_params(spec)
     embed = 0 if include_input_embedding else spec.vocab_size * spec.hidden_size
     return total_params(spec) - unused - embed
+
+
+def spec_for_layers(spec: MoEModelSpec, moe_layers: list[int] | tuple[int, ...]) -> MoEModelSpec:
+    """The model cut down to some of its MoE layers (indices among its MoE layers, 0-based),
+    each a whole decoder layer (attention and MoE), no dense layer: what a trace covering a
+    subset of the MoE layers is priced on (``gps.advisor.data.EvalData.moe_layers``). Every
+    dimension but ``num_layers``/``dense_layers`` is the model's.
+
+    Raises:
+        ModelSpecError: ``moe_layers`` empty, repeated or outside ``[0, L_moe)``.
+    """
+    total = len(moe_layer_indices(spec))
+    layers = list(moe_layers)
+    if not layers or sorted(set(layers)) != layers or layers[0] < 0 or layers[-1] >= total:
+        raise ModelSpecError(f"{spec.name}: field 'moe_layers': {layers} must be increasing "
+                             f"MoE-layer indices in [0, {total})")  # fmt: skip
+    return dataclasses.replace(spec, num_layers=len(layers), dense_layers=[])
 
 
 def bytes_per_param(spec: MoEModelSpec) -> float:

@@ -73,14 +73,19 @@ def fail_dead_local_trials(study: optuna.Study) -> int:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         if pid is None:
-            started = t.datetime_start
-            if started is None or (now - started).total_seconds() < ORPHAN_S:
+            if _young(t, now):
                 continue
         elif t.user_attrs.get("host") != host or _alive(int(pid)):
             continue
         study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         n += 1
     return n
+
+
+def _young(trial: optuna.trial.FrozenTrial, now: datetime) -> bool:
+    """Whether ``trial`` started less than ``ORPHAN_S`` ago (unknown start: young)."""
+    started = trial.datetime_start
+    return started is None or (now - started).total_seconds() < ORPHAN_S
 
 
 def _alive(pid: int) -> bool:
@@ -171,12 +176,15 @@ def tune(
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("max_changed", max_changed)
         # Exactly `trials` complete: trials finished or started earlier (lower number) by any
-        # worker count first; a trial beyond them is pruned and this worker stops.
-        # (an unnamed running trial is an orphan of a killed worker, or one a live worker names
-        # within milliseconds: neither is counted)
+        # worker count first; a trial beyond them is pruned and this worker stops. A running
+        # trial no worker has named yet counts while it is young (a live worker names it within
+        # milliseconds: not counting it let two workers overshoot by one) and stops counting
+        # once it is ORPHAN_S old (a worker killed before naming it; failed and redone).
         earlier = study.get_trials(deepcopy=False, states=(*complete, TrialState.RUNNING))
+        now = datetime.now()
         ahead = sum(
-            t.state == TrialState.COMPLETE or (t.number < trial.number and "pid" in t.user_attrs)
+            t.state == TrialState.COMPLETE
+            or (t.number < trial.number and ("pid" in t.user_attrs or _young(t, now)))
             for t in earlier
         )
         if ahead >= trials:

@@ -43,8 +43,8 @@ def test_members_and_validation() -> None:
 
 
 def test_paper_preset_under_paper_assumptions(tmp_path: Path) -> None:
-    """Under the paper's assumptions Distribution-Only comes out ahead of Token-to-Expert, the
-    ladder ends at our pricing, and the report shows it."""
+    """Under the paper's assumptions Distribution-Only comes out ahead of Token-to-Expert by
+    about the paper's margin, the ladder ends at our pricing, and the report shows it."""
     over = ["+experiment=moe_gps_mixtral_mmlu", "assumptions=moe_gps_paper", "predictor=fast",
             "report=minimal", "strategy.ilp=false", "evaluation.train_batches=3",
             "evaluation.test_batches=2", "strategy.capacity_factors=[1.0]"]  # fmt: skip
@@ -55,7 +55,11 @@ def test_paper_preset_under_paper_assumptions(tmp_path: Path) -> None:
     ladder = res["paper"]["assumption_ladder"]
     assert res["paper"]["assumptions"] == "moe_gps_paper"
     assert [r["step"] for r in ladder] == list(range(len(LADDER) + 1))
-    assert ladder[0]["gain"] > 0.0  # DO ahead under the paper's model
+    # Under the paper's assumptions our Distribution-Only gain lands near the paper's own
+    # headline (+23%, arXiv 2506.07366: a number moe-gps does not produce), within the 30%
+    # the project calls agreement (gps.advisor.paper); under ours it collapses (last rung).
+    assert ladder[0]["gain"] == pytest.approx(0.23, rel=0.3)
+    assert abs(ladder[-1]["gain"]) < 0.05
     assert ladder[-1]["assumptions"]["name"] == "roofline"
     best = {
         f: max(

@@ -4,7 +4,9 @@ writer whose entry is never read back, and the fast paths equal to the reference
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +162,77 @@ def test_parse_size() -> None:
     assert cache.parse_size("1024") == 1024
 
 
+# --------------------------------------------------------------------------- stale code
+
+ROOT = Path(__file__).resolve().parents[1]
+_RUN_TREE = """
+import json, sys
+from hydra import compose, initialize_config_dir
+from gps.app import CONF_DIR
+from gps.advisor import advise
+with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+    cfg = compose("config", overrides=sys.argv[1:])
+res = advise(cfg)
+print(json.dumps({"cached": {k: v["cached"] for k, v in res["timings_s"]["predictors"].items()},
+                  "e2e": {s["name"]: s["e2e_time_s"] for s in res["strategies"]},
+                  "accuracy": {s["name"]: s["accuracy"] for s in res["strategies"]}}))
+"""
+
+
+def _copy_tree(dst: Path) -> Path:
+    for name in ("gps", "predictors", "conf", "hardware_profiles"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    return dst
+
+
+def _in_tree(tree: Path, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                          cwd=tree, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_changing_a_cached_computations_source_makes_the_next_run_recompute(tmp_path):
+    """Edit ``split_copies`` (what a token predictor's cached entry holds is its output) in a
+    copy of the tree: the next run misses and prices the changed code, where a key over a
+    hand-picked file list served the old entries with ``cached: True``."""
+    tree = _copy_tree(tmp_path / "tree")
+    args = ["-c", _RUN_TREE, *SMALL, "report.guidelines=false", "strategy.ilp=false",
+            "strategy.capacity_factors=[]", f"cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    cold = json.loads(_in_tree(tree, *args))
+    assert cold["cached"] and not any(cold["cached"].values())
+    source = tree / "predictors" / "splits.py"
+    text = source.read_text()
+    old = "    return CopySplit(hits, count(true, every) - hits, count(guess, every))\n"
+    assert old in text
+    # every guess names expert 0: the guesses' histogram (what the plan and the induced
+    # accuracy come from) changes
+    source.write_text(text.replace(old, old.replace("count(guess, every)",
+                                                    "count(0 * guess, every)")))  # fmt: skip
+    after = json.loads(_in_tree(tree, *args))
+    token = [n for n in after["cached"] if n.startswith("token:")]
+    assert token and not any(after["cached"].values())  # recomputed, not served
+    for n in token:  # with the changed code
+        assert after["accuracy"][n]["induced_tv"] != cold["accuracy"][n]["induced_tv"]
+
+
+def test_code_hash_covers_every_source_file(tmp_path):
+    """The key changes with any file of the package, including the ones the old hand-picked
+    list missed."""
+    tree = _copy_tree(tmp_path / "tree")
+    probe = ["-c", "from gps import cache; print(cache.code_hash(), cache.source_files()[0])"]
+    before = _in_tree(tree, *probe)
+    assert str(tree) in before  # the copy's files are the ones hashed
+    seen = {before}
+    for rel in ("gps/cost/ledger.py", "predictors/hidden.py", "predictors/__init__.py",
+                "predictors/published.yaml"):  # fmt: skip
+        with open(tree / rel, "a") as f:
+            f.write("\n# edited\n")
+        seen.add(_in_tree(tree, *probe))
+    assert len(seen) == 5
+
+
 # --------------------------------------------------------------------------- fast paths
 
 
@@ -281,8 +354,9 @@ def test_mlp_features_and_chunked_predict_equal_the_reference() -> None:
     model = MLPTokenPredictor(id_buckets=64, max_iter=2, max_train_samples=2000).fit(fit)
     rows = np.arange(test.num_tokens * model.num_layers_)
     x = model._features(test, previous_layer_experts(test), rows)
-    assert np.array_equal(x.toarray(), _reference_mlp_features(model, test, rows))
-    proba = model.model_.predict_proba(_reference_mlp_features(model, test, rows))
+    reference = _reference_mlp_features(model, test, rows).astype(model.dtype)  # float32
+    assert x.dtype == np.float32 and np.array_equal(x.toarray(), reference)
+    proba = model.model_.predict_proba(reference)
     scores = proba.reshape(test.num_tokens, model.num_layers_, -1) + 1e-9 * model.popularity_
     assert np.array_equal(model.predict(test), topk_from_scores(scores, 2))
 

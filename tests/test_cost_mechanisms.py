@@ -65,16 +65,36 @@ def test_expected_distinct_bins_by_enumeration() -> None:
     assert expected_distinct_bins(8, 2, 16) == 2.0  # replicas: every expert its own bin
 
 
+def _enumerated_dedup(e: int, k: int, groups: int, topk_groups: int, gpus: int,
+                      nodes: int) -> tuple[float, float]:  # fmt: skip
+    """Distinct GPUs and nodes per token copy, by enumerating the routing itself: every choice
+    of ``topk_groups`` of the ``groups`` expert groups, then every ``k`` of their experts, all
+    equally likely (uniform routing); experts placed contiguously (expert ``x`` on GPU
+    ``x // (E/G)``, GPU ``g`` on node ``g // (G/nodes)``)."""
+    size, per_gpu, gpn = e // groups, e // gpus, gpus // nodes
+    n_gpu = n_node = count = 0
+    for chosen in itertools.combinations(range(groups), topk_groups):
+        allowed = [x for g in chosen for x in range(g * size, (g + 1) * size)]
+        for experts in itertools.combinations(allowed, k):
+            on_gpu = {x // per_gpu for x in experts}
+            n_gpu += len(on_gpu)
+            n_node += len({g // gpn for g in on_gpu})
+            count += 1
+    return n_gpu / count / k, n_node / count / k
+
+
 def test_dedup_factors_group_limited() -> None:
+    """Against the routing enumerated token by token, not the formula they are computed by."""
     spec = gqa_model(num_experts=16, top_k=4, num_groups=4, topk_groups=2)
     # 4 nodes = 4 groups, a token reaches 2 of them: 8 candidate experts on 2 nodes (4 GPUs)
-    gpu_f, node_f = dedup_factors(spec, cluster(4, 2))
-    assert node_f == pytest.approx(expected_distinct_bins(8, 4, 2) / 4)
-    assert gpu_f == pytest.approx(expected_distinct_bins(8, 4, 4) / 4)
-    # 2 nodes of 2 groups each: the limit is ignored at node level (upper bound)
-    assert dedup_factors(spec, cluster(2, 4))[1] == pytest.approx(
-        expected_distinct_bins(16, 4, 2) / 4
-    )
+    want_gpu, want_node = _enumerated_dedup(16, 4, groups=4, topk_groups=2, gpus=8, nodes=4)
+    assert dedup_factors(spec, cluster(4, 2)) == pytest.approx((want_gpu, want_node))
+    # 2 nodes of 2 groups each: the limit is ignored at node level: the unconstrained routing,
+    # an upper bound on the group-limited one
+    free = _enumerated_dedup(16, 4, groups=1, topk_groups=1, gpus=8, nodes=2)[1]
+    limited = _enumerated_dedup(16, 4, groups=4, topk_groups=2, gpus=8, nodes=2)[1]
+    node_factor = dedup_factors(spec, cluster(2, 4))[1]
+    assert node_factor == pytest.approx(free) and node_factor >= limited
 
 
 def test_deepep_normal_hand_computed() -> None:
@@ -174,6 +194,33 @@ def test_two_batch_overlap_between_longest_stage_and_sum(stages, rate):
     assert total >= stages.max() * (1 - 1e-12)
     # fewer SMs for compute never make the step faster
     assert total >= two_batch_path(*first, second=second).sum() * (1 - 1e-12)
+
+
+ONE_BATCH = arrays(np.float64, (4, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))
+
+
+@settings(max_examples=60, deadline=None)
+@given(stages=ONE_BATCH)
+def test_two_batch_overlap_between_its_two_streams_and_the_serial_sum(stages):
+    """Both micro-batches run: the compute stream carries A and B of both, the communication
+    stream D and C of both, and each micro-batch runs its stages in order, so the step is at
+    least ``max(2 sum(A + B), 2 sum(D + C), sum(A + D + B + C))``; at most everything serially.
+    (A path that dropped a micro-batch could sit at ``sum(A + D + B + C)`` and pass the old
+    bound, its longest single stage.)"""
+    a, d, b, c = stages
+    total = two_batch_path(a, d, b, c).sum()
+    assert total <= 2 * stages.sum() * (1 + 1e-12) + 1e-18  # both micro-batches, serially
+    lower = max(2 * (a + b).sum(), 2 * (d + c).sum(), (a + d + b + c).sum())
+    assert total >= lower * (1 - 1e-12) - 1e-18
+
+
+def test_two_batch_bound_catches_a_dropped_micro_batch() -> None:
+    # compute-bound layer: A = B = 1, D = C = 0.1; one micro-batch alone takes 2.2, the
+    # compute stream alone needs 2 (A + B) = 4 for two: a path running one falls below it
+    one = np.ones(1)
+    single = (one + 0.1 * one + one + 0.1 * one).sum()
+    assert single < 2 * (one + one).sum()
+    assert two_batch_path(one, 0.1 * one, one, 0.1 * one).sum() >= 4.0
 
 
 def test_batch_cost_two_batch_overlap_bounds() -> None:

@@ -163,6 +163,22 @@ def test_papers_table_from_a_sweep(tmp_path: Path) -> None:
     assert "The papers at their own settings" in (tmp_path / "sweep_report.md").read_text()
     rows = paper_rows([json.loads((tmp_path / "0" / "results.json").read_text())])
     assert rows[0][5] == "yes" and rows[0][6] == "0.54"
+    # docs/advisor.md takes the table under its own heading: no second, higher-level title
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("papers", root / "benchmarks" / "papers.py")
+    papers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(papers)
+    doc = tmp_path / "advisor.md"
+    doc.write_text(f"## Presets\n\n### The four papers\n\n{papers.BEGIN}\nold\n{papers.END}\n")
+    papers.splice(doc, text)
+    spliced = doc.read_text()
+    assert [h for h in spliced.splitlines() if h.startswith("#")] == [
+        "## Presets",
+        "### The four papers",
+    ]
+    assert "1.093x (+9.3%)" in spliced and "old" not in spliced
 
 
 def test_ranks_of_a_layout_and_static_placement_on_them() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from test_predictors_helpers import gpu
@@ -100,13 +101,56 @@ def test_place_reads_the_whatif_sweep() -> None:
     assert unpriced["beats_distribution"] is None
 
 
-def test_frontier_plot_draws_published_points(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["qwen3_30b_a3b", "mixtral_8x7b", "olmoe_1b_7b"])
+def test_frontier_plot_draws_published_points(tmp_path: Path, model: str, monkeypatch) -> None:
+    """Each published point with a priced overhead is a triangle at (its top-k hit rate, its
+    overhead in us per layer), numbered and named in the legend; no label runs into the title,
+    and everything stays inside the figure (Mixtral's three high-overhead points once wrote
+    their names over the title)."""
+    import gps.report.plots as plots
+
     speed = [[0.9, 1.1, 1.2], [0.8, 1.0, 1.1]]
     guide = {"accuracy": [0.5, 0.9, 1.0], "overhead_s": [0.0, 1e-4], "token_speedup": speed,
              "distribution_speedup": 1.0}  # fmt: skip
-    points = published_points(load_model_spec("qwen3_30b_a3b"), gpu(), 2048)
-    path = plot_frontier(guide, tmp_path / "f.png", points)
-    assert path.stat().st_size > 0
+    points = published_points(load_model_spec(model), gpu(), 2048)
+    priced = [p for p in points if p["overhead_s_per_layer"] is not None]
+    seen = {}
+    save = plots._save
+
+    def measure(fig, path):  # lay the figure out as it is written, then measure it
+        fig.tight_layout()
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        ax = fig.axes[0]
+        legend = ax.get_legend()
+        seen.update(
+            offsets=[c.get_offsets().tolist() for c in ax.collections],
+            numbers=[t.get_text() for t in ax.texts],
+            names=[t.get_text() for t in legend.get_texts()],
+            title=ax.title.get_window_extent(renderer),
+            labels=[t.get_window_extent(renderer) for t in ax.texts],
+            legend=legend.get_window_extent(renderer),
+            xlabel=ax.xaxis.label.get_window_extent(renderer),
+            axes=ax.get_window_extent(renderer),
+            figure=fig.bbox.frozen(),
+        )  # fmt: skip
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", measure)
+    assert plot_frontier(guide, tmp_path / "f.png", points).stat().st_size > 0
+    want = [[p["topk_hit_rate"], p["overhead_s_per_layer"] * 1e6] for p in priced]
+    [triangles] = [o for o in seen["offsets"] if len(o) == len(priced)]
+    np.testing.assert_allclose(triangles, want)
+    assert seen["names"] == [f"{i}: {p['name']}" for i, p in enumerate(priced, 1)]
+    assert seen["numbers"] == [str(i) for i in range(1, len(priced) + 1)]
+    title, figure, axes = seen["title"], seen["figure"], seen["axes"]
+    for box in [*seen["labels"], seen["legend"], seen["xlabel"]]:
+        assert not box.overlaps(title)
+    for box in [*seen["labels"], seen["legend"], title]:
+        assert figure.x0 <= box.x0 and box.x1 <= figure.x1
+        assert figure.y0 <= box.y0 and box.y1 <= figure.y1
+    assert all(axes.y0 <= b.y0 and b.y1 <= axes.y1 for b in seen["labels"])  # inside the axes
+    assert not seen["legend"].overlaps(seen["xlabel"])
 
 
 def _write(tmp_path: Path, edit) -> Path:

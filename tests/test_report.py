@@ -60,3 +60,62 @@ def test_sweep_statuses(tmp_path: Path) -> None:
 def test_report_cli_bad_folder(tmp_path: Path, capsys) -> None:
     assert report_main([str(tmp_path / "nope")]) == 2
     assert "no such sweep folder" in capsys.readouterr().err
+
+
+# A published-predictors-like table: long unbroken identifiers and a prose source column, the
+# shape that held a 1280-px window's table 120 px past the page's edge.
+_SOURCE = (
+    "Zhu, Bohl, Oester, Alonso: Pre-Attention Expert Prediction and Prefetching for "
+    "Mixture-of-Experts Large Language Models, arXiv 2511.10676; abstract ('93.03% "
+    "accuracy on DeepSeek V2 Lite'); summary on sciencestack.ai/paper/2511.10676 (2025)"
+)
+_WIDE = Table(
+    ["predictor", "published on", "published figure", "top-k hit (ours)",
+     "architecture priced", "us/layer", "est. speed-up", "source"],
+    [[f"pre_attention_router/DeepSeek-V2-Lite-{i}", "DeepSeek V2 Lite (other model)",
+      "exact_match 0.930", "0.930 - 0.988", "4096x4096x8", "872.5", "0.945x (loses)", _SOURCE]
+     for i in range(4)],
+)  # fmt: skip
+
+
+def test_html_cells_wrap_long_text_and_identifiers() -> None:
+    page = render_html([_WIDE], "t")
+    assert page.count('<td class="long">') == 4  # the source cells
+    assert "pre_<wbr>attention_<wbr>router/<wbr>DeepSeek-V2-Lite-0" in page
+    assert '<div class="table"><table>' in page  # a table that cannot fit scrolls in its box
+
+
+def _chromium() -> str | None:
+    import shutil
+
+    return next((p for n in ("chromium-headless-shell", "chromium", "google-chrome")
+                 if (p := shutil.which(n))), None)  # fmt: skip
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless chromium on this machine "
+                    "(apt-get install chromium-headless-shell)")  # fmt: skip
+def test_html_report_tables_fit_a_1280_px_window(tmp_path: Path) -> None:
+    """Rendered by headless chromium at 1280 px: no table reaches past the page body and the
+    page does not scroll sideways."""
+    import re
+    import subprocess
+
+    probe = (
+        "<script>window.addEventListener('load', () => {"
+        "const r = Math.max(...[...document.querySelectorAll('table')]"
+        ".map(t => t.getBoundingClientRect().right));"
+        "document.title = 'layout ' + [document.documentElement.scrollWidth,"
+        "document.documentElement.clientWidth, Math.round(r),"
+        "Math.round(document.body.getBoundingClientRect().right)].join(' ');});</script>"
+    )
+    page = render_html([Heading("Published predictors"), _WIDE], "t")
+    path = tmp_path / "report.html"
+    path.write_text(page.replace("</body>", probe + "</body>"))
+    dom = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+         "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    scroll, viewport, table_right, body_right = map(
+        int, re.search(r"<title>layout (\d+) (\d+) (\d+) (\d+)</title>", dom).groups()
+    )
+    assert scroll <= viewport and table_right <= body_right

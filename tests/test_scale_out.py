@@ -79,20 +79,60 @@ def test_ray_launcher_local_cluster_same_results(tmp_path: Path, basic: dict) ->
     assert got == basic
 
 
+# Worker scripts: ``gps-tune`` with one hook in the objective, so that what the tests need to
+# happen happens at a known point of a trial, not at whatever moment a clock or the scheduler
+# of a loaded machine picks.
+_BARRIER_WORKER = """
+import os, sys, time
+from pathlib import Path
+import gps.tune as tune
+
+barrier = Path(sys.argv[1])
+price = tune.Objective.__call__
+
+def meet_first(self, trial):
+    # each worker's first trial waits until the other worker has a trial of its own running
+    if not getattr(self, "met", False):
+        (barrier / str(os.getpid())).touch()
+        deadline = time.monotonic() + 240  # a safety net only: the other worker never came
+        while len(list(barrier.iterdir())) < 2:
+            if time.monotonic() > deadline:
+                sys.exit("the other worker never started a trial")
+            time.sleep(0.05)
+        self.met = True
+    return price(self, trial)
+
+tune.Objective.__call__ = meet_first
+sys.exit(tune.main(sys.argv[2:]))
+"""
+
+_DYING_WORKER = """
+import os, signal, sys
+import gps.tune as tune
+
+price, calls = tune.Objective.__call__, []
+
+def die_in_third_trial(self, trial):
+    calls.append(trial.number)
+    if len(calls) == 3:  # killed mid-trial: the trial is named (host, pid) and running
+        os.kill(os.getpid(), signal.SIGKILL)
+    return price(self, trial)
+
+tune.Objective.__call__ = die_in_third_trial
+sys.exit(tune.main(sys.argv[1:]))
+"""
+
+
 def test_two_tune_workers_share_one_study(tmp_path: Path) -> None:
+    """Two workers on one journal study finish exactly ``n`` trials between them, both doing
+    some: each worker's first trial waits until the other has started one (no dependence on
+    which process the machine runs first)."""
     url, n = f"journal:{tmp_path}/study.log", 8
-    cmd = [
-        *TUNE,
-        "--trials",
-        str(n),
-        "--study",
-        "s",
-        "--storage",
-        url,
-        *TINY,
-        "workload.batch_size=1",
-    ]
-    workers = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    args = ["--trials", str(n), "--study", "s", "--storage", url, *TINY, "workload.batch_size=1"]
+    workers = [subprocess.Popen([sys.executable, "-c", _BARRIER_WORKER, str(barrier), *args],
+                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for _ in range(2)]  # fmt: skip
     for w in workers:
         _, err = w.communicate(timeout=300)
@@ -100,36 +140,35 @@ def test_two_tune_workers_share_one_study(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="s", storage=storage_of(url))
     complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(complete) == n
-    assert len({t.user_attrs["pid"] for t in complete}) == 2  # both workers did trials
+    pids = {w.pid for w in workers}
+    assert {t.user_attrs["pid"] for t in complete} == pids  # both workers did trials
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
 
 
 def test_killed_tune_worker_leaves_a_resumable_study(tmp_path: Path) -> None:
+    """A worker killed in the middle of its third trial leaves a loadable study with two
+    complete trials and one running trial of a dead process; a rerun fails that trial and
+    completes the study to exactly ``n``."""
     url = f"journal:{tmp_path}/study.log"
-    cmd = [*TUNE, "--trials", "1000", "--study", "k", "--storage", url, *TINY,
-           "workload.batch_size=1"]  # fmt: skip
-    worker = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
-        if Path(url.removeprefix("journal:")).exists():
-            done = optuna.load_study(study_name="k", storage=storage_of(url)).get_trials(
-                states=(optuna.trial.TrialState.COMPLETE,)
-            )
-            if len(done) >= 2:
-                break
-    worker.send_signal(signal.SIGKILL)
-    worker.wait(timeout=30)
+    args = ["--study", "k", "--storage", url, *TINY, "workload.batch_size=1"]
+    worker = subprocess.Popen([sys.executable, "-c", _DYING_WORKER, "--trials", "1000", *args],
+                              env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    _, err = worker.communicate(timeout=300)
+    assert worker.returncode == -signal.SIGKILL, err[-2000:]
     killed = optuna.load_study(study_name="k", storage=storage_of(url))  # still loadable
-    done = len(killed.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
-    assert done >= 2
-    n = done + 3
-    resume = subprocess.run([*TUNE, "--trials", str(n), "--study", "k", "--storage", url, *TINY,
-                             "workload.batch_size=1"], env=ENV, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    assert len(killed.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+    [orphan] = killed.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert {t.user_attrs["pid"] for t in killed.get_trials()} == {worker.pid}
+    n = 5
+    resume = subprocess.run([*TUNE, "--trials", str(n), *args], env=ENV, capture_output=True,
+                            text=True, timeout=300)  # fmt: skip
     assert resume.returncode == 0, resume.stderr[-2000:]
     study = optuna.load_study(study_name="k", storage=storage_of(url))
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == n
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))  # stale one failed
+    [failed] = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert failed.number == orphan.number
 
 
 def test_run_killed_before_writing_counts_as_missing(tmp_path: Path) -> None:

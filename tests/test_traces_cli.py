@@ -162,3 +162,27 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "no such file" in bad.stderr
     usage = subprocess.run([script, "frobnicate"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+def test_inspect_and_gps_share_one_rule_for_60_experts_on_8_gpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Qwen1.5-MoE's 60 experts on 8 GPUs: ``gps-trace inspect --ep 8`` reports the per-GPU
+    imbalance of exactly the placement ``gps`` prices (``static_slot_expert``), instead of
+    refusing a G that does not divide E."""
+    from gps.plans import static_slot_expert
+    from gps.traces.batching import batch_loads
+    from gps.traces.io import save_trace
+    from gps.traces.stats import trace_stats
+    from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
+
+    cfg = SyntheticTraceConfig(num_tokens=512, num_layers=2, num_experts=60, top_k=4, seed=5)
+    trace = generate_token_trace(cfg)
+    path = save_trace(tmp_path / "qwen.npz", trace)
+    assert main(["inspect", str(path), "--ep", "8", "--batch-size", "128"]) == 0
+    assert "E=60 experts" in capsys.readouterr().out
+    slots = static_slot_expert(60, 8)  # what gps places: [G, R] expert ids, -1 empty
+    loads = batch_loads(trace, 128).astype(float)  # [N, L, E]
+    gpu = np.stack([loads[..., row[row >= 0]].sum(-1) for row in slots], axis=-1)  # [N, L, G]
+    want = (gpu.max(-1) / gpu.mean(-1)).mean(axis=0)
+    np.testing.assert_allclose(trace_stats(trace, batch_size=128, ep_degree=8).imbalance, want)

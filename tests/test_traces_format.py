@@ -455,7 +455,8 @@ def test_jsonl_bad_record_names_file_line_and_field(
 
 def test_jsonl_layer_absent_everywhere_and_empty_or_missing_file(tmp_path: Path) -> None:
     records = [r for r in _grid(layers=3) if r["layer"] != 1]
-    with pytest.raises(TraceError, match=r"layers \[1\] never appear"):
+    with pytest.raises(TraceError, match=r"layers \[0, 2\] were logged, not 0\.\.1: .*"
+                       r"--layer-map 0:0,2:2"):  # fmt: skip
         read_routing_jsonl(_write_jsonl(tmp_path / "r.jsonl", records), num_experts=4)
     (tmp_path / "empty.jsonl").write_text("\n")
     with pytest.raises(TraceError, match="no routing records"):

@@ -117,7 +117,7 @@ def _write_esft(root: Path, tasks: dict[str, list[int]], layers: int, k: int, rn
 def test_esft_folders_become_domains_and_sequences(tmp_path):
     _write_esft(tmp_path, {"law": [5, 3], "intent": [4]}, layers=3, k=3,
                 rng=np.random.default_rng(3))  # fmt: skip
-    trace = read_esft(tmp_path, num_experts=16)
+    trace = read_esft(tmp_path, num_experts=16, top_k=3)
     assert (trace.num_tokens, trace.num_layers, trace.top_k) == (12, 3, 3)
     assert trace.meta["domains"] == ["intent", "law"] and trace.meta["layers"] == [1, 2, 3]
     assert trace.sequence_id.tolist() == [0] * 4 + [1] * 5 + [2] * 3
@@ -128,7 +128,7 @@ def test_esft_missing_layer_names_the_file(tmp_path):
     _write_esft(tmp_path, {"law": [2], "intent": [2]}, layers=2, k=2, rng=np.random.default_rng(4))
     (tmp_path / "expert_scores" / "law" / "expert_weights_2.txt").unlink()
     with pytest.raises(TraceError, match=r"law: field 'expert_weights_2\.txt': missing layer"):
-        read_esft(tmp_path, num_experts=16)
+        read_esft(tmp_path, num_experts=16, top_k=2)
 
 
 # ---------------------------------------------------------------- routing rules
@@ -222,9 +222,11 @@ def test_logits_to_trace_wrong_expert_count_names_the_layer():
         logits_to_trace([good, np.zeros((10, 7))], rule, origin="run.npz")
 
 
-def _hf_files(tmp_path: Path, layers: dict[str, np.ndarray], model_type="mixtral", **extra):
+def _hf_files(tmp_path: Path, layers: dict[str, np.ndarray], model_type="mixtral",
+              num_hidden_layers=3, **extra):  # fmt: skip
     np.savez(tmp_path / "logits.npz", **layers, **extra)
-    (tmp_path / "config.json").write_text(json.dumps(_config(model_type)))
+    config = _config(model_type, num_hidden_layers=num_hidden_layers)
+    (tmp_path / "config.json").write_text(json.dumps(config))
     return tmp_path / "logits.npz", tmp_path / "config.json"
 
 

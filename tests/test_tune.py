@@ -62,3 +62,20 @@ def test_trial_orphaned_before_its_worker_named_it_is_failed_and_redone(
     assert states.count(optuna.trial.TrialState.COMPLETE) == 3
     assert states.count(optuna.trial.TrialState.FAIL) == 1
     assert optuna.trial.TrialState.RUNNING not in states
+
+
+def test_a_young_unnamed_trial_of_a_live_worker_counts_towards_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's trial that Optuna created but the worker has not named yet is counted
+    (not counting it let two workers finish ``--trials + 1``): with one trial complete and one
+    such trial running, ``--trials 2`` needs no new trial."""
+    monkeypatch.setattr("gps.tune.ORPHAN_S", 3600.0)  # the unnamed trial stays young
+    url = f"journal:{tmp_path}/y.log"
+    tune(TINY, trials=1, study_name="y", storage=url, max_changed=0.01, seed=0)
+    study = optuna.load_study(study_name="y", storage=storage_of(url))
+    study.ask()  # RUNNING, unnamed: a live worker between creating and naming it
+    after = tune(TINY, trials=2, study_name="y", storage=url, max_changed=0.01, seed=0)
+    states = [t.state for t in after.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 1
+    assert states.count(optuna.trial.TrialState.RUNNING) == 1  # left alone, not failed

@@ -43,7 +43,7 @@ from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
 from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster
-from gps.model import MoEModelSpec, spec_from_dict
+from gps.model import MoEModelSpec, moe_layer_indices, spec_for_layers, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
 from gps.profiles import load_cluster, load_link
 from gps.serving import ServingWorkload, StepPlan, plan_steps
@@ -306,6 +306,8 @@ class SeedRun:
 
     Attributes:
         seed: the run's seed (trace generation, what-if draws).
+        spec: the model as priced (only the MoE layers a trace file covers, when it covers
+            a subset: ``gps.model.spec_for_layers``).
         data, ctx: the held-out data and the strategies' context.
         routed: every strategy in report order (``oracle`` and ``oracle_free_migration`` built
             from the others, ``gps.advisor.strategies``).
@@ -316,6 +318,7 @@ class SeedRun:
     """
 
     seed: int
+    spec: MoEModelSpec
     data: EvalData
     ctx: st.Context
     routed: list[st.Routed]
@@ -352,6 +355,8 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
     s = cfg.strategy
     with phases.phase("data"):
         data = eval_data(cfg, trace_cfg, spec, workload, seed)
+    if data.moe_layers is not None:  # a trace of some MoE layers: priced on those layers only
+        spec = spec_for_layers(spec, data.moe_layers)
     tp = 1 if ledger.parallel is None else ledger.parallel.tp
     ctx = st.Context(spec, cluster, workload, data, slots, ledger, s.replicas,
                      s.migration_source, s.horizon, ranks, tp)  # fmt: skip
@@ -437,7 +442,7 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
         final.append(oracle if r.name == "oracle" else r)
         if r.name == "oracle":
             final.append(ceiling)
-    return SeedRun(seed, data, ctx, final, costs, whatif_times, walls, whatif_s)
+    return SeedRun(seed, spec, data, ctx, final, costs, whatif_times, walls, whatif_s)
 
 
 def pooled_entry(entry: dict, runs: list[SeedRun], baseline: str, seed: int) -> dict:
@@ -492,7 +497,11 @@ def advise(cfg: DictConfig) -> dict:
     phases.timings["strategies"].update(first.walls)
     if first.whatif_s is not None:
         phases.timings["whatif_predictions"] = first.whatif_s
-    routed, data = first.routed, first.data
+    routed, data, spec = first.routed, first.data, first.spec
+    coverage = None
+    if data.moe_layers is not None:
+        full = len(moe_layer_indices(build(cfg)[0]))
+        coverage = {"moe_layers": list(data.moe_layers), "of": full}
     phases.timings["predictors"] = {
         r.name: {"fit": 0.0 if r.wall_s["cached"] else r.wall_s["fit_s"],
                  "predict": 0.0 if r.wall_s["cached"] else r.wall_s["predict_s"],
@@ -519,6 +528,7 @@ def advise(cfg: DictConfig) -> dict:
             "test_batches": ev.test_batches, "slots_per_gpu": slots,
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
+            "layer_coverage": coverage,
             "engine": engine.summary(),
             "serving": serving_summary(cfg, workload),
             "mechanisms": {**{f.name: getattr(ledger, f.name)

@@ -40,6 +40,10 @@ class EvalData:
             a strategy prices is multiplied by it (``strategies.scaled``).
         key: hash of everything this data was made from (``gps.cache``: the trace entry's key,
             which predictor and ILP entries build on).
+        moe_layers: the model's MoE-layer indices the trace's ``L`` layers are, when a trace
+            file covers a subset of them (its ``meta["moe_layers"]``, from ``gps-trace convert
+            --layer-map``): the run is priced on those layers only
+            (``gps.model.spec_for_layers``); ``None``: every MoE layer.
     """
 
     fit: TokenTrace
@@ -50,6 +54,7 @@ class EvalData:
     source: str
     token_scale: float = 1.0
     key: str = ""
+    moe_layers: tuple[int, ...] | None = None
 
     def test_batch(self, n: int) -> TokenTrace:
         """Held-out batch ``n`` as a ``TokenTrace`` view (``T`` tokens)."""
@@ -57,14 +62,38 @@ class EvalData:
         return take_tokens(self.test, slice(n * t, (n + 1) * t))
 
 
-def _check_matches(trace: TokenTrace, spec: MoEModelSpec, origin: str) -> None:
+def _check_matches(trace: TokenTrace, spec: MoEModelSpec, origin: str) -> tuple[int, ...] | None:
+    """The MoE layers a trace file covers (``None``: all), after checking its shape against the
+    model: ``E`` and ``k`` must match; ``L`` must be the model's MoE-layer count, or the trace
+    names the subset it covers in ``meta["moe_layers"]``."""
     want = (num_moe_layers(spec), spec.num_experts, spec.top_k)
     got = (trace.num_layers, trace.num_experts, trace.top_k)
+    covered = trace.meta.get("moe_layers")
+    if covered is not None:
+        ok = (isinstance(covered, list) and len(covered) == trace.num_layers
+              and all(isinstance(v, int) and 0 <= v < want[0] for v in covered)
+              and covered == sorted(set(covered)))  # fmt: skip
+        if not ok:
+            raise ValueError(
+                f"{origin}: field 'meta.moe_layers': {covered} must be {trace.num_layers} "
+                f"increasing MoE-layer indices in [0, {want[0]}) of model {spec.name!r}"
+            )
+        got = (want[0], *got[1:])
     if got != want:
+        hint = ""
+        if got[1:] == want[1:] and got[0] < want[0]:
+            hint = (
+                f"; if the log covers {got[0]} of the model's {want[0]} MoE layers, convert it "
+                "with gps-trace convert --layer-map LOGGED:MOE,... so the run is priced on those"
+            )
         raise ValueError(
-            f"{origin}: trace has L={got[0]} MoE layers, E={got[1]} experts, top-{got[2]}; model "
-            f"{spec.name!r} needs L={want[0]}, E={want[1]}, top-{want[2]}"
+            f"{origin}: trace has L={trace.num_layers} MoE layers, E={got[1]} experts, "
+            f"top-{got[2]}; model {spec.name!r} needs L={want[0]}, E={want[1]}, "
+            f"top-{want[2]}{hint}"
         )
+    if covered is None or covered == list(range(want[0])):
+        return None
+    return tuple(covered)
 
 
 def _split(steps: TokenTrace, fit: TokenTrace, m: int, n: int, t: int, source: str) -> EvalData:
@@ -75,7 +104,8 @@ def _split(steps: TokenTrace, fit: TokenTrace, m: int, n: int, t: int, source: s
     if fit.num_tokens == 0:
         raise ValueError(
             f"{source}: every training sequence continues into the held-out batches, so no "
-            "token is left to fit token predictors on; raise evaluation.train_batches"
+            "token is left to fit token predictors on; raise evaluation.train_batches (more "
+            "whole sequences before the held-out ones) or shorten workload.seq_len"
         )
     return EvalData(fit, test, batch_loads(train, t), batch_loads(test, t), t, source)
 
@@ -102,9 +132,14 @@ def prepare(
       requests (step ``i`` = token ``i`` of each), the first ``B`` other requests of the same
       router that token predictors fit on.
 
-    A trace file is taken as it is: prefill batches consecutive tokens, decode interleaves
-    sequences step by step (``decode_order``); token predictors fit on the history's tokens
-    minus every sequence that reaches into the held-out part.
+    A trace file is taken as it is. Prefill batches consecutive tokens; token predictors fit on
+    the history's tokens minus every sequence that reaches into the held-out part. Decode (a
+    log of concurrent requests) is split by sequence, as the synthetic decode is: the log's
+    last ``B`` requests are the served ones, interleaved step by step (``decode_order``: step
+    ``i`` = token ``i`` of each), and token predictors fit on all earlier requests, so no
+    held-out request is fitted on; a log with no more than ``B`` requests is refused with the
+    ``workload.batch_size`` that would work. A file covering a subset of the model's MoE layers
+    (``meta["moe_layers"]``) gives ``EvalData.moe_layers``.
 
     ``sample_tokens`` (synthetic prefill only): when the step holds more tokens, routing is
     simulated on ``max(1, sample_tokens // S)`` whole prompts per step and
@@ -116,7 +151,8 @@ def prepare(
 
     Raises:
         ValueError: batch counts < 1, a trace file of the wrong shape or with too few tokens,
-            no fitting token left, or ``sample_tokens < 1``.
+            no fitting token left (the message names the setting to change), or
+            ``sample_tokens < 1``.
     """
     for name, value in (("train_batches", train_batches), ("test_batches", test_batches)):
         if value < 1:
@@ -137,7 +173,7 @@ def prepare(
         data = _from_file(trace_path, spec, decode, m, n, t)
         key = {"trace_file": cache.file_digest(trace_path), "path": str(trace_path),
                "dims": dims, **shape}  # fmt: skip
-        return dataclasses.replace(data, key=cache.key_hash([cache.code_hash("traces"), key]))
+        return dataclasses.replace(data, key=cache.key_hash([cache.code_hash(), key]))
     length = m + n if decode else workload.seq_len
     sequences = 2 * b if decode else (m + n) * b
     cfg = dataclasses.replace(
@@ -151,7 +187,7 @@ def prepare(
         return _synthetic(cfg, trace_cfg.model or "synthetic", decode, m, n, t, b)
 
     data = cache.remember("traces", key, compute)
-    key_hash = cache.key_hash([cache.code_hash("traces"), key])
+    key_hash = cache.key_hash([cache.code_hash(), key])
     return dataclasses.replace(data, key=key_hash, token_scale=scale)
 
 
@@ -160,14 +196,42 @@ def _from_file(trace_path: str, spec: MoEModelSpec, decode: bool, m: int, n: int
     trace = load_trace(trace_path)
     if not isinstance(trace, TokenTrace):
         raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
-    _check_matches(trace, spec, str(trace_path))
-    steps = decode_order(trace) if decode else trace
-    if steps.num_tokens < (m + n) * t:
+    covered = _check_matches(trace, spec, str(trace_path))
+    if decode:
+        data = _decode_from_file(trace, m, n, t, str(trace_path))
+    else:
+        if trace.num_tokens < (m + n) * t:
+            raise ValueError(
+                f"{trace_path}: {trace.num_tokens} tokens, but {m} + {n} batches of {t} "
+                f"tokens need {(m + n) * t}; lower evaluation.*_batches or the batch size"
+            )
+        data = _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, str(trace_path))
+    return dataclasses.replace(data, moe_layers=covered)
+
+
+def _decode_from_file(trace: TokenTrace, m: int, n: int, b: int, source: str) -> EvalData:
+    """Decode steps of the log's last ``b`` requests; token predictors fit on the others."""
+    seq = np.asarray(trace.sequence_id)
+    _, first = np.unique(seq, return_index=True)
+    order = seq[np.sort(first)]  # requests in the order the log first shows them
+    if order.size <= b:
+        fix = (f"lower workload.batch_size to {order.size // 2} or less (half the requests "
+               "fit the predictors, half are served) or log more requests"
+               if order.size >= 2 else "log more requests")  # fmt: skip
         raise ValueError(
-            f"{trace_path}: {steps.num_tokens} tokens, but {m} + {n} batches of {t} tokens "
-            f"need {(m + n) * t}; lower evaluation.*_batches or the batch size"
+            f"{source}: decode serves workload.batch_size={b} requests at once and the log "
+            f"holds {order.size}, so no request is left to fit the token predictors on "
+            f"(fitting on the served requests would leak the held-out tokens): {fix}"
         )
-    return _split(steps, take_tokens(steps, slice(0, m * t)), m, n, t, str(trace_path))
+    served = np.isin(seq, order[-b:])
+    steps = decode_order(take_tokens(trace, served))
+    if steps.num_tokens < (m + n) * b:
+        raise ValueError(
+            f"{source}: the {b} served requests (the log's last {b}) hold {steps.num_tokens} "
+            f"tokens, but {m} + {n} decode steps of {b} need {(m + n) * b}; lower "
+            "evaluation.train_batches / test_batches"
+        )
+    return _split(steps, take_tokens(trace, ~served), m, n, b, source)
 
 
 def _synthetic(cfg: SyntheticTraceConfig, source: str, decode: bool, m: int, n: int, t: int,

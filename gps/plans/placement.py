@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gps.model import home_slot_expert
 from gps.plans.plan import Plan, check_slots
 
 LAYOUTS = ("contiguous", "round_robin")
@@ -15,7 +16,8 @@ def static_slot_expert(
     """``[G, R]`` expert id per slot of one layer, ``-1`` = empty.
 
     ``E >= G``: one copy of every expert. ``contiguous``: GPU ``g`` holds experts
-    ``g*R0 .. g*R0+R0-1`` with ``R0 = ceil(E/G)`` (the cost model's default placement,
+    ``g*R0 .. g*R0+R0-1`` with ``R0 = ceil(E/G)`` (:func:`gps.model.home_slot_expert`, the
+    one rule ``gps-trace inspect`` uses too; the cost model's default placement,
     ``gps.cost.routing.uniform_slot_tokens``); ``round_robin``: expert ``e`` sits on GPU
     ``e % G``, slot ``e // G``. ``E < G``: ``R0 = 1`` and GPU ``g`` holds a replica of expert
     ``floor(g*E/G)`` (both layouts), as in the cost model. Slots past ``R0`` stay empty.
@@ -37,14 +39,12 @@ def static_slot_expert(
     if r < r0:
         raise ValueError(f"slots_per_gpu: static placement needs ceil(E/G) = {r0}, got {r}")
     out = np.full((g, r), -1, dtype=np.int64)
-    if e < g:
-        out[:, 0] = (np.arange(g) * e) // g
+    if e < g or layout == "contiguous":
+        home = home_slot_expert(e, g)
+        out[:, : home.shape[1]] = home
         return out
     ids = np.arange(e)
-    if layout == "contiguous":
-        out[ids // r0, ids % r0] = ids
-    else:
-        out[ids % g, ids // g] = ids
+    out[ids % g, ids // g] = ids
     return out
 
 

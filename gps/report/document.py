@@ -81,13 +81,29 @@ def _inline(text: str) -> str:
     return "".join(bold)
 
 
+# Tables fit the page. Long cells (prose: sources, notes) break anywhere and read left-aligned;
+# identifiers offer a break after '/' and '_' (<wbr>); short cells (numbers, names) never break
+# mid-word. So a table's narrowest layout fits the page: a 1280-px window once held the
+# published-predictors table's source column 200 px past its edge. A table that still cannot
+# fit scrolls inside its own box instead of widening the page.
+_LONG_CELL = 40  # characters
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;padding:0 1em;"
-    "color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-    "padding:.25em .6em;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child"
-    "{text-align:left}img{max-width:100%}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}"
+    "color:#222}.table{overflow-x:auto;margin:1em 0}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f3f3f3}"
+    "td:first-child,th:first-child{text-align:left}td.long{text-align:left;min-width:16em;"
+    "overflow-wrap:anywhere}img{max-width:100%}"
+    "pre{background:#f6f6f6;padding:.8em;overflow-x:auto}"
     "figure{margin:1em 0}figcaption{color:#555;font-size:.9em}"
 )
+
+
+def _td(text: str) -> str:
+    """One ``<td>``: breakable after ``/`` and ``_``; a long cell wraps anywhere."""
+    inner = _inline(text).replace("/", "/<wbr>").replace("_", "_<wbr>")
+    if len(text) > _LONG_CELL:
+        return f'<td class="long">{inner}</td>'
+    return f"<td>{inner}</td>"
 
 
 def render_html(blocks: list[Block], title: str) -> str:
@@ -100,10 +116,9 @@ def render_html(blocks: list[Block], title: str) -> str:
             body.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Table):
             head = "".join(f"<th>{_inline(h)}</th>" for h in b.header)
-            rows = "".join(
-                "<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in b.rows
-            )
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            rows = "".join("<tr>" + "".join(_td(c) for c in row) + "</tr>" for row in b.rows)
+            body.append(f'<div class="table"><table><thead><tr>{head}</tr></thead>'
+                        f"<tbody>{rows}</tbody></table></div>")  # fmt: skip
         elif isinstance(b, Image):
             data = base64.b64encode(Path(b.path).read_bytes()).decode("ascii")
             body.append(

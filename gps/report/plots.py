@@ -100,27 +100,37 @@ def plot_accuracy_speedup(guide: dict, path: Path) -> Path:
 def plot_frontier(guide: dict, path: Path, published: list[dict] | None = None) -> Path:
     """Heat-map over (accuracy, overhead) of Token-to-Expert speed-up minus the best
     Distribution-Only speed-up; the 0 contour is the frontier. ``published``: the
-    ``published_predictors`` entries, drawn as labelled triangles (those with a priced
-    overhead), marked 'published, not measured here'."""
+    ``published_predictors`` entries with a priced overhead, drawn as numbered triangles and
+    named in a legend below the axes ('published, not measured here'), so that no label runs
+    into another or into the title; the y axis leaves room above the highest triangle."""
     plt = _pyplot()
+    from matplotlib.lines import Line2D
+
     acc = np.asarray(guide["accuracy"])
     ov = np.asarray(guide["overhead_s"]) * 1e6
     diff = np.asarray(guide["token_speedup"]) - guide["distribution_speedup"]
     lim = max(float(np.abs(diff).max()), 1e-6)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    priced = [p for p in published or [] if p["overhead_s_per_layer"] is not None]
+    rows = -(-len(priced) // 2)  # legend rows below the axes, two names a row
+    fig, ax = plt.subplots(figsize=(7, 4 + 0.22 * rows))
     mesh = ax.pcolormesh(acc, ov, diff, cmap="RdBu", vmin=-lim, vmax=lim, shading="nearest")
     if diff.min() < 0 < diff.max() and len(acc) > 1 and len(ov) > 1:
         ax.contour(acc, ov, diff, levels=[0.0], colors="black", linewidths=1.2)
-    priced = [p for p in published or [] if p["overhead_s_per_layer"] is not None]
     if priced:
         x = [p["topk_hit_rate"] for p in priced]
         y = [p["overhead_s_per_layer"] * 1e6 for p in priced]
-        ax.scatter(x, y, marker="^", s=50, c="gold", edgecolors="black", zorder=3,
-                   label="published, not measured here")  # fmt: skip
-        for i, (p, xi, yi) in enumerate(zip(priced, x, y, strict=True)):
-            ax.annotate(p["name"], (xi, yi), fontsize=7, xytext=(-4, 5 + 9 * (i % 3)),
-                        textcoords="offset points", ha="right")  # fmt: skip
-        ax.legend(fontsize=8, loc="upper left")
+        ax.scatter(x, y, marker="^", s=50, c="gold", edgecolors="black", zorder=3)
+        for i, (xi, yi) in enumerate(zip(x, y, strict=True), 1):
+            ax.annotate(str(i), (xi, yi), fontsize=7, xytext=(0, 6), ha="center",
+                        textcoords="offset points", zorder=4)  # fmt: skip
+        low, high = ax.get_ylim()
+        top = max(high, max(y))
+        ax.set_ylim(low, top + 0.12 * (top - low))  # room for the numbers above the triangles
+        handles = [Line2D([], [], ls="", marker="^", ms=6, mfc="gold", mec="black",
+                          label=f"{i}: {p['name']}") for i, p in enumerate(priced, 1)]  # fmt: skip
+        ax.legend(handles=handles, title="published, not measured here", fontsize=7,
+                  title_fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  frameon=False)  # fmt: skip
     fig.colorbar(mesh, ax=ax, label="Token-to-Expert minus Distribution-Only speed-up")
     ax.set_xlabel("Token-to-Expert top-k accuracy")
     ax.set_ylabel("predictor overhead (us per MoE layer)")

@@ -204,6 +204,15 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
     engine = setup.get("engine")
     if engine:
         blocks.append(Para(engine_sentence(engine)))
+    coverage = setup.get("layer_coverage")
+    if coverage:
+        n = len(coverage["moe_layers"])
+        blocks.append(Para(
+            f"**Layer coverage.** The trace covers {n} of the model's {coverage['of']} MoE "
+            f"layers (MoE layers {', '.join(map(str, coverage['moe_layers']))}); every step "
+            f"time here prices those {n} layers only (their attention and MoE), not the whole "
+            "model."
+        ))  # fmt: skip
     paper = results.get("paper")
     if paper:
         blocks += [

@@ -2,7 +2,8 @@
 
     gps-trace inspect FILE [--batch-size B] [--ep G] [--plots DIR]
     gps-trace generate PRESET OUT [--seed S] [--tokens T] [--no-compress]
-    gps-trace convert IN [IN ...] OUT [--format NAME] [format options] [--no-compress]
+    gps-trace convert IN [IN ...] OUT [--format NAME] [format options] [--layer-map L:M,...]
+        [--skip-first N] [--keep-warmup] [--no-compress]
     gps-trace record --model ID_OR_PATH --prompts FILE OUT [--batch-size B] ...
         [--save-hidden LAYERS [--hidden-kind pre_attention_normed|router_input]]
 
@@ -23,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+from gps.traces.clean import WARMUP_FIELDS, describe_warmup
 from gps.traces.io import load_trace, save_trace
 from gps.traces.jsonl import read_routing_jsonl
 from gps.traces.trace import LoadSeries, TokenTrace
 
 
 def describe(trace: TokenTrace | LoadSeries) -> str:
-    """A few lines naming the trace's kind, shape and provenance (``meta``)."""
+    """A few lines naming the trace's kind, shape and provenance (``meta``), and what the import
+    skipped or dropped (header lines, warm-up passes, incomplete tokens, layer coverage)."""
     meta = trace.meta
     if isinstance(trace, TokenTrace):
         lines = [
@@ -43,6 +46,22 @@ def describe(trace: TokenTrace | LoadSeries) -> str:
     else:
         s, layers, e = trace.counts.shape
         lines = [f"load series: S={s} steps, L={layers} layers, E={e} experts"]
+    if meta.get("moe_layers") is not None:
+        lines.append(f"MoE layers covered: {len(meta['moe_layers'])} (the model's MoE layers "
+                     f"{meta['moe_layers']}); a run is priced on these layers")  # fmt: skip
+    runs = meta.get("runs", [])
+    if len({tuple(run["layers"]) for run in runs}) > 1:  # runs that each logged some layers
+        lines += [f"merged run {run['file']}: layers {run['layers']}" for run in runs]
+    if meta.get("skipped_lines"):
+        lines.append(f"skipped {meta['skipped_lines']} header/metadata/comment lines "
+                     f"({', '.join(meta['skipped_line_examples'])})")  # fmt: skip
+    if meta.get("dropped_tokens"):
+        lines.append(f"dropped {meta['dropped_tokens']} tokens that miss some layer")
+    if meta.get("dropped_empty_steps"):
+        lines.append(f"dropped {meta['dropped_empty_steps']} all-zero steps (unfilled buffer)")
+    warmup = describe_warmup(meta)
+    if warmup:
+        lines.append(warmup)
     for key in ("model", "source", "license"):
         if meta.get(key):
             lines.append(f"{key}: {meta[key]}")
@@ -84,24 +103,38 @@ def _provenance(args: argparse.Namespace) -> dict:
     return {"model": args.model, "source": args.source, "license": args.license}
 
 
+def _warmup(args: argparse.Namespace) -> dict:
+    return {"skip_first": args.skip_first, "keep_warmup": args.keep_warmup}
+
+
 def _convert_other(args: argparse.Namespace, inputs: list[Path]) -> TokenTrace | LoadSeries:
     """Every ``--format`` but ``jsonl``."""
     from gps.traces import importers
 
     fmt = args.format
     path = _single(inputs, fmt)
+    layer_map = importers.parse_layer_map(args.layer_map)
     if fmt == "arrays":
+        bad = [f for f in args.field if "=" not in f]
+        if bad:
+            raise ValueError(f"--field {bad[0]!r}: expected FIELD=MEMBER, e.g. experts=ids")
         fields = dict(f.split("=", 1) for f in args.field)
         return importers.read_arrays(
             path, num_experts=args.num_experts, fields=fields,
             sort_by_score=not args.keep_slot_order, renormalise=not args.raw_scores,
-            **_provenance(args),
+            layer_map=layer_map, **_warmup(args), **_provenance(args),
+        )  # fmt: skip
+    if fmt == "pickle":
+        return importers.read_pickled_arrays(
+            path, num_experts=args.num_experts, hf_config=args.hf_config, layer_map=layer_map,
+            sort_by_score=not args.keep_slot_order, renormalise=not args.raw_scores,
+            **_warmup(args), **_provenance(args),
         )  # fmt: skip
     if fmt == "esft":
         tasks = [t for t in args.tasks.split(",") if t] if args.tasks else None
         provenance = {k: v for k, v in _provenance(args).items() if v}
         return importers.read_esft(
-            path, num_experts=args.num_experts or 64, tasks=tasks,
+            path, num_experts=args.num_experts or 64, tasks=tasks, top_k=args.top_k,
             sort_by_score=not args.keep_slot_order, renormalise=not args.raw_scores,
             **provenance,
         )  # fmt: skip
@@ -144,9 +177,18 @@ def _convert(args: argparse.Namespace) -> None:
             source=args.source,
             license=args.license,
             missing_layers=args.missing_layers,
+            layer_map=_layer_map(args.layer_map),
+            warmup_fields=tuple(args.warmup_field or WARMUP_FIELDS),
+            **_warmup(args),
         )
     path = save_trace(args.out, trace, compress=not args.no_compress)
     print(f"wrote {path}\n{describe(trace)}")
+
+
+def _layer_map(text: str | None) -> dict[int, int] | None:
+    from gps.traces.importers import parse_layer_map
+
+    return parse_layer_map(text)
 
 
 def _record(args: argparse.Namespace) -> None:
@@ -211,8 +253,29 @@ def _parser() -> argparse.ArgumentParser:
         help="keep gate weights as given (default: renormalise the k to sum 1)",
     )
     g.add_argument("--tasks", default=None, help="esft: comma-separated task folders")
-    g = p.add_argument_group("hf-router-logits")
+    g.add_argument(
+        "--top-k", type=int, default=None,
+        help="esft: the model's top-k (checked on every line; default: inferred, with a warning)",
+    )  # fmt: skip
+    g = p.add_argument_group("hf-router-logits / pickle")
     g.add_argument("--hf-config", default=None, help="the model's config.json (or its folder)")
+    g = p.add_argument_group("layers and warm-up (jsonl, arrays, pickle)")
+    g.add_argument(
+        "--layer-map", default=None, metavar="LOGGED:MOE,...",
+        help="map logged layer numbers onto the model's MoE-layer indices (a log of a subset "
+        "of layers, or runs that each logged some); the trace records the coverage",
+    )  # fmt: skip
+    g.add_argument("--skip-first", type=int, default=0, metavar="N",
+                   help="drop the first N sequences (warm-up requests)")  # fmt: skip
+    g.add_argument(
+        "--keep-warmup", action="store_true",
+        help="keep flagged and constant-input (dummy) sequences (default: drop and report)",
+    )  # fmt: skip
+    g.add_argument(
+        "--warmup-field", action="append", default=None, metavar="NAME",
+        help=f"jsonl: record field whose truthy value flags warm-up (default: "
+        f"{', '.join(WARMUP_FIELDS)})",
+    )  # fmt: skip
     g = p.add_argument_group("counts")
     g.add_argument("--prefix", default="", help="only entries whose name starts with this")
     g.add_argument("--layers", default=None, help="model layer of each row, e.g. 0,7,15")

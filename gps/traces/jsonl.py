@@ -8,6 +8,20 @@ The default field names read the vLLM logs of ``shared/traces/mixtral_8x7b_vllm`
 Other vLLM/SGLang logs convert the same way by naming their fields. A token is identified by
 its sequence key (the values of ``sequence_fields``) and its position (``token_field``).
 
+Logs as people have them:
+
+* **Header and metadata lines** (a JSON object with none of the layer, experts and position
+  fields, e.g. ``{"model": ..., "num_layers": 24}``) and ``#`` comment lines are skipped and
+  reported (``meta["skipped_lines"]``, ``meta["header"]``), not mistaken for records.
+* **Runs that each logged some layers** (several files over the same prompts) merge: a token
+  is its sequence key and position in every file, its token id (when logged) must agree
+  between files, and ``layer_map`` maps the logged layer numbers onto the model's MoE layers
+  (``meta["moe_layers"]``; ``meta["runs"]`` lists each file's layers). A trace covering a
+  subset of the model's MoE layers is priced on those layers (``gps.advisor.data``).
+* **Warm-up and dummy passes** are dropped (:func:`gps.traces.clean.drop_warmup`: the first
+  ``skip_first`` sequences, records a ``warmup_fields`` flag marks, constant-input sequences)
+  with the count in ``meta["warmup"]``; ``keep_warmup=True`` keeps them.
+
 Missing layers: the rule is ``missing_layers="drop"`` (default) — a token that lacks a record
 for some layer is dropped whole, a ``UserWarning`` says how many, and ``meta`` records the
 count and the first few dropped tokens; ``missing_layers="error"`` raises instead. Nothing is
@@ -20,16 +34,18 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from gps.traces.clean import WARMUP_FIELDS, drop_warmup
 from gps.traces.trace import TokenTrace
 from gps.traces.validate import TraceError, validate_token_trace
 
 _MAX_DROPPED_EXAMPLES = 20
+_MAX_HEADERS = 5
 
 
 class _Records:
@@ -45,6 +61,9 @@ class _Records:
         self.domain: list[int] = []
         self.file: list[int] = []
         self.line: list[int] = []
+        self.flagged: list[bool] = []
+        self.skipped: list[str] = []  # "file:line" of header / metadata / comment lines
+        self.headers: list[dict] = []
         self.sequence_keys: dict[tuple, int] = {}
         self.domain_names: dict[str, int] = {}
         self.k: int | None = None
@@ -65,19 +84,33 @@ def _parse_file(
     rec: _Records,
     fields: dict[str, str | None],
     sequence_fields: tuple[str, ...],
+    warmup_fields: tuple[str, ...],
 ) -> None:
     """Append every record of ``path`` to ``rec``; per-record checks that need the line."""
+    record_keys = {fields["layer"], fields["experts"], fields["token"]}
     with open(path, encoding="utf-8") as lines:
         for line_no, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             where = f"{path}:{line_no}"
+            if line.lstrip().startswith("#"):
+                rec.skipped.append(f"{path.name}:{line_no}")
+                continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise TraceError(where, "<json>", f"invalid JSON: {exc}") from None
+            except RecursionError:
+                raise TraceError(where, "<json>", "invalid JSON: nested too deeply") from None
             if not isinstance(obj, dict):
                 raise TraceError(where, "<json>", f"expected an object, got {type(obj).__name__}")
+            if not record_keys & obj.keys():  # a header / metadata line, not a routing record
+                rec.skipped.append(f"{path.name}:{line_no}")
+                if len(rec.headers) < _MAX_HEADERS:
+                    scalars = {k: v for k, v in obj.items()
+                               if isinstance(v, str | int | float | bool) or v is None}  # fmt: skip
+                    rec.headers.append({"line": f"{path.name}:{line_no}", **scalars})
+                continue
 
             def get(name: str, obj: dict = obj, where: str = where) -> object:
                 if name not in obj:
@@ -117,6 +150,7 @@ def _parse_file(
                 rec.domain.append(rec.domain_names.setdefault(name, len(rec.domain_names)))
             rec.file.append(file_index)
             rec.line.append(line_no)
+            rec.flagged.append(any(bool(obj.get(name)) for name in warmup_fields))
 
 
 def _int_column(
@@ -153,13 +187,19 @@ def read_routing_jsonl(
     source: str = "",
     license: str = "",
     missing_layers: Literal["drop", "error"] = "drop",
+    layer_map: Mapping[int, int] | None = None,
+    skip_first: int = 0,
+    keep_warmup: bool = False,
+    warmup_fields: Sequence[str] = WARMUP_FIELDS,
 ) -> TokenTrace:
     """Read one or more JSON Lines routing logs (one record per token and layer) as one trace.
 
     Args:
-        path: a file or a list of files; sequence ids are shared across them.
-        layer_field: MoE layer index (0-based int); ``L`` = largest index + 1, and every
-            layer in ``[0, L)`` must appear.
+        path: a file or a list of files; sequence ids are shared across them, so runs that
+            each logged some layers of the same prompts merge token by token.
+        layer_field: MoE layer index (0-based int). Without ``layer_map`` the logged layers
+            must be ``0 .. L-1``; a log of other layer numbers is refused with the
+            ``--layer-map`` that would import it.
         experts_field: list of the ``k`` chosen expert ids, gate order (best first).
         scores_field: list of the ``k`` gate weights, or ``None`` for logs without them.
         token_field: position of the token in its sequence (int >= 0).
@@ -172,6 +212,13 @@ def read_routing_jsonl(
         model, source, license: copied into ``meta``.
         missing_layers: ``"drop"`` tokens lacking some layer (warned and counted in ``meta``)
             or ``"error"``.
+        layer_map: logged layer number -> the model's MoE-layer index (0-based, dense layers
+            not counted). The trace's layers are the mapped ones in MoE-layer order and
+            ``meta["moe_layers"]`` lists them: a subset of the model is priced on those layers.
+            Records of a layer the map does not name are an error.
+        skip_first: drop the first ``N`` sequences (first-seen order) as warm-up.
+        keep_warmup: keep flagged and constant-input sequences (:mod:`gps.traces.clean`).
+        warmup_fields: record fields whose truthy value flags a warm-up / dummy record.
 
     Returns:
         Tokens sorted by (sequence id, position).
@@ -199,10 +246,12 @@ def read_routing_jsonl(
     for i, p in enumerate(paths):
         if not p.is_file():
             raise TraceError(str(p), "<file>", "no such file")
-        _parse_file(p, i, rec, fields, sequence_fields)
+        _parse_file(p, i, rec, fields, sequence_fields, tuple(warmup_fields))
     origin = ", ".join(str(p) for p in paths)
     if not rec.layer:
-        raise TraceError(origin, "<file>", "no routing records")
+        skipped = f" ({len(rec.skipped)} header/metadata lines)" if rec.skipped else ""
+        raise TraceError(origin, layer_field, f"no routing records{skipped}: no line has "
+                         f"{layer_field!r}, {experts_field!r} and {token_field!r}")  # fmt: skip
     k = rec.k
     num_records = len(rec.layer)
 
@@ -230,12 +279,10 @@ def read_routing_jsonl(
     if repeated.any():
         i = int(np.flatnonzero(repeated)[0])
         raise TraceError(where(i), experts_field, f"repeated expert in {experts[i].tolist()}")
-    layer = _int_column(rec.layer, layer_field, where, 0, 1 << 15)
+    logged_layer = _int_column(rec.layer, layer_field, where, 0, 1 << 15)
     position = _int_column(rec.position, token_field, where, 0, i32)
+    layer, moe_layers = map_layers(logged_layer, layer_map, layer_field, where, origin)
     num_layers = int(layer.max()) + 1
-    absent = np.flatnonzero(np.bincount(layer, minlength=num_layers) == 0)
-    if absent.size:
-        raise TraceError(origin, layer_field, f"layers {absent.tolist()} never appear")
 
     sequence = np.asarray(rec.sequence, dtype=np.int64)
     token_keys, token_of = np.unique(sequence << 32 | position, return_inverse=True)
@@ -306,6 +353,9 @@ def read_routing_jsonl(
         domain[token_of] = labels
         domain = domain[complete]
         meta_domains = {"domains": list(rec.domain_names)}
+    file_of = np.asarray(rec.file)
+    runs = [{"file": p.name, "layers": np.unique(logged_layer[file_of == i]).tolist()}
+            for i, p in enumerate(paths)]  # fmt: skip
     meta = {
         "model": model,
         "source": source,
@@ -316,6 +366,11 @@ def read_routing_jsonl(
         "num_experts_inferred": inferred,
         "dropped_tokens": int((~complete).sum()),
         "dropped_token_examples": dropped,
+        "skipped_lines": len(rec.skipped),
+        "skipped_line_examples": rec.skipped[:_MAX_HEADERS],
+        "header": rec.headers,
+        **({"moe_layers": moe_layers} if moe_layers is not None else {}),
+        **({"runs": runs} if len(paths) > 1 else {}),
         **meta_domains,
     }
     trace = TokenTrace(
@@ -328,7 +383,58 @@ def read_routing_jsonl(
         domain=domain,
         meta=meta,
     )
-    return validate_token_trace(trace, origin)
+    trace = validate_token_trace(trace, origin)
+    flagged = np.zeros(num_tokens, dtype=bool)
+    np.logical_or.at(flagged, token_of, np.asarray(rec.flagged, dtype=bool))
+    return drop_warmup(trace, skip_first=skip_first, origin=origin, detect=not keep_warmup,
+                       flagged=None if keep_warmup else flagged[complete])  # fmt: skip
+
+
+def map_layers(
+    logged: np.ndarray,
+    layer_map: Mapping[int, int] | None,
+    field: str,
+    where: Callable[[int], str],
+    origin: str,
+) -> tuple[np.ndarray, list[int] | None]:
+    """``(trace layer index of each record, meta["moe_layers"] or None)`` (shared by the
+    importers: ``gps.traces.importers`` maps array layers the same way).
+
+    Without a map the logged numbers must be ``0 .. L-1``; with one, each logged number maps to
+    an MoE-layer index and the trace's layers are the mapped ones in order."""
+    present = np.unique(logged)
+    if layer_map is None:
+        if np.array_equal(present, np.arange(present.size)):
+            return logged, None
+        hint = ",".join(f"{v}:{v}" for v in present[:8].tolist()) + (
+            ",..." if present.size > 8 else ""
+        )
+        raise TraceError(
+            origin, field,
+            f"layers {_short(present)} were logged, not 0..{present.size - 1}: the log covers "
+            f"a subset of the model's layers (or numbers them its own way). Map each logged "
+            f"layer onto the model's MoE-layer index with --layer-map LOGGED:MOE,... (e.g. "
+            f"--layer-map {hint} if they already are MoE-layer indices); the run is then "
+            "priced on those layers",
+        )  # fmt: skip
+    mapped = {int(k): int(v) for k, v in layer_map.items()}
+    unmapped = present[~np.isin(present, list(mapped))]
+    if unmapped.size:
+        i = int(np.flatnonzero(logged == unmapped[0])[0])
+        raise TraceError(where(i), field, f"layer {int(unmapped[0])} is not in --layer-map "
+                         f"(it maps {sorted(mapped)})")  # fmt: skip
+    moe = [mapped[int(v)] for v in present]
+    if len(set(moe)) != len(moe):
+        raise TraceError(origin, "--layer-map", f"two logged layers map to one MoE layer: {moe}")
+    order = sorted(moe)
+    index = np.zeros(int(present.max()) + 1, dtype=np.int64)
+    index[present] = [order.index(m) for m in moe]
+    return index[logged], order
+
+
+def _short(values: np.ndarray) -> str:
+    items = values.tolist()
+    return str(items) if len(items) <= 12 else f"[{', '.join(map(str, items[:12]))}, ...]"
 
 
 def _check_per_token(
@@ -342,5 +448,11 @@ def _check_per_token(
     differs = values != values[first_record[token_of]]
     if differs.any():
         i = int(np.flatnonzero(differs)[0])
-        first = where(int(first_record[token_of[i]]))
-        raise TraceError(where(i), field, f"differs from {first} for the same token")
+        j = int(first_record[token_of[i]])
+        raise TraceError(
+            where(i), field,
+            f"{int(values[i])} differs from {int(values[j])} at {where(j)} for the same token "
+            "(same sequence key and position): the logs disagree on this token; runs that "
+            "each logged some layers must replay the same prompts, and --sequence-fields must "
+            "name the request",
+        )  # fmt: skip

@@ -23,15 +23,14 @@ layer's logits into a :class:`~gps.traces.trace.TokenTrace`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
+from gps.model import read_hf_config as _read_hf_config
 from gps.traces.trace import TokenTrace
 from gps.traces.validate import TraceError, validate_token_trace
 
@@ -144,18 +143,18 @@ class RoutingRule:
         }
 
 
-def architecture_of(config: Mapping) -> Architecture:
+def architecture_of(config: Mapping, origin: str = "<config>") -> Architecture:
     """The registry entry for a Hugging Face config (dict from ``config.json``).
 
     Raises:
-        ValueError: ``model_type`` missing or not in :data:`ARCHITECTURES`.
+        TraceError: ``model_type`` missing or not in :data:`ARCHITECTURES`, naming ``origin``.
     """
     model_type = config.get("model_type")
     if model_type not in ARCHITECTURES:
-        raise ValueError(
-            f"config field 'model_type': {model_type!r} is not a supported MoE architecture "
-            f"({', '.join(sorted(ARCHITECTURES))})"
-        )
+        raise TraceError(
+            origin, "model_type", f"{model_type!r} is not a supported MoE architecture "
+            f"({', '.join(sorted(ARCHITECTURES))})",
+        )  # fmt: skip
     return ARCHITECTURES[model_type]
 
 
@@ -167,14 +166,15 @@ def rule_from_config(config: Mapping, origin: str = "<config>") -> RoutingRule:
     ``scoring_func``; ``norm_topk_prob`` where present.
 
     Raises:
-        ValueError: naming ``origin`` and the config field that is missing or unsupported.
+        TraceError: (a ``ValueError``) naming ``origin`` and the config field that is missing
+            or unsupported, once.
     """
-    arch = architecture_of(config)
+    arch = architecture_of(config, origin)
 
     def need(key: str) -> int:
         value = config.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{origin}: field {key!r}: expected a positive int, got {value!r}")
+            raise TraceError(origin, key, f"expected a positive int, got {value!r}")
         return value
 
     e_key = next((key for key in arch.num_experts_keys if config.get(key) is not None), None)
@@ -189,35 +189,31 @@ def rule_from_config(config: Mapping, origin: str = "<config>") -> RoutingRule:
         method = config.get("topk_method") or ("noaux_tc" if v3 else "greedy")
         scoring = config.get("scoring_func") or ("sigmoid" if v3 else "softmax")
         if scoring not in ("softmax", "sigmoid"):
-            raise ValueError(f"{origin}: field 'scoring_func': {scoring!r} is not supported")
+            raise TraceError(origin, "scoring_func", f"{scoring!r} is not supported")
         if method == "group_limited_greedy":
             n_group, topk_group, group_score = need("n_group"), need("topk_group"), "max"
         elif method == "noaux_tc":
             n_group, topk_group, group_score = need("n_group"), need("topk_group"), "top2_sum"
         elif method != "greedy":
-            raise ValueError(f"{origin}: field 'topk_method': {method!r} is not supported")
+            raise TraceError(origin, "topk_method", f"{method!r} is not supported")
     try:
         return RoutingRule(
             num_experts=num_experts, top_k=top_k, scoring=scoring, n_group=n_group,
             topk_group=topk_group, group_score=group_score, norm_topk_prob=norm,
             model_type=arch.model_type,
         )  # fmt: skip
-    except ValueError as exc:
-        raise ValueError(f"{origin}: {exc}") from None
+    except ValueError as exc:  # the rule's message starts with its field's name
+        first = str(exc).split(" ", 1)[0]
+        fields = {"top_k": arch.top_k_key, "n_group": "n_group", "topk_group": "topk_group",
+                  "scoring": "scoring_func"}  # fmt: skip
+        field = fields.get(first, e_key or arch.num_experts_keys[0])
+        raise TraceError(origin, field, str(exc)) from None
 
 
 def read_hf_config(path: str | os.PathLike) -> dict:
-    """``config.json`` (a file, or a model folder holding one) as a dict."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: field '<file>': not a readable config.json: {exc}") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: field '<file>': expected a JSON object")
-    return config
+    """``config.json`` (a file, or a model folder holding one) as a dict
+    (:func:`gps.model.read_hf_config`; errors name the file once)."""
+    return _read_hf_config(path)[0]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

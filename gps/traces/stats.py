@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gps.model import home_gpu_share
 from gps.traces.batching import batch_loads
 from gps.traces.trace import LoadSeries, TokenTrace
 from gps.traces.validate import TraceError
@@ -56,16 +57,18 @@ def imbalance_ratio(loads: np.ndarray, ep_degree: int | None = None) -> np.ndarr
 
     Args:
         loads: ``[..., E]`` tokens routed to each expert (non-negative).
-        ep_degree: ``G``, the expert-parallel degree. With contiguous placement GPU ``g``
-            holds experts ``g*E/G .. (g+1)*E/G - 1``; the ratio is then max GPU load over
-            mean GPU load. ``None``: max expert load over mean expert load (``G = E``).
+        ep_degree: ``G``, the expert-parallel degree. GPU ``g`` holds the experts of
+            :func:`gps.model.home_slot_expert` (the placement ``gps`` starts from: contiguous
+            ``ceil(E/G)`` per GPU, fewer on the last GPUs when ``G`` does not divide ``E``;
+            copies share an expert's tokens when ``E < G``); the ratio is then max GPU load
+            over mean GPU load. ``None``: max expert load over mean expert load (``G = E``).
 
     Returns:
         ``[...]`` float64 ratios in ``[1, G]`` (``[1, E]`` without ``ep_degree``); an
         all-zero row gives 1.0 (nothing routed counts as balanced).
 
     Raises:
-        ValueError: negative or non-finite loads, ``ep_degree < 1`` or ``E % G != 0``.
+        ValueError: negative or non-finite loads, ``ep_degree`` not an integer >= 1.
     """
     values = _as_loads(loads)
     e = values.shape[-1]
@@ -74,13 +77,7 @@ def imbalance_ratio(loads: np.ndarray, ep_degree: int | None = None) -> np.ndarr
             raise ValueError(f"ep_degree must be an int or None, got {ep_degree!r}")
         if ep_degree < 1:
             raise ValueError(f"ep_degree must be >= 1, got {ep_degree}")
-        if e % ep_degree:
-            raise ValueError(
-                f"E={e} experts cannot be split evenly over ep_degree={ep_degree} GPUs "
-                f"(E % G = {e % ep_degree}); pick a G that divides E"
-            )
-        values = values.reshape(*values.shape[:-1], int(ep_degree), e // int(ep_degree))
-        values = values.sum(axis=-1)
+        values = values @ home_gpu_share(e, int(ep_degree))
     mean = values.mean(axis=-1)
     peak = values.max(axis=-1)
     return np.divide(peak, mean, out=np.ones_like(mean), where=mean > 0)
@@ -547,10 +544,11 @@ def trace_stats(trace: TokenTrace, batch_size: int = 64, ep_degree: int = 8) -> 
     Args:
         trace: token trace, ``experts [T, L, k]``.
         batch_size: tokens per batch, ``>= 1``.
-        ep_degree: ``G`` GPUs of the expert-parallel group; must divide ``E``.
+        ep_degree: ``G`` GPUs of the expert-parallel group, any ``G >= 1`` (placement:
+            :func:`imbalance_ratio`).
 
     Raises:
-        ValueError: empty trace, bad ``batch_size``, or ``E % ep_degree != 0``.
+        ValueError: empty trace, bad ``batch_size`` or ``ep_degree``.
     """
     t, layers, k = trace.experts.shape
     if t == 0:
@@ -602,10 +600,11 @@ def load_series_stats(series: LoadSeries, ep_degree: int = 8) -> TraceStats:
 
     Args:
         series: ``counts [S, L, E]``, ``step [S]``.
-        ep_degree: ``G`` GPUs of the expert-parallel group; must divide ``E``.
+        ep_degree: ``G`` GPUs of the expert-parallel group, any ``G >= 1`` (placement:
+            :func:`imbalance_ratio`).
 
     Raises:
-        ValueError: negative counts or ``E % ep_degree != 0``.
+        ValueError: negative counts or a bad ``ep_degree``.
     """
     counts = np.asarray(series.counts)
     s, layers, e = counts.shape

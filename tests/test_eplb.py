@@ -1,0 +1,490 @@
+"""gps-eplb: static EPLB placement, rebalance stall, redundant-expert memory, interval choice,
+the pricing seam's step-time model, replay helpers, flags and the command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gps.advisor.eplb import (
+    EplbSettings,
+    analyse,
+    best_interval,
+    dispatch_balanced_ratio,
+    interval_curve,
+    load_ratio,
+    periodic_schedule,
+    price_slot_tokens,
+    speedup_ci,
+    step_time_model,
+    window_drift,
+)
+from gps.advisor.eplb_flags import engine_flags, sglang_flags, vllm_flags
+from gps.cost.redundancy import (
+    check_redundant,
+    expert_bytes_per_rank,
+    kv_capacity_tokens,
+    kv_tokens_lost,
+    max_concurrency,
+    redundant_bytes_per_rank,
+    valid_redundant,
+)
+from gps.eplb_app import main as eplb_main
+from gps.model import load_model_spec
+from gps.plans.eplb_placement import (
+    eplb_placement,
+    physical_slots,
+    physical_to_logical_map,
+    plan_from_physical_map,
+    sglang_init_expert_location,
+    trivial_placement,
+)
+from gps.plans.plan import Plan
+from gps.plans.rebalance import ENGINE_COSTS, RebalanceCosts, amortised_step_s, rebalance_stall
+from gps.profiles import load_cluster, load_cluster_config
+from gps.traces.engine_stats import EngineLoadStats, sglang_stat_dump, write_sglang_dump
+from gps.traces.fluctuation import FluctuationModel
+from gps.workload import Workload
+
+# ------------------------------------------------------------------------ placement
+
+
+def test_eplb_placement_fills_every_slot_and_balances():
+    rng = np.random.default_rng(0)
+    load = rng.pareto(1.2, size=(3, 16)) * 100 + 1
+    plan = eplb_placement(load, 4, 4)  # 20 physical experts, 5 per GPU
+    assert plan.slot_expert.shape == (3, 4, 5) and (plan.slot_expert >= 0).all()
+    assert (plan.replica_counts() >= 1).all() and plan.replica_counts().sum(axis=1).tolist() == [
+        20
+    ] * 3
+    static = trivial_placement(3, 16, 4, 0).gpu_load(load).max(axis=1)
+    assert (plan.gpu_load(load).max(axis=1) < static).all()
+    zero = eplb_placement(np.zeros((1, 8)), 2, 0)  # no load at all: still a full placement
+    assert (zero.slot_expert >= 0).all()
+
+
+def test_physical_maps_round_trip_and_sglang_file():
+    plan = eplb_placement(np.arange(1, 9, dtype=float)[None], 2, 2)
+    m = physical_to_logical_map(plan)
+    assert m.shape == (1, 10) and set(m.ravel()) == set(range(8))
+    back = plan_from_physical_map(m, 2)
+    assert (back.slot_expert == plan.slot_expert).all()
+    doc = sglang_init_expert_location(plan)
+    assert list(doc) == ["physical_to_logical_map"] and len(doc["physical_to_logical_map"][0]) == 10
+    assert trivial_placement(1, 4, 2, 2).slot_expert.tolist() == [[[0, 1, 2], [3, 0, 1]]]
+
+
+@pytest.mark.parametrize("r", [-1, 1, 3])
+def test_redundant_counts_the_engines_refuse(r):
+    with pytest.raises(ValueError, match="num_redundant_experts"):
+        physical_slots(8, 4, r)
+    with pytest.raises(ValueError, match="num_redundant_experts"):
+        check_redundant(8, 4, r)
+
+
+def test_valid_redundant_lists_what_both_engines_accept():
+    assert valid_redundant(256, 32, 2) == [0, 32, 64]
+    assert valid_redundant(256, 320, 2) == [64, 384]  # 256 + R must divide over 320 GPUs
+    assert valid_redundant(64, 8, 1) == [0, 8]
+
+
+@pytest.mark.parametrize(
+    ("name", "gpus", "link_gbps"),
+    [
+        ("b200_nvlink", 8, 675.0),
+        ("gb200_nvl32", 32, 675.0),
+        ("mi300x_if", 8, 336.0),
+        ("mi355x_if", 8, 403.2),
+    ],
+)
+def test_stall_validation_clusters_load(name, gpus, link_gbps):
+    """900 / 448 / 537.6 GB/s per direction at the assumed 0.75 efficiency."""
+    cluster = load_cluster_config(name)
+    assert cluster.num_gpus == gpus
+    assert cluster.intra_link.gpu_bandwidth / 1e9 == pytest.approx(link_gbps)
+
+
+# ------------------------------------------------------------------------ rebalance stall
+
+
+def test_stall_bytes_of_one_rebalance_two_gpus_four_experts():
+    """2 GPUs x 2 slots, experts {0,1} | {2,3} -> {0,2} | {1,3}: GPU 0 receives expert 2 and
+    GPU 1 expert 1 (W bytes each), in both layers; nothing else moves."""
+    cluster = load_cluster_config("h100_nvlink")
+    cluster = load_cluster(
+        {"name": "two", "gpu": "h100_sxm5_80gb", "intra_node_link": "nvlink4", "gpus_per_node": 2}
+    )
+    old = Plan(np.array([[[0, 1], [2, 3]]] * 2), 4)
+    new = Plan(np.array([[[0, 2], [1, 3]]] * 2), 4)
+    w = 100e6
+    costs = RebalanceCosts(engine="test", cpu_s=0.5, per_layer_s=0.01)
+    r = rebalance_stall(old, new, w, cluster, costs, synchronous=True)
+    assert r.bytes_per_gpu.tolist() == [[w, w], [w, w]]
+    link = cluster.intra_link  # 450 GB/s x 0.75, 10 us
+    per_layer = link.latency_s + w / link.gpu_bandwidth
+    assert per_layer == pytest.approx(10e-6 + 100e6 / 337.5e9)
+    assert r.transfer_s.tolist() == pytest.approx([per_layer, per_layer])
+    assert r.stall_s == pytest.approx(0.5 + 2 * (per_layer + 0.01))
+    assert r.max_bytes_per_gpu == 2 * w
+    chunked = rebalance_stall(old, new, w, cluster, costs, layers_per_chunk=1)
+    assert chunked.passes == 2 and chunked.stall_s == pytest.approx(r.stall_s)
+    assert chunked.max_pass_stall_s == pytest.approx(0.5 + per_layer + 0.01)
+    asynchronous = rebalance_stall(old, new, w, cluster, costs, synchronous=False)
+    assert asynchronous.stall_s == 0.0 and asynchronous.lag_s == pytest.approx(r.stall_s)
+    same = rebalance_stall(old, old, w, cluster, costs)
+    assert same.max_bytes_per_gpu == 0 and same.stall_s == pytest.approx(0.5 + 2 * 0.01)
+    assert amortised_step_s(0.01, 1.0, 100) == pytest.approx(0.02)
+    with pytest.raises(ValueError, match="interval_steps"):
+        amortised_step_s(0.01, 1.0, 0)
+
+
+def test_vllm_per_layer_constant_is_its_documented_fit():
+    """vLLM PR #28369: 260 ms GPU time over DeepSeek-V2-Lite's 26 MoE layers, minus the
+    worst-case transfer of 8 bf16 experts per GPU over NVLink 4."""
+    spec = load_model_spec("deepseek_v2_lite")
+    link = load_cluster_config("h100_nvlink").intra_link
+    expert = 3 * 2048 * 1408 * 2
+    transfer = link.latency_s + 8 * expert / link.gpu_bandwidth
+    assert 0.260 / 26 - transfer == pytest.approx(ENGINE_COSTS["vllm"].per_layer_s, abs=5e-5)
+    assert spec.num_experts == 64
+
+
+# ------------------------------------------------------------------------ memory
+
+
+def test_memory_per_redundant_expert_matches_vllms_formula():
+    """vLLM docs: NUM_MOE_LAYERS * BYTES_PER_EXPERT * (E + R) / EP; ~2.4 GB for one redundant
+    expert per EP rank on DeepSeek-V3 (58 MoE layers, 3 * 7168 * 2048 FP8 bytes)."""
+    spec = load_model_spec("deepseek_v3")
+    per_expert = 3 * 7168 * 2048
+    assert redundant_bytes_per_rank(spec, 32, 32) == 58 * per_expert
+    assert redundant_bytes_per_rank(spec, 32, 32) / 2**30 == pytest.approx(2.38, abs=0.01)
+    assert expert_bytes_per_rank(spec, 32, 32) == 58 * per_expert * 288 / 32
+    # the KV cache loses those bytes at (512 + 64) latent elements x 2 bytes x 61 layers
+    assert kv_tokens_lost(spec, 32, 32) == pytest.approx(58 * per_expert / (576 * 2 * 61))
+    cluster = load_cluster_config("h800_4node_ib")
+    wl = Workload(
+        phase="decode", batch_size=2048, seq_len=1, context_len=4096, alltoall="deepep_low_latency"
+    )
+    lost = kv_capacity_tokens(spec, cluster, wl, 0) - kv_capacity_tokens(spec, cluster, wl, 32)
+    assert lost == pytest.approx(kv_tokens_lost(spec, 32, 32))
+    assert max_concurrency(spec, cluster, wl, 32) <= max_concurrency(spec, cluster, wl, 0)
+
+
+# ------------------------------------------------------------------------ interval choice
+
+
+def test_interval_optimum_on_a_linear_drift():
+    """A plan's step time grows by a per step of age: the mean over an interval I is
+    t0 + a (I - 1) / 2, plus the stall S / I; the optimum is I* = sqrt(2 S / a) = 20."""
+    t0, a, stall = 0.01, 1e-4, 0.02
+    ages = t0 + a * np.arange(200)
+    intervals = [5, 10, 20, 40, 80]
+    curve, extra = interval_curve(ages, stall, intervals)
+    expected = [t0 + a * (i - 1) / 2 + stall / i for i in intervals]
+    assert curve == pytest.approx(expected) and not extra.any()
+    assert best_interval(curve, intervals) == round(math.sqrt(2 * stall / a)) == 20
+    # an asynchronous rebalance landing 10 steps late serves ages 10 .. 10 + I - 1
+    lagged, _ = interval_curve(ages, 0.0, [5, 20], lag_steps=10)
+    assert math.isinf(lagged[0]) and lagged[1] == pytest.approx(t0 + a * (10 + 19 / 2))
+    far, extrapolated = interval_curve(ages[:10], stall, [20])
+    assert extrapolated.all() and np.isfinite(far).all()
+    with pytest.raises(ValueError, match="interval"):
+        interval_curve(ages, stall, [0])
+
+
+def test_window_drift_is_the_window_mean_predictors_error():
+    """The drift is predictors.metrics.horizon_errors of a window_mean forecast (the forecast
+    module's metric), on the same forecast origins."""
+    from gps.traces.trace import LoadSeries
+    from predictors import make_predictor
+    from predictors.metrics import horizon_errors
+
+    rng = np.random.default_rng(2)
+    counts = rng.integers(1, 50, size=(40, 2, 6))
+    p = counts / counts.sum(-1, keepdims=True)
+    series = LoadSeries(counts=counts, step=np.arange(40))
+    ours = window_drift(p, 4, [1, 5])
+    # origins t - h >= window - 1 = 3: the train split n = 3 + h
+    for h, frac, mine in ((1, 0.1, ours[0]), (5, 0.2, ours[1])):
+        theirs = horizon_errors(
+            series, make_predictor("window_mean", window=4), [h], train_fraction=frac
+        )
+        assert mine == pytest.approx(theirs[h])
+    assert window_drift(p, 4, [39]) == [None]
+
+
+# ------------------------------------------------------------------------ replay
+
+
+def _brute_ratio(plan: Plan, loads: np.ndarray) -> np.ndarray:
+    gpu = plan.gpu_load(loads)
+    return gpu.max(-1) / gpu.mean(-1)
+
+
+def _brute_water(plan: Plan, load: np.ndarray) -> np.ndarray:
+    """Per step and layer, by loops: single-replica experts fixed, each replicated expert
+    (most replicas first, then id) poured onto its holders, lowest first."""
+    nl = load.shape[0]
+    out = []
+    for layer in range(nl):
+        holders = plan.expert_gpu_counts()[layer] > 0  # [G, E]
+        counts = holders.sum(0)
+        gpu = np.zeros(plan.num_gpus)
+        for e in np.flatnonzero(counts == 1):
+            gpu[np.flatnonzero(holders[:, e])[0]] += load[layer, e]
+        multi = np.flatnonzero(counts > 1)
+        for e in multi[np.argsort(-counts[multi], kind="stable")]:
+            hs = np.flatnonzero(holders[:, e])
+            w = load[layer, e]
+            for _ in range(2000):  # pour in small drops
+                gpu[hs[np.argmin(gpu[hs])]] += w / 2000
+        out.append(gpu.max() / gpu.mean())
+    return np.asarray(out)
+
+
+def test_load_ratio_and_dispatch_balancing_against_loops():
+    rng = np.random.default_rng(7)
+    load = rng.pareto(1.0, size=(5, 2, 12)) * 10 + 0.5
+    plan = eplb_placement(load.mean(0), 4, 4)
+    assert load_ratio(plan, load) == pytest.approx(_brute_ratio(plan, load))
+    balanced = dispatch_balanced_ratio(plan, load)
+    assert (balanced <= load_ratio(plan, load) + 1e-9).all()
+    for s in range(5):
+        assert balanced[s] == pytest.approx(_brute_water(plan, load[s]), rel=2e-3)
+    flat = eplb_placement(load.mean(0), 4, 0)
+    assert dispatch_balanced_ratio(flat, load) == pytest.approx(load_ratio(flat, load))
+
+
+def test_periodic_schedule_plans_from_the_window_and_lags():
+    rng = np.random.default_rng(1)
+    hist, loads = rng.random((6, 1, 8)) * 10, rng.random((10, 1, 8)) * 10
+    sched = periodic_schedule(hist, loads, window=3, interval=4, num_gpus=2, num_redundant=0)
+    assert sched.starts == [0, 4, 8]
+    first = eplb_placement(hist[-3:].mean(0), 2, 0)
+    assert (sched.plans[0].slot_expert == first.slot_expert).all()
+    late = periodic_schedule(hist, loads, 3, 4, 2, 0, lag_steps=3)
+    assert late.starts == [0, 7]  # the plan of step 8 would land at 11: beyond the span
+    assert sched.ratios(loads).shape == (10, 1)
+
+
+def test_speedup_interval_is_seeded_and_brackets_the_point():
+    rng = np.random.default_rng(3)
+    base = 1.0 + rng.random(200) * 0.1
+    strat = base / 1.2 + rng.random(200) * 0.01
+    point, ci = speedup_ci(base, strat, samples=200, seed=4)
+    assert ci[0] <= point <= ci[1] and (point, ci) == speedup_ci(base, strat, samples=200, seed=4)
+
+
+# ------------------------------------------------------------------------ the pricing seam
+
+
+def test_step_time_model_matches_direct_pricing():
+    """Interpolating per-layer times over load ratios reproduces the cost model on random
+    per-GPU loads (data-parallel sources: the busiest GPU sets each layer)."""
+    spec = load_model_spec("deepseek_v2_lite")
+    cluster = load_cluster_config("h100_nvlink")
+    wl = Workload(phase="prefill", batch_size=4, seq_len=1024, context_len=1024)
+    rng = np.random.default_rng(0)
+    load = rng.pareto(1.5, size=(3, 26, 64)) + 0.2
+    load *= wl.tokens_per_step * spec.top_k / load.sum(-1, keepdims=True)
+    plan = eplb_placement(load.mean(0), 8, 8)
+    counts = plan.replica_counts()
+    st = np.take_along_axis(
+        (load / counts)[:, :, None, :], plan.slot_expert[None].reshape(1, 26, 1, -1), -1
+    )
+    st = st.reshape(3, 26, 8, 9)
+    direct = price_slot_tokens(spec, cluster, wl, st).total_s
+    x = load_ratio(plan, load)
+    model = step_time_model(spec, cluster, wl, 9, float(x.max()))
+    assert model.step_s(x) == pytest.approx(direct, rel=0.02)
+    assert model.balanced_step_s <= model.step_s(x).min()
+
+
+# ------------------------------------------------------------------------ analysis and CLI
+
+
+def _toy_stats(
+    steps: int = 60, layers: int = 26, experts: int = 64, copies: int = 6 * 512, seed: int = 0
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.dirichlet(np.full(experts, 0.5), size=layers)
+    drift = np.cumsum(rng.normal(0, 0.05, (steps, layers, experts)), axis=0)
+    p = np.exp(np.log(base)[None] + drift)
+    p /= p.sum(-1, keepdims=True)
+    return rng.multinomial(copies, p).astype(np.int32)
+
+
+def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
+    counts = _toy_stats()
+    stats = EngineLoadStats(
+        counts=counts.astype(np.int64),
+        step=np.arange(60),
+        engine="sglang",
+        mode="stat",
+        format_version="test",
+        source=["toy"],
+    )
+    spec = load_model_spec("deepseek_v2_lite")
+    cluster = load_cluster_config("h100_nvlink")
+    wl = Workload(phase="prefill", batch_size=1, seq_len=512, context_len=512)
+    res = analyse(
+        stats,
+        spec,
+        cluster,
+        wl,
+        FluctuationModel(rho=np.array([8e-4]), top_k=6),
+        EplbSettings(
+            engine="vllm", windows=(5, 10), intervals=(5, 10, 20), bootstrap=50, anchors=4
+        ),
+    )
+    for key in (
+        "verdict",
+        "speedup",
+        "speedup_ci95",
+        "num_redundant_experts",
+        "window_steps",
+        "rebalance_interval_steps",
+        "stall_s_per_rebalance",
+        "kv_cache_tokens_lost",
+    ):
+        assert key in res
+    assert res["loads"]["source"] == "recorded"
+    assert res["speedup"] >= 1.0 - 1e-9  # never below no balancing: it is a candidate
+    assert {row["num_redundant_experts"] for row in res["redundancy_curve"]} == {0, 8, 16}
+    assert res["interval_curve"]["intervals"] == [5, 10, 20, 3000]  # + vLLM's default
+    assert 0.0 <= res["imbalance_share_of_step"] < 1.0
+    with pytest.raises(ValueError, match="layer mismatch"):
+        analyse(
+            stats,
+            load_model_spec("deepseek_v3"),
+            cluster,
+            wl,
+            FluctuationModel.independent(),
+            EplbSettings(engine="vllm"),
+        )
+
+
+def test_flags_name_the_engines_real_arguments():
+    s = sglang_flags("periodic", 32, 500, 1000, layers_per_chunk=4, location_file="x.json")
+    assert s["args"][:2] == ["--enable-eplb", "--ep-num-redundant-experts"]
+    for flag in (
+        "--eplb-rebalance-num-iterations",
+        "--expert-distribution-recorder-buffer-size",
+        "--init-expert-location",
+        "--eplb-rebalance-layers-per-chunk",
+    ):
+        assert flag in s["args"]
+    static = sglang_flags("static", 0, 500, 1000)
+    assert "--init-expert-location" in static["args"] and "--enable-eplb" not in static["args"]
+    v = vllm_flags("periodic", 32, 500, 1000, synchronous=False)
+    assert v["args"][:3] == ["--enable-expert-parallel", "--enable-eplb", "--eplb-config"]
+    assert json.loads(v["args"][3]) == {
+        "window_size": 500,
+        "step_interval": 1000,
+        "num_redundant_experts": 32,
+        "use_async": True,
+    }
+    both = engine_flags("vllm", "periodic", 32, 500, 1000, synchronous=False)
+    assert list(both) == ["vllm", "sglang"] and "rerun gps-eplb" in both["sglang"]["notes"][-1]
+
+
+def test_gps_eplb_command_writes_results_and_flags(tmp_path, capsys):
+    dump = write_sglang_dump(sglang_stat_dump(_toy_stats()), tmp_path / "stat.json")
+    out = tmp_path / "out"
+    code = eplb_main(
+        [
+            str(dump),
+            "--engine",
+            "sglang",
+            "--model",
+            "deepseek_v2_lite",
+            "--hardware",
+            "h100_nvlink",
+            "--out",
+            str(out),
+            "--",
+            "workload.batch_size=1",
+            "workload.seq_len=512",
+            "eplb.decode_batch_size=64",
+            "eplb.windows=[5,10]",
+            "eplb.intervals=[5,10,20]",
+            "eplb.bootstrap=50",
+            "eplb.anchors=4",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Verdict" in text and "sglang flags" in text and "vllm flags" in text
+    assert "Redundant experts" in text and "Rebalance interval" in text and "Drift" in text
+    results = json.loads((out / "results.json").read_text())["eplb"]
+    for key in (
+        "verdict",
+        "speedup",
+        "speedup_ci95",
+        "num_redundant_experts",
+        "window_steps",
+        "rebalance_interval_steps",
+        "stall_s_per_rebalance",
+        "kv_cache_tokens_lost",
+        "flags",
+    ):
+        assert key in results
+    assert set(results["pools"]) == {"prefill", "decode"}
+    assert results["pools"]["decode"]["loads"]["source"] == "fluctuation model"
+    location = json.loads((out / "init_expert_location_prefill.json").read_text())
+    assert np.asarray(location["physical_to_logical_map"]).shape[0] == 26
+
+
+def test_gps_eplb_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"logical_count": [[[1, -3]]]}))
+    out = tmp_path / "out"
+    code = eplb_main(
+        [str(bad), "--engine", "vllm", "--model", "deepseek_v2_lite", "--out", str(out)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "Traceback" not in err
+    assert "bad.json" in err and "logical_count" in err and not out.exists()
+    code = eplb_main([str(bad), "--engine", "vllm", "--model", "no_such_model"])
+    assert code == 2
+
+
+def test_gps_eplb_on_the_esft_routing_seen_as_a_recorder_dump(tmp_path, capsys):
+    """The issue's quality bar: ESFT DeepSeek-V2-Lite routing converted to an SGLang stat
+    dump, priced with both engines' flags printed."""
+    from gps.traces.engine_stats import trace_to_sglang_stat
+    from gps.traces.shared import esft_trace
+
+    try:
+        trace = esft_trace()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    dump = write_sglang_dump(trace_to_sglang_stat(trace, 512), tmp_path / "esft.pt")
+    code = eplb_main(
+        [
+            str(dump),
+            "--engine",
+            "sglang",
+            "--model",
+            "deepseek_v2_lite",
+            "--hardware",
+            "h100_nvlink",
+            "--out",
+            str(tmp_path / "o"),
+            "--",
+            "workload.batch_size=1",
+            "workload.seq_len=512",
+            "eplb.windows=[8,16]",
+            "eplb.intervals=[4,8,16]",
+            "eplb.bootstrap=50",
+            "eplb.anchors=4",
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "Redundant experts" in text and "Rebalance interval" in text
+    assert "sglang flags" in text and "vllm flags" in text
