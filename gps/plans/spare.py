@@ -196,17 +196,20 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
 def _home_lists(hmat: np.ndarray) -> np.ndarray:
     """``[M, G, H]`` the experts with a home copy on each GPU (``hmat [M, G, E]`` bool),
     ``-1`` padded."""
-    order = np.argsort(~hmat, axis=2, kind="stable")  # home experts of each GPU first
-    h = max(int(hmat.sum(axis=2).max(initial=1)), 1)
-    return np.where(np.take_along_axis(hmat, order[..., :h], 2), order[..., :h], -1)
+    m, g, _ = hmat.shape
+    mi, gi, ei = np.nonzero(hmat)  # sorted by (row, GPU, expert)
+    key = mi * g + gi
+    rank = np.arange(key.size) - np.searchsorted(key, key, side="left")
+    out = np.full((m, g, max(int(rank.max(initial=0)) + 1, 1)), -1, dtype=np.int64)
+    out[mi, gi, rank] = ei
+    return out
 
 
-def _greedy(load, hmat, home_t, hcnt, room, cap):
+def _greedy(load, hmat, hx, home_t, hcnt, room, cap):
     """Step 1's greedy (module docstring): ``(counts [M, E], max load [M])`` of the best prefix.
     Two candidates per row and step: the busiest GPU's home expert of largest gain and the
     expert of the heaviest lump it hosts."""
     m, g, _ = hmat.shape
-    hx = _home_lists(hmat)
     single = bool((hcnt == 1).all())
     home_gpu = np.argmax(hmat, axis=1)  # [M, E] (the home GPU when ``single``)
     total = room.sum(axis=1)
@@ -319,13 +322,15 @@ def replica_counts(
     load = np.asarray(load, dtype=float)
     hmat = np.asarray(home_experts, dtype=bool)
     g = hmat.shape[1]
-    home_t = np.ascontiguousarray(hmat.transpose(0, 2, 1), dtype=float)  # [M, E, G]
+    hx = _home_lists(hmat)  # [M, G, H]
+    home_t = np.zeros((hmat.shape[0], hmat.shape[2], g))  # [M, E, G] home copies
+    mi, gi, hi = np.nonzero(hx >= 0)
+    home_t[mi, hx[mi, gi, hi], gi] = 1.0
     cap = min(g, g if max_replicas is None else int(max_replicas))
     hcnt = hmat.sum(axis=1).astype(np.int64)
     total = np.asarray(room).sum(axis=1)
     n = int(total.max(initial=0))
-    best_c, best_f = _greedy(load, hmat, home_t, hcnt, np.asarray(room), cap)
-    hx = _home_lists(hmat)
+    best_c, best_f = _greedy(load, hmat, hx, home_t, hcnt, np.asarray(room), cap)
     # counts-first start: each spare slot to the largest load per copy (EPLB's replication,
     # from the home copies); the better start per row is improved
     first = replicate_greedy(load, hcnt.sum(axis=1) + total, max_replicas=cap, start=hcnt)
