@@ -12,13 +12,16 @@ and the exact option on real Mixtral routing.
    ``eplb_repack``: DeepSeek's EPLB re-pack as publicly described, in our words (every slot
    may move: each of the ``G*R - E`` redundant slots to the expert with the largest load per
    replica, then the replicas heaviest first onto the least-loaded GPU with fewer than ``R``);
-   ``home_only``: no balancing.
+   ``home_only``: no balancing; ``layers won``: ``plan_spare``'s candidate kept per layer.
 2. The migration-minimal re-plan at 64 GPUs as the advisor runs it: ``Context.candidates`` (fetch
    costs from the plan in place over NVLink/InfiniBand, 8 GPUs per node, the balance-first and
    the migration-first plan), median of 9 calls after one warm-up, wall and CPU time (the
    latter what it costs on an idle machine: the cores are shared). ``--replan-only`` runs only
    this row and needs nothing newer than ``Context``, so the same command with
-   ``PYTHONPATH=<checkout of main>`` times the code before this change on the same machine.
+   ``PYTHONPATH=<checkout of main>`` times the code before this change on the same machine
+   (and without ``--replan-only`` gives that code's ``plan_spare`` column on the same loads).
+   ``--busiest-everywhere`` runs this section with today's busiest-first planner a candidate at
+   every size (``busiest_first_pays`` skips it at 64 GPUs with one spare slot).
 3. The exact option (``plan_spare(..., exact=True)`` and ``plan_duplication(..., exact=True)``)
    on Mixtral-8x7B's real routing (``../shared/traces/mixtral_8x7b_vllm``, read with
    ``gps.traces.shared``), batches of 192 tokens: status counts, mean balance of the heuristic
@@ -107,18 +110,21 @@ def timed(fn, runs: int) -> tuple[float, list[float], float]:
 
 
 def balance_table(runs: int) -> None:
-    from gps.plans import spare_lower_bound
+    try:
+        from gps.plans import spare_lower_bound
+    except ImportError:  # code from before the bound (``PYTHONPATH=<checkout>``): no column
+        spare_lower_bound = None
 
     print("\n## 1. Balance: max GPU load / mean GPU load, mean over 61 layers")
-    print("| case | plan_spare | lower_bound | ms | eplb_repack | home_only |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| case | plan_spare | lower_bound | ms | eplb_repack | home_only | layers won |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, (pop, g, r, seed) in CASES.items():
         load = routed_loads(pop, seed)
         mean = load.sum(axis=1) / g
         home = static_placement(LAYERS, EXPERTS, g, r)
         ms, _, _ = timed(lambda load=load, home=home: plan_spare(load, home), runs)
         plan = plan_spare(load, home)
-        bound = spare_lower_bound(load, home)
+        bound = mean * np.nan if spare_lower_bound is None else spare_lower_bound(load, home)
         maxes = (
             plan.meta["predicted_max_load"],
             bound,
@@ -126,8 +132,9 @@ def balance_table(runs: int) -> None:
             plan.meta["home_max_load"],
         )
         ratio = [x / mean for x in maxes]
+        won = ", ".join(f"{k} {v}" for k, v in Counter(plan.meta.get("choice", [])).most_common())
         print(f"| {name} | {ratio[0].mean():.4f} | {ratio[1].mean():.4f} | {ms:.0f} | "
-              f"{ratio[2].mean():.4f} | {ratio[3].mean():.4f} |")  # fmt: skip
+              f"{ratio[2].mean():.4f} | {ratio[3].mean():.4f} | {won} |")  # fmt: skip
 
 
 def replan_context() -> Context:
@@ -169,7 +176,11 @@ def replan_row(runs: int) -> None:
 
 
 def exact_mixtral() -> None:
-    from gps.plans.exact import PROVED
+    try:
+        from gps.plans.exact import PROVED
+    except ImportError:  # code from before these statuses
+        print("\n## 3. skipped: this checkout's gps.plans.exact has no PROVED statuses")
+        return
     from gps.traces.batching import batch_loads
     from gps.traces.shared import mixtral_vllm_trace
 
@@ -209,7 +220,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="timed calls per figure")
     parser.add_argument("--replan-only", action="store_true", help="section 2 only")
+    parser.add_argument(
+        "--busiest-everywhere",
+        action="store_true",
+        help="section 1 only, today's busiest-first planner a candidate at any "
+        "size (how often it would win where busiest_first_pays skips it)",
+    )
     args = parser.parse_args()
+    if args.busiest_everywhere:
+        import gps.plans.spare as spare
+
+        spare.BUSIEST_GPUS = 1 << 30
+        print("# bench_spare --busiest-everywhere")
+        balance_table(args.runs)
+        return
     print("# bench_spare")
     print(describe(f"scipy {scipy.__version__}"))
     with open("/proc/loadavg") as f:

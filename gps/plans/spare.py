@@ -898,10 +898,10 @@ def plan_spare_slacks(
 
 
 def busiest_first_pays(num_gpus: int, spare: np.ndarray) -> bool:
-    """Whether today's busiest-first planner (``grow_replicas``) runs as a candidate: where
-    ``benchmarks/bench_spare.py`` measured it winning layers, i.e. at most ``BUSIEST_GPUS``
-    GPUs or several spare slots per GPU (``spare [L, G, R]`` bool). At 64 GPUs with one spare
-    slot it won none of 241 layers there, and it is a third of the re-plan's time."""
+    """Whether today's busiest-first planner (``grow_replicas``) runs as a candidate: at most
+    ``BUSIEST_GPUS`` GPUs or several spare slots per GPU (``spare [L, G, R]`` bool), where it
+    still wins layers; at 64 GPUs with one spare slot it won none of ``bench_spare.py
+    --busiest-everywhere``'s 122 layers and nearly doubled the plan's time."""
     return num_gpus <= BUSIEST_GPUS or int(np.asarray(spare).sum(axis=-1).max(initial=0)) >= 2
 
 
