@@ -35,8 +35,13 @@ from gps.cost.step import StepRouting
 from gps.engine import EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, TensorDtypes, load_model_spec
+from gps.plans.eplb_placement import eplb_placement
 from gps.profiles import load_cluster
 from gps.serving import ServingWorkload, plan_steps
+from gps.simulate import simulate_loads
+from gps.traces.batching import batch_loads
+from gps.traces.fluctuation import fitted_model
+from gps.traces.synthetic import generate_from_preset
 from gps.workload import Workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,10 +127,60 @@ def engine(name: str) -> EngineProfile:
     return EngineProfile.from_config(yaml.safe_load(path.read_text()))
 
 
-def step_s(spec: MoEModelSpec, cl: Cluster, wl: Workload, eng: str,
-           parallel: ParallelConfig | None = None) -> float:  # fmt: skip
-    """Seconds of one step of ``wl`` on ``cl`` as engine ``eng`` runs it."""
-    return float(batch_cost(spec, cl, wl, parallel=parallel, engine=engine(eng)).total_s)
+def step_s(spec: MoEModelSpec, cl: Cluster, wl: Workload, eng: str | EngineProfile,
+           parallel: ParallelConfig | None = None,
+           routing: StepRouting | None = None) -> float:  # fmt: skip
+    """Seconds of one step of ``wl`` on ``cl`` as engine ``eng`` runs it (the mean over the
+    sampled steps of ``routing`` when it carries several)."""
+    eng = engine(eng) if isinstance(eng, str) else eng
+    cost = batch_cost(spec, cl, wl, routing, parallel=parallel, engine=eng)
+    return float(np.mean(cost.total_s))
+
+
+# ---- EPLB's residual imbalance, from moe-gps's own simulation ------------------------------
+
+EPLB_PRESET = "deepseek_like"  # conf/trace/deepseek_like.yaml: synthetic, NOT calibrated
+EPLB_STAT_TOKENS = 8192  # tokens of the preset whose mean load EPLB is planned on
+EPLB_STEPS = 4  # sampled steps averaged per row
+EPLB_SEED = 0
+# SGLang --ep-num-redundant-experts 32 (the reproduction's prefill command, github.com/
+# sgl-project/sglang/issues/6017); the blog's EP72 decode needs the same 288 physical experts
+# ("EPLB's use of 288 experts enables ... parallelism sizes of 12 or 72").
+EPLB_REDUNDANT = 32
+EPLB_SETUP = (
+    "EPLB priced with moe-gps's own simulation, no validation data: mean expert load of the "
+    f"synthetic preset {EPLB_PRESET} ({EPLB_STAT_TOKENS:,} tokens, not calibrated on DeepSeek "
+    f"routing), {EPLB_REDUNDANT} redundant experts (288 physical) placed by "
+    "gps.plans.eplb_placement on that load (in-distribution statistics, as the blog's EPLB), "
+    "each step's loads drawn around it with the per-request over-dispersion fitted on "
+    f"DeepSeek-V2-Lite routing (FITTED_RHO['esft']), copies split evenly over replicas; mean "
+    f"of {EPLB_STEPS} steps, seed {EPLB_SEED}"
+)
+
+
+@cache
+def eplb_mean_load() -> np.ndarray:
+    """``[L, E]`` proportions of the expert load EPLB is planned on: the mean of
+    ``EPLB_STAT_TOKENS`` tokens of the synthetic preset ``EPLB_PRESET`` (its own seed)."""
+    trace = generate_from_preset(EPLB_PRESET, num_tokens=EPLB_STAT_TOKENS)
+    load = batch_loads(trace, trace.num_tokens)[0].astype(float)
+    return load / load.sum(axis=-1, keepdims=True)
+
+
+def eplb_routing(spec: MoEModelSpec, gpus: int, tokens_per_gpu: int,
+                 tokens_per_request: int) -> StepRouting:  # fmt: skip
+    """``EPLB_STEPS`` steps of ``tokens_per_gpu`` tokens on each of ``gpus`` GPUs routed
+    through an EPLB placement (``eplb_placement`` of ``eplb_mean_load``, ``EPLB_REDUNDANT``
+    redundant experts) with the fitted per-step fluctuation (``fitted_model("esft")``,
+    requests of ``tokens_per_request`` tokens); slot tokens ``[S, L, G, (E + R)/G]``."""
+    mu = eplb_mean_load()
+    plan = eplb_placement(mu, gpus, EPLB_REDUNDANT)
+    rng = np.random.default_rng(EPLB_SEED)
+    k = spec.top_k
+    counts = fitted_model("esft").sample(np.broadcast_to(mu, (EPLB_STEPS, *mu.shape)),
+                                         tokens_per_gpu * gpus * k, k, tokens_per_request,
+                                         rng)  # fmt: skip
+    return StepRouting(slot_tokens=simulate_loads(plan, counts, spec=spec).slot_tokens)
 
 
 def us(x: float) -> str:
@@ -267,9 +322,10 @@ def tok_s(rate_per_token: float) -> str:
 def sglang_rows() -> list[Row]:
     """SGLang's DeepSeek-V3 deployment on H100 (Atlas Cloud: 8x H100 per node, one 400 Gb/s
     NIC per GPU), DP attention, DeepEP (normal for prefill, low-latency for decode),
-    two-batch overlap, FP8 weights (DeepGEMM), BF16 KV cache. The model prices uniform
-    routing: the 'simulated perfect EPLB' figure is its like; the other figures ran SGLang's
-    EPLB on in-distribution statistics (residual imbalance, 4K: 50,302 vs 59,337 tok/s/node)."""
+    two-batch overlap, FP8 weights (DeepGEMM), BF16 KV cache. The figures that ran SGLang's
+    EPLB (in-distribution statistics, 288 physical experts) are priced with moe-gps's own EPLB
+    simulation (``eplb_routing``); the 'simulated perfect EPLB' figure (random routing) and
+    DeepSeek's profile (absolutely balanced routing) with uniform routing."""
     spec = load_model_spec("deepseek_v3")
     rows = []
     prefill = [  # (prompt tokens, prompts per GPU, tok/s/node, label)
@@ -286,22 +342,28 @@ def sglang_rows() -> list[Row]:
     for length, seqs, rate, label in prefill:
         cl = h100(32)
         wl = Workload("prefill", seqs * 32, length, alltoall="deepep", overlap="two_batch")
+        eplb = "default EPLB" in label
+        routing = eplb_routing(spec, 32, seqs * length, length) if eplb else None
         rows.append(Row(
             reference=f"{SGLANG}: prefill, {label}",
             configuration=(f"SGLang, DeepSeek-V3 FP8, 4 nodes x 8 H100 (EP32, DP32 attention, "
                            f"DeepEP normal, two-batch overlap), {seqs} x {length:,} = "
                            f"{seqs * length:,} tokens per GPU per step (assumed: the blog's "
-                           "16,384-token profile batch, whole prompts)"),
+                           "16,384-token profile batch, whole prompts); "
+                           + (EPLB_SETUP if eplb else "uniform routing (random expert "
+                              "selection, the blog's simulated perfect EPLB)")),
             measured_s=1.0 / rate,
-            model=lambda c=cl, w=wl: per_node(w.tokens_per_step, step_s(spec, c, w, "sglang"), 4),
+            model=lambda c=cl, w=wl, r=routing: per_node(
+                w.tokens_per_step, step_s(spec, c, w, "sglang", routing=r), 4),
             shown=tok_node,
-            missing=lambda c=cl, w=wl, lbl=label: sglang_missing(spec, c, w, lbl),
+            missing=lambda c=cl, w=wl, r=routing: sglang_missing(spec, c, w, "sglang", r),
             step=True,
         ))  # fmt: skip
     decode = [
         (True, 22_282, "two-batch overlap"),
         (False, 22_310 / 1.255, "no overlap (ablation: TBO +25.5% at 256/GPU)"),
     ]
+    routing = eplb_routing(spec, 72, 256, 1)
     for tbo, rate, label in decode:
         cl = h100(72)
         wl = Workload("decode", 256 * 72, 1, 2000, alltoall="deepep_low_latency",
@@ -311,11 +373,12 @@ def sglang_rows() -> list[Row]:
             configuration=("SGLang, DeepSeek-V3 FP8, 9 nodes x 8 H100 (EP72, DP72 attention, "
                            "DeepEP low-latency, CUDA graphs), 256 sequences per GPU, KV length "
                            "2,000" + ("" if tbo else "; measured = 22,310 / 1.255 from the "
-                                      "ablation")),
+                                      "ablation") + "; " + EPLB_SETUP),
             measured_s=1.0 / rate,
-            model=lambda c=cl, w=wl: per_node(w.tokens_per_step, step_s(spec, c, w, "sglang"), 9),
+            model=lambda c=cl, w=wl: per_node(
+                w.tokens_per_step, step_s(spec, c, w, "sglang", routing=routing), 9),
             shown=tok_node,
-            missing=lambda c=cl, w=wl, lbl=label: sglang_missing(spec, c, w, lbl),
+            missing=lambda c=cl, w=wl: sglang_missing(spec, c, w, "sglang", routing),
             step=True,
         ))  # fmt: skip
     cl = h800(32)
@@ -325,43 +388,58 @@ def sglang_rows() -> list[Row]:
                    "profile-data, prefill.json)"),
         configuration=("DeepSeek's inference system, DeepSeek-V3 FP8 on 4 nodes x 8 H800 (EP32, "
                        "TP1, DeepEP normal, two micro-batches), 16,384 tokens per GPU of 4,096-"
-                       "token prompts, absolutely balanced routing (profile-data README); "
-                       "engine facts assumed as SGLang's (DeepEP normal kernels, no scheduler "
-                       "gaps)"),
+                       "token prompts, absolutely balanced routing (profile-data README), "
+                       "communication on 24 of the 132 SMs (profile-data's prefill figure: "
+                       "computation 108 SMs, communication 24 SMs); other engine facts as "
+                       "SGLang's (DeepEP normal kernels, no scheduler gaps)"),
         measured_s=1.0 / 62_713,
-        model=lambda: per_node(wl.tokens_per_step, step_s(spec, cl, wl, "sglang"), 4),
+        model=lambda: per_node(wl.tokens_per_step, step_s(spec, cl, wl, deepseek_engine()), 4),
         shown=tok_node,
-        missing=lambda: sglang_missing(spec, cl, wl, "profile"),
+        missing=lambda: sglang_missing(spec, cl, wl, deepseek_engine()),
         step=True,
     ))  # fmt: skip
     return rows
 
 
-def sglang_missing(spec: MoEModelSpec, cl: Cluster, wl: Workload, label: str) -> str:
+# DeepSeek's prefill profile runs its communication on 24 SMs and computation on 108
+# (github.com/deepseek-ai/profile-data, assets/prefill.jpg, the figure of its README).
+DEEPSEEK_PREFILL_COMM_SMS = 24
+
+
+@cache
+def deepseek_engine() -> EngineProfile:
+    """SGLang's engine profile with DeepSeek's prefill split of SMs
+    (``DEEPSEEK_PREFILL_COMM_SMS`` for the DeepEP normal kernels)."""
+    base = engine("sglang")
+    sms = {**base.alltoall_sms, "deepep": DEEPSEEK_PREFILL_COMM_SMS}
+    return replace(base, name="deepseek-profile", alltoall_sms=sms)
+
+
+def sglang_missing(spec: MoEModelSpec, cl: Cluster, wl: Workload, eng: str | EngineProfile,
+                   routing: StepRouting | None = None) -> str:  # fmt: skip
     """Why the model misses a DeepEP deployment row, with the same row priced without overlap."""
-    alone = batch_cost(spec, cl, replace(wl, overlap="none"), engine=engine("sglang"))
-    serial = per_node(wl.tokens_per_step, float(alone.total_s), cl.num_nodes)
-    eplb = (
-        ""
-        if "perfect" in label or label == "profile"
-        else (
-            "; EPLB's residual imbalance (the blog's 4K rows: 18% between default and perfect EPLB)"
-        )
-    )
+    serial_s = step_s(spec, cl, replace(wl, overlap="none"), eng, routing=routing)
+    serial = per_node(wl.tokens_per_step, serial_s, cl.num_nodes)
     if wl.phase == "decode":
         comm = (
-            "DeepEP's low-latency kernels occupy every SM while they send and receive (the "
-            "blog's decode breakdown) and busy-wait for slow peers; the model gives them no SMs "
-            "(they free them while in flight)"
+            "DeepEP's low-latency kernels run slower in the deployment than in their unit test "
+            "(the blog's decode breakdown: dispatch ~0.17 ms per layer busy-waiting against "
+            "0.06 ms occupying SMs in the unit test; combine 2x DeepSeek's, busy-waiting "
+            "because SGLang's attention is shorter); the model prices the unit-test latencies "
+            "(the DeepEP rows above) and no waiting; the breakdown is published only as a "
+            "figure (profile-decode.png), not readable here"
         )
     else:
         comm = (
-            "DeepEP's normal kernels run slower beside compute than in their unit test (the "
-            "blog: DeepSeek's and SGLang's communication under two-batch overlap is slower "
-            "than the unit test, which is reached with overlap off); the model prices the "
-            "unit-test bandwidth"
+            "DeepEP's normal kernels run slower beside two-batch-overlapped compute than in "
+            "their unit test (the blog's prefill breakdown: 'Both DeepSeek and SGLang have a "
+            "communication time slower than unit test results, while the latter is achievable "
+            "when disabling TBO'); the model prices the unit-test bandwidth, so its step is "
+            "communication-bound at the unit-test time; the slowdown is published only in a "
+            "figure (profile-prefill.png) and DeepSeek's trace (profile-data prefill.json), "
+            "neither readable here"
         )
-    return f"{comm}{eplb}; without overlap the model gives {1.0 / serial:,.0f} tok/s/node"
+    return f"{comm}; without overlap the model gives {1.0 / serial:,.0f} tok/s/node"
 
 
 def qwen_rows() -> list[Row]:
@@ -405,8 +483,12 @@ def qwen_rows() -> list[Row]:
 QWEN_MISSING = {
     "FP8": (
         "FP8 MoE kernels on SGLang 0.4.6 (Triton fused MoE with block-wise w8a8: a per-token "
-        "activation quantisation before each expert GEMM, one kernel per expert block) run "
-        "below the dense FP8 GEMMs the H20's decode constants were fitted on"
+        "activation quantisation before each expert GEMM) gain far less over BF16 than their "
+        "halved weight bytes: measured here FP8 is 1.13x BF16 at input 1, the model 1.39x; "
+        "kernel benchmarks show the same on other GPUs (vLLM PR #35457, H200, Qwen3 MoE "
+        "shapes: FP8 fused MoE 1.10-1.17x BF16 at batch >= 4) but none times this shape on "
+        "an H20, so the model streams FP8 expert weights at the HBM efficiency fitted on "
+        "dense GEMVs"
     ),
     "BF16": (
         "long-context decode attention: the decode kernel over a 30k-token cache runs below "
@@ -486,26 +568,42 @@ def request_s(spec: MoEModelSpec, cl: Cluster, prompt: int, output: int,
     return plan.round_s(pre, dec)
 
 
+# The blog's reproduction (github.com/antgroup/sglang/pull/4, 'Deploying DeepSeek-R1 on
+# H20-96G with SGLang: Best Practices'): prefill launched with --tp-size 8 --chunked-prefill-size
+# 16384 --kv-cache-dtype fp8_e4m3 --attention-backend fa3 --quantization fp8.
+ANT_CHUNK = 16384
+
+
 def ant_rows() -> list[Row]:
     """DeepSeek-R1 prefill on one 8x H20 node, SGLang v0.5.2, TP8 (attention and experts
-    tensor parallel), FP8 attention: 16.5k input tokens/s per node on 4,096-token prompts."""
-    spec = deepseek(dtypes=replace(load_model_spec("deepseek_v3").dtypes, attention="fp8"))
+    tensor parallel), FP8 attention and KV cache: 16.5k input tokens/s per node on 4,096-token
+    prompts; a step holds ``ANT_CHUNK`` tokens (the reproduction's chunked-prefill size)."""
+    fp8 = replace(load_model_spec("deepseek_v3").dtypes, attention="fp8", kv_cache="fp8")
+    spec = deepseek(dtypes=fp8)
     cl = h20(8)
     layout = ParallelConfig("tp8", 1, 8, "tp")
-    wl = Workload("prefill", 2, 4096, attention_parallel="tp", alltoall="flat")
+    prompts = ANT_CHUNK // 4096
+    wl = Workload("prefill", prompts, 4096, attention_parallel="tp", alltoall="flat")
     return [Row(
         reference=f"{ANT}: prefill headline",
         configuration=("SGLang v0.5.2, DeepSeek-R1 FP8 (DeepSeek-V3 architecture), 1 node x 8 "
                        "H20 96GB, --tp-size 8 (attention and experts tensor parallel), FP8 "
-                       "attention (fa3-fp8), bench_serving random 4,096-token prompts, 1 output "
-                       "token; a step holds SGLang's 8,192-token chunk = 2 prompts (assumed)"),
+                       "attention (fa3-fp8) and KV cache, bench_serving random 4,096-token "
+                       "prompts, 1 output token; a step holds the reproduction's "
+                       f"--chunked-prefill-size {ANT_CHUNK:,} = {prompts} prompts "
+                       "(github.com/antgroup/sglang/pull/4)"),
         measured_s=1.0 / 16_500,
         model=lambda: per_node(wl.tokens_per_step, step_s(spec, cl, wl, "sglang", layout), 1),
         shown=tok_node,
-        missing=("tensor-parallel experts' down GEMMs reduce over f/8 = 256, far below the K "
-                 "range the GEMM knee was fitted on (2,048-14,336), so they are priced at 0.15 "
-                 "of peak; the blog's MoE kernel tuning, QKV de-duplication (reduce-scatter + "
-                 "all-gather) and MHA/MLA switch are not modelled"),
+        missing=("H20-tuned kernels without published kernel timings: the tensor-parallel "
+                 "experts (width f/8 = 256, 46% of the modelled step) run Triton fused-MoE "
+                 "kernels the blog tuned for H20 (sgl-project/sglang PR #10567: b_scale, TMA "
+                 "input access of the down projection, configurations from real expert "
+                 "distributions), priced as DeepGEMM's FP8 GEMMs with the K = 256 down GEMM at "
+                 "0.28 of peak (the DeepGEMM fit extrapolated below its smallest K = 512); the "
+                 "FP8 attention (FlashMLA/fa3 FP8, 42%) at FlashAttention-3's BF16 efficiency "
+                 "on the FP8 peak; the QKV de-duplication (reduce-scatter + all-gather) is not "
+                 "modelled"),
         step=True,
     )]  # fmt: skip
 
@@ -650,8 +748,9 @@ model is too slow, below 1 too fast. `independent` is `yes` when no constant of 
 fitted on the row's data, otherwise `no` and the constant (`docs/calibration.md` lists every
 fitted constant and its data). Rows outside [0.8, 1.25] name the mechanism the model lacks.
 Every measured value is the published number; every assumption about the published setup is
-written in its configuration. The model prices uniform routing (balanced experts: the
-published systems ran EPLB or random routing).
+written in its configuration. Rows that ran SGLang's EPLB are priced with moe-gps's own EPLB
+simulation (their configuration says how); the others with uniform routing (random or balanced
+routing, or no expert parallelism).
 """
 
 

@@ -41,6 +41,9 @@ class GPUProfile:
         gemm_k_knee: ``k0``, elements: a GEMM reducing over ``K`` runs at
             ``compute_efficiency * K / (K + k0)`` (``gemm_efficiency``); 0 = no dependence on
             ``K`` (``compute_efficiency`` is then the large-GEMM efficiency of every GEMM).
+        fp8_compute_efficiency, fp8_gemm_k_knee: ``c`` and ``k0`` of FP8 GEMMs when they run
+            other kernels than the GEMMs ``compute_efficiency``/``gemm_k_knee`` were fitted on
+            (block-scaled FP8 GEMMs, DeepGEMM); 0 = FP8 GEMMs use the common ``c`` and ``k0``.
     """
 
     name: str
@@ -58,6 +61,8 @@ class GPUProfile:
     eager_launch_overhead_s: float = 0.0
     attention_efficiency: float = 0.0
     host_launch_s: float = 0.0
+    fp8_compute_efficiency: float = 0.0
+    fp8_gemm_k_knee: float = 0.0
 
     def launch_s(self, mode: str = "cuda_graph") -> float:
         """Seconds per kernel launch: the graph floor, or the eager host dispatch cost."""
@@ -65,11 +70,15 @@ class GPUProfile:
             return self.eager_launch_overhead_s
         return self.launch_overhead_s
 
-    def gemm_efficiency(self, k: float) -> float:
-        """Compute efficiency of a GEMM reducing over ``k`` elements: ``compute_efficiency *
-        k / (k + gemm_k_knee)`` (fit: ``gps.calibration``, ``docs/calibration.md``)."""
+    def gemm_efficiency(self, k: float, dtype: str | None = None) -> float:
+        """Compute efficiency of a GEMM reducing over ``k`` elements: ``c * k / (k + k0)``
+        with ``c, k0 = compute_efficiency, gemm_k_knee`` (fit: ``gps.calibration``), or, for
+        ``dtype == "fp8"`` on a profile that sets them, ``fp8_compute_efficiency,
+        fp8_gemm_k_knee`` (``docs/calibration.md``)."""
         if k <= 0:
             raise ValueError(f"GEMM reduction length must be > 0, got {k}")
+        if dtype == "fp8" and self.fp8_compute_efficiency > 0:
+            return self.fp8_compute_efficiency * k / (k + self.fp8_gemm_k_knee)
         return self.compute_efficiency * k / (k + self.gemm_k_knee)
 
     def flops_for(self, dtype: str) -> float:

@@ -60,6 +60,7 @@ GPU_OPTIONAL = {
     "gemm_k_knee",
     "eager_launch_overhead",
     "attention_efficiency",
+    "fp8_gemm",
 }
 LINK_FIELDS = {
     "name": "str",
@@ -265,6 +266,21 @@ def _k_knee(entry: Any, origin: Path) -> float:
     return k0
 
 
+def _fp8_gemm(entry: Any, origin: Path) -> tuple[float, float]:
+    """``fp8_gemm: {compute, k_knee, source}``: ``c`` in (0, 1] and ``k0 >= 0`` of FP8 GEMMs."""
+    if not isinstance(entry, Mapping):
+        raise ProfileError(
+            origin, "fp8_gemm", f"expected {{compute, k_knee, source}}, got {entry!r}"
+        )
+    _check_keys(entry, {"compute", "k_knee", "source"}, set(), origin, "fp8_gemm")
+    _string(entry["source"], origin, "fp8_gemm.source")
+    c = _fraction(entry["compute"], origin, "fp8_gemm.compute")
+    k0 = _number(entry["k_knee"], origin, "fp8_gemm.k_knee")
+    if k0 < 0:
+        raise ProfileError(origin, "fp8_gemm.k_knee", f"must be >= 0, got {k0}")
+    return c, k0
+
+
 def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> GPUProfile:
     """Load a GPU profile by stem (``h100_sxm5_80gb``) or path; ``measured:`` overrides
     the assumed efficiencies (and launch overhead) when present."""
@@ -291,6 +307,7 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     att = 0.0 if att is None else _sourced_fraction(att, path, "attention_efficiency")
     eager = data.get("eager_launch_overhead")
     eager = 0.0 if eager is None else quantity(eager, "time", path, "eager_launch_overhead")
+    fp8 = (0.0, 0.0) if data.get("fp8_gemm") is None else _fp8_gemm(data["fp8_gemm"], path)
     if data.get("measured") is not None:
         m = validate_measured(data["measured"], path)
         compute, memory = m["compute_efficiency"], m["memory_efficiency"]
@@ -317,6 +334,8 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
         gemm_k_knee=k0,
         eager_launch_overhead_s=eager,
         attention_efficiency=att,
+        fp8_compute_efficiency=fp8[0],
+        fp8_gemm_k_knee=fp8[1],
     )
 
 

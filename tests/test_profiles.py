@@ -94,6 +94,10 @@ def test_cluster_node_layout():
         (lambda d: d["efficiency"]["compute"].update(value=1.5), "'efficiency.compute.value'"),
         (lambda d: d["sm_count"].update(value=13.5), "'sm_count.value'"),
         (lambda d: d["hbm_capacity"].pop("source"), "'hbm_capacity.source'"),
+        (lambda d: d["fp8_gemm"].update(compute=1.5), "'fp8_gemm.compute'"),
+        (lambda d: d["fp8_gemm"].update(k_knee=-1), "'fp8_gemm.k_knee'"),
+        (lambda d: d["fp8_gemm"].pop("source"), "'fp8_gemm.source'"),
+        (lambda d: d.update(fp8_gemm=0.7), "'fp8_gemm'"),
     ],
 )
 def test_bad_gpu_profile_names_file_and_field(profiles, change, field):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).parents[1]
@@ -94,3 +95,46 @@ def test_docs_table_is_the_scripts_output(table) -> None:
     for line in summary.lines():
         assert f"- {line}" in text
     assert validate.markdown(validate.SIXTEEN_HEADER, validate.sixteen_gpu_rows()) in text
+
+
+def test_eplb_rows_route_through_the_simulated_288_expert_layout() -> None:
+    spec = validate.load_model_spec("deepseek_v3")
+    # prefill: 16,384 tokens on each of 32 GPUs, 4,096-token requests; 288 / 32 = 9 slots
+    st = validate.eplb_routing(spec, 32, 16384, 4096).slot_tokens
+    assert st.shape == (validate.EPLB_STEPS, 58, 32, 9)
+    assert st.sum(axis=(-2, -1)) == pytest.approx(16384 * 32 * 8)  # every copy lands
+    per_gpu = st.sum(axis=-1)
+    imbalance = per_gpu.max(axis=-1) / per_gpu.mean(axis=-1)
+    assert 1.0 < imbalance.mean() < 1.1  # the residual of an in-distribution EPLB
+    # decode at EP72: 288 / 72 = 4 slots on every GPU (no idle GPU, unlike 256 contiguous)
+    dec = validate.eplb_routing(spec, 72, 256, 1).slot_tokens
+    assert dec.shape[-2:] == (72, 4) and dec.sum(axis=-1).min() > 0
+    again = validate.eplb_routing(spec, 72, 256, 1).slot_tokens
+    assert np.array_equal(dec, again)  # seeded
+
+
+def test_rows_that_ran_eplb_say_so_and_the_balanced_ones_do_not(table) -> None:
+    rows = table[0]
+    eplb = [r for r in rows if validate.EPLB_SETUP in r.configuration]
+    assert sorted(r.reference[len(validate.SGLANG) + 2 :] for r in eplb) == sorted([
+        "prefill, 1K prompts, default EPLB",
+        "prefill, 2K prompts (read as 2,000 tokens, the blog's headline length), default EPLB",
+        "prefill, 4K prompts, default EPLB",
+        "decode, 2,000-token inputs, two-batch overlap",
+        "decode, 2,000-token inputs, no overlap (ablation: TBO +25.5% at 256/GPU)",
+    ])  # fmt: skip
+
+
+def test_deepseek_profile_row_gives_communication_24_sms() -> None:
+    from gps.cost.e2e import step_setting
+
+    eng = validate.deepseek_engine()
+    wl = validate.Workload("prefill", 128, 4096, alltoall="deepep", overlap="two_batch")
+    _, _, rate = step_setting(validate.h800(32), wl, eng, True)
+    assert rate == pytest.approx(108 / 132)  # profile-data: computation 108 SMs, comm 24
+    assert validate.engine("sglang").alltoall_sms["deepep"] == 20  # SGLang's own unchanged
+
+
+def test_ant_row_steps_hold_the_reproductions_chunk() -> None:
+    (row,) = validate.ant_rows()
+    assert validate.ANT_CHUNK == 16384 and "= 4 prompts" in row.configuration

@@ -95,7 +95,8 @@ def _roofline_parts(
     """(compute seconds, memory seconds) of ``expert_roofline_s``, same shape."""
     w, a = element_bytes(spec), act_bytes(spec)
     d, f = spec.hidden_size, spec.expert_intermediate_size
-    peak = gpu.flops_for(gemm_dtype(spec)) * compute_efficiency(gpu, swiglu_gemm_k(d, f))
+    dt = gemm_dtype(spec)
+    peak = gpu.flops_for(dt) * compute_efficiency(gpu, swiglu_gemm_k(d, f), dtype=dt)
     bandwidth = gpu.hbm_bandwidth * gpu.memory_efficiency
     compute_s = tokens * (6.0 * d * f / peak)
     memory_s = busy_slots * (3.0 * d * f * w / bandwidth)

@@ -42,17 +42,20 @@ def gemm(
 
 
 def compute_efficiency(
-    gpu: GPUProfile, gemm_k: tuple[tuple[float, float], ...] = (), attention: bool = False
+    gpu: GPUProfile,
+    gemm_k: tuple[tuple[float, float], ...] = (),
+    attention: bool = False,
+    dtype: str | None = None,
 ) -> float:
     """Effective compute efficiency of FLOPs split over GEMMs ``gemm_k`` (see ``Op``): the
-    FLOP-weighted harmonic mean ``1 / sum(share / gpu.gemm_efficiency(K))``; for a fused
-    attention core ``gpu.attention_efficiency`` (when set); otherwise the profile's
-    ``compute_efficiency``."""
+    FLOP-weighted harmonic mean ``1 / sum(share / gpu.gemm_efficiency(K, dtype))`` (FP8
+    GEMMs at the profile's FP8 GEMM fit when it has one); for a fused attention core
+    ``gpu.attention_efficiency`` (when set); otherwise the profile's ``compute_efficiency``."""
     if attention and gpu.attention_efficiency > 0:
         return gpu.attention_efficiency
     if not gemm_k:
         return gpu.compute_efficiency
-    return 1.0 / sum(share / gpu.gemm_efficiency(k) for k, share in gemm_k)
+    return 1.0 / sum(share / gpu.gemm_efficiency(k, dtype) for k, share in gemm_k)
 
 
 def _root(x: np.ndarray, p: float) -> np.ndarray:
@@ -125,11 +128,11 @@ def op_time(
 
     ``t = knee_time(flops / (peak[dtype] * e), bytes / (hbm_bandwidth * memory_efficiency),
     gpu.roofline_knee) + launches * launch_overhead_s`` with ``e = compute_efficiency(gpu,
-    gemm_k, attention)`` (the GEMMs' efficiency by reduction length, or the attention core's;
-    with eager launches, ``gpu.host_launch_s > 0``, never less than ``launches *
-    host_launch_s``; ``knee_time`` is the max for a sharp
-    roofline); an op with ``flops == bytes == 0`` is
-    not launched and costs exactly 0 s (an expert slot or GPU with no tokens runs no kernel).
+    gemm_k, attention, dtype)`` (the GEMMs' efficiency by reduction length and dtype, or the
+    attention core's; with eager launches, ``gpu.host_launch_s > 0``, never less than
+    ``launches * host_launch_s``; ``knee_time`` is the max for a sharp roofline); an op
+    with ``flops == bytes == 0`` is not launched and costs exactly 0 s (an expert slot or
+    GPU with no tokens runs no kernel).
 
     Args:
         flops: FLOPs (multiply-add = 2 FLOPs), any shape.
@@ -151,7 +154,7 @@ def op_time(
     for name, arr in (("flops", flops), ("bytes_", bytes_)):
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError(f"op_time: {name} must be finite and >= 0")
-    compute_s = flops / (gpu.flops_for(dtype) * compute_efficiency(gpu, gemm_k, attention))
+    compute_s = flops / (gpu.flops_for(dtype) * compute_efficiency(gpu, gemm_k, attention, dtype))
     memory_s = bytes_ / (gpu.hbm_bandwidth * gpu.memory_efficiency)
     busy = (flops > 0) | (bytes_ > 0)
     t = knee_time(compute_s, memory_s, gpu.roofline_knee) + launches * gpu.launch_overhead_s
