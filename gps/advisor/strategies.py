@@ -38,7 +38,7 @@ from gps.plans import (
     migration_port_seconds,
     placement_cost,
     plan_duplication,
-    plan_spare,
+    plan_spare_slacks,
     static_placement,
     transition_counts,
     two_stage_placement,
@@ -243,7 +243,8 @@ class Context:
 
     def _plans(self, load: np.ndarray, previous: Plan | None, replicas: str | None,
                slacks: tuple[float, ...]) -> list[Plan]:  # fmt: skip
-        """``plan`` at each ``migration_slack`` in ``slacks`` (fetch costs computed once)."""
+        """``plan`` at each ``migration_slack`` in ``slacks``: one planning pass (fetch costs,
+        replica counts and candidates shared; ``plan_spare_slacks``)."""
         mode = self.replicas if replicas is None else replicas
         # every strategy plans on the layout's expert-parallel ranks (one layout for all);
         # each rank's slots then go on all of its GPUs (``on_gpus``)
@@ -263,9 +264,8 @@ class Context:
             fetch = fetch_seconds(previous, self.expert_bytes, self.cluster, self.migration_source)
             if self.rank_of_gpu is not None:
                 fetch = fetch[:, np.unique(self.ranks, return_index=True)[1], :]
-        return [self.on_gpus(plan_spare(load, home, previous=prev_ranks, fetch_s=fetch,
-                                        migration_slack=x))
-                for x in slacks]  # fmt: skip
+        return [self.on_gpus(p) for p in plan_spare_slacks(load, home, slacks, previous=prev_ranks,
+                                                            fetch_s=fetch)]  # fmt: skip
 
     def candidates(self, load: np.ndarray, previous: Plan) -> list[Plan]:
         """What re-planning chooses from: keep ``previous``, the balance-first and the

@@ -9,9 +9,10 @@ simulation (``gps.simulate``) replays the actual routing against it.
 * ``ilp``: MoETuner-style ILP placement with cross-layer routing dependency (HiGHS).
 * ``ilp_two_stage``: MoETuner's two-stage ILP (group each layer's experts, then map groups to
   GPUs by bandwidth-weighted cross-layer traffic).
-* ``spare``: dynamic duplication through spare slots (home copies stay), migration-minimal.
+* ``spare``: dynamic duplication through spare slots (home copies stay), migration-minimal;
+  ``spare_bound``: a certified lower bound of its max GPU load.
 * ``migration``: replica copies priced on the link they travel (peer NVLink/IB or host PCIe).
-* ``exact``: the exact minimum of the max GPU load on small layers (HiGHS MILP).
+* ``exact``: the exact minimum of the max GPU load on small layers (enumeration, HiGHS MILP).
 * ``capacity``: capacity-aware token drop / reroute.
 """
 
@@ -61,12 +62,16 @@ from gps.plans.plan import (
 )
 from gps.plans.spare import (
     REPLICA_MODES,
-    grow_replicas,
+    improve_placement,
     keep_slots,
-    pack_replicas,
+    matched_loads,
+    place_replicas,
     plan_spare,
+    plan_spare_slacks,
+    replica_counts,
     spare_slots_per_gpu,
 )
+from gps.plans.spare_bound import spare_lower_bound
 
 __all__ = [
     "MIGRATION_SOURCES",
@@ -87,10 +92,11 @@ __all__ = [
     "expert_weight_bytes",
     "fetch_seconds",
     "fetch_tier",
-    "grow_replicas",
     "heuristic_placement",
     "ilp_placement",
+    "improve_placement",
     "keep_slots",
+    "matched_loads",
     "max_gpu_load",
     "migration_bytes",
     "migration_bytes_per_gpu",
@@ -98,15 +104,18 @@ __all__ = [
     "migration_seconds",
     "migration_seconds_per_gpu",
     "pack_balanced",
-    "pack_replicas",
+    "place_replicas",
     "placement_bound",
     "placement_cost",
     "plan_duplication",
     "plan_duplication_node_aware",
     "plan_spare",
+    "plan_spare_slacks",
     "refine_swaps",
+    "replica_counts",
     "replicate_greedy",
     "slots_needed",
+    "spare_lower_bound",
     "spare_slots_per_gpu",
     "static_placement",
     "static_slot_expert",
