@@ -9,20 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from gps.advisor.eplb import (
-    EplbSettings,
-    analyse,
+from gps.advisor.eplb import EplbSettings, analyse
+from gps.advisor.eplb.flags import engine_flags, sglang_flags, vllm_flags
+from gps.advisor.eplb.pricing import price_slot_tokens, step_time_model
+from gps.advisor.eplb.replay import dispatch_balanced_ratio, load_ratio
+from gps.advisor.eplb.schedules import (
     best_interval,
-    dispatch_balanced_ratio,
     interval_curve,
-    load_ratio,
     periodic_schedule,
-    price_slot_tokens,
-    speedup_ci,
-    step_time_model,
     window_drift,
 )
-from gps.advisor.eplb_flags import engine_flags, sglang_flags, vllm_flags
+from gps.advisor.eplb.verdict import choose, speedup_ci
+from gps.advisor.ledger import Ledger
 from gps.cost.redundancy import (
     check_redundant,
     expert_bytes_per_rank,
@@ -32,6 +30,7 @@ from gps.cost.redundancy import (
     redundant_bytes_per_rank,
     valid_redundant,
 )
+from gps.engine import load_engine
 from gps.eplb_app import main as eplb_main
 from gps.model import load_model_spec
 from gps.plans.eplb_placement import (
@@ -43,7 +42,7 @@ from gps.plans.eplb_placement import (
     trivial_placement,
 )
 from gps.plans.plan import Plan
-from gps.plans.rebalance import ENGINE_COSTS, RebalanceCosts, amortised_step_s, rebalance_stall
+from gps.plans.rebalance import RebalanceCosts, amortised_step_s, rebalance_stall
 from gps.profiles import load_cluster, load_cluster_config
 from gps.traces.engine_stats import EngineLoadStats, sglang_stat_dump, write_sglang_dump
 from gps.traces.fluctuation import FluctuationModel
@@ -148,8 +147,19 @@ def test_vllm_per_layer_constant_is_its_documented_fit():
     link = load_cluster_config("h100_nvlink").intra_link
     expert = 3 * 2048 * 1408 * 2
     transfer = link.latency_s + 8 * expert / link.gpu_bandwidth
-    assert 0.260 / 26 - transfer == pytest.approx(ENGINE_COSTS["vllm"].per_layer_s, abs=5e-5)
-    assert spec.num_experts == 64
+    vllm = RebalanceCosts.of(load_engine("vllm"))
+    assert 0.260 / 26 - transfer == pytest.approx(vllm.per_layer_s, abs=5e-5)
+    assert spec.num_experts == 64 and vllm.sources["per_layer_s"].startswith("fit")
+
+
+def test_rebalance_costs_come_from_the_engine_profiles():
+    sglang, vllm = (RebalanceCosts.of(load_engine(n)) for n in ("sglang", "vllm"))
+    assert (sglang.cpu_s, vllm.cpu_s) == (1.0, 0.010)
+    assert sglang.per_layer_s == vllm.per_layer_s  # assumed equal (no SGLang measurement)
+    assert "#7879" in sglang.sources["cpu_s"] and "#28369" in vllm.sources["cpu_s"]
+    assert load_engine("vllm").eplb.asynchronous and not load_engine("sglang").eplb.asynchronous
+    with pytest.raises(ValueError, match=r"trtllm.*no EPLB"):
+        RebalanceCosts.of(load_engine("trtllm"))
 
 
 # ------------------------------------------------------------------------ memory
@@ -282,12 +292,18 @@ def test_speedup_interval_is_seeded_and_brackets_the_point():
 # ------------------------------------------------------------------------ the pricing seam
 
 
-def test_step_time_model_matches_direct_pricing():
+@pytest.mark.parametrize(
+    ("engine", "overlap"),
+    [("ideal", "none"), ("sglang", "none"), ("vllm", "none"), ("sglang", "two_batch")],
+)
+def test_step_time_model_matches_direct_pricing(engine, overlap):
     """Interpolating per-layer times over load ratios reproduces the cost model on random
-    per-GPU loads (data-parallel sources: the busiest GPU sets each layer)."""
+    per-GPU loads (data-parallel sources: the busiest GPU sets each layer), under each engine
+    profile (its per-step time, all-to-all mode and launch mode) and with two-batch overlap."""
     spec = load_model_spec("deepseek_v2_lite")
     cluster = load_cluster_config("h100_nvlink")
-    wl = Workload(phase="prefill", batch_size=4, seq_len=1024, context_len=1024)
+    wl = Workload(phase="prefill", batch_size=4, seq_len=1024, context_len=1024, overlap=overlap)
+    ledger = Ledger(engine=load_engine(engine))
     rng = np.random.default_rng(0)
     load = rng.pareto(1.5, size=(3, 26, 64)) + 0.2
     load *= wl.tokens_per_step * spec.top_k / load.sum(-1, keepdims=True)
@@ -297,11 +313,50 @@ def test_step_time_model_matches_direct_pricing():
         (load / counts)[:, :, None, :], plan.slot_expert[None].reshape(1, 26, 1, -1), -1
     )
     st = st.reshape(3, 26, 8, 9)
-    direct = price_slot_tokens(spec, cluster, wl, st).total_s
+    direct = price_slot_tokens(spec, cluster, wl, ledger, st)
     x = load_ratio(plan, load)
-    model = step_time_model(spec, cluster, wl, 9, float(x.max()))
-    assert model.step_s(x) == pytest.approx(direct, rel=0.02)
+    model = step_time_model(spec, cluster, wl, ledger, 9, float(x.max()))
+    assert model.step_s(x) == pytest.approx(direct.total_s, rel=0.02)
     assert model.balanced_step_s <= model.step_s(x).min()
+    assert model.engine_s == pytest.approx(float(direct.engine_s[0]))
+
+
+def test_the_seam_prices_the_engine_profile_per_step_costs():
+    """vLLM's profile adds its 1 ms scheduler time (and the sampler's passes) to every step;
+    the ideal engine adds nothing; the seam is ``price_step`` of the mechanism ledger."""
+    from gps.advisor.ledger import price_step
+    from gps.cost.step import StepRouting
+
+    spec = load_model_spec("deepseek_v2_lite")
+    cluster = load_cluster_config("h100_nvlink")
+    wl = Workload(phase="decode", batch_size=64, seq_len=1, context_len=1024,
+                  alltoall="deepep_low_latency")  # fmt: skip
+    st = np.full((1, 26, 8, 8), wl.tokens_per_step * 6 / 64)
+    ideal = step_time_model(spec, cluster, wl, Ledger(), 8, 2.0)
+    vllm = step_time_model(spec, cluster, wl, Ledger(engine=load_engine("vllm")), 8, 2.0)
+    assert ideal.engine_s == 0.0 and vllm.engine_s > 1e-3
+    assert vllm.fixed_s - ideal.fixed_s == pytest.approx(vllm.engine_s)
+    ledger = Ledger(engine=load_engine("vllm"), dispatch_chunks=4)
+    direct = price_step(spec, cluster, wl, ledger, StepRouting(slot_tokens=st), np.asarray(True),
+                        None, {})  # fmt: skip
+    seam = price_slot_tokens(spec, cluster, wl, ledger, st)
+    assert seam.total_s == pytest.approx(direct.total_s)
+    with pytest.raises(ValueError, match="resident_experts"):
+        price_slot_tokens(spec, cluster, wl, Ledger(resident_experts=0.5,
+                                                    fetch_link=cluster.intra_link), st)  # fmt: skip
+
+
+def test_verdict_ties_go_to_the_simplest():
+    rows = [
+        {"strategy": "dispatch", "num_redundant_experts": 8, "speedup": 1.100},
+        {"strategy": "static", "num_redundant_experts": 8, "speedup": 1.097},
+        {"strategy": "static", "num_redundant_experts": 0, "speedup": 1.096},
+        {"strategy": "no_balancing", "num_redundant_experts": 0, "speedup": 1.0},
+    ]
+    assert choose(rows, 0.005) == rows[2]
+    assert choose(rows, 0.0) == rows[0]
+    with pytest.raises(ValueError, match="no strategy"):
+        choose([], 0.005)
 
 
 # ------------------------------------------------------------------------ analysis and CLI
@@ -337,9 +392,8 @@ def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
         cluster,
         wl,
         FluctuationModel(rho=np.array([8e-4]), top_k=6),
-        EplbSettings(
-            engine="vllm", windows=(5, 10), intervals=(5, 10, 20), bootstrap=50, anchors=4
-        ),
+        EplbSettings(windows=(5, 10), intervals=(5, 10, 20), bootstrap=50, anchors=4),
+        Ledger(engine=load_engine("vllm")),
     )
     for key in (
         "verdict",
@@ -364,8 +418,12 @@ def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
             cluster,
             wl,
             FluctuationModel.independent(),
-            EplbSettings(engine="vllm"),
+            EplbSettings(),
+            Ledger(engine=load_engine("vllm")),
         )
+    with pytest.raises(ValueError, match="no EPLB defaults"):
+        analyse(stats, spec, cluster, wl, FluctuationModel.independent(), EplbSettings(),
+                Ledger(engine=load_engine("trtllm")))  # fmt: skip
 
 
 def test_flags_name_the_engines_real_arguments():
