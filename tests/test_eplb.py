@@ -546,3 +546,90 @@ def test_gps_eplb_on_the_esft_routing_seen_as_a_recorder_dump(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Redundant experts" in text and "Rebalance interval" in text
     assert "sglang flags" in text and "vllm flags" in text
+
+
+# ------------------------------------------------------------------------ strategies in gps
+
+
+def _gps_context(loads: np.ndarray, r_extra: int = 1):
+    """A ``gps`` advisor context: 2 history + the rest held out, 4 GPUs on one node."""
+    from test_cost_helpers import cluster, gqa_model
+
+    from gps.advisor import strategies as st
+    from gps.advisor.data import EvalData
+    from gps.traces.trace import TokenTrace
+
+    nl, e = loads.shape[1:]
+    trace = TokenTrace(
+        experts=np.zeros((1, nl, 2), dtype=np.int16), token_id=np.zeros(1, np.int32),
+        sequence_id=np.zeros(1, np.int32), position=np.zeros(1, np.int32), num_experts=e,
+    )  # fmt: skip
+    data = EvalData(trace, trace, loads[:2], loads[2:], 64, "test")
+    cl = cluster(1, 4)
+    wl = Workload(phase="prefill", batch_size=1, seq_len=64)
+    return st.Context(gqa_model(num_layers=nl, num_experts=e), cl, wl, data,
+                      -(-e // 4) + r_extra, Ledger())  # fmt: skip
+
+
+def test_static_eplb_is_a_balanced_replacement_even_without_redundant_experts():
+    """R = 0 re-places the experts by the history's mean (no contiguous homes): its busiest
+    GPU carries less of that mean than the contiguous layout's; R = all fills every slot."""
+    from gps.advisor import strategies as st
+
+    loads = np.zeros((5, 2, 8))
+    loads[:, :, :2] = 100.0  # experts 0 and 1 are hot: contiguously they share GPU 0
+    loads[:, :, 2:] = 10.0
+    ctx = _gps_context(loads)
+    assert st.eplb_redundant(ctx) == [0, 4]  # 3 slots on each of 4 GPUs for 8 experts
+    r0 = st.static_eplb(ctx, 0)
+    mean = loads[:2].mean(0)
+    assert r0.family == "static" and r0.name == "static_eplb_r0"
+    assert r0.plans[0].gpu_load(mean).max() == 110.0 < ctx.static.gpu_load(mean).max() == 200.0
+    full = st.static_eplb(ctx, 4)
+    assert (full.plans[0].slot_expert >= 0).all() and full.plans[0].replica_counts().sum() == 24
+    assert (r0.plans[0].slot_expert >= 0).sum() == 16  # 2 layers x 8, padded to 3 slots
+
+
+def test_engine_eplb_amortises_one_rebalance_stall_over_the_interval():
+    """Synchronous, interval 2 (a rebalance at held-out step 2): ``rebalance_s`` = the stall of
+    that rebalance (host + per-layer + transfers, ``gps.plans.rebalance``) / 2, added to every
+    step's price; an interval beyond the span prices one representative rebalance."""
+    from gps.advisor import strategies as st
+    from gps.advisor.pricing import price_routed
+
+    rng = np.random.default_rng(4)
+    loads = np.floor(rng.gamma(0.5, 1.0, (6, 2, 8)) * 100)
+    ctx = _gps_context(loads)
+    costs = RebalanceCosts("test", cpu_s=0.5, per_layer_s=0.01)
+    r = st.engine_eplb(ctx, st.EplbCadence(window=2, interval=2, asynchronous=False, costs=costs))
+    assert r.notes["rebalances_in_span"] == 1 and r.name == "eplb_w2_i2_sync"
+    moved = rebalance_stall(r.plans[0], r.plans[2], ctx.expert_bytes, ctx.cluster, costs)
+    assert r.rebalance_s == pytest.approx(moved.stall_s / 2)
+    assert moved.stall_s >= 0.5 + 2 * 0.01 and r.migration_s == {}
+    free = st.Routed(**{**r.__dict__, "rebalance_s": 0.0})
+    with_stall, without = (price_routed(x, ctx.spec, ctx.cluster, ctx.workload, ctx.ledger)
+                           for x in (r, free))  # fmt: skip
+    assert with_stall.total_s - without.total_s == pytest.approx(np.full(4, r.rebalance_s))
+    assert with_stall.components["migration"].sum(-1) == pytest.approx(
+        without.components["migration"].sum(-1) + r.rebalance_s
+    )
+    long = st.engine_eplb(ctx, st.EplbCadence(2, 1000, asynchronous=True, costs=costs))
+    assert long.notes["rebalances_in_span"] == 0 and long.rebalance_s == 0.0  # async: hidden
+    assert len({id(p) for p in long.plans}) == 1
+
+
+def test_gps_eplb_cadence_from_the_engine_profile_and_the_switches():
+    from gps.advisor.advise import cadence_summary, eplb_cadence
+    from gps.eplb_app import compose_config
+
+    cfg = compose_config("mixtral_8x7b", None, ["engine=vllm"])
+    c = eplb_cadence(cfg.strategy, load_engine("vllm"))
+    assert (c.window, c.interval, c.asynchronous, c.costs.cpu_s) == (1000, 3000, True, 0.010)
+    cfg = compose_config("mixtral_8x7b", None, ["strategy.eplb_interval=250",
+                                                "strategy.eplb_async=null"])  # fmt: skip
+    c = eplb_cadence(cfg.strategy, load_engine("sglang"))
+    assert (c.window, c.interval, c.asynchronous) == (1000, 250, False)
+    assert eplb_cadence(cfg.strategy, load_engine("trtllm")) is None
+    assert not cadence_summary(cfg.strategy, load_engine("trtllm"))["priced"]
+    cfg = compose_config("mixtral_8x7b", None, ["strategy.periodic=[every_n]"])
+    assert cadence_summary(cfg.strategy, load_engine("sglang"))["reason"].startswith("strategy")

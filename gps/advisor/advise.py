@@ -45,6 +45,7 @@ from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, moe_layer_indices, spec_for_layers, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
+from gps.plans.rebalance import RebalanceCosts
 from gps.profiles import load_cluster, load_link
 from gps.serving import ServingWorkload, StepPlan, plan_steps
 from gps.timing import Phases, show_progress
@@ -73,6 +74,11 @@ def check_knobs(cfg: DictConfig) -> None:
     s, r = cfg.strategy, cfg.report
     rules = [
         ("strategy.replica_slots_per_gpu", s.replica_slots_per_gpu >= 0, ">= 0"),
+        ("strategy.periodic", set(s.periodic) <= {"eplb", "every_n"},
+         "a list of eplb / every_n"),
+        ("strategy.eplb_window", s.eplb_window is None or s.eplb_window >= 1, ">= 1 or null"),
+        ("strategy.eplb_interval", s.eplb_interval is None or s.eplb_interval >= 1,
+         ">= 1 or null"),
         ("strategy.replan_interval", s.replan_interval >= 1, ">= 1"),
         ("strategy.history_window", s.history_window >= 1, ">= 1"),
         ("strategy.capacity_factors", all(g > 0 for g in s.capacity_factors), "all > 0"),
@@ -328,14 +334,55 @@ class SeedRun:
     whatif_s: float | None
 
 
+def eplb_cadence(strategy: DictConfig, engine: EngineProfile) -> st.EplbCadence | None:
+    """How the ``eplb`` periodic strategy runs: ``strategy.eplb_window`` / ``eplb_interval`` /
+    ``eplb_async``, each ``None`` taking the engine profile's default (``engine.eplb_*``), with
+    the engine's rebalance costs; ``None`` when the engine has no load balancer of that kind
+    (TensorRT-LLM's re-plans continuously: ``eplb`` is then not priced, and
+    ``setup.eplb_cadence`` says why)."""
+    d = engine.eplb
+    if d is None:
+        return None
+    s = strategy
+    return st.EplbCadence(
+        window=d.window_steps if s.eplb_window is None else int(s.eplb_window),
+        interval=d.interval_steps if s.eplb_interval is None else int(s.eplb_interval),
+        asynchronous=d.asynchronous if s.eplb_async is None else bool(s.eplb_async),
+        costs=RebalanceCosts.of(engine),
+    )
+
+
+def cadence_summary(strategy: DictConfig, engine: EngineProfile) -> dict:
+    """``results.json`` ``setup.eplb_cadence``: the ``eplb`` strategy's window, interval,
+    transfer mode and rebalance costs, or why it was not priced."""
+    if "eplb" not in strategy.periodic:
+        return {"priced": False, "reason": "strategy.periodic does not list eplb"}
+    c = eplb_cadence(strategy, engine)
+    if c is None:
+        why = engine.sources.get("eplb_window_steps", "")
+        reason = f"engine {engine.name!r} has no EPLB window/interval ({why})"
+        return {"priced": False, "reason": reason}
+    return {"priced": True, "window_steps": c.window, "interval_steps": c.interval,
+            "asynchronous": c.asynchronous, "cpu_s": c.costs.cpu_s,
+            "per_layer_s": c.costs.per_layer_s,
+            "async_exposed_fraction": c.costs.async_exposed_fraction,
+            "engine": c.costs.engine}  # fmt: skip
+
+
 def strategy_jobs(cfg: DictConfig, ctx: st.Context) -> list[tuple[str, Any]]:
     """``(name, job)`` of every configured strategy, in report order (the oracle family last
     but capacity and ILP: its entries are built from the others)."""
     s = cfg.strategy
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
+    cadence = eplb_cadence(s, ctx.ledger.engine)
     return [
         ("no_balancing", lambda: st.no_balancing(ctx)),
-        ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
+        *[(f"static_eplb_r{r}", lambda r=r: st.static_eplb(ctx, r))
+          for r in (st.eplb_redundant(ctx) if s.static_eplb else [])],
+        *([("eplb", lambda: st.engine_eplb(ctx, cadence))]
+          if "eplb" in s.periodic and cadence is not None else []),
+        *([("eplb_every_n", lambda: st.periodic(ctx, s.replan_interval, s.history_window))]
+          if "every_n" in s.periodic else []),
         *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
           for n in cfg.predictor.distribution],
         *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
@@ -530,6 +577,7 @@ def advise(cfg: DictConfig) -> dict:
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
             "layer_coverage": coverage,
             "engine": engine.summary(),
+            "eplb_cadence": cadence_summary(cfg.strategy, engine),
             "serving": serving_summary(cfg, workload),
             "mechanisms": {**{f.name: getattr(ledger, f.name)
                               for f in dataclasses.fields(ledger)
