@@ -28,9 +28,9 @@ import sys
 import numpy as np
 from machine import describe
 
+from gps.engine import load_engine
 from gps.plans.eplb_placement import eplb_placement
 from gps.plans.plan import Plan
-from gps.engine import load_engine
 from gps.plans.rebalance import RebalanceCosts, rebalance_stall
 from gps.profiles import load_cluster, load_cluster_config
 

@@ -309,8 +309,8 @@ def test_bounds_hold_by_construction(seed, shape, r_extra, window, resident, pre
     wrong = rng.permutation(test, axis=-1)
     guesses = [scaled(st.planned(ctx, expected_split(test, wrong, a).guessed, f"token:{a}",
                                  "token")) for a in (0.0, 0.6, 1.0)]  # fmt: skip
-    cadence = st.EplbCadence(window=2, interval=2, asynchronous=bool(seed % 2),
-                             costs=RebalanceCosts("test", cpu_s=1e-4, per_layer_s=1e-5))  # fmt: skip
+    costs = RebalanceCosts("test", cpu_s=1e-4, per_layer_s=1e-5)
+    cadence = st.EplbCadence(window=2, interval=2, asynchronous=bool(seed % 2), costs=costs)
     deployed = [scaled(st.static_eplb(ctx, r)) for r in st.eplb_redundant(ctx)]
     deployed.append(scaled(st.engine_eplb(ctx, cadence)))  # its stall amortised per step
     followed = [none, forecast, *guesses, *deployed]
