@@ -155,13 +155,17 @@ def main() -> int:
     t0 = time.perf_counter()
     mu = deepseek_mu()
     rows = [perfect_vs_default(mu), lplb_over_static(mu)]
-    print("\n| source and setting | ratio | measured | model (fluctuation fitted on ESFT) | "
-          "model (independent tokens) |")
+    print(
+        "\n| source and setting | ratio | measured | model (fluctuation fitted on ESFT) | "
+        "model (independent tokens) |"
+    )
     print("| --- | --- | --- | --- | --- |")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    print(f"\n({time.perf_counter() - t0:.1f} s; loads around the uncalibrated deepseek_like "
-          f"proportions, {STEPS} steps per setting, seed {SEED})")
+    print(
+        f"\n({time.perf_counter() - t0:.1f} s; loads around the uncalibrated deepseek_like "
+        f"proportions, {STEPS} steps per setting, seed {SEED})"
+    )
     return 0
 
 
