@@ -270,7 +270,10 @@ def test_load_ratio_and_dispatch_balancing_against_loops():
     balanced = dispatch_balanced_ratio(plan, load)
     assert (balanced <= load_ratio(plan, load) + 1e-9).all()  # never above the even split
     for s in range(5):
-        assert balanced[s] == pytest.approx(_brute_water(plan, load[s]), rel=2e-3)
+        assert balanced[s] == pytest.approx(_brute_water(plan, load[s], 1), rel=2e-3)
+        two = dispatch_balanced_ratio(plan, load[s : s + 1], passes=2)[0]
+        assert two == pytest.approx(_brute_water(plan, load[s], 2), rel=2e-3)
+        assert (two <= balanced[s] + 1e-9).all()  # another sweep never raises the busiest GPU
     assert dispatch_balanced_ratio(plan, load, passes=0) == pytest.approx(load_ratio(plan, load))
     chunked = dispatch_balanced_ratio(plan, load, chunk_steps=2)
     assert chunked == pytest.approx(balanced)

@@ -57,7 +57,7 @@ def load_ratio(plan: Plan, loads: np.ndarray) -> np.ndarray:
 
 
 def dispatch_balanced_ratio(
-    plan: Plan, loads: np.ndarray, *, passes: int = 2, chunk_steps: int = 64
+    plan: Plan, loads: np.ndarray, *, passes: int = 1, chunk_steps: int = 128
 ) -> np.ndarray:
     """``[S, L]`` busiest-GPU / mean load when each batch assigns a replicated expert's copies
     over its replicas' GPUs to even out the GPUs (an LPLB-style per-batch assignment).

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gps.advisor.eplb.loads import moving_mean
 from gps.advisor.eplb.pricing import StepTimeModel
 from gps.advisor.eplb.replay import load_ratio
 from gps.hardware import Cluster
@@ -77,22 +76,32 @@ def periodic_schedule(
     return Schedule(starts=starts, plans=plans)
 
 
-def window_drift(props: np.ndarray, window: int, horizons: list[int]) -> list[float | None]:
+def window_drift(
+    props: np.ndarray, window: int, horizons: list[int], cum: np.ndarray | None = None
+) -> list[float | None]:
     """Drift of recorded loads: mean absolute error of the window-``W`` mean proportions as a
     forecast of the proportions ``h`` steps later, averaged over experts, layers and origins
     (at most about 100 evenly spaced origins)
     (``predictors.metrics.proportion_mae`` of ``window_mean`` forecasts ``h`` ahead; ``None``
-    where the series is too short)."""
+    where the series is too short).
+
+    Args:
+        props: ``[S, L, E]`` proportions per step.
+        cum: ``[S + 1, L, E]`` their cumulative sum from a zero row (computed when ``None``;
+            pass it to share it between windows): the means are taken at the origins only.
+    """
     p = np.asarray(props, dtype=float)
     s = p.shape[0]
-    means = moving_mean(p, window)
+    if cum is None:
+        cum = np.concatenate([np.zeros((1, *p.shape[1:])), np.cumsum(p, axis=0)])
     out: list[float | None] = []
     for h in horizons:
         if h < 1 or s - h < 1 or window > s - h:
             out.append(None)
             continue
         origins = np.arange(window - 1, s - h, max(1, (s - h - window + 1) // 100))
-        out.append(float(np.abs(p[origins + h] - means[origins]).mean()))
+        means = (cum[origins + 1] - cum[origins + 1 - window]) / window
+        out.append(float(np.abs(p[origins + h] - means).mean()))
     return out
 
 
@@ -296,7 +305,8 @@ def interval_study(
             if best is None or val < best[2]:
                 best = (w, bi, val)
     props = seen / np.maximum(seen.sum(-1, keepdims=True), 1e-300)
-    drift = {w: window_drift(props, w, intervals) for w in windows}
+    cum = np.concatenate([np.zeros((1, *props.shape[1:])), np.cumsum(props, axis=0)])
+    drift = {w: window_drift(props, w, intervals, cum) for w in windows}
     return IntervalStudy(
         windows=list(windows), intervals=list(intervals), step_s=curves,
         extrapolated=extrapolated, stalls=stalls, measured_ages=measured, drift=drift,
