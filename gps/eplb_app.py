@@ -38,13 +38,13 @@ from omegaconf.errors import OmegaConfBaseException
 from gps.advisor.advise import engine_of, ledger_of, run_layout
 from gps.advisor.eplb import EplbSettings, analyse
 from gps.advisor.eplb.flags import FLAG_SOURCES, engine_flags
+from gps.advisor.eplb.loads import fluctuation_for
 from gps.app import CONF_DIR
 from gps.cost._common import num_moe_layers
-from gps.model import MoEModelSpec, spec_from_dict
+from gps.model import spec_from_dict
 from gps.plans.eplb_placement import eplb_placement, sglang_init_expert_location
 from gps.profiles import load_cluster
 from gps.traces.engine_stats import EngineLoadStats, read_engine_stats
-from gps.traces.fluctuation import FluctuationModel, fitted_model
 from gps.workload import Workload
 
 SCHEMA_VERSION = 1
@@ -89,14 +89,6 @@ def pool_workloads(cfg: DictConfig) -> dict[str, Workload]:
     if not out:
         raise ValueError("eplb.pools: empty")
     return out
-
-
-def fluctuation_for(spec: MoEModelSpec, name: str) -> FluctuationModel:
-    """``eplb.fluctuation``: ``auto`` -> the Mixtral fit for Mixtral-like routing (8 experts,
-    top-2), else the ESFT (DeepSeek-V2-Lite) fit; see ``gps.traces.fluctuation.FITTED_RHO``."""
-    if name == "auto":
-        name = "mixtral" if "mixtral" in spec.name.lower() else "esft"
-    return fitted_model(name)
 
 
 def settings_for(cfg: DictConfig) -> EplbSettings:

@@ -651,3 +651,45 @@ def test_gps_eplb_cadence_from_the_engine_profile_and_the_switches():
     assert not cadence_summary(cfg.strategy, load_engine("trtllm"))["priced"]
     cfg = compose_config("mixtral_8x7b", None, ["strategy.periodic=[every_n]"])
     assert cadence_summary(cfg.strategy, load_engine("sglang"))["reason"].startswith("strategy")
+
+
+def test_gps_prices_aggregate_statistics_through_the_fluctuation_model(tmp_path):
+    """``gps evaluation.trace_path=<an SGLang stat dump>``: no tokens, so no token-level
+    strategy runs; the held-out batches are drawn from the fluctuation model (the recorded
+    steps hold a quarter of the step's copies), the report says so, and the oracle still
+    bounds every deployable strategy."""
+    from hydra import compose, initialize_config_dir
+
+    from gps.app import CONF_DIR, run
+
+    rng = np.random.default_rng(0)
+    base = rng.dirichlet(np.full(8, 2.0), size=32)
+    drift = np.cumsum(rng.normal(0, 0.05, (8, 32, 8)), axis=0)
+    p = np.exp(np.log(base)[None] + drift)
+    p /= p.sum(-1, keepdims=True)
+    dump = write_sglang_dump(sglang_stat_dump(rng.multinomial(2 * 128, p).astype(np.int32)),
+                             tmp_path / "stat.json")  # fmt: skip
+    overrides = ["workload.batch_size=2", "workload.seq_len=256", "evaluation.train_batches=4",
+                 "evaluation.test_batches=3", "predictor=fast", "report=minimal",
+                 f"evaluation.trace_path={dump}"]  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    run(cfg, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    loads = results["setup"]["loads"]
+    assert loads["source"] == "fluctuation model" and loads["smoothing_steps"] == 4
+    assert loads["fluctuation"]["rho"] == [pytest.approx(8.71e-3)]  # Mixtral's fit (auto)
+    families = {s["family"] for s in results["strategies"]}
+    assert "token" not in families and "capacity" not in families and "ilp" not in families
+    names = {s["name"]: s for s in results["strategies"]}
+    assert {"static_eplb_r0", "static_eplb_r8", "eplb_w1000_i1000_async"} <= set(names)
+    oracle = names["oracle"]["speedup_vs_baseline"]
+    for s in results["strategies"]:
+        if s["family"] in ("baseline", "static", "periodic", "distribution"):
+            assert s["speedup_vs_baseline"] <= oracle * (1 + 1e-9), s["name"]
+    assert "Loads from aggregate statistics" in (tmp_path / "run" / "report.md").read_text()
+    short = ["evaluation.train_batches=6", "evaluation.test_batches=3"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, *short])
+    with pytest.raises(ValueError, match=r"8 recorded steps, but evaluation\.train_batches=6"):
+        run(cfg, tmp_path / "short")

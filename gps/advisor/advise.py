@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import predictors
 from gps import cache
 from gps.advisor import strategies as st
 from gps.advisor.assumptions import (
@@ -282,7 +283,8 @@ def eval_data(
     return prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
                    test_batches=ev.test_batches, trace_path=ev.trace_path,
                    seed=cfg.seed if seed is None else seed,
-                   sample_tokens=ev.sample_tokens_per_step)  # fmt: skip
+                   sample_tokens=ev.sample_tokens_per_step,
+                   fluctuation=str(cfg.eplb.fluctuation))  # fmt: skip
 
 
 def run_seeds(cfg: DictConfig) -> list[int]:
@@ -371,8 +373,11 @@ def cadence_summary(strategy: DictConfig, engine: EngineProfile) -> dict:
 
 def strategy_jobs(cfg: DictConfig, ctx: st.Context) -> list[tuple[str, Any]]:
     """``(name, job)`` of every configured strategy, in report order (the oracle family last
-    but capacity and ILP: its entries are built from the others)."""
+    but capacity and ILP: its entries are built from the others). Aggregate statistics
+    (``EvalData.has_tokens`` false) run no strategy that needs tokens: Token-to-Expert
+    predictors, token-id Distribution-Only predictors, capacity rules, the ILP."""
     s = cfg.strategy
+    tokens = ctx.data.has_tokens
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
     cadence = eplb_cadence(s, ctx.ledger.engine)
     return [
@@ -384,15 +389,22 @@ def strategy_jobs(cfg: DictConfig, ctx: st.Context) -> list[tuple[str, Any]]:
         *([("eplb_every_n", lambda: st.periodic(ctx, s.replan_interval, s.history_window))]
           if "every_n" in s.periodic else []),
         *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
-          for n in cfg.predictor.distribution],
+          for n in cfg.predictor.distribution if tokens or not needs_tokens(n)],
         *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
-          for n in cfg.predictor.token],
+          for n in (cfg.predictor.token if tokens else [])],
         ("oracle", lambda: st.oracle(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
-          for g in s.capacity_factors for m in ("drop", "reroute")],
+          for g in (s.capacity_factors if tokens else []) for m in ("drop", "reroute")],
         *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap, s.ilp_stages))]
-          if s.ilp else []),
+          if s.ilp and tokens else []),
     ]  # fmt: skip
+
+
+def needs_tokens(predictor: str) -> bool:
+    """Whether a Distribution-Only predictor reads token ids (``input_kind == "tokens"``):
+    it cannot run on aggregate statistics."""
+    cls = predictors.PREDICTORS.get(predictor)
+    return cls is not None and cls.input_kind == "tokens"
 
 
 def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bool) -> SeedRun:
@@ -408,6 +420,7 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
     ctx = st.Context(spec, cluster, workload, data, slots, ledger, s.replicas,
                      s.migration_source, s.horizon, ranks, tp)  # fmt: skip
     jobs = strategy_jobs(cfg, ctx)
+    guide = guide and data.has_tokens  # the what-if frontier guesses tokens
 
     def timed(job):
         t0 = time.perf_counter()
@@ -576,6 +589,7 @@ def advise(cfg: DictConfig) -> dict:
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
             "layer_coverage": coverage,
+            "loads": data.loads,
             "engine": engine.summary(),
             "eplb_cadence": cadence_summary(cfg.strategy, engine),
             "serving": serving_summary(cfg, workload),

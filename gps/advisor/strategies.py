@@ -176,7 +176,7 @@ class Context:
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
         check_source(self.migration_source)
-        spare_slots_per_gpu(self.data.test.num_experts, self.cluster.num_gpus,
+        spare_slots_per_gpu(self.data.num_experts, self.cluster.num_gpus,
                             self.slots_per_gpu)  # fmt: skip
         if not self.horizon >= 1:
             raise ValueError(f"strategy.horizon={self.horizon}: must be >= 1 (steps)")
@@ -227,7 +227,7 @@ class Context:
         """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
         expert on each expert-parallel rank, the same in every layer, over the ranks."""
         d = self.data
-        return static_placement(d.test.num_layers, d.test.num_experts, self.num_ranks,
+        return static_placement(d.num_layers, d.num_experts, self.num_ranks,
                                 self.slots_per_gpu)  # fmt: skip
 
     @property
@@ -607,7 +607,7 @@ def eplb_redundant(ctx: Context) -> list[int]:
     """The redundant-expert counts an EPLB placement of this run can take: the fewest the
     engines accept (``(E + R) % ranks == 0``: 0 when ``E`` divides over the expert-parallel
     ranks) and the most the run's slots hold (``slots_per_gpu x ranks - E``)."""
-    e, ranks = ctx.data.test.num_experts, ctx.num_ranks
+    e, ranks = ctx.data.num_experts, ctx.num_ranks
     return sorted({(-e) % ranks, ctx.slots_per_gpu * ranks - e})
 
 
@@ -752,7 +752,7 @@ def distribution(ctx: Context, name: str, params: dict) -> Routed:
 
     key = {"family": "distribution", "name": name, "params": params}
     (model, pred, wall), computed = _remember(d, "predictors", key, compute)
-    load = pred * (d.tokens_per_batch * d.test.top_k)  # proportions -> expected token copies
+    load = pred * (d.tokens_per_batch * d.top_k)  # proportions -> expected token copies
     out = planned(ctx, load, f"distribution:{name}", "distribution")
     out.cost, out.predictor = model.cost(), name
     out.accuracy = distribution_accuracy(pred, d.test_loads)

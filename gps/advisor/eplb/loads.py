@@ -19,7 +19,7 @@ import numpy as np
 from gps.cost._common import num_moe_layers
 from gps.model import MoEModelSpec
 from gps.traces.engine_stats import EngineLoadStats
-from gps.traces.fluctuation import FluctuationModel
+from gps.traces.fluctuation import FluctuationModel, fitted_model
 from gps.workload import Workload
 
 
@@ -116,3 +116,11 @@ def pool_loads(
         recorded_copies=recorded,
         smoothing_steps=width,
     )
+
+
+def fluctuation_for(spec: MoEModelSpec, name: str) -> FluctuationModel:
+    """``eplb.fluctuation``: ``auto`` -> the Mixtral fit for Mixtral-like routing (8 experts,
+    top-2), else the ESFT (DeepSeek-V2-Lite) fit; see ``gps.traces.fluctuation.FITTED_RHO``."""
+    if name == "auto":
+        name = "mixtral" if "mixtral" in spec.name.lower() else "esft"
+    return fitted_model(name)
