@@ -690,7 +690,7 @@ def engine_eplb(ctx: Context, cadence: EplbCadence) -> Routed:
     def stall(plans: list[Plan]):
         return mean_stall(plans, ctx.expert_bytes, ctx.cluster, cadence.costs, synchronous=sync)
 
-    step_s = float(ctx.step_costs([first], loads.mean(axis=0), None)[0][0])
+    step_s = float(ctx.step_costs([first], history.mean(axis=0), None)[0][0])  # lag in steps
     lag = lag_steps(stall([first, last]).lag_s, step_s, sync)
     sched = periodic_schedule(history, loads, w, i, ctx.num_ranks, r, lag_steps=lag)
     on_gpus = [ctx.on_gpus(p) for p in sched.plans]
