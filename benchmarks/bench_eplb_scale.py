@@ -64,7 +64,7 @@ def main() -> int:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for name, overrides in SETTINGS.items():
             for engine in ("sglang", "vllm"):
-                cfg = compose_config("deepseek_v3", "h800_4node_ib", overrides)
+                cfg = compose_config("deepseek_v3", "h800_4node_ib", overrides, engine)
                 w0, c0 = time.perf_counter(), time.process_time()
                 results, _, _ = run([str(dump)], engine, cfg)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0

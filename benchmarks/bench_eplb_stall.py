@@ -28,9 +28,10 @@ import sys
 import numpy as np
 from machine import describe
 
+from gps.engine import load_engine
 from gps.plans.eplb_placement import eplb_placement
 from gps.plans.plan import Plan
-from gps.plans.rebalance import ENGINE_COSTS, rebalance_stall
+from gps.plans.rebalance import RebalanceCosts, rebalance_stall
 from gps.profiles import load_cluster, load_cluster_config
 
 NVFP4_BYTES = 0.5 + 1 / 16  # 4-bit values + one FP8 scale per 16 (NVFP4 block scaling)
@@ -70,13 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     link = h100.intra_link
     transfer = link.latency_s + 8 * v2_expert / link.gpu_bandwidth
     fit = 0.260 / 26 - transfer
+    vllm, sglang = (RebalanceCosts.of(load_engine(name)) for name in ("vllm", "sglang"))
     if args.fit:
         print(
             f"vLLM per-layer fit: 260 ms / 26 layers - {transfer * 1e3:.3f} ms worst-case "
             f"transfer = {fit * 1e3:.3f} ms (committed: "
-            f"{ENGINE_COSTS['vllm'].per_layer_s * 1e3:.3f} ms)"
+            f"{vllm.per_layer_s * 1e3:.3f} ms, conf/engine/vllm.yaml eplb_per_layer_s)"
         )
-    vllm, sglang = ENGINE_COSTS["vllm"], ENGINE_COSTS["sglang"]
     print(
         "\n| source | setting | measured | predicted: no move / representative / all "
         "slots | verdict |"

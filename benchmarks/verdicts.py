@@ -29,7 +29,7 @@ RUNS = {
              "workload.seq_len=512"],
 }  # fmt: skip
 # Families that serve every token copy where the gate sends it: what the bounds cover.
-BOUNDED = ("baseline", "periodic", "distribution", "token", "ilp")
+BOUNDED = ("baseline", "static", "periodic", "distribution", "token", "ilp")
 MAX_CHANGED = 0.01  # gps.advisor.advise.MAX_CHANGED_FRACTION
 
 

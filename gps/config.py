@@ -82,8 +82,21 @@ class StrategyConfig:
 
     Attributes:
         replica_slots_per_gpu: extra expert slots per GPU for replicas (beyond ``ceil(E/G)``).
-        replan_interval: EPLB-style periodic rebalancing re-plans every this many batches.
-        history_window: batches of history EPLB plans from.
+        periodic: the periodic strategies priced: ``eplb`` (the default: EPLB as the engines
+            deploy it, ``strategies.engine_eplb``, at ``eplb_window``/``eplb_interval``, with
+            the engine profile's rebalance stall amortised over the interval) and/or
+            ``every_n`` (``eplb_every_<replan_interval>``: a full re-pack every
+            ``replan_interval`` batches from the last ``history_window``, its copies priced
+            per batch on the ports).
+        eplb_window: statistics window (steps) of ``eplb``; ``None``: the engine profile's
+            (``engine.eplb_window_steps``).
+        eplb_interval: rebalance interval (steps) of ``eplb``; ``None``: the engine's.
+        eplb_async: ``eplb`` rebalances asynchronously (``None``: the engine's default mode).
+        static_eplb: price static placement from the history's statistics
+            (``static_eplb_r<R>``: SGLang ``--init-expert-location``) with the fewest redundant
+            experts the engines accept and with every slot filled.
+        replan_interval: ``every_n`` re-plans every this many batches.
+        history_window: batches of history ``every_n`` plans from.
         capacity_factors: capacity-aware drop/reroute at these factors ``gamma``.
         ilp: include the MoETuner ILP placement.
         ilp_stages: ``1``: one joint ILP over load and cross-layer traffic (``gps.plans.ilp``);
@@ -117,6 +130,11 @@ class StrategyConfig:
     """
 
     replica_slots_per_gpu: int = 1
+    periodic: list[str] = field(default_factory=lambda: ["eplb"])
+    eplb_window: int | None = None
+    eplb_interval: int | None = None
+    eplb_async: bool | None = True
+    static_eplb: bool = True
     replan_interval: int = 4
     history_window: int = 4
     capacity_factors: list[float] = field(default_factory=lambda: [1.0, 1.25])

@@ -16,7 +16,12 @@ model needs, each with its source (engine code or docs with version, published p
   compute (overlapped compute then runs on the rest);
 * ``chunked_prefill_tokens`` and ``max_running_requests``: the engine's default token budget
   of one prefill step and its cap on concurrently running requests (``gps.serving`` turns a
-  workload a user knows into the steps these limits allow).
+  workload a user knows into the steps these limits allow);
+* ``eplb_*``: its expert-parallel load balancer's defaults and rebalance costs (window and
+  interval in steps, asynchronous transfer or not, host seconds per rebalance, fixed seconds
+  per MoE layer shuffled, exposed share of an asynchronous transfer): what ``gps-eplb`` and the
+  advisor's periodic EPLB strategy price (``gps.plans.rebalance``); ``None`` when the engine
+  has no balancer of that kind (``EngineProfile.eplb`` is then ``None``).
 
 No number here is fitted to a balancing gain or a validation row (``docs/calibration.md``).
 """
@@ -24,6 +29,7 @@ No number here is fitted to a balancing gain or a validation row (``docs/calibra
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 from gps.workload import ALLTOALL, OVERLAP, PHASES
 
@@ -67,6 +73,15 @@ class EngineConfig:
         chunked_prefill_tokens: default tokens of one prefill step (chunked-prefill size /
             max batched tokens).
         max_running_requests: default cap on running requests (decode batch per GPU group).
+        eplb_window_steps: the balancer's default statistics window (steps), ``None``: none.
+            The defaults are the ideal engine's: free rebalances every 1,000 steps from a
+            1,000-step window (the cadence SGLang's and vLLM's defaults share).
+        eplb_interval_steps: its default rebalance interval (steps).
+        eplb_async: its default transfer mode (``True``: rebalances run beside serving).
+        eplb_cpu_s: host seconds of one rebalance (the placement algorithm and bookkeeping).
+        eplb_per_layer_s: fixed seconds per MoE layer of a synchronous weight shuffle.
+        eplb_async_exposed_fraction: share of an asynchronous rebalance's transfer time that
+            shows in the steps it overlaps, in [0, 1].
         sources: field name -> source (engine code/docs with version, profile, or
             ``assumption: ...``); every field above except ``name`` needs one.
     """
@@ -83,13 +98,48 @@ class EngineConfig:
     )
     chunked_prefill_tokens: int = 8192
     max_running_requests: int = 1024
+    eplb_window_steps: int | None = 1000
+    eplb_interval_steps: int | None = 1000
+    eplb_async: bool | None = True
+    eplb_cpu_s: float | None = 0.0
+    eplb_per_layer_s: float | None = 0.0
+    eplb_async_exposed_fraction: float | None = 0.0
     sources: dict[str, str] = field(default_factory=dict)
 
 
+EPLB_FIELDS = (
+    "eplb_window_steps", "eplb_interval_steps", "eplb_async", "eplb_cpu_s", "eplb_per_layer_s",
+    "eplb_async_exposed_fraction",
+)  # fmt: skip
 SOURCED = (
     "version", "scheduler_us", "launch", "sampling_passes", "alltoall", "overlap",
-    "alltoall_sms", "chunked_prefill_tokens", "max_running_requests",
+    "alltoall_sms", "chunked_prefill_tokens", "max_running_requests", *EPLB_FIELDS,
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EngineEplb:
+    """An engine's expert-parallel load balancer: its defaults and rebalance costs.
+
+    Attributes:
+        window_steps: statistics window (steps) a rebalance plans from.
+        interval_steps: steps between rebalances.
+        asynchronous: rebalances run beside serving (the new placement lands later).
+        cpu_s: host seconds per rebalance.
+        per_layer_s: fixed seconds per MoE layer of a synchronous weight shuffle.
+        async_exposed_fraction: share of an asynchronous transfer that shows, in [0, 1].
+    """
+
+    window_steps: int
+    interval_steps: int
+    asynchronous: bool
+    cpu_s: float
+    per_layer_s: float
+    async_exposed_fraction: float
+
+    def summary(self) -> dict:
+        """JSON-serialisable (``results.json`` ``eplb.engine_defaults``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)
@@ -117,6 +167,7 @@ class EngineProfile:
     alltoall_sms: dict[str, int]
     chunked_prefill_tokens: int
     max_running_requests: int
+    eplb: EngineEplb | None
     sources: dict[str, str]
 
     @classmethod
@@ -178,6 +229,7 @@ class EngineProfile:
                 get["chunked_prefill_tokens"], "chunked_prefill_tokens", 1
             ),
             max_running_requests=_count(get["max_running_requests"], "max_running_requests", 1),
+            eplb=_eplb(get),
             sources=sources,
         )
 
@@ -197,7 +249,37 @@ class EngineProfile:
             "alltoall_sms": dict(self.alltoall_sms),
             "chunked_prefill_tokens": self.chunked_prefill_tokens,
             "max_running_requests": self.max_running_requests,
+            "eplb": None if self.eplb is None else self.eplb.summary(),
         }
+
+
+def _eplb(get: dict) -> EngineEplb | None:
+    """The ``eplb_*`` fields as an ``EngineEplb`` (all set) or ``None`` (all ``None``)."""
+    values = {key: get[key] for key in EPLB_FIELDS}
+    unset = [key for key, v in values.items() if v is None]
+    if len(unset) == len(values):
+        return None
+    if unset:
+        raise EngineError(f"engine.{unset[0]}: unset while other eplb_* fields are set")
+    if not isinstance(values["eplb_async"], bool):
+        raise EngineError(f"engine.eplb_async={values['eplb_async']!r}: expected true or false")
+    for key in ("eplb_cpu_s", "eplb_per_layer_s", "eplb_async_exposed_fraction"):
+        v = values[key]
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < float("inf"):
+            raise EngineError(f"engine.{key}={v!r}: expected a number >= 0")
+    if values["eplb_async_exposed_fraction"] > 1:
+        raise EngineError(
+            f"engine.eplb_async_exposed_fraction={values['eplb_async_exposed_fraction']!r}: "
+            "expected a share in [0, 1]"
+        )
+    return EngineEplb(
+        window_steps=_count(values["eplb_window_steps"], "eplb_window_steps", 1),
+        interval_steps=_count(values["eplb_interval_steps"], "eplb_interval_steps", 1),
+        asynchronous=values["eplb_async"],
+        cpu_s=float(values["eplb_cpu_s"]),
+        per_layer_s=float(values["eplb_per_layer_s"]),
+        async_exposed_fraction=float(values["eplb_async_exposed_fraction"]),
+    )
 
 
 def _as_dict(value) -> dict:
@@ -237,3 +319,20 @@ def _count(value, key: str, minimum: int) -> int:
 
 
 IDEAL = EngineProfile.from_config(EngineConfig())
+
+ENGINE_DIR = Path(__file__).resolve().parents[1] / "conf" / "engine"
+
+
+def load_engine(name: str) -> EngineProfile:
+    """The shipped profile ``conf/engine/<name>.yaml``, validated.
+
+    Raises:
+        EngineError: naming ``engine``: no such profile (the shipped ones listed) or a bad field.
+    """
+    import yaml
+
+    path = ENGINE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in ENGINE_DIR.glob("*.yaml"))
+        raise EngineError(f"engine={name!r}: no such profile; expected one of {known}")
+    return EngineProfile.from_config(yaml.safe_load(path.read_text(encoding="utf-8")))

@@ -35,23 +35,32 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from gps.advisor.eplb import ENGINE_DEFAULTS, EplbSettings, analyse
-from gps.advisor.eplb_flags import engine_flags
+from gps.advisor.advise import engine_of, ledger_of, run_layout
+from gps.advisor.eplb import EplbSettings, analyse
+from gps.advisor.eplb.flags import FLAG_SOURCES, engine_flags
+from gps.advisor.eplb.loads import fluctuation_for
 from gps.app import CONF_DIR
 from gps.cost._common import num_moe_layers
-from gps.model import MoEModelSpec, spec_from_dict
+from gps.model import spec_from_dict
 from gps.plans.eplb_placement import eplb_placement, sglang_init_expert_location
 from gps.profiles import load_cluster
 from gps.traces.engine_stats import EngineLoadStats, read_engine_stats
-from gps.traces.fluctuation import FluctuationModel, fitted_model
 from gps.workload import Workload
 
 SCHEMA_VERSION = 1
 
 
-def compose_config(model: str, hardware: str | None, overrides: Sequence[str]) -> DictConfig:
-    """The ``gps`` config with ``model``, ``hardware`` and the overrides (Hydra compose)."""
-    items = [f"model={model}", *([f"hardware={hardware}"] if hardware else []), *overrides]
+def compose_config(
+    model: str, hardware: str | None, overrides: Sequence[str], engine: str | None = None
+) -> DictConfig:
+    """The ``gps`` config with ``model``, ``hardware``, the engine profile ``engine``
+    (``conf/engine/``) and the overrides (Hydra compose)."""
+    items = [
+        f"model={model}",
+        *([f"hardware={hardware}"] if hardware else []),
+        *([f"engine={engine}"] if engine else []),
+        *overrides,
+    ]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return compose(config_name="config", overrides=items)
 
@@ -82,18 +91,10 @@ def pool_workloads(cfg: DictConfig) -> dict[str, Workload]:
     return out
 
 
-def fluctuation_for(spec: MoEModelSpec, name: str) -> FluctuationModel:
-    """``eplb.fluctuation``: ``auto`` -> the Mixtral fit for Mixtral-like routing (8 experts,
-    top-2), else the ESFT (DeepSeek-V2-Lite) fit; see ``gps.traces.fluctuation.FITTED_RHO``."""
-    if name == "auto":
-        name = "mixtral" if "mixtral" in spec.name.lower() else "esft"
-    return fitted_model(name)
-
-
-def settings_for(cfg: DictConfig, engine: str) -> EplbSettings:
+def settings_for(cfg: DictConfig) -> EplbSettings:
+    """``cfg.eplb`` and ``cfg.seed`` as ``EplbSettings``."""
     e = cfg.eplb
     return EplbSettings(
-        engine=engine,
         windows=tuple(e.windows),
         intervals=tuple(e.intervals),
         max_redundant_per_gpu=e.max_redundant_per_gpu,
@@ -121,11 +122,26 @@ def run(
     fmt: str = "auto",
     tokens_per_step: int | None = None,
 ) -> tuple[dict, dict[str, dict], str]:
-    """The analysis: ``(results, placement files {name: json}, report text)``."""
+    """The analysis: ``(results, placement files {name: json}, report text)``.
+
+    ``engine`` names the flags printed first; the steps and rebalances are priced with the
+    engine profile ``cfg.engine`` (``gps-eplb --engine`` composes ``engine=<engine>``).
+
+    Raises:
+        ValueError: an engine profile without a load balancer, a layout other than pure
+            expert parallelism, or bad statistics (``TraceError``, naming file and field).
+    """
     t0 = time.perf_counter()
     spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
     cluster = load_cluster(cfg.hardware)
     workloads = pool_workloads(cfg)
+    profile = engine_of(cfg)
+    if profile.eplb is None:
+        raise ValueError(
+            f"engine={profile.name}: the profile has no EPLB defaults (engine.eplb_* unset)"
+        )
+    layout = run_layout(cfg, spec, cluster, next(iter(workloads.values())))[0]
+    ledger = ledger_of(cfg.strategy, cluster, profile, layout)
     first = next(iter(workloads.values()))
     stats: EngineLoadStats = read_engine_stats(
         paths,
@@ -135,10 +151,10 @@ def run(
         tokens_per_step=tokens_per_step or first.tokens_per_step,
     )
     fluct = fluctuation_for(spec, str(cfg.eplb.fluctuation))
-    settings = settings_for(cfg, engine)
+    settings = settings_for(cfg)
     pools, files = {}, {}
     for phase, wl in workloads.items():
-        res = analyse(stats, spec, cluster, wl, fluct, settings)
+        res = analyse(stats, spec, cluster, wl, fluct, settings, ledger)
         r = res["num_redundant_experts"]
         name = f"init_expert_location_{phase}.json"
         hist = stats.counts[: res["loads"]["history_steps"]].mean(axis=0)
@@ -175,7 +191,8 @@ def run(
             **{k: primary[k] for k in keys},
             "primary_pool": primary["phase"],
             "engine": engine,
-            "engine_defaults": ENGINE_DEFAULTS[engine],
+            "engine_profile": profile.summary(),
+            "engine_defaults": profile.eplb.summary(),
             "model": spec.name,
             "hardware": cluster.name,
             "gpus": cluster.num_gpus,
@@ -228,7 +245,10 @@ def report_text(results: dict) -> str:
             f"({'synchronous' if p['synchronous'] else 'asynchronous'}). Imbalance costs "
             f"{p['imbalance_share_of_step']:.1%} of a no-balancing step "
             f"({p['no_balancing_step_s'] * 1e3:.3f} ms vs {p['balanced_step_s'] * 1e3:.3f}"
-            f" ms balanced).",
+            f" ms balanced). Priced with engine {p['priced_with']['engine']} "
+            f"({p['priced_with']['engine_version'] or 'ideal'}): "
+            f"{p['engine_s_per_step'] * 1e3:.3f} ms of scheduler and sampling per step, "
+            f"all-to-all {p['priced_with']['alltoall']}, overlap {p['priced_with']['overlap']}.",
             "",
             "| strategy | R | speed-up | 95% interval | step ms | stall s / rebalance |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -307,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="STATS",
         help="load statistics: files (one per rank) or a folder",
     )
-    parser.add_argument("--engine", required=True, choices=sorted(ENGINE_DEFAULTS))
+    parser.add_argument("--engine", required=True, choices=sorted(FLAG_SOURCES))
     parser.add_argument("--model", required=True, help="conf/model name, e.g. deepseek_v3")
     parser.add_argument("--hardware", default=None, help="conf/hardware name")
     parser.add_argument(
@@ -324,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, overrides = argv[:i], argv[i + 1 :]
     args = parser.parse_args(argv)
     try:
-        cfg = compose_config(args.model, args.hardware, overrides)
+        cfg = compose_config(args.model, args.hardware, overrides, args.engine)
         results, files, text = run(
             args.stats, args.engine, cfg, fmt=args.format, tokens_per_step=args.tokens_per_step
         )

@@ -91,11 +91,11 @@ def _dump(tmp_path: Path, logical_count, name: str = "bad.json") -> Path:
 @pytest.mark.parametrize(
     ("value", "kwargs", "message"),
     [
-        ([[[[1]]]], {}, r"expected 2 or 3 dimensions, got shape \(1, 1, 1, 1\)"),
+        ([[[[1]]]], {}, r"shape \(1, 1, 1, 1\): expected 2-D or 3-D counts"),
         ([[[1, -2]]], {}, r"negative count -2 at index \(0, 0, 1\)"),
         ([[[1, 2]], [[3, 4]]], {"num_layers": 2}, r"1 layers, expected 2 \(layer mismatch"),
-        ([[[0, 0]], [[0, 0]]], {}, r"empty: no recorded step"),
-        ([[[1.5, 2]]], {}, r"non-integral value 1\.5 at index \(0, 0, 0\)"),
+        ([[[0, 0]], [[0, 0]]], {}, r"all 2 steps count zero tokens"),
+        ([[[1.5, 2]]], {}, r"value 1\.5 at index \(0, 0, 0\) is not a whole number"),
         ([[[1, 2]], [[3]]], {}, r"ragged"),
     ],
 )
@@ -103,7 +103,36 @@ def test_malformed_sglang_dumps_give_one_clear_error(tmp_path, value, kwargs, me
     path = _dump(tmp_path, value)
     with pytest.raises(TraceError, match=message) as info:
         read_sglang_dump(path, **kwargs)
-    assert str(path) in str(info.value) and "logical_count" in str(info.value)
+    assert str(info.value).count(str(path)) == 1 and "logical_count" in str(info.value)
+    if not kwargs:  # the importer is the same reader: the same message, file named once
+        with pytest.raises(TraceError) as again:
+            read_sglang_expert_distribution(path)
+        assert str(again.value) == str(info.value)
+
+
+def test_one_sglang_reader_for_gps_trace_and_gps_eplb(tmp_path):
+    """``gps-trace convert --format sglang-expert-distribution`` and ``gps-eplb`` read SGLang
+    dumps with one reader: the same counts and steps, per-pass and stat alike; a broken
+    torch file names the file once."""
+    counts = np.random.default_rng(5).integers(0, 9, size=(5, 2, 4)).astype(np.int32)
+    counts[2] = 0
+    path = write_sglang_dump(sglang_stat_dump(counts), tmp_path / "s.pt")
+    a, b = read_sglang_dump(path), read_sglang_expert_distribution(path)
+    assert (a.counts == b.counts).all() and a.step.tolist() == b.step.tolist() == [0, 1, 3, 4]
+    assert b.meta["mode"] == "stat" and b.meta["dropped_empty_steps"] == 1
+    records = {"records": [{"forward_pass_id": 3, "rank": 0,
+                            "global_physical_count": [[1, 2, 3]]}],
+               "last_physical_to_logical_map": [[0, 1, 0]]}  # fmt: skip
+    rec = tmp_path / "p.json"
+    rec.write_text(json.dumps(records))
+    a, b = read_sglang_dump(rec), read_sglang_expert_distribution(rec)
+    assert a.counts.tolist() == b.counts.tolist() == [[[4, 2]]] and b.step.tolist() == [3]
+    broken = tmp_path / "b.pt"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    for reader in (read_sglang_dump, read_sglang_expert_distribution):
+        with pytest.raises(TraceError) as info:
+            reader(broken)
+        assert str(info.value).count(str(broken)) == 1
 
 
 def test_sglang_dumps_with_different_layers_do_not_mix(tmp_path):

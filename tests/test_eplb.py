@@ -9,20 +9,18 @@ import math
 import numpy as np
 import pytest
 
-from gps.advisor.eplb import (
-    EplbSettings,
-    analyse,
+from gps.advisor.eplb import EplbSettings, analyse
+from gps.advisor.eplb.flags import engine_flags, sglang_flags, vllm_flags
+from gps.advisor.eplb.pricing import price_slot_tokens, step_time_model
+from gps.advisor.eplb.replay import dispatch_balanced_ratio, load_ratio
+from gps.advisor.eplb.schedules import (
     best_interval,
-    dispatch_balanced_ratio,
     interval_curve,
-    load_ratio,
     periodic_schedule,
-    price_slot_tokens,
-    speedup_ci,
-    step_time_model,
     window_drift,
 )
-from gps.advisor.eplb_flags import engine_flags, sglang_flags, vllm_flags
+from gps.advisor.eplb.verdict import choose, speedup_ci
+from gps.advisor.ledger import Ledger
 from gps.cost.redundancy import (
     check_redundant,
     expert_bytes_per_rank,
@@ -32,6 +30,7 @@ from gps.cost.redundancy import (
     redundant_bytes_per_rank,
     valid_redundant,
 )
+from gps.engine import load_engine
 from gps.eplb_app import main as eplb_main
 from gps.model import load_model_spec
 from gps.plans.eplb_placement import (
@@ -43,7 +42,7 @@ from gps.plans.eplb_placement import (
     trivial_placement,
 )
 from gps.plans.plan import Plan
-from gps.plans.rebalance import ENGINE_COSTS, RebalanceCosts, amortised_step_s, rebalance_stall
+from gps.plans.rebalance import RebalanceCosts, amortised_step_s, rebalance_stall
 from gps.profiles import load_cluster, load_cluster_config
 from gps.traces.engine_stats import EngineLoadStats, sglang_stat_dump, write_sglang_dump
 from gps.traces.fluctuation import FluctuationModel
@@ -148,8 +147,19 @@ def test_vllm_per_layer_constant_is_its_documented_fit():
     link = load_cluster_config("h100_nvlink").intra_link
     expert = 3 * 2048 * 1408 * 2
     transfer = link.latency_s + 8 * expert / link.gpu_bandwidth
-    assert 0.260 / 26 - transfer == pytest.approx(ENGINE_COSTS["vllm"].per_layer_s, abs=5e-5)
-    assert spec.num_experts == 64
+    vllm = RebalanceCosts.of(load_engine("vllm"))
+    assert 0.260 / 26 - transfer == pytest.approx(vllm.per_layer_s, abs=5e-5)
+    assert spec.num_experts == 64 and vllm.sources["per_layer_s"].startswith("fit")
+
+
+def test_rebalance_costs_come_from_the_engine_profiles():
+    sglang, vllm = (RebalanceCosts.of(load_engine(n)) for n in ("sglang", "vllm"))
+    assert (sglang.cpu_s, vllm.cpu_s) == (1.0, 0.010)
+    assert sglang.per_layer_s == vllm.per_layer_s  # assumed equal (no SGLang measurement)
+    assert "#7879" in sglang.sources["cpu_s"] and "#28369" in vllm.sources["cpu_s"]
+    assert load_engine("vllm").eplb.asynchronous and not load_engine("sglang").eplb.asynchronous
+    with pytest.raises(ValueError, match=r"trtllm.*no EPLB"):
+        RebalanceCosts.of(load_engine("trtllm"))
 
 
 # ------------------------------------------------------------------------ memory
@@ -225,23 +235,29 @@ def _brute_ratio(plan: Plan, loads: np.ndarray) -> np.ndarray:
     return gpu.max(-1) / gpu.mean(-1)
 
 
-def _brute_water(plan: Plan, load: np.ndarray) -> np.ndarray:
-    """Per step and layer, by loops: single-replica experts fixed, each replicated expert
-    (most replicas first, then id) poured onto its holders, lowest first."""
+def _brute_water(plan: Plan, load: np.ndarray, passes: int = 2) -> np.ndarray:
+    """Per layer, by loops: start from the even split, then ``passes`` sweeps over the
+    replicated experts (most replicas first, then id), each expert's copies lifted off and
+    poured back onto its holders in small drops, lowest GPU first."""
     nl = load.shape[0]
     out = []
     for layer in range(nl):
-        holders = plan.expert_gpu_counts()[layer] > 0  # [G, E]
-        counts = holders.sum(0)
-        gpu = np.zeros(plan.num_gpus)
-        for e in np.flatnonzero(counts == 1):
-            gpu[np.flatnonzero(holders[:, e])[0]] += load[layer, e]
+        per_gpu = plan.expert_gpu_counts()[layer]  # [G, E]
+        counts = per_gpu.sum(0)
+        gpu = (per_gpu * (load[layer] / np.maximum(counts, 1))).sum(1)
         multi = np.flatnonzero(counts > 1)
-        for e in multi[np.argsort(-counts[multi], kind="stable")]:
-            hs = np.flatnonzero(holders[:, e])
-            w = load[layer, e]
-            for _ in range(2000):  # pour in small drops
-                gpu[hs[np.argmin(gpu[hs])]] += w / 2000
+        order = multi[np.argsort(-counts[multi], kind="stable")]
+        alloc = {e: per_gpu[:, e] * load[layer, e] / counts[e] for e in order}
+        for _ in range(passes):
+            for e in order:
+                gpu -= alloc[e]
+                hs = np.flatnonzero(per_gpu[:, e])
+                new = np.zeros(plan.num_gpus)
+                for _ in range(2000):  # pour in small drops
+                    k = hs[np.argmin(gpu[hs] + new[hs])]
+                    new[k] += load[layer, e] / 2000
+                gpu += new
+                alloc[e] = new
         out.append(gpu.max() / gpu.mean())
     return np.asarray(out)
 
@@ -252,9 +268,21 @@ def test_load_ratio_and_dispatch_balancing_against_loops():
     plan = eplb_placement(load.mean(0), 4, 4)
     assert load_ratio(plan, load) == pytest.approx(_brute_ratio(plan, load))
     balanced = dispatch_balanced_ratio(plan, load)
-    assert (balanced <= load_ratio(plan, load) + 1e-9).all()
+    assert (balanced <= load_ratio(plan, load) + 1e-9).all()  # never above the even split
     for s in range(5):
-        assert balanced[s] == pytest.approx(_brute_water(plan, load[s]), rel=2e-3)
+        assert balanced[s] == pytest.approx(_brute_water(plan, load[s], 1), rel=2e-3)
+        two = dispatch_balanced_ratio(plan, load[s : s + 1], passes=2)[0]
+        assert two == pytest.approx(_brute_water(plan, load[s], 2), rel=2e-3)
+        assert (two <= balanced[s] + 1e-9).all()  # another sweep never raises the busiest GPU
+    assert dispatch_balanced_ratio(plan, load, passes=0) == pytest.approx(load_ratio(plan, load))
+    chunked = dispatch_balanced_ratio(plan, load, chunk_steps=2)
+    assert chunked == pytest.approx(balanced)
+    for seed in range(4):  # many replicated experts, batches that drift from the plan's mean
+        g = np.random.default_rng(seed)
+        mean = g.pareto(1.0, size=(3, 32)) + 0.1
+        wide = eplb_placement(mean, 8, 16)
+        batch = g.gamma(0.3, 1.0, size=(6, 3, 32)) * mean * 50
+        assert (dispatch_balanced_ratio(wide, batch) <= load_ratio(wide, batch) + 1e-9).all()
     flat = eplb_placement(load.mean(0), 4, 0)
     assert dispatch_balanced_ratio(flat, load) == pytest.approx(load_ratio(flat, load))
 
@@ -282,12 +310,18 @@ def test_speedup_interval_is_seeded_and_brackets_the_point():
 # ------------------------------------------------------------------------ the pricing seam
 
 
-def test_step_time_model_matches_direct_pricing():
+@pytest.mark.parametrize(
+    ("engine", "overlap"),
+    [("ideal", "none"), ("sglang", "none"), ("vllm", "none"), ("sglang", "two_batch")],
+)
+def test_step_time_model_matches_direct_pricing(engine, overlap):
     """Interpolating per-layer times over load ratios reproduces the cost model on random
-    per-GPU loads (data-parallel sources: the busiest GPU sets each layer)."""
+    per-GPU loads (data-parallel sources: the busiest GPU sets each layer), under each engine
+    profile (its per-step time, all-to-all mode and launch mode) and with two-batch overlap."""
     spec = load_model_spec("deepseek_v2_lite")
     cluster = load_cluster_config("h100_nvlink")
-    wl = Workload(phase="prefill", batch_size=4, seq_len=1024, context_len=1024)
+    wl = Workload(phase="prefill", batch_size=4, seq_len=1024, context_len=1024, overlap=overlap)
+    ledger = Ledger(engine=load_engine(engine))
     rng = np.random.default_rng(0)
     load = rng.pareto(1.5, size=(3, 26, 64)) + 0.2
     load *= wl.tokens_per_step * spec.top_k / load.sum(-1, keepdims=True)
@@ -297,11 +331,50 @@ def test_step_time_model_matches_direct_pricing():
         (load / counts)[:, :, None, :], plan.slot_expert[None].reshape(1, 26, 1, -1), -1
     )
     st = st.reshape(3, 26, 8, 9)
-    direct = price_slot_tokens(spec, cluster, wl, st).total_s
+    direct = price_slot_tokens(spec, cluster, wl, ledger, st)
     x = load_ratio(plan, load)
-    model = step_time_model(spec, cluster, wl, 9, float(x.max()))
-    assert model.step_s(x) == pytest.approx(direct, rel=0.02)
+    model = step_time_model(spec, cluster, wl, ledger, 9, float(x.max()))
+    assert model.step_s(x) == pytest.approx(direct.total_s, rel=0.02)
     assert model.balanced_step_s <= model.step_s(x).min()
+    assert model.engine_s == pytest.approx(float(direct.engine_s[0]))
+
+
+def test_the_seam_prices_the_engine_profile_per_step_costs():
+    """vLLM's profile adds its 1 ms scheduler time (and the sampler's passes) to every step;
+    the ideal engine adds nothing; the seam is ``price_step`` of the mechanism ledger."""
+    from gps.advisor.ledger import price_step
+    from gps.cost.step import StepRouting
+
+    spec = load_model_spec("deepseek_v2_lite")
+    cluster = load_cluster_config("h100_nvlink")
+    wl = Workload(phase="decode", batch_size=64, seq_len=1, context_len=1024,
+                  alltoall="deepep_low_latency")  # fmt: skip
+    st = np.full((1, 26, 8, 8), wl.tokens_per_step * 6 / 64)
+    ideal = step_time_model(spec, cluster, wl, Ledger(), 8, 2.0)
+    vllm = step_time_model(spec, cluster, wl, Ledger(engine=load_engine("vllm")), 8, 2.0)
+    assert ideal.engine_s == 0.0 and vllm.engine_s > 1e-3
+    assert vllm.fixed_s - ideal.fixed_s == pytest.approx(vllm.engine_s)
+    ledger = Ledger(engine=load_engine("vllm"), dispatch_chunks=4)
+    direct = price_step(spec, cluster, wl, ledger, StepRouting(slot_tokens=st), np.asarray(True),
+                        None, {})  # fmt: skip
+    seam = price_slot_tokens(spec, cluster, wl, ledger, st)
+    assert seam.total_s == pytest.approx(direct.total_s)
+    with pytest.raises(ValueError, match="resident_experts"):
+        price_slot_tokens(spec, cluster, wl, Ledger(resident_experts=0.5,
+                                                    fetch_link=cluster.intra_link), st)  # fmt: skip
+
+
+def test_verdict_ties_go_to_the_simplest():
+    rows = [
+        {"strategy": "dispatch", "num_redundant_experts": 8, "speedup": 1.100},
+        {"strategy": "static", "num_redundant_experts": 8, "speedup": 1.097},
+        {"strategy": "static", "num_redundant_experts": 0, "speedup": 1.096},
+        {"strategy": "no_balancing", "num_redundant_experts": 0, "speedup": 1.0},
+    ]
+    assert choose(rows, 0.005) == rows[2]
+    assert choose(rows, 0.0) == rows[0]
+    with pytest.raises(ValueError, match="no strategy"):
+        choose([], 0.005)
 
 
 # ------------------------------------------------------------------------ analysis and CLI
@@ -337,9 +410,8 @@ def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
         cluster,
         wl,
         FluctuationModel(rho=np.array([8e-4]), top_k=6),
-        EplbSettings(
-            engine="vllm", windows=(5, 10), intervals=(5, 10, 20), bootstrap=50, anchors=4
-        ),
+        EplbSettings(windows=(5, 10), intervals=(5, 10, 20), bootstrap=50, anchors=4),
+        Ledger(engine=load_engine("vllm")),
     )
     for key in (
         "verdict",
@@ -364,8 +436,12 @@ def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
             cluster,
             wl,
             FluctuationModel.independent(),
-            EplbSettings(engine="vllm"),
+            EplbSettings(),
+            Ledger(engine=load_engine("vllm")),
         )
+    with pytest.raises(ValueError, match="no EPLB defaults"):
+        analyse(stats, spec, cluster, wl, FluctuationModel.independent(), EplbSettings(),
+                Ledger(engine=load_engine("trtllm")))  # fmt: skip
 
 
 def test_flags_name_the_engines_real_arguments():
@@ -488,3 +564,132 @@ def test_gps_eplb_on_the_esft_routing_seen_as_a_recorder_dump(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "Redundant experts" in text and "Rebalance interval" in text
     assert "sglang flags" in text and "vllm flags" in text
+
+
+# ------------------------------------------------------------------------ strategies in gps
+
+
+def _gps_context(loads: np.ndarray, r_extra: int = 1):
+    """A ``gps`` advisor context: 2 history + the rest held out, 4 GPUs on one node."""
+    from test_cost_helpers import cluster, gqa_model
+
+    from gps.advisor import strategies as st
+    from gps.advisor.data import EvalData
+    from gps.traces.trace import TokenTrace
+
+    nl, e = loads.shape[1:]
+    trace = TokenTrace(
+        experts=np.zeros((1, nl, 2), dtype=np.int16), token_id=np.zeros(1, np.int32),
+        sequence_id=np.zeros(1, np.int32), position=np.zeros(1, np.int32), num_experts=e,
+    )  # fmt: skip
+    data = EvalData(trace, trace, loads[:2], loads[2:], 64, "test")
+    cl = cluster(1, 4)
+    wl = Workload(phase="prefill", batch_size=1, seq_len=64)
+    return st.Context(gqa_model(num_layers=nl, num_experts=e), cl, wl, data,
+                      -(-e // 4) + r_extra, Ledger())  # fmt: skip
+
+
+def test_static_eplb_is_a_balanced_replacement_even_without_redundant_experts():
+    """R = 0 re-places the experts by the history's mean (no contiguous homes): its busiest
+    GPU carries less of that mean than the contiguous layout's; R = all fills every slot."""
+    from gps.advisor import strategies as st
+
+    loads = np.zeros((5, 2, 8))
+    loads[:, :, :2] = 100.0  # experts 0 and 1 are hot: contiguously they share GPU 0
+    loads[:, :, 2:] = 10.0
+    ctx = _gps_context(loads)
+    assert st.eplb_redundant(ctx) == [0, 4]  # 3 slots on each of 4 GPUs for 8 experts
+    r0 = st.static_eplb(ctx, 0)
+    mean = loads[:2].mean(0)
+    assert r0.family == "static" and r0.name == "static_eplb_r0"
+    assert r0.plans[0].gpu_load(mean).max() == 110.0 < ctx.static.gpu_load(mean).max() == 200.0
+    full = st.static_eplb(ctx, 4)
+    assert (full.plans[0].slot_expert >= 0).all() and full.plans[0].replica_counts().sum() == 24
+    assert (r0.plans[0].slot_expert >= 0).sum() == 16  # 2 layers x 8, padded to 3 slots
+
+
+def test_engine_eplb_amortises_one_rebalance_stall_over_the_interval():
+    """Synchronous, interval 2 (a rebalance at held-out step 2): ``rebalance_s`` = the stall of
+    that rebalance (host + per-layer + transfers, ``gps.plans.rebalance``) / 2, added to every
+    step's price; an interval beyond the span prices one representative rebalance."""
+    from gps.advisor import strategies as st
+    from gps.advisor.pricing import price_routed
+
+    rng = np.random.default_rng(4)
+    loads = np.floor(rng.gamma(0.5, 1.0, (6, 2, 8)) * 100)
+    ctx = _gps_context(loads)
+    costs = RebalanceCosts("test", cpu_s=0.5, per_layer_s=0.01)
+    r = st.engine_eplb(ctx, st.EplbCadence(window=2, interval=2, asynchronous=False, costs=costs))
+    assert r.notes["rebalances_in_span"] == 1 and r.name == "eplb_w2_i2_sync"
+    moved = rebalance_stall(r.plans[0], r.plans[2], ctx.expert_bytes, ctx.cluster, costs)
+    assert r.rebalance_s == pytest.approx(moved.stall_s / 2)
+    assert moved.stall_s >= 0.5 + 2 * 0.01 and r.migration_s == {}
+    free = st.Routed(**{**r.__dict__, "rebalance_s": 0.0})
+    with_stall, without = (price_routed(x, ctx.spec, ctx.cluster, ctx.workload, ctx.ledger)
+                           for x in (r, free))  # fmt: skip
+    assert with_stall.total_s - without.total_s == pytest.approx(np.full(4, r.rebalance_s))
+    assert with_stall.components["migration"].sum(-1) == pytest.approx(
+        without.components["migration"].sum(-1) + r.rebalance_s
+    )
+    long = st.engine_eplb(ctx, st.EplbCadence(2, 1000, asynchronous=True, costs=costs))
+    assert long.notes["rebalances_in_span"] == 0 and long.rebalance_s == 0.0  # async: hidden
+    assert len({id(p) for p in long.plans}) == 1
+
+
+def test_gps_eplb_cadence_from_the_engine_profile_and_the_switches():
+    from gps.advisor.advise import cadence_summary, eplb_cadence
+    from gps.eplb_app import compose_config
+
+    cfg = compose_config("mixtral_8x7b", None, ["engine=vllm"])
+    c = eplb_cadence(cfg.strategy, load_engine("vllm"))
+    assert (c.window, c.interval, c.asynchronous, c.costs.cpu_s) == (1000, 3000, True, 0.010)
+    cfg = compose_config("mixtral_8x7b", None, ["strategy.eplb_interval=250",
+                                                "strategy.eplb_async=null"])  # fmt: skip
+    c = eplb_cadence(cfg.strategy, load_engine("sglang"))
+    assert (c.window, c.interval, c.asynchronous) == (1000, 250, False)
+    assert eplb_cadence(cfg.strategy, load_engine("trtllm")) is None
+    assert not cadence_summary(cfg.strategy, load_engine("trtllm"))["priced"]
+    cfg = compose_config("mixtral_8x7b", None, ["strategy.periodic=[every_n]"])
+    assert cadence_summary(cfg.strategy, load_engine("sglang"))["reason"].startswith("strategy")
+
+
+def test_gps_prices_aggregate_statistics_through_the_fluctuation_model(tmp_path):
+    """``gps evaluation.trace_path=<an SGLang stat dump>``: no tokens, so no token-level
+    strategy runs; the held-out batches are drawn from the fluctuation model (the recorded
+    steps hold a quarter of the step's copies), the report says so, and the oracle still
+    bounds every deployable strategy."""
+    from hydra import compose, initialize_config_dir
+
+    from gps.app import CONF_DIR, run
+
+    rng = np.random.default_rng(0)
+    base = rng.dirichlet(np.full(8, 2.0), size=32)
+    drift = np.cumsum(rng.normal(0, 0.05, (8, 32, 8)), axis=0)
+    p = np.exp(np.log(base)[None] + drift)
+    p /= p.sum(-1, keepdims=True)
+    dump = write_sglang_dump(sglang_stat_dump(rng.multinomial(2 * 128, p).astype(np.int32)),
+                             tmp_path / "stat.json")  # fmt: skip
+    overrides = ["workload.batch_size=2", "workload.seq_len=256", "evaluation.train_batches=4",
+                 "evaluation.test_batches=3", "predictor=fast", "report=minimal",
+                 f"evaluation.trace_path={dump}"]  # fmt: skip
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    run(cfg, tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    loads = results["setup"]["loads"]
+    assert loads["source"] == "fluctuation model" and loads["smoothing_steps"] == 4
+    assert loads["fluctuation"]["rho"] == [pytest.approx(8.71e-3)]  # Mixtral's fit (auto)
+    families = {s["family"] for s in results["strategies"]}
+    assert "token" not in families and "capacity" not in families and "ilp" not in families
+    names = {s["name"]: s for s in results["strategies"]}
+    assert {"static_eplb_r0", "static_eplb_r8", "eplb_w1000_i1000_async"} <= set(names)
+    oracle = names["oracle"]["speedup_vs_baseline"]
+    for s in results["strategies"]:
+        if s["family"] in ("baseline", "static", "periodic", "distribution"):
+            assert s["speedup_vs_baseline"] <= oracle * (1 + 1e-9), s["name"]
+    assert "Loads from aggregate statistics" in (tmp_path / "run" / "report.md").read_text()
+    short = ["evaluation.train_batches=6", "evaluation.test_batches=3"]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, *short])
+    with pytest.raises(ValueError, match=r"8 recorded steps, but evaluation\.train_batches=6"):
+        run(cfg, tmp_path / "short")

@@ -31,6 +31,7 @@ from gps.cost.ledger import (
 from gps.cost.step import Prefetch, StepExtras
 from gps.hardware import LinkProfile
 from gps.model import load_model_spec
+from gps.plans.rebalance import RebalanceCosts
 from gps.traces.trace import TokenTrace
 from gps.workload import Workload
 from predictors.splits import copy_hits, expected_split, split_copies
@@ -285,7 +286,8 @@ def _context(loads, nodes, per_node, r_extra, ledger, scale, horizon=4.0) -> st.
 def test_bounds_hold_by_construction(seed, shape, r_extra, window, resident, prefetch, chunks,
                                      replica_choice, scale, skew) -> None:  # fmt: skip
     """Over random loads, clusters, sampling and every mechanism switch: no balancing <= the
-    oracle <= every followable strategy (a forecast, a Token-to-Expert guess at any accuracy);
+    oracle <= every followable strategy (a forecast, a Token-to-Expert guess at any accuracy,
+    static EPLB placement, periodic EPLB with its rebalance stall amortised);
     nothing beats free-migration perfect knowledge; perfect knowledge of a plan sequence is
     never slower than any belief about it."""
     nodes, per_node, e = shape
@@ -307,7 +309,11 @@ def test_bounds_hold_by_construction(seed, shape, r_extra, window, resident, pre
     wrong = rng.permutation(test, axis=-1)
     guesses = [scaled(st.planned(ctx, expected_split(test, wrong, a).guessed, f"token:{a}",
                                  "token")) for a in (0.0, 0.6, 1.0)]  # fmt: skip
-    followed = [none, forecast, *guesses]
+    costs = RebalanceCosts("test", cpu_s=1e-4, per_layer_s=1e-5)
+    cadence = st.EplbCadence(window=2, interval=2, asynchronous=bool(seed % 2), costs=costs)
+    deployed = [scaled(st.static_eplb(ctx, r)) for r in st.eplb_redundant(ctx)]
+    deployed.append(scaled(st.engine_eplb(ctx, cadence)))  # its stall amortised per step
+    followed = [none, forecast, *guesses, *deployed]
     cands = [own, *(st.perfect_knowledge(r, r.name) for r in followed)]
     totals = np.stack([price(c) for c in cands])
     oracle = st.fastest(cands, totals, "oracle")

@@ -18,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+import predictors
 from gps import cache
 from gps.advisor import strategies as st
 from gps.advisor.assumptions import (
@@ -45,6 +46,7 @@ from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, moe_layer_indices, spec_for_layers, spec_from_dict
 from gps.plans import MIGRATION_SOURCES, REPLICA_MODES
+from gps.plans.rebalance import RebalanceCosts
 from gps.profiles import load_cluster, load_link
 from gps.serving import ServingWorkload, StepPlan, plan_steps
 from gps.timing import Phases, show_progress
@@ -73,6 +75,11 @@ def check_knobs(cfg: DictConfig) -> None:
     s, r = cfg.strategy, cfg.report
     rules = [
         ("strategy.replica_slots_per_gpu", s.replica_slots_per_gpu >= 0, ">= 0"),
+        ("strategy.periodic", set(s.periodic) <= {"eplb", "every_n"},
+         "a list of eplb / every_n"),
+        ("strategy.eplb_window", s.eplb_window is None or s.eplb_window >= 1, ">= 1 or null"),
+        ("strategy.eplb_interval", s.eplb_interval is None or s.eplb_interval >= 1,
+         ">= 1 or null"),
         ("strategy.replan_interval", s.replan_interval >= 1, ">= 1"),
         ("strategy.history_window", s.history_window >= 1, ">= 1"),
         ("strategy.capacity_factors", all(g > 0 for g in s.capacity_factors), "all > 0"),
@@ -276,7 +283,8 @@ def eval_data(
     return prepare(trace_cfg, spec, workload, train_batches=ev.train_batches,
                    test_batches=ev.test_batches, trace_path=ev.trace_path,
                    seed=cfg.seed if seed is None else seed,
-                   sample_tokens=ev.sample_tokens_per_step)  # fmt: skip
+                   sample_tokens=ev.sample_tokens_per_step,
+                   fluctuation=str(cfg.eplb.fluctuation))  # fmt: skip
 
 
 def run_seeds(cfg: DictConfig) -> list[int]:
@@ -328,24 +336,75 @@ class SeedRun:
     whatif_s: float | None
 
 
+def eplb_cadence(strategy: DictConfig, engine: EngineProfile) -> st.EplbCadence | None:
+    """How the ``eplb`` periodic strategy runs: ``strategy.eplb_window`` / ``eplb_interval`` /
+    ``eplb_async``, each ``None`` taking the engine profile's default (``engine.eplb_*``), with
+    the engine's rebalance costs; ``None`` when the engine has no load balancer of that kind
+    (TensorRT-LLM's re-plans continuously: ``eplb`` is then not priced, and
+    ``setup.eplb_cadence`` says why)."""
+    d = engine.eplb
+    if d is None:
+        return None
+    s = strategy
+    return st.EplbCadence(
+        window=d.window_steps if s.eplb_window is None else int(s.eplb_window),
+        interval=d.interval_steps if s.eplb_interval is None else int(s.eplb_interval),
+        asynchronous=d.asynchronous if s.eplb_async is None else bool(s.eplb_async),
+        costs=RebalanceCosts.of(engine),
+    )
+
+
+def cadence_summary(strategy: DictConfig, engine: EngineProfile) -> dict:
+    """``results.json`` ``setup.eplb_cadence``: the ``eplb`` strategy's window, interval,
+    transfer mode and rebalance costs, or why it was not priced."""
+    if "eplb" not in strategy.periodic:
+        return {"priced": False, "reason": "strategy.periodic does not list eplb"}
+    c = eplb_cadence(strategy, engine)
+    if c is None:
+        why = engine.sources.get("eplb_window_steps", "")
+        reason = f"engine {engine.name!r} has no EPLB window/interval ({why})"
+        return {"priced": False, "reason": reason}
+    return {"priced": True, "window_steps": c.window, "interval_steps": c.interval,
+            "asynchronous": c.asynchronous, "cpu_s": c.costs.cpu_s,
+            "per_layer_s": c.costs.per_layer_s,
+            "async_exposed_fraction": c.costs.async_exposed_fraction,
+            "engine": c.costs.engine}  # fmt: skip
+
+
 def strategy_jobs(cfg: DictConfig, ctx: st.Context) -> list[tuple[str, Any]]:
     """``(name, job)`` of every configured strategy, in report order (the oracle family last
-    but capacity and ILP: its entries are built from the others)."""
+    but capacity and ILP: its entries are built from the others). Aggregate statistics
+    (``EvalData.has_tokens`` false) run no strategy that needs tokens: Token-to-Expert
+    predictors, token-id Distribution-Only predictors, capacity rules, the ILP."""
     s = cfg.strategy
+    tokens = ctx.data.has_tokens
     params = OmegaConf.to_container(cfg.predictor.params, resolve=True)
+    cadence = eplb_cadence(s, ctx.ledger.engine)
     return [
         ("no_balancing", lambda: st.no_balancing(ctx)),
-        ("eplb", lambda: st.periodic(ctx, s.replan_interval, s.history_window)),
+        *[(f"static_eplb_r{r}", lambda r=r: st.static_eplb(ctx, r))
+          for r in (st.eplb_redundant(ctx) if s.static_eplb else [])],
+        *([("eplb", lambda: st.engine_eplb(ctx, cadence))]
+          if "eplb" in s.periodic and cadence is not None else []),
+        *([("eplb_every_n", lambda: st.periodic(ctx, s.replan_interval, s.history_window))]
+          if "every_n" in s.periodic else []),
         *[(f"distribution:{n}", lambda n=n: st.distribution(ctx, n, params.get(n, {})))
-          for n in cfg.predictor.distribution],
+          for n in cfg.predictor.distribution if tokens or not needs_tokens(n)],
         *[(f"token:{n}", lambda n=n: st.token(ctx, n, params.get(n, {})))
-          for n in cfg.predictor.token],
+          for n in (cfg.predictor.token if tokens else [])],
         ("oracle", lambda: st.oracle(ctx)),
         *[(f"capacity_{m}@{g}", lambda g=g, m=m: st.capacity(ctx, g, m))
-          for g in s.capacity_factors for m in ("drop", "reroute")],
+          for g in (s.capacity_factors if tokens else []) for m in ("drop", "reroute")],
         *([("ilp", lambda: st.ilp(ctx, s.ilp_time_limit_s, s.ilp_mip_gap, s.ilp_stages))]
-          if s.ilp else []),
+          if s.ilp and tokens else []),
     ]  # fmt: skip
+
+
+def needs_tokens(predictor: str) -> bool:
+    """Whether a Distribution-Only predictor reads token ids (``input_kind == "tokens"``):
+    it cannot run on aggregate statistics."""
+    cls = predictors.PREDICTORS.get(predictor)
+    return cls is not None and cls.input_kind == "tokens"
 
 
 def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bool) -> SeedRun:
@@ -361,6 +420,7 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
     ctx = st.Context(spec, cluster, workload, data, slots, ledger, s.replicas,
                      s.migration_source, s.horizon, ranks, tp)  # fmt: skip
     jobs = strategy_jobs(cfg, ctx)
+    guide = guide and data.has_tokens  # the what-if frontier guesses tokens
 
     def timed(job):
         t0 = time.perf_counter()
@@ -529,7 +589,9 @@ def advise(cfg: DictConfig) -> dict:
             "simulated_tokens_per_step": data.tokens_per_batch,
             "busiest_layer": layer, "memory_bytes_per_gpu": memory, "seeds": seeds,
             "layer_coverage": coverage,
+            "loads": data.loads,
             "engine": engine.summary(),
+            "eplb_cadence": cadence_summary(cfg.strategy, engine),
             "serving": serving_summary(cfg, workload),
             "mechanisms": {**{f.name: getattr(ledger, f.name)
                               for f in dataclasses.fields(ledger)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from gps.model import MoEModelSpec
 from gps.traces.batching import batch_loads, decode_order, take_tokens
 from gps.traces.io import load_trace
 from gps.traces.synthetic import SyntheticTraceConfig, generate_token_trace
-from gps.traces.trace import TokenTrace
+from gps.traces.trace import LoadSeries, TokenTrace
 from gps.workload import Workload
 
 
@@ -28,11 +29,14 @@ class EvalData:
 
     Attributes:
         fit: tokens token-level predictors are fitted on; no sequence of ``fit`` occurs in
-            ``test`` (nothing held out leaks into a fit).
+            ``test`` (nothing held out leaks into a fit). ``None`` for aggregate statistics
+            (``loads``): then no strategy that needs tokens runs.
         test: the ``N * T`` held-out tokens, batch after batch (every strategy is priced on
-            these; load-history predictors forecast each from the batches before it).
-        train_loads: ``[M, L, E]`` int64 tokens per expert of the ``M`` steps before ``test``.
-        test_loads: ``[N, L, E]`` int64 tokens per expert per held-out batch.
+            these; load-history predictors forecast each from the batches before it);
+            ``None`` for aggregate statistics.
+        train_loads: ``[M, L, E]`` tokens per expert of the ``M`` steps before ``test``
+            (int64 from a token trace; float from aggregate statistics).
+        test_loads: ``[N, L, E]`` tokens per expert per held-out batch.
         tokens_per_batch: ``T`` (of the simulated sample, see ``token_scale``).
         source: the preset's model name or the trace file.
         token_scale: the workload's tokens per step / ``T`` (``> 1`` when routing is simulated
@@ -44,10 +48,16 @@ class EvalData:
             file covers a subset of them (its ``meta["moe_layers"]``, from ``gps-trace convert
             --layer-map``): the run is priced on those layers only
             (``gps.model.spec_for_layers``); ``None``: every MoE layer.
+        top_k: the routing's ``k`` (the test trace's; the model's for aggregate statistics).
+        loads: ``None`` for a token trace; for aggregate statistics (an engine's load dump or
+            a load series, ``gps.advisor.eplb.loads``) how the batches were made: ``source``
+            (``recorded``: the recorded steps, rescaled; ``fluctuation model``: drawn around
+            the recorded proportions), ``fluctuation`` (its ``rho`` and fit), the recorded
+            copies per step, the steps averaged into each batch's mean.
     """
 
-    fit: TokenTrace
-    test: TokenTrace
+    fit: TokenTrace | None
+    test: TokenTrace | None
     train_loads: np.ndarray
     test_loads: np.ndarray
     tokens_per_batch: int
@@ -55,6 +65,27 @@ class EvalData:
     token_scale: float = 1.0
     key: str = ""
     moe_layers: tuple[int, ...] | None = None
+    top_k: int = 0
+    loads: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not self.top_k:
+            if self.test is None:
+                raise ValueError("EvalData: top_k is needed without a test trace")
+            object.__setattr__(self, "top_k", self.test.top_k)
+
+    @property
+    def has_tokens(self) -> bool:
+        """Whether token-level strategies can run (a token trace, not aggregate statistics)."""
+        return self.test is not None
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.test_loads.shape[1])
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.test_loads.shape[2])
 
     def test_batch(self, n: int) -> TokenTrace:
         """Held-out batch ``n`` as a ``TokenTrace`` view (``T`` tokens)."""
@@ -120,6 +151,7 @@ def prepare(
     trace_path: str | None = None,
     seed: int = 0,
     sample_tokens: int | None = None,
+    fluctuation: str = "auto",
 ) -> EvalData:
     """Generate (or load) the trace and cut it into history, held-out batches and a fit set.
 
@@ -149,6 +181,14 @@ def prepare(
     A generated trace is cached (``gps.cache`` kind ``traces``) when the cache is on; a file is
     read anew (memory-mapped), its content hash keys the predictor and ILP entries.
 
+    Aggregate statistics as ``trace_path`` (an engine's load dump, ``.pt`` / ``.json`` / a
+    TensorRT-LLM folder, or a load-series ``.npz``: ``gps.traces.engine_stats``) give batches
+    without tokens (``_from_statistics``): the last ``M + N`` recorded steps, the first ``M``
+    the history, the held-out batches priced on the recorded counts when a recorded step holds
+    about the workload's token copies, else drawn from the per-batch fluctuation model
+    ``fluctuation`` (``eplb.fluctuation``) around the recorded proportions, seeded;
+    ``EvalData.loads`` says which.
+
     Raises:
         ValueError: batch counts < 1, a trace file of the wrong shape or with too few tokens,
             no fitting token left (the message names the setting to change), or
@@ -170,9 +210,12 @@ def prepare(
     if trace_path:
         # A file is read (memory-mapped) as fast as a cache entry: keyed by content, not stored.
         dims = [num_moe_layers(spec), spec.num_experts, spec.top_k]
-        data = _from_file(trace_path, spec, decode, m, n, t)
-        key = {"trace_file": cache.file_digest(trace_path), "path": str(trace_path),
-               "dims": dims, **shape}  # fmt: skip
+        data = _from_file(trace_path, spec, workload, m, n, seed, fluctuation)
+        digest = "" if Path(trace_path).is_dir() else cache.file_digest(trace_path)
+        drawn = data.loads is not None  # batches drawn with the seed and fluctuation model
+        key = {"trace_file": digest, "path": str(trace_path), "dims": dims, **shape,
+               "seed": seed if drawn else None,
+               "fluctuation": fluctuation if drawn else None}  # fmt: skip
         return dataclasses.replace(data, key=cache.key_hash([cache.code_hash(), key]))
     length = m + n if decode else workload.seq_len
     sequences = 2 * b if decode else (m + n) * b
@@ -191,11 +234,15 @@ def prepare(
     return dataclasses.replace(data, key=key_hash, token_scale=scale)
 
 
-def _from_file(trace_path: str, spec: MoEModelSpec, decode: bool, m: int, n: int,
-               t: int) -> EvalData:  # fmt: skip
-    trace = load_trace(trace_path)
+def _from_file(trace_path: str, spec: MoEModelSpec, workload: Workload, m: int, n: int,
+               seed: int, fluctuation: str) -> EvalData:  # fmt: skip
+    decode, t = workload.phase == "decode", workload.tokens_per_step
+    path = Path(trace_path)
+    trace = None  # an engine's load statistics (gps.traces.engine_stats)
+    if not (path.is_dir() or path.suffix in (".pt", ".pth", ".json")):
+        trace = load_trace(trace_path)
     if not isinstance(trace, TokenTrace):
-        raise ValueError(f"{trace_path}: a load series; the advisor needs a token trace")
+        return _from_statistics(trace_path, trace, spec, workload, m, n, seed, fluctuation)
     covered = _check_matches(trace, spec, str(trace_path))
     if decode:
         data = _decode_from_file(trace, m, n, t, str(trace_path))
@@ -207,6 +254,40 @@ def _from_file(trace_path: str, spec: MoEModelSpec, decode: bool, m: int, n: int
             )
         data = _split(trace, take_tokens(trace, slice(0, m * t)), m, n, t, str(trace_path))
     return dataclasses.replace(data, moe_layers=covered)
+
+
+def _from_statistics(trace_path: str, series: LoadSeries | None, spec: MoEModelSpec,
+                     workload: Workload, m: int, n: int, seed: int,
+                     fluctuation: str) -> EvalData:  # fmt: skip
+    """History and held-out batches from aggregate statistics (``prepare``): no tokens."""
+    from gps.advisor.eplb.loads import fluctuation_for, pool_loads
+    from gps.traces.engine_stats import EngineLoadStats, read_engine_stats
+
+    lm, e = num_moe_layers(spec), spec.num_experts
+    if series is None:
+        stats = read_engine_stats(trace_path, num_layers=lm, num_experts=e)
+    else:
+        stats = EngineLoadStats(counts=np.asarray(series.counts, dtype=np.int64),
+                                step=np.asarray(series.step), engine="gps", mode="load_series",
+                                format_version="moe-gps load series", source=[str(trace_path)],
+                                meta=dict(series.meta))  # fmt: skip
+    if stats.num_steps < m + n:
+        raise ValueError(
+            f"{trace_path}: {stats.num_steps} recorded steps, but evaluation.train_batches={m} "
+            f"+ test_batches={n} need {m + n}; lower them or record more steps"
+        )
+    stats = dataclasses.replace(stats, counts=stats.counts[-(m + n) :],
+                                step=stats.step[-(m + n) :])  # fmt: skip
+    fluct = fluctuation_for(spec, fluctuation)
+    pool = pool_loads(stats, spec, workload, fluct, history_fraction=m / (m + n), seed=seed)
+    loads = {
+        "source": pool.source, "statistics": f"{stats.engine} {stats.mode}",
+        "recorded_copies_per_step": pool.recorded_copies,
+        "copies_per_step": pool.copies_per_step, "smoothing_steps": pool.smoothing_steps,
+        "fluctuation": {"rho": [float(v) for v in fluct.rho], **fluct.meta},
+    }  # fmt: skip
+    return EvalData(None, None, pool.history, pool.loads, workload.tokens_per_step,
+                    str(trace_path), top_k=spec.top_k, loads=loads)  # fmt: skip
 
 
 def _decode_from_file(trace: TokenTrace, m: int, n: int, b: int, source: str) -> EvalData:

@@ -6,6 +6,8 @@ a strategy's figures are means over those batches.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from gps.advisor.ledger import Ledger
@@ -60,8 +62,28 @@ def price_routed(
     routing = StepRouting.of(r.sim) if routing is None else routing
     if extras is None:
         extras = routed_extras(r, spec, cluster, workload, ledger)
-    return batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
+    cost = batch_cost(spec, cluster, workload, routing, extras, engine=ledger.engine,
                       parallel=ledger.parallel)  # fmt: skip
+    return with_rebalance(cost, r.rebalance_s)
+
+
+def with_rebalance(cost: CostBreakdown, rebalance_s: float) -> CostBreakdown:
+    """``cost`` with ``rebalance_s`` seconds added to every step (a periodic rebalance's stall
+    amortised over its interval, ``Routed.rebalance_s``), booked as ``migration`` spread
+    evenly over the MoE layers; the balanced bound is unchanged (no migration in it)."""
+    if rebalance_s == 0.0:
+        return cost
+    if not np.isfinite(rebalance_s) or rebalance_s < 0:
+        raise ValueError(f"rebalance_s={rebalance_s}: must be finite and >= 0")
+    per_layer = rebalance_s / cost.per_layer_s.shape[-1]
+    total = cost.total_s + rebalance_s
+    return dataclasses.replace(
+        cost,
+        components={**cost.components, "migration": cost.components["migration"] + per_layer},
+        per_layer_s=cost.per_layer_s + per_layer,
+        total_s=total,
+        tokens_per_s=cost.tokens_per_s * cost.total_s / total,
+    )
 
 
 def busiest_layer(baseline: Routed) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 import predictors
 from gps import cache
 from gps.advisor.data import EvalData
+from gps.advisor.eplb.schedules import lag_steps, mean_stall, periodic_schedule
 from gps.advisor.ledger import Ledger, price_step
 from gps.cost.step import StepRouting
 from gps.hardware import Cluster
@@ -43,7 +44,9 @@ from gps.plans import (
     transition_counts,
     two_stage_placement,
 )
+from gps.plans.eplb_placement import eplb_placement
 from gps.plans.migration import check_source, fetch_seconds
+from gps.plans.rebalance import RebalanceCosts
 from gps.plans.spare import check_replicas, spare_slots_per_gpu
 from gps.simulate import SimResult, simulate_loads, simulate_tokens
 from gps.workload import Workload
@@ -87,6 +90,9 @@ class Routed:
             pre-gate mechanisms act on (``gps.advisor.ledger``); ``None``: no information.
         token_routing: Token-to-Expert only: the batches' copies split by the prediction
             (``TokenRouting``), what the MoE-GPS paper's skip-the-scatter assumption prices.
+        rebalance_s: seconds added to every step: a periodic rebalance's stall amortised over
+            its interval (``gps.plans.rebalance``; ``engine_eplb``), 0 for every other
+            strategy; the free-migration bound drops it with the copies.
     """
 
     name: str
@@ -104,6 +110,7 @@ class Routed:
     plans: list[Plan] | None = None
     belief: np.ndarray | None = None
     token_routing: TokenRouting | None = None
+    rebalance_s: float = 0.0
 
     @property
     def assigned(self) -> np.ndarray:
@@ -169,7 +176,7 @@ class Context:
     def __post_init__(self) -> None:
         check_replicas(self.replicas)
         check_source(self.migration_source)
-        spare_slots_per_gpu(self.data.test.num_experts, self.cluster.num_gpus,
+        spare_slots_per_gpu(self.data.num_experts, self.cluster.num_gpus,
                             self.slots_per_gpu)  # fmt: skip
         if not self.horizon >= 1:
             raise ValueError(f"strategy.horizon={self.horizon}: must be >= 1 (steps)")
@@ -220,7 +227,7 @@ class Context:
         """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
         expert on each expert-parallel rank, the same in every layer, over the ranks."""
         d = self.data
-        return static_placement(d.test.num_layers, d.test.num_experts, self.num_ranks,
+        return static_placement(d.num_layers, d.num_experts, self.num_ranks,
                                 self.slots_per_gpu)  # fmt: skip
 
     @property
@@ -485,7 +492,7 @@ def no_balancing(ctx: Context) -> Routed:
 
 # Families whose plan sequence serves every token copy where the real gate sends it: the
 # oracle can follow any of them (with perfect knowledge), so it bounds them by construction.
-FOLLOWABLE = ("baseline", "periodic", "distribution", "token", "ilp", "oracle")
+FOLLOWABLE = ("baseline", "static", "periodic", "distribution", "token", "ilp", "oracle")
 
 
 def perfect_knowledge(r: Routed, name: str) -> Routed:
@@ -539,7 +546,8 @@ def free_migration_candidates(ctx: Context, routed: list[Routed]) -> list[Routed
            for plans, kind in zip(own, ("spare", "repack", "static"), strict=True)]  # fmt: skip
     for r in routed:
         if r.family in FOLLOWABLE and r.plans is not None:
-            out.append(dataclasses.replace(perfect_knowledge(r, r.name), migration_s={}))
+            out.append(dataclasses.replace(perfect_knowledge(r, r.name), migration_s={},
+                                           rebalance_s=0.0))  # fmt: skip
     return out
 
 
@@ -595,6 +603,119 @@ def periodic(ctx: Context, interval: int, window: int) -> Routed:
     return out
 
 
+def eplb_redundant(ctx: Context) -> list[int]:
+    """The redundant-expert counts an EPLB placement of this run can take: the fewest the
+    engines accept (``(E + R) % ranks == 0``: 0 when ``E`` divides over the expert-parallel
+    ranks) and the most the run's slots hold (``slots_per_gpu x ranks - E``)."""
+    e, ranks = ctx.data.num_experts, ctx.num_ranks
+    return sorted({(-e) % ranks, ctx.slots_per_gpu * ranks - e})
+
+
+def eplb_plan(ctx: Context, load: np.ndarray, num_redundant: int) -> Plan:
+    """The engines' EPLB placement (``gps.plans.eplb_placement``: a balanced full re-layout,
+    ``R`` redundant copies, no contiguous homes) of an ``[L, E]`` load over the
+    expert-parallel ranks, padded with empty slots to ``slots_per_gpu`` and placed on the
+    GPUs (``Context.on_gpus``)."""
+    plan = eplb_placement(np.asarray(load, dtype=float), ctx.num_ranks, num_redundant)
+    pad = ctx.slots_per_gpu - plan.slots_per_gpu
+    if pad < 0:
+        raise ValueError(f"eplb_plan: R={num_redundant} needs more than {ctx.slots_per_gpu} "
+                         "slots per GPU")  # fmt: skip
+    slots = np.pad(plan.slot_expert, ((0, 0), (0, 0), (0, pad)), constant_values=-1)
+    return ctx.on_gpus(Plan(slots, plan.num_experts, meta=plan.meta))
+
+
+def static_eplb(ctx: Context, num_redundant: int) -> Routed:
+    """Static placement from recorded statistics, as SGLang's ``--init-expert-location``
+    deploys it: one EPLB placement of the history's mean load with ``num_redundant`` redundant
+    experts (0 included: a balanced re-placement, not contiguous homes), kept for every
+    held-out batch. Its belief is the history's mean."""
+    d = ctx.data
+    mean = d.train_loads.astype(float).mean(axis=0)
+    plan = eplb_plan(ctx, mean, num_redundant)
+    n = d.test_loads.shape[0]
+    expected = np.broadcast_to(mean, d.test_loads.shape)
+    out = replay(ctx, [plan] * n, plan, f"static_eplb_r{num_redundant}", "static",
+                 expected=expected)  # fmt: skip
+    out.notes = {"num_redundant_experts": num_redundant, "history_steps": d.train_loads.shape[0],
+                 "planner": "eplb_placement"}  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class EplbCadence:
+    """How a deployed periodic EPLB runs (``strategy.eplb_*``, else the engine profile's
+    ``eplb_*`` defaults, ``gps.engine.EngineEplb``).
+
+    Attributes:
+        window: statistics window (steps) each rebalance plans from.
+        interval: steps between rebalances.
+        asynchronous: rebalances run beside serving (the new placement lands ``lag`` steps
+            later, only ``costs.async_exposed_fraction`` of the transfer shows).
+        costs: the engine's rebalance costs (``gps.plans.rebalance.RebalanceCosts``).
+    """
+
+    window: int
+    interval: int
+    asynchronous: bool
+    costs: RebalanceCosts
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.interval < 1:
+            raise ValueError(f"strategy.eplb_window={self.window} / eplb_interval="
+                             f"{self.interval}: must be >= 1")  # fmt: skip
+
+
+def engine_eplb(ctx: Context, cadence: EplbCadence) -> Routed:
+    """Periodic EPLB as the engines deploy it: every ``interval`` steps an EPLB placement
+    (all of the run's slots filled: ``eplb_redundant``'s largest ``R``) of the mean load of the
+    last ``window`` steps served (``gps.advisor.eplb.schedules.periodic_schedule``, the same
+    schedule ``gps-eplb`` prices). The first plan, from the history, is in place at the first
+    held-out batch (steady state); a later one serves from when its rebalance lands
+    (asynchronous: the stall model's lag in steps). Each rebalance's stall
+    (``gps.plans.rebalance``: synchronous, the host time, transfers and per-layer shuffle;
+    asynchronous, the exposed share of the transfers) is amortised over the interval and
+    added to every step (``Routed.rebalance_s``); its copies take no port time otherwise.
+    Without a rebalance inside the held-out span (an interval longer than the span) the
+    stall is that of one representative rebalance: from the first plan to the plan of the
+    window ending at the span's last step."""
+    d, r = ctx.data, eplb_redundant(ctx)[-1]
+    history, loads = d.train_loads.astype(float), d.test_loads.astype(float)
+    m, n = history.shape[0], loads.shape[0]
+    w, i = cadence.window, cadence.interval
+    sync = not cadence.asynchronous
+    first = eplb_plan(ctx, history[-w:].mean(axis=0), r)
+    last = eplb_plan(ctx, np.concatenate([history, loads])[-w:].mean(axis=0), r)
+
+    def stall(plans: list[Plan]):
+        return mean_stall(plans, ctx.expert_bytes, ctx.cluster, cadence.costs, synchronous=sync)
+
+    step_s = float(ctx.step_costs([first], history.mean(axis=0), None)[0][0])  # lag in steps
+    lag = lag_steps(stall([first, last]).lag_s, step_s, sync)
+    sched = periodic_schedule(history, loads, w, i, ctx.num_ranks, r, lag_steps=lag)
+    on_gpus = [ctx.on_gpus(p) for p in sched.plans]
+    pad = ctx.slots_per_gpu - on_gpus[0].slots_per_gpu
+    on_gpus = [Plan(np.pad(p.slot_expert, ((0, 0), (0, 0), (0, pad)), constant_values=-1),
+                    p.num_experts, meta=p.meta) for p in on_gpus]  # fmt: skip
+    bounds = [*sched.starts[1:], n]
+    plans = [p for a, b, p in zip(sched.starts, bounds, on_gpus, strict=True) for _ in range(a, b)]
+    seen = np.concatenate([history, loads])
+    expected = np.stack([seen[max(0, m + k - w) : m + k].mean(axis=0) for k in range(n)])
+    rebalance = stall(on_gpus if len(on_gpus) > 1 else [first, last])
+    mode = "sync" if sync else "async"
+    out = replay(ctx, plans, plans[0], f"eplb_w{w}_i{i}_{mode}", "periodic", expected=expected,
+                 free_migration=True)  # fmt: skip
+    out.rebalance_s = rebalance.stall_s / i
+    out.notes = {
+        "window_steps": w, "interval_steps": i, "asynchronous": not sync,
+        "num_redundant_experts": r, "rebalances_in_span": len(sched.starts) - 1,
+        "stall_s_per_rebalance": rebalance.stall_s, "lag_steps": lag,
+        "bytes_per_gpu_per_rebalance": rebalance.bytes_per_gpu,
+        "rebalance_costs": cadence.costs.engine, "window_used_steps": min(w, m),
+    }  # fmt: skip
+    return out
+
+
 def _remember(data: EvalData, kind: str, key: dict, compute):
     """``(value, computed)``: ``gps.cache.remember`` under ``data``'s key (uncached when
     ``data`` has none); ``computed`` is false when the value came from the cache."""
@@ -631,7 +752,7 @@ def distribution(ctx: Context, name: str, params: dict) -> Routed:
 
     key = {"family": "distribution", "name": name, "params": params}
     (model, pred, wall), computed = _remember(d, "predictors", key, compute)
-    load = pred * (d.tokens_per_batch * d.test.top_k)  # proportions -> expected token copies
+    load = pred * (d.tokens_per_batch * d.top_k)  # proportions -> expected token copies
     out = planned(ctx, load, f"distribution:{name}", "distribution")
     out.cost, out.predictor = model.cost(), name
     out.accuracy = distribution_accuracy(pred, d.test_loads)

@@ -22,9 +22,12 @@ transfers run beside serving; the new placement takes effect ``lag_s`` later and
 stall is ``async_exposed_fraction`` of the transfer time (default 0: contention of the copies
 with the step's own traffic is not priced -- an assumption, ``docs/eplb.md``).
 
-The constants of each engine (:data:`ENGINE_COSTS`) carry their sources; the one fitted
-constant, vLLM's per-layer cost, is fitted on one published row (vLLM PR #28369) and the
-others are validation rows (``benchmarks/bench_eplb_stall.py``, ``docs/eplb.md``).
+The constants of each engine are fields of its profile (``conf/engine/*.yaml``,
+``gps.engine.EngineEplb``: ``eplb_cpu_s``, ``eplb_per_layer_s``,
+``eplb_async_exposed_fraction``, each with its source; :meth:`RebalanceCosts.of` reads them).
+The one fitted constant, vLLM's per-layer cost, is fitted on one published row (vLLM PR
+#28369, ``docs/calibration.md``); the others are validation rows
+(``benchmarks/bench_eplb_stall.py``, ``docs/eplb.md``).
 
 Shapes: ``L`` MoE layers, ``G`` GPUs.
 """
@@ -36,16 +39,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gps.engine import EngineProfile
 from gps.hardware import Cluster
 from gps.plans.migration import migration_seconds_per_gpu
 from gps.plans.plan import Plan, migration_bytes_per_gpu
-
-#: vLLM's synchronous per-layer shuffle cost, fitted on vLLM PR #28369 (DeepSeek-V2-Lite, DP8,
-#: 8x H100): "GPU time of EPLB rebalance ... 260 ms" over its 26 MoE layers = 10.0 ms per
-#: layer, minus the modelled transfer of the worst case (every one of a GPU's 8 slots receives
-#: a 17.3 MB bf16 expert over NVLink 4: 10 us + 138.4 MB / 337.5 GB/s = 0.42 ms):
-#: 10.0 - 0.42 = 9.58 ms. ``benchmarks/bench_eplb_stall.py --fit`` recomputes it.
-VLLM_PER_LAYER_S = 9.58e-3
 
 
 @dataclass(frozen=True)
@@ -53,7 +50,7 @@ class RebalanceCosts:
     """Host and fixed per-layer costs of one engine's rebalance (seconds), with sources.
 
     Attributes:
-        engine: ``vllm`` or ``sglang``.
+        engine: the engine profile's name (``vllm``, ``sglang``, ...).
         cpu_s: host time of the algorithm and bookkeeping, once per rebalance.
         per_layer_s: fixed synchronous cost per MoE layer shuffled.
         async_exposed_fraction: share of the transfer time an asynchronous rebalance exposes.
@@ -74,35 +71,25 @@ class RebalanceCosts:
         if self.async_exposed_fraction > 1:
             raise ValueError("async_exposed_fraction: must be <= 1")
 
+    @classmethod
+    def of(cls, engine: EngineProfile) -> RebalanceCosts:
+        """The rebalance costs of an engine profile (``eplb_*`` fields and their sources).
 
-ENGINE_COSTS: dict[str, RebalanceCosts] = {
-    "vllm": RebalanceCosts(
-        engine="vllm",
-        cpu_s=0.010,
-        per_layer_s=VLLM_PER_LAYER_S,
-        sources={
-            "cpu_s": "vLLM PR #28369: rebalance_experts host overhead ~80 ms -> ~10 ms after "
-            "the numpy refactor (DeepSeek-V2-Lite, DP8, 8x H100)",
-            "per_layer_s": "fit on vLLM PR #28369 (GPU time 260 ms / 26 layers minus the "
-            "modelled transfer; VLLM_PER_LAYER_S)",
-            "async_exposed_fraction": "assumption: 0 (vLLM PR #43219: async ITL P99 within "
-            "~4% of sync between rearrangements; contention unpriced)",
-        },
-    ),
-    "sglang": RebalanceCosts(
-        engine="sglang",
-        cpu_s=1.0,
-        per_layer_s=VLLM_PER_LAYER_S,
-        sources={
-            "cpu_s": "SGLang issue #7879: host-bound latency of the EPLB algorithm, creating "
-            "P2P ops and other Python work 'as ~1s'",
-            "per_layer_s": "assumption: vLLM's fitted per-layer shuffle cost (no SGLang "
-            "per-layer measurement found)",
-            "async_exposed_fraction": "SGLang rebalances synchronously (no async flag in its "
-            "server arguments); unused",
-        },
-    ),
-}
+        Raises:
+            ValueError: an engine without a load balancer (``EngineProfile.eplb`` is ``None``).
+        """
+        if engine.eplb is None:
+            raise ValueError(
+                f"engine {engine.name!r} has no EPLB rebalance costs (engine.eplb_* unset)"
+            )
+        keys = ("eplb_cpu_s", "eplb_per_layer_s", "eplb_async_exposed_fraction")
+        return cls(
+            engine=engine.name,
+            cpu_s=engine.eplb.cpu_s,
+            per_layer_s=engine.eplb.per_layer_s,
+            async_exposed_fraction=engine.eplb.async_exposed_fraction,
+            sources={k.removeprefix("eplb_"): engine.sources.get(k, "") for k in keys},
+        )
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,22 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
     engine = setup.get("engine")
     if engine:
         blocks.append(Para(engine_sentence(engine)))
+    loads = setup.get("loads")
+    if loads:
+        drawn = loads["source"] == "fluctuation model"
+        fl = loads["fluctuation"]
+        blocks.append(Para(
+            f"**Loads from aggregate statistics.** `{setup['trace']}` holds {loads['statistics']}"
+            " expert counts, no tokens: Token-to-Expert predictors, token-id predictors, "
+            "capacity rules and the ILP are not priced. "
+            + (f"Each held-out batch is drawn from the per-batch fluctuation model around the "
+               f"recorded proportions (a moving mean over {loads['smoothing_steps']} recorded "
+               f"steps; rho {fl['rho'][0]:.2e}, {fl.get('fit', 'per-layer fit')}; "
+               "`eplb.fluctuation`, `docs/eplb.md`)" if drawn else
+               "Each held-out batch is a recorded step, rescaled to the step's token copies")
+            + f" ({loads['copies_per_step']:,.0f} token copies per step, "
+            f"{loads['recorded_copies_per_step']:,.0f} per recorded step)."
+        ))  # fmt: skip
     coverage = setup.get("layer_coverage")
     if coverage:
         n = len(coverage["moe_layers"])

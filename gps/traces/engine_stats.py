@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from gps.traces.importers import load_dump, whole_counts
 from gps.traces.trace import LoadSeries, TokenTrace
 from gps.traces.validate import TraceError
 
@@ -141,31 +142,22 @@ class EngineLoadStats:
 
 
 def _integral(origin: str, name: str, value: Any, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """``value`` (array or nested lists) as int64 of ``ndim`` dims; whole-number floats are
-    accepted (JSON dumps of SGLang's counts), anything else is one :class:`TraceError`."""
-    try:
-        a = np.asarray(value)
-    except ValueError:
-        raise TraceError(origin, name, "ragged nested lists") from None
-    dims = (ndim,) if isinstance(ndim, int) else ndim
-    if a.dtype == object or a.dtype.kind not in "biuf":
-        raise TraceError(origin, name, f"expected numbers, got {a.dtype} (ragged or non-numeric)")
-    if a.ndim not in dims:
-        want = " or ".join(f"{d}" for d in dims)
-        raise TraceError(origin, name, f"expected {want} dimensions, got shape {a.shape}")
-    if a.dtype.kind == "f":
-        bad = ~np.isfinite(a) | (a != np.round(a))
-        if bad.any():
-            i = tuple(int(v) for v in np.argwhere(bad)[0])
-            raise TraceError(origin, name, f"non-integral value {a[i].item()!r} at index {i}")
-    if a.size and a.min() < 0:
-        i = tuple(int(v) for v in np.argwhere(a < 0)[0])
-        raise TraceError(origin, name, f"negative count {a[i].item()!r} at index {i}")
-    return a.astype(np.int64)
+    """``value`` (array or nested lists) as int64 counts of ``ndim`` dims: the importers' one
+    check (``gps.traces.importers.whole_counts``: whole-number floats accepted, as SGLang's
+    JSON writes them; non-integral, negative, ragged or non-numeric values refused)."""
+    return whole_counts(value, origin, name, ndim=ndim)
 
 
 def _map(origin: str, name: str, value: Any, num_experts: int | None) -> np.ndarray:
     """A ``[L, P]`` physical -> logical map with ids in ``[0, E)``."""
+    try:
+        a = np.asarray(value)
+    except ValueError:
+        raise TraceError(origin, name, "ragged lists: every row needs the same length") from None
+    if a.dtype.kind in "iuf" and a.size and (a < 0).any():
+        i = tuple(int(v) for v in np.argwhere(a < 0)[0])
+        raise TraceError(origin, name, f"expert id {a[i].item()!r} at index {i}: physical "
+                         "slots map to logical experts >= 0")  # fmt: skip
     m = _integral(origin, name, value, 2)
     if m.size == 0:
         raise TraceError(origin, name, f"empty map, shape {m.shape}")
@@ -218,28 +210,17 @@ def _nonempty(origin: str, name: str, counts: np.ndarray) -> None:
 
 
 def _load_dict(path: Path) -> dict:
-    """A ``.pt`` (torch-free reader), ``.json`` or ``.npz`` file's top-level dict."""
-    from gps.traces.torch_pickle import load_torch_file
-
+    """A ``.pt`` (torch-free), ``.json`` (``gps.traces.importers.load_dump``) or ``.npz``
+    file's top-level dict; errors name the file once."""
     origin = str(path)
-    if not path.is_file():
-        raise TraceError(origin, "<file>", "no such file")
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise TraceError(origin, "<file>", f"not readable JSON: {exc}") from None
-    elif path.suffix == ".npz":
+    if path.suffix == ".npz" and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError) as exc:
             raise TraceError(origin, "<file>", f"not a readable .npz: {exc}") from None
     else:
-        try:
-            data = load_torch_file(path)
-        except ValueError as exc:
-            raise TraceError(origin, "<file>", str(exc)) from None
+        data = load_dump(path)
     if not isinstance(data, dict):
         raise TraceError(origin, "<file>", f"expected a dict at the top, got {type(data).__name__}")
     return data
@@ -314,11 +295,15 @@ def read_sglang_dump(
 def _sglang_stat(
     dicts: list[tuple[str, dict]], num_layers: int | None, num_experts: int | None
 ) -> EngineLoadStats:
-    parts, dropped, wrapped = [], 0, False
+    """``stat`` dumps: rows never written dropped; ``step`` = the row's index in the
+    concatenated buffers."""
+    parts, steps, dropped, wrapped, offset = [], [], 0, False, 0
     for origin, d in dicts:
         c = _integral(origin, "logical_count", d["logical_count"], (2, 3))
-        if c.ndim == 2:
+        if c.ndim == 2:  # one [L, E] total, as --init-expert-location accepts
             c = c[None]
+        if 0 in c.shape:
+            raise TraceError(origin, "logical_count", f"shape {c.shape}: empty")
         _check_shape(origin, "logical_count", c, num_layers, num_experts)
         if parts and c.shape[1:] != parts[0][1].shape[1:]:
             first, shape = parts[0][0], parts[0][1].shape[1:]
@@ -331,11 +316,19 @@ def _sglang_stat(
         dropped += int((~keep).sum())
         wrapped |= bool(keep.all() and c.shape[0] > 1)
         parts.append((origin, c[keep]))
+        steps.append(offset + np.flatnonzero(keep))
+        offset += c.shape[0]
     counts = np.concatenate([c for _, c in parts])
-    _nonempty(dicts[0][0], "logical_count", counts)
+    if counts.shape[0] == 0:
+        raise TraceError(
+            dicts[0][0],
+            "logical_count",
+            f"all {offset} steps count zero tokens: the recorder saw no forward pass (start "
+            "it with /start_expert_distribution_record before the requests)",
+        )
     return EngineLoadStats(
         counts=counts,
-        step=np.arange(counts.shape[0], dtype=np.int64),
+        step=np.concatenate(steps).astype(np.int64),
         engine="sglang",
         mode="stat",
         format_version=SGLANG_FORMAT,
@@ -370,11 +363,14 @@ def _sglang_records(
                 f"shape {m.shape} != {mapping.shape} of {map_origin} (layer mismatch)",
             )
         records = d["records"]
-        if not isinstance(records, list):
-            raise TraceError(origin, "records", f"expected a list, got {type(records).__name__}")
+        if not isinstance(records, list | tuple) or not records:
+            raise TraceError(origin, "records", "expected a non-empty list of forward passes")
         for i, rec in enumerate(records):
             name = f"records[{i}].global_physical_count"
-            if not isinstance(rec, dict) or "global_physical_count" not in rec:
+            if not isinstance(rec, dict):
+                raise TraceError(origin, f"records[{i}]",
+                                 f"expected a dict, got {type(rec).__name__}")  # fmt: skip
+            if "global_physical_count" not in rec:
                 raise TraceError(origin, name, "missing")
             c = _integral(origin, name, rec["global_physical_count"], 2)
             if c.shape != mapping.shape:
@@ -383,17 +379,22 @@ def _sglang_records(
                 )
             per_token |= "topk_ids_of_layer" in rec
             ranks.add(int(rec.get("rank", -1)))
-            pid = int(rec.get("forward_pass_id", i))
+            pid = rec.get("forward_pass_id", i)
+            if isinstance(pid, bool) or not isinstance(pid, int | np.integer) or pid < 0:
+                raise TraceError(origin, f"records[{i}].forward_pass_id",
+                                 f"expected an integer >= 0, got {pid!r}")  # fmt: skip
+            pid = int(pid)
             by_pass[pid] = by_pass[pid] + c if pid in by_pass else c
-    if not by_pass:
-        raise TraceError(dicts[0][0], "records", "empty: no forward pass recorded")
     steps = sorted(by_pass)
     physical = np.stack([by_pass[s] for s in steps])
     e = int(num_experts if num_experts is not None else mapping.max() + 1)
     counts = _to_logical(physical, mapping, e)
     _check_shape(dicts[0][0], "records", counts, num_layers, num_experts)
     keep = _drop_empty(counts)
-    _nonempty(dicts[0][0], "records", counts[keep])
+    if not keep.any():
+        raise TraceError(
+            dicts[0][0], "records", f"all {len(steps)} forward passes count zero tokens"
+        )
     return EngineLoadStats(
         counts=counts[keep],
         step=np.asarray(steps, dtype=np.int64)[keep],

@@ -742,109 +742,34 @@ def read_sglang_expert_distribution(
     path: str | os.PathLike, *, model: str = "", source: str = "", license: str = ""
 ) -> LoadSeries:
     """A :class:`LoadSeries` from SGLang's expert-distribution statistics: the recorder's
-    ``torch.save`` dump (``.pt``) or the same statistics as JSON (``.json``).
+    ``torch.save`` dump (``.pt``) or the same statistics as JSON (``.json``), read by
+    :func:`gps.traces.engine_stats.read_sglang_dump` (the one SGLang reader; its docstring
+    gives the format and the SGLang version):
 
-    SGLang (``python/sglang/srt/eplb/expert_distribution.py``, sgl-project/sglang) dumps with
-    ``torch.save`` after ``/dump_expert_distribution_record``:
+    * ``stat`` / ``stat_approx``: ``logical_count [S, L, E]`` (or one ``[L, E]`` total, as
+      ``--init-expert-location`` reads it); rows never written are dropped, ``step`` keeps
+      the row index;
+    * ``per_pass`` / ``per_token``: ``records`` mapped onto logical experts with
+      ``last_physical_to_logical_map``, ranks of a pass added, ``step`` = ``forward_pass_id``.
 
-    * ``--expert-distribution-recorder-mode stat`` (or ``stat_approx``): a dict with
-      ``logical_count`` ``[S, L, E]`` int32, one row per forward pass (step) of the buffer
-      (``--expert-distribution-recorder-buffer-size``), summed over ranks, plus ``rank`` and
-      ``average_utilization_rate_over_window``. Rows that are all zero (buffer slots never
-      filled) are dropped; ``step`` keeps the row index.
-    * ``per_pass`` / ``per_token``: a dict with ``records`` (one per forward pass:
-      ``forward_pass_id``, ``rank``, ``global_physical_count [L, P]``, ...) and
-      ``last_physical_to_logical_map [L, P]``: physical counts are summed onto logical
-      experts, ranks of the same forward pass added, ``step`` = ``forward_pass_id``.
-
-    The JSON form is what SGLang's ``--init-expert-location`` reads
-    (``python/sglang/srt/eplb/expert_location.py``: ``{"logical_count": ...}``, ``[L, E]`` or
-    ``[S, L, E]``; an ``[L, E]`` total is one step), or either dict above written as JSON.
-    Counts may be floats when they are whole numbers (:func:`whole_counts`).
-
-    Read without torch (:mod:`gps.traces.torch_pickle`).
+    Counts may be floats when they are whole numbers (:func:`whole_counts`). ``meta``: the
+    provenance (``model``, ``source``, ``license``, ``converted_from``, ``format``), the
+    recording ``mode``, ``engine_format`` and the reader's notes (dropped empty steps, ...).
 
     Raises:
-        TraceError: naming ``path`` and the field (``logical_count``, ``records[i]...``,
-            ``last_physical_to_logical_map``): a missing member, a non-integral or negative
-            count, a map entry outside ``[0, E)``, a dump in which no step counted a token.
+        TraceError: naming ``path`` and the field once (``logical_count``,
+            ``records[i].global_physical_count``, ``last_physical_to_logical_map``, ...).
     """
+    from gps.traces.engine_stats import read_sglang_dump
+
     path = Path(path)
-    origin = str(path)
-    data = load_dump(path)
-    if not isinstance(data, dict):
-        raise TraceError(origin, "<file>", f"expected a dict, got {type(data).__name__}")
-    meta = _provenance("sglang-expert-distribution", [path.name], model, source, license)
-    if "logical_count" in data:
-        counts = whole_counts(data["logical_count"], origin, "logical_count", ndim=(2, 3))
-        if counts.ndim == 2:  # one [L, E] total, as --init-expert-location accepts
-            counts = counts[None]
-        if 0 in counts.shape:
-            raise TraceError(origin, "logical_count", f"shape {counts.shape}: empty")
-        filled = counts.reshape(counts.shape[0], -1).any(axis=1)
-        if not filled.any():
-            raise TraceError(origin, "logical_count", f"all {counts.shape[0]} steps count zero "
-                             "tokens: the recorder saw no forward pass (start it with "
-                             "/start_expert_distribution_record before the requests)")  # fmt: skip
-        meta["mode"] = "stat"
-        meta["dropped_empty_steps"] = int((~filled).sum())
-        step = np.flatnonzero(filled).astype(np.int64)
-        return validate_load_series(LoadSeries(counts=counts[filled], step=step, meta=meta),
-                                    origin)  # fmt: skip
-    if "records" in data:
-        series = _sglang_records(data, origin, meta)
-        return validate_load_series(series, origin)
-    raise TraceError(origin, "logical_count", f"missing: neither 'logical_count' (stat mode) nor "
-                     f"'records' (per_pass/per_token) in {sorted(data)}")  # fmt: skip
-
-
-def _sglang_records(data: dict, origin: str, meta: dict) -> LoadSeries:
-    """``per_pass``/``per_token`` records mapped onto logical experts, ranks of a pass added."""
-    field = "last_physical_to_logical_map"
-    if field not in data:
-        raise TraceError(origin, field, "missing (the per_pass/per_token dump holds it)")
-    mapping = np.asarray(data[field])
-    if mapping.ndim != 2 or mapping.dtype.kind not in "iu":
-        raise TraceError(origin, field, f"expected integer [L, P] expert ids, got "
-                         f"{mapping.dtype}{mapping.shape}")  # fmt: skip
-    if mapping.size and mapping.min() < 0:
-        i = tuple(int(v) for v in np.argwhere(mapping < 0)[0])
-        raise TraceError(origin, field, f"expert id {int(mapping[i])} at index {i}: physical "
-                         "slots map to logical experts >= 0")  # fmt: skip
-    mapping = mapping.astype(np.int64)
-    layers, physical = mapping.shape
-    if 0 in mapping.shape:
-        raise TraceError(origin, field, f"shape {mapping.shape}: empty")
-    num_logical = int(mapping.max()) + 1
-    records = data["records"]
-    if not isinstance(records, list | tuple) or not records:
-        raise TraceError(origin, "records", "expected a non-empty list of forward passes")
-    by_pass: dict[int, np.ndarray] = {}
-    for i, record in enumerate(records):
-        where = f"records[{i}]"
-        if not isinstance(record, dict):
-            raise TraceError(origin, where, f"expected a dict, got {type(record).__name__}")
-        if "global_physical_count" not in record:
-            raise TraceError(origin, f"{where}.global_physical_count", "missing")
-        count = whole_counts(record["global_physical_count"], origin,
-                             f"{where}.global_physical_count")  # fmt: skip
-        if count.shape != (layers, physical):
-            raise TraceError(origin, f"{where}.global_physical_count",
-                             f"shape {count.shape} != [L={layers}, P={physical}] "
-                             f"of {field}")  # fmt: skip
-        pass_id = record.get("forward_pass_id", i)
-        if isinstance(pass_id, bool) or not isinstance(pass_id, int | np.integer) or pass_id < 0:
-            raise TraceError(origin, f"{where}.forward_pass_id", f"expected an integer >= 0, "
-                             f"got {pass_id!r}")  # fmt: skip
-        logical = np.zeros((layers, num_logical), dtype=np.int64)
-        np.add.at(logical, (np.arange(layers)[:, None], mapping), count)
-        by_pass[int(pass_id)] = by_pass.get(int(pass_id), 0) + logical
-    steps = sorted(by_pass)
-    counts = np.stack([by_pass[s] for s in steps])
-    if not counts.any():
-        raise TraceError(origin, "records", f"all {len(steps)} forward passes count zero tokens")
-    meta["mode"] = "per_pass"
-    return LoadSeries(counts=counts, step=np.asarray(steps, dtype=np.int64), meta=meta)
+    stats = read_sglang_dump(path)
+    meta = _provenance(
+        "sglang-expert-distribution", [path.name], model, source, license,
+        mode=stats.mode, engine_format=stats.format_version, **stats.meta,
+    )  # fmt: skip
+    series = LoadSeries(counts=stats.counts, step=stats.step, meta=meta)
+    return validate_load_series(series, str(path))
 
 
 def read_counts(
