@@ -165,8 +165,11 @@ def test_chunked_dispatch_is_priced_for_every_step_and_bounded() -> None:
 def test_hidden_state_move_never_pays() -> None:
     """The ledger does not credit moving a token's pre-attention hidden state to its predicted
     expert: the K/V context its attention needs there outweighs the dispatch it saves."""
-    models = [p.stem for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")
-              if p.stem != "hf"]  # hf: a config.json the user names
+    models = [
+        p.stem
+        for p in (Path(__file__).parents[1] / "conf" / "model").glob("*.yaml")
+        if p.stem != "hf"
+    ]  # hf: a config.json the user names
     workloads = [Workload("prefill", 1, 128), Workload("decode", 1, context_len=64)]
     for name in models:
         spec = load_model_spec(name)
