@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from gps import cache
 from gps.advisor import advise
@@ -38,9 +39,11 @@ from gps.report.run_report import build_run_report, strategy_table
 from gps.traces.validate import TraceError
 from gps.workload import WorkloadError
 
+# What a user's input can cause (a bad override, file or model): printed as "gps: error: ...".
+# Anything else (a KeyError, an IndexError) is a bug and is reported with its type.
 USER_ERRORS = (
     MemoryFitError, ModelSpecError, ProfileError, WorkloadError, TraceError, InstantiationException,
-    KeyError, ValueError, FileNotFoundError,
+    OmegaConfBaseException, ValueError, FileNotFoundError,
 )  # fmt: skip
 
 log = logging.getLogger(__name__)

@@ -204,6 +204,16 @@ def test_token_level_prediction_is_recommended_only_when_its_interval_clears_the
     assert rec["strategy"] == "distribution:ewma" and rec["tie"] is not None
     clear = dict(t2e, speedup_vs_baseline=1.2, speedup_ci95=[1.18, 1.22])
     assert recommend([base, do, clear], base)["strategy"] == "token:popularity"
+    # the leader is a token strategy and so is the simplest one tied with it, but that one's
+    # interval overlaps Distribution-Only's: Distribution-Only is recommended
+    do = _entry("distribution:ewma", "distribution", 1.10, speedup_ci95=[1.08, 1.12])
+    lead = _entry("token:a", "token", 1.16, speedup_ci95=[1.14, 1.18],
+                  overhead={"seconds_per_batch": 1e-3})  # fmt: skip
+    cheap = _entry("token:b", "token", 1.13, speedup_ci95=[1.11, 1.15],
+                   overhead={"seconds_per_batch": 1e-5})  # fmt: skip
+    rec = recommend([base, do, lead, cheap], base)
+    assert rec["strategy"] == "distribution:ewma"
+    assert "distribution:ewma" in rec["tie"]["strategies"]
 
 
 def test_recommend_reports_a_tie_and_why() -> None:

@@ -60,9 +60,11 @@ def test_map_rows_csv_and_regions(small_map: Path) -> None:
         seen = [r["skew_measured"] for r in rows if r["skew_target"] == target]
         assert abs(np.mean(seen) - target) < 0.15, (target, seen)
     # each family wins somewhere; the winner matches the speed-ups
-    assert {r["winner"] for r in rows} == {"token", "distribution"}
+    assert {"token", "distribution"} <= {r["winner"] for r in rows}
     for r in rows:
-        assert (r["winner"] == "token") == (r["token_speedup"] > r["distribution_speedup"])
+        t, d = r["token_speedup"], r["distribution_speedup"]
+        want = "tie" if abs(t / d - 1) <= 1e-6 else "token" if t > d else "distribution"
+        assert r["winner"] == want
         # the oracle is never behind either family, by construction
         assert r["oracle_speedup"] >= max(r["distribution_speedup"], r["token_speedup"]) - 1e-12
     for key in {(r["skew_target"], r["link_gbps"], r["tokens_per_step"], r["resident_experts"])
@@ -75,6 +77,7 @@ def test_map_rows_csv_and_regions(small_map: Path) -> None:
     # waits for weights whatever the prediction (every strategy alike)
     slow = [r for r in rows if r["resident_experts"] == 0.34]
     assert all(r["distribution_speedup"] == pytest.approx(1.0, abs=0.02) for r in slow)
+    assert any(r["winner"] == "tie" for r in slow)  # said as a tie, not a win
     assert gm["reason"] is None and "Guideline map" in (small_map / "report.md").read_text()
     assert "no cliff at 1.0" in (small_map / "report.md").read_text()
 

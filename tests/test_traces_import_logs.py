@@ -182,6 +182,10 @@ def test_a_trace_of_some_layers_is_priced_on_those_and_the_report_says_so(tmp_pa
     assert "covers 5 of the model's 24 MoE layers (MoE layers 0, 6, 12, 18, 23)" in report
     base = next(s for s in res["strategies"] if s["name"] == "no_balancing")
     assert len(base["gpu_load"]) == 8  # 60 experts on 8 GPUs (the last GPU holds 4)
+    # the covered layers alone: no once-per-step part blends into their speed-ups
+    assert base["breakdown_s"]["non_moe"] == 0.0 and base["breakdown_s"]["engine"] == 0.0
+    layers = sum(v for k, v in base["breakdown_s"].items() if k not in ("non_moe", "engine"))
+    assert base["e2e_time_s"] == pytest.approx(layers, rel=1e-9)
     # priced on 5 layers: the same step on all 24 layers of the model takes longer
     full = _routing(layers=24, sequences=8, length=64, seed=3)
     from gps.traces.io import save_trace

@@ -131,6 +131,12 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
         s["dropped_token_fraction"] + s["rerouted_token_fraction"], s["family"] == "token",
         predictor_share(s), -s["speedup_vs_baseline"],
     ))  # fmt: skip
+    if best["family"] == "token":  # token-level knowledge must clear every strategy without it
+        clash = [s for s in ok if s["family"] != "token"
+                 and overlaps(s["speedup_ci95"], best["speedup_ci95"])]  # fmt: skip
+        if clash:
+            best = max(clash, key=lambda s: s["speedup_vs_baseline"])
+            tied = [*tied, *(s for s in clash if s not in tied)]
     by_family = {}
     for s in ok:
         if s["family"] in ("distribution", "token"):
@@ -407,6 +413,13 @@ def needs_tokens(predictor: str) -> bool:
     return cls is not None and cls.input_kind == "tokens"
 
 
+def covered(cost: CostBreakdown, data: EvalData) -> CostBreakdown:
+    """``cost`` as a run prices it: a trace covering some of the model's MoE layers is priced
+    on those layers alone (``CostBreakdown.layers_only``: no once-per-step parts, so the
+    speed-up is the covered layers', not a blend with whole-step costs)."""
+    return cost if data.moe_layers is None else cost.layers_only()
+
+
 def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bool) -> SeedRun:
     """Every strategy on one seed's held-out batches, priced under the run's ledger and
     assumptions; the oracle entries built by construction (``gps.advisor.strategies``)."""
@@ -460,8 +473,8 @@ def run_seed(cfg: DictConfig, seed: int, setup: tuple, phases: Phases, guide: bo
             runs, whatif_s = whatif.result()
 
     def priced(r: st.Routed) -> CostBreakdown:
-        return price_under(r, spec, cluster, workload, data.test_loads, ledger=ledger,
-                           assumptions=assume)  # fmt: skip
+        return covered(price_under(r, spec, cluster, workload, data.test_loads, ledger=ledger,
+                                   assumptions=assume), data)  # fmt: skip
 
     with phases.phase("pricing"):
         costs = {r.name: priced(r) for r in routed}
@@ -626,8 +639,8 @@ def advise(cfg: DictConfig) -> dict:
             real = [r for r in routed if not r.synthetic]
 
             def priced(r: st.Routed, under: Assumptions) -> CostBreakdown:
-                return price_under(r, spec, cluster, workload, data.test_loads, ledger=ledger,
-                                   assumptions=under)  # fmt: skip
+                return covered(price_under(r, spec, cluster, workload, data.test_loads,
+                                           ledger=ledger, assumptions=under), data)  # fmt: skip
 
             results["paper"]["assumption_ladder"] = assumption_ladder(
                 real, priced, load_assumptions("moe_gps_paper")

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from gps.advisor import strategies as st
 from gps.advisor.assumptions import from_config, price_under
 from gps.advisor.data import prepare
-from gps.advisor.guidelines import TIE, crossover
+from gps.advisor.guidelines import crossover
 from gps.advisor.ledger import Ledger
 from gps.advisor.paper import SCHEMA_VERSION
 from gps.cost._common import num_moe_layers
@@ -211,7 +211,7 @@ def guideline_map(
                         "overhead_us": float(ov_us[i]), "accuracy": float(a),
                         "token_speedup": t2e, "distribution_speedup": do,
                         "oracle_speedup": float(c["oracle"]),
-                        "winner": "token" if t2e > do * (1 + TIE) else "distribution",
+                        "winner": winner(t2e, do),
                         "margin": t2e / do - 1.0, "crossover_accuracy": cross,
                         "breakeven_overhead_us": float(c["breakeven_s"] * 1e6),
                     })  # fmt: skip
@@ -227,6 +227,19 @@ def guideline_map(
     }  # fmt: skip
 
 
+# Speed-ups within this relative distance are a tie (the same plan priced twice differs only
+# by float rounding; a map cell where every strategy waits for the same weights is a tie, not a
+# Distribution-Only win).
+MAP_TIE = 1e-6
+
+
+def winner(token: float, distribution: float) -> str:
+    """``token``, ``distribution`` or ``tie`` for two speed-ups of one map point."""
+    if abs(token / distribution - 1.0) <= MAP_TIE:
+        return "tie"
+    return "token" if token > distribution else "distribution"
+
+
 def map_results(
     cfg: DictConfig, spec: MoEModelSpec, cluster: Cluster, trace_cfg: Any, ledger: Ledger,
     slots: int, config: dict, command: str | None,
@@ -236,12 +249,14 @@ def map_results(
         raise ValueError("guideline_map needs a synthetic token-trace preset (trace=...)")
     gm = guideline_map(cfg, spec, cluster, trace_cfg, ledger, slots)
     zero = [r for r in gm["rows"] if r["overhead_us"] == min(gm["axes"]["overheads_us"])]
-    wins = sum(r["winner"] == "token" for r in zero)
+    count = {w: sum(r["winner"] == w for r in zero) for w in ("token", "distribution", "tie")}
     text = (
         f"Guideline map over {len(gm['axes']['skews'])} skews x {len(gm['axes']['link_gbps'])} "
-        f"links x {len(gm['axes']['tokens'])} step sizes: at the lowest overhead "
-        f"Token-to-Expert wins {wins} of {len(zero)} (cell, accuracy) points against "
-        f"distribution:{gm['distribution']}."
+        f"links x {len(gm['axes']['tokens'])} step sizes x "
+        f"{len(gm['axes']['resident_experts'])} expert-memory settings: at the lowest overhead "
+        f"Token-to-Expert wins {count['token']} of {len(zero)} (cell, accuracy) points against "
+        f"distribution:{gm['distribution']}, Distribution-Only {count['distribution']}, and "
+        f"{count['tie']} are ties (the same step time)."
     )
     return {
         "schema_version": SCHEMA_VERSION,

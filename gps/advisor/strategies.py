@@ -611,18 +611,33 @@ def eplb_redundant(ctx: Context) -> list[int]:
     return sorted({(-e) % ranks, ctx.slots_per_gpu * ranks - e})
 
 
+def padded(plan: Plan, slots_per_gpu: int) -> Plan:
+    """``plan`` with empty slots (``-1``) appended up to ``slots_per_gpu`` per GPU, so that
+    every strategy's plans share one slot axis ``R`` (the ceiling compares them batch by batch).
+
+    Raises:
+        ValueError: ``plan`` already has more slots per GPU.
+    """
+    pad = slots_per_gpu - plan.slots_per_gpu
+    if pad < 0:
+        raise ValueError(f"plan has {plan.slots_per_gpu} slots per GPU, more than {slots_per_gpu}")
+    if pad == 0:
+        return plan
+    slots = np.pad(plan.slot_expert, ((0, 0), (0, 0), (0, pad)), constant_values=-1)
+    home = None if plan.home is None else np.pad(plan.home, ((0, 0), (0, 0), (0, pad)))
+    return Plan(slots, plan.num_experts, meta=plan.meta, home=home)
+
+
 def eplb_plan(ctx: Context, load: np.ndarray, num_redundant: int) -> Plan:
     """The engines' EPLB placement (``gps.plans.eplb_placement``: a balanced full re-layout,
     ``R`` redundant copies, no contiguous homes) of an ``[L, E]`` load over the
     expert-parallel ranks, padded with empty slots to ``slots_per_gpu`` and placed on the
     GPUs (``Context.on_gpus``)."""
     plan = eplb_placement(np.asarray(load, dtype=float), ctx.num_ranks, num_redundant)
-    pad = ctx.slots_per_gpu - plan.slots_per_gpu
-    if pad < 0:
+    if plan.slots_per_gpu > ctx.slots_per_gpu:
         raise ValueError(f"eplb_plan: R={num_redundant} needs more than {ctx.slots_per_gpu} "
                          "slots per GPU")  # fmt: skip
-    slots = np.pad(plan.slot_expert, ((0, 0), (0, 0), (0, pad)), constant_values=-1)
-    return ctx.on_gpus(Plan(slots, plan.num_experts, meta=plan.meta))
+    return ctx.on_gpus(padded(plan, ctx.slots_per_gpu))
 
 
 def static_eplb(ctx: Context, num_redundant: int) -> Routed:
@@ -693,10 +708,7 @@ def engine_eplb(ctx: Context, cadence: EplbCadence) -> Routed:
     step_s = float(ctx.step_costs([first], history.mean(axis=0), None)[0][0])  # lag in steps
     lag = lag_steps(stall([first, last]).lag_s, step_s, sync)
     sched = periodic_schedule(history, loads, w, i, ctx.num_ranks, r, lag_steps=lag)
-    on_gpus = [ctx.on_gpus(p) for p in sched.plans]
-    pad = ctx.slots_per_gpu - on_gpus[0].slots_per_gpu
-    on_gpus = [Plan(np.pad(p.slot_expert, ((0, 0), (0, 0), (0, pad)), constant_values=-1),
-                    p.num_experts, meta=p.meta) for p in on_gpus]  # fmt: skip
+    on_gpus = [padded(ctx.on_gpus(p), ctx.slots_per_gpu) for p in sched.plans]
     bounds = [*sched.starts[1:], n]
     plans = [p for a, b, p in zip(sched.starts, bounds, on_gpus, strict=True) for _ in range(a, b)]
     seen = np.concatenate([history, loads])
@@ -782,6 +794,8 @@ def token(
         out = planned(ctx, copies.guessed, f"token:{name}", "token")
         out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
         out.token_routing = token_routing(ctx, out.plans, copies)
+        copied = float((copies.hit + copies.miss).sum())
+        out.accuracy = {"topk_hit_rate": float(copies.hit.sum()) / copied if copied else 1.0}
         return out
 
     def compute():
@@ -945,7 +959,8 @@ def ilp(ctx: Context, time_limit_s: float, mip_gap: float, stages: int = 1) -> R
            "mip_gap": mip_gap, "bandwidth": bw.tolist() if stages == 2 else None}  # fmt: skip
     (plan, notes), _ = _remember(d, "ilp", key, compute)
     name = "ilp_moetuner" if stages == 1 else "ilp_moetuner_2stage"
-    plan = Plan(plan.slot_expert[:, gpu_group, :], e, meta=plan.meta)  # each group's GPUs
+    plan = padded(Plan(plan.slot_expert[:, gpu_group, :], e, meta=plan.meta),  # group's GPUs
+                  ctx.slots_per_gpu)  # fmt: skip
     n = d.test_loads.shape[0]
     mean = np.broadcast_to(d.train_loads.mean(axis=0), d.test_loads.shape)  # what it knows
     out = replay(ctx, [plan] * n, plan, name, "ilp", expected=mean)

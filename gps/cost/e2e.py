@@ -74,6 +74,21 @@ class CostBreakdown:
     balanced_total_s: np.ndarray
     dropped_tokens: np.ndarray
 
+    def layers_only(self) -> CostBreakdown:
+        """The same step without its once-per-step parts (embedding, dense layers, LM head,
+        the engine's per-step time): only the MoE layers' seconds, e.g. for a trace that covers
+        some of the model's MoE layers, priced on those layers alone."""
+        lead = self.total_s.shape
+        zero = np.zeros(lead)
+        return replace(
+            self, non_moe={k: 0.0 for k in self.non_moe}, non_moe_s=zero,
+            engine={k: 0.0 for k in self.engine}, engine_s=zero,
+            total_s=self.total_s - self.non_moe_s - self.engine_s,
+            tokens_per_s=self.tokens_per_s * self.total_s / (self.total_s - self.non_moe_s
+                                                             - self.engine_s),
+            balanced_total_s=self.balanced_total_s - self.non_moe_s - self.engine_s,
+        )  # fmt: skip
+
     def imbalance_overhead(self) -> np.ndarray:
         """``total_s / balanced_total_s - 1`` (>= 0), shape ``[...]``."""
         return self.total_s / self.balanced_total_s - 1.0
