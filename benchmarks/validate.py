@@ -469,7 +469,10 @@ def qwen_rows() -> list[Row]:
                 configuration=(f"SGLang 0.4.6.post1, {spec.name} {quant}, {gpus} x H20 96GB"
                                f"{'' if layout is None else f' (TP={gpus}: attention and experts tensor parallel)'}"  # noqa: E501
                                f", batch 1, {prompt:,}-token prompt, 2,048 generated tokens, "
-                               "CUDA graphs, mixed chunked prefill"),
+                               "CUDA graphs, mixed chunked prefill; independent of the fit in "
+                               "data only: the H20's HBM efficiency and per-kernel cost are "
+                               "fitted on the dense rows of the same benchmark page (same "
+                               "engine version, batch and regime)"),
                 measured_s=1.0 / speed,
                 model=lambda s=spec, c=cl, p=prompt, lay=layout: request_s(s, c, p, 2048, lay)
                 / (p + 2048),
