@@ -10,9 +10,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from test_cost_helpers import INTER_BW, INTER_LAT, INTRA_BW, INTRA_LAT, cluster, gpu, gqa_model
+from test_cost_helpers import (
+    INTER_BW,
+    INTER_LAT,
+    INTRA_BW,
+    INTRA_LAT,
+    cluster,
+    gpu,
+    gqa_model,
+    mla_model,
+)
 
-from gps.cost.attention import kv_cache_bytes_per_token
+from gps.cost.attention import (
+    PrefillChunk,
+    attention_ops,
+    attention_time,
+    kv_cache_bytes_per_token,
+)
 from gps.cost.comm import (
     DEEPEP_LL_FIXED_S,
     dedup_factors,
@@ -20,10 +34,10 @@ from gps.cost.comm import (
     hierarchical_dispatch_bytes,
     moe_alltoall_times,
 )
-from gps.cost.e2e import batch_cost, micro_batches, two_batch_path
+from gps.cost.e2e import batch_cost, micro_batches, two_batch_path, two_batch_schedule
 from gps.cost.roofline import op_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
-from gps.cost.step import StepRouting
+from gps.cost.step import StepExtras, StepRouting
 from gps.model import ModelSpecError, TensorDtypes, load_model_spec, spec_from_dict
 from gps.workload import Workload, WorkloadError
 
@@ -180,6 +194,89 @@ def test_odd_batches_split_exactly() -> None:
     assert slots["experts"].shape == expected.shape
     # ceil for both halves (the old split) prices 4 sequences' worth: strictly more
     assert float(whole.per_layer_s.sum()) < float(two_batch_path(*stages(2)).sum())
+
+
+def test_two_batch_schedule_port_time_by_hand() -> None:
+    """A = B = 1, D = C = 0.5, two layers. Layer 0: A0 0-1, D0 1-1.5 beside A1 1-2 (0.5 s of
+    port time in attention), D1 2-2.5, B0 2-3, C0 3-3.5, B1 3-4, C1 4-4.5. Layer 1: A0 4-5
+    beside layer 0's C1 (0.5 s), D0 5-5.5 beside A1 5-6 (0.5 s): 1 s."""
+    one = np.ones(2)
+    path, busy = two_batch_schedule(one, 0.5 * one, one, 0.5 * one)
+    np.testing.assert_allclose(path, [4.5, 4.0])
+    np.testing.assert_allclose(busy, [0.5, 1.0])
+    np.testing.assert_allclose(two_batch_path(one, 0.5 * one, one, 0.5 * one), path)
+
+
+def test_two_batch_copies_share_the_ports_with_the_micro_batches() -> None:
+    """Under two-batch overlap the micro-batches' all-to-alls cross NVLink during the attention
+    stages, so replica copies worth the whole attention expose exactly that port time
+    (``two_batch_schedule``'s second output); without overlap they expose nothing. A strategy
+    with copies never gains from the overlap relative to the same step without copies."""
+    spec, cl = gqa_model(num_experts=8), cluster(1, 4)
+    wl = Workload("prefill", 4, 256, alltoall="flat", overlap="two_batch")
+    serial = replace(wl, overlap="none")
+    routing = uniform_slot_tokens(spec, cl, serial)
+    half = batch_cost(spec, cl, replace(serial, batch_size=2), StepRouting(routing / 2))
+    c = half.components
+    stages = (c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"])
+    path, taken = two_batch_schedule(*stages)
+    assert np.all(taken > 0)
+    attn = batch_cost(spec, cl, serial).components["attention"]  # [L]
+    base = {ov: batch_cost(spec, cl, w) for ov, w in (("tbo", wl), ("serial", serial))}
+    np.testing.assert_allclose(base["tbo"].per_layer_s, path, rtol=1e-12)  # no copies: as before
+    for scale in (0.25, 0.5, 1.0, 1.5):
+        copies = {"intra": np.repeat((scale * attn)[:, None], 4, axis=1)}  # [L, G]
+        got = {ov: batch_cost(spec, cl, w, extras=StepExtras(migration_s=copies))
+               for ov, w in (("tbo", wl), ("serial", serial))}  # fmt: skip
+        want = np.maximum(scale * attn - (attn - taken), 0.0)
+        np.testing.assert_allclose(got["tbo"].components["migration"], want, rtol=1e-12)
+        np.testing.assert_allclose(got["tbo"].per_layer_s, path + want, rtol=1e-12)
+        np.testing.assert_allclose(got["serial"].components["migration"],
+                                   np.maximum(scale * attn - attn, 0.0))  # fmt: skip
+        delta = {ov: float(got[ov].total_s - base[ov].total_s) for ov in got}
+        assert delta["tbo"] >= delta["serial"] - 1e-15
+    assert float(got["tbo"].components["migration"].sum()) > 0.0  # copies of 1.0x attention
+
+
+def test_one_prompt_split_attends_to_its_first_half() -> None:
+    """Two-batch overlap of one prompt: the second half's queries attend to the first half too.
+    S = 64, one GPU, 8 query heads (2 KV) of 128: the whole prompt has 64^2/2 = 2048 pairs per
+    head; the first half 32^2/2 = 512, the second 32 x 32 + 512 = 1536 (they add up), and the
+    second half reads the K/V of all 64 tokens."""
+    halves = micro_batches(Workload("prefill", 1, 5))
+    assert isinstance(halves[1], PrefillChunk)
+    assert (halves[0].seq_len, halves[1].seq_len, halves[1].prefix_len) == (2, 3, 2)
+    spec = gqa_model()
+    whole, (first, second) = Workload("prefill", 1, 64), micro_batches(Workload("prefill", 1, 64))
+
+    def core(w: Workload, model=spec):
+        return next(op for op in attention_ops(model, w, 1) if op.name == "attn_core")
+
+    assert core(whole).flops == 4 * 2048 * 8 * 128
+    assert core(first).flops == 4 * 512 * 8 * 128
+    assert core(second).flops == 4 * 1536 * 8 * 128
+    # read Q and write O of 32 tokens (bf16), read K and V of 64 tokens for 2 KV heads
+    assert core(second).bytes == 2 * 2 * 32 * 8 * 128 + 2 * 64 * 2 * 2 * 128
+    mla = mla_model()
+    assert core(first, mla).flops + core(second, mla).flops == core(whole, mla).flops
+    # the step of one 512-token prompt: the overlap of the halves as priced on their own
+    cl = cluster(1, 2)
+    wl = Workload("prefill", 1, 512, alltoall="flat", overlap="two_batch")
+    routing = uniform_slot_tokens(spec, cl, replace(wl, overlap="none"))
+    a, b = micro_batches(wl)
+
+    def stages(w: Workload) -> tuple[np.ndarray, ...]:
+        c = batch_cost(spec, cl, replace(w, overlap="none"), StepRouting(routing / 2)).components
+        return c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
+
+    want = two_batch_path(*stages(a), second=stages(b))
+    np.testing.assert_allclose(batch_cost(spec, cl, wl).per_layer_s, want, rtol=1e-12)
+    # the second half attends over twice the keys; together the halves cost the whole prompt
+    assert attention_time(spec, cl, b) > attention_time(spec, cl, a)
+    halves_s = attention_time(spec, cl, a) + attention_time(spec, cl, b)
+    assert halves_s >= attention_time(spec, cl, replace(wl, overlap="none"))
+    with pytest.raises(WorkloadError, match="prefix_len"):
+        PrefillChunk(prefix_len=-1)
 
 
 STAGES = arrays(np.float64, (8, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))

@@ -23,14 +23,19 @@ from gps.cost.e2e import batch_cost
 from gps.cost.layer import dispatch_leg_s
 from gps.cost.ledger import (
     LEDGER,
+    chunk_pipeline_exposed,
     hidden_state_move_bytes,
     port_exposure,
     prefetch_exposed,
     prefetched_fraction,
 )
+from gps.cost.parallel import ParallelConfig
+from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
 from gps.cost.step import Prefetch, StepExtras
+from gps.engine import EngineConfig, EngineProfile
 from gps.hardware import LinkProfile
 from gps.model import load_model_spec
+from gps.plans import expert_weight_bytes
 from gps.plans.rebalance import RebalanceCosts
 from gps.traces.trace import TokenTrace
 from gps.workload import Workload
@@ -82,38 +87,92 @@ def test_prefetch_exposed_by_hand_wrong_guess_costs_more_than_none() -> None:
     assert exposed([-np.inf] * 4) == pytest.approx(0.01 + 0.2, rel=1e-12)
 
 
+def test_chunk_pipeline_by_hand() -> None:
+    """Attention 1 s in 4 chunks of 0.25 s, each chunk's dispatch 0.3 s: the dispatches queue
+    (0.25-0.55, 0.55-0.85, 0.85-1.15, 1.15-1.45), 0.45 s past the attention =
+    ``d + (c - 1) * (d - a)``. One chunk: the whole dispatch after attention."""
+    one = np.array([1.0])
+    assert chunk_pipeline_exposed(one, np.array([0.3]), 4)[0] == pytest.approx(0.45)
+    assert chunk_pipeline_exposed(one, np.array([0.1]), 4)[0] == pytest.approx(0.1)  # d < a
+    assert chunk_pipeline_exposed(one, np.array([0.8]), 1)[0] == pytest.approx(0.8)
+    # the dispatch kernels hold half the SMs: 2 chunks of 0.5 s, dispatch 0.4 s each. Chunk 2
+    # starts at 0.5 beside dispatch 1 (0.5-0.9): 0.2 s of work by 0.9, 0.3 s left -> 1.2;
+    # dispatch 2 1.2-1.6: 0.6 s past the attention (0.4 s with every SM)
+    assert chunk_pipeline_exposed(one, np.array([0.4]), 2, 0.5)[0] == pytest.approx(0.6)
+    assert chunk_pipeline_exposed(one, np.array([0.4]), 2)[0] == pytest.approx(0.4)
+
+
 def test_one_port_budget_shared_by_replica_copies_and_chunked_dispatch() -> None:
-    """Attention 1 s, window 1: GPU 0's NVLink spends 0.7 s copying replicas, so 4-chunk
-    dispatch (0.8 s) can hide only 0.3 s of the 0.6 s it could alone; the dispatch is
-    collective, so the layer hides what GPU 0 hides."""
-    attn = np.array([1.0])
+    """Attention 1 s, window 1, a 4-chunk dispatch of 0.3 s per chunk (0.2 s of bytes and
+    0.1 s of fixed kernel cost: 1.2 s of port time against 0.8 s unchunked). Alone, the
+    pipeline exposes 0.45 s and carries 0.75 s inside the window. GPU 0's NVLink spends 0.7 s
+    copying replicas, leaving 0.3 s: 1.2 - 0.3 = 0.9 s shows (the dispatch is collective, so
+    the layer waits for GPU 0) -- more than the 0.8 s unchunked dispatch."""
+    attn, dc = np.array([1.0]), np.array([0.3])
     copies = {"intra": np.array([[0.7, 0.0]])}  # [L=1, G=2]
-    alone = port_exposure(attn, np.array([0.8]), ("intra",), StepExtras(dispatch_chunks=4))
-    assert alone["dispatch"][0] == pytest.approx(0.8 - 0.75 * 0.8)
-    shared = port_exposure(attn, np.array([0.8]), ("intra",),
-                           StepExtras(dispatch_chunks=4, migration_s=copies))  # fmt: skip
-    assert shared["dispatch"][0] == pytest.approx(0.8 - 0.3)
+
+    def expose(**kw):
+        return port_exposure(attn, np.array([0.8]), ("intra",), StepExtras(**kw),
+                             chunk_dispatch_s=dc)  # fmt: skip
+
+    alone = expose(dispatch_chunks=4)
+    assert alone["dispatch"][0] == pytest.approx(0.45)
+    shared = expose(dispatch_chunks=4, migration_s=copies)
+    assert shared["dispatch"][0] == pytest.approx(0.9)
     assert shared["migration"][0] == 0.0
     # copies on the NIC do not touch NVLink's budget
-    nic = port_exposure(
-        attn,
-        np.array([0.8]),
-        ("intra",),
-        StepExtras(dispatch_chunks=4, migration_s={"inter": copies["intra"]}),
-    )
-    assert nic["dispatch"][0] == pytest.approx(alone["dispatch"][0])
-    # the last chunk is never hidden: 1 chunk hides nothing, many chunks at most D - D/c
-    one = port_exposure(attn, np.array([0.8]), ("intra",), StepExtras())
-    assert one["dispatch"][0] == 0.8
+    nic = expose(dispatch_chunks=4, migration_s={"inter": copies["intra"]})
+    assert nic["dispatch"][0] == pytest.approx(0.45)
+    # one chunk: the dispatch after attention, whole
+    assert expose()["dispatch"][0] == 0.8
+    with pytest.raises(ValueError, match="chunk_dispatch_s"):
+        port_exposure(attn, np.array([0.8]), ("intra",), StepExtras(dispatch_chunks=4))
+    # prefetch on NVLink gets what the copies (0.7 s) and the chunks inside the window (0.75 s)
+    # leave of GPU 1's 1 s: 0.25 s, 0.24 s after the latency = 2.4 of its 3 busy non-resident
+    # slots (equal beliefs: 0.8 of each); 3 x 20 B after the gate: 0.01 + 0.06 s
+    busy = np.ones((1, 2, 4), dtype=bool)
+    pre = Prefetch(busy, np.zeros((1, 2, 4)), resident_slots(4, 0.25), 100.0, SLOW, "intra")
+    gpu1 = {"intra": np.array([[0.0, 0.0]])}
+    out = expose(dispatch_chunks=4, migration_s=gpu1, prefetch=pre)
+    assert out["expert_fetch"][0] == pytest.approx(0.07)
     # copies past the window show; prefetch on the same port gets nothing left
     over = {"host": np.array([[1.5, 0.2]])}
-    busy = np.ones((1, 2, 2), dtype=bool)
-    pre = Prefetch(busy, np.zeros((1, 2, 2)), np.array([True, False]), 100.0, SLOW, "host")
+    pre = Prefetch(busy[..., :2], np.zeros((1, 2, 2)), np.array([True, False]), 100.0, SLOW,
+                   "host")  # fmt: skip
     out = port_exposure(attn, np.array([0.0]), ("intra",),
                         StepExtras(migration_s=over, prefetch=pre))  # fmt: skip
     assert out["migration"][0] == pytest.approx(0.5)
     # GPU 0: no budget left, its busy slot after the gate (0.11 s); GPU 1: 0.8 s left, fetched
     assert out["expert_fetch"][0] == pytest.approx(0.11)
+
+
+def test_two_batch_all_to_alls_take_the_dispatch_ports_budget() -> None:
+    """Under two-batch overlap one micro-batch's dispatch and the previous layer's last combine
+    run on NVLink during the attention stages (``taken_s``, 1 s of a 2 s attention): replica
+    copies worth the whole attention (2 s) expose 1 s there, 0 s without the overlap; copies on
+    PCIe (not a dispatch port) keep the whole budget; prefetch on NVLink gets what is left."""
+    attn, d, taken = np.array([2.0]), np.array([0.5]), np.array([1.0])
+    nvl = {"intra": np.array([[2.0, 1.5]])}
+    plain = port_exposure(attn, d, ("intra",), StepExtras(migration_s=nvl))
+    tbo = port_exposure(attn, d, ("intra",), StepExtras(migration_s=nvl), taken_s=taken)
+    assert plain["migration"][0] == 0.0
+    assert tbo["migration"][0] == pytest.approx(1.0)
+    assert tbo["dispatch"][0] == 0.5  # the micro-batches' own dispatch is priced by the schedule
+    host = port_exposure(attn, d, ("intra",), StepExtras(migration_s={"host": nvl["intra"]}),
+                         taken_s=taken)  # fmt: skip
+    assert host["migration"][0] == 0.0
+    # prefetch over NVLink (2 busy non-resident slots of 100 B per GPU) behind a schedule that
+    # takes 1.95 s of the 2 s
+    busy = np.ones((1, 2, 3), dtype=bool)
+    pre = Prefetch(busy, np.zeros((1, 2, 3)), resident_slots(3, 1 / 3), 100.0, SLOW, "intra")
+    few = {"intra": np.array([[0.0, 0.3]])}
+    out = port_exposure(attn, d, ("intra",), StepExtras(migration_s=few, prefetch=pre),
+                        taken_s=np.array([1.95]))  # fmt: skip
+    # GPU 1: budget 2 - 1.95 = 0.05 s, all of it copies (0.3 s): 0.25 s of copies show, no
+    # prefetch before the gate: 200 B after it (0.01 + 0.2 s); GPU 0: 0.05 s -> 0.04 s after
+    # the latency, 40 B of 200 B: 160 B after the gate (0.01 + 0.16 s)
+    assert out["migration"][0] == pytest.approx(0.25)
+    assert out["expert_fetch"][0] == pytest.approx(0.21)
 
 
 @pytest.mark.parametrize("mode", ["flat", "deepep", "deepep_low_latency"])
@@ -152,14 +211,56 @@ def test_paper_dispatch_override_and_balanced_bound() -> None:
 
 
 def test_chunked_dispatch_is_priced_for_every_step_and_bounded() -> None:
+    """Each of the 8 chunks is a real DeepEP all-to-all of 1/8 of the traffic (its latency
+    paid 8 times); the pipeline ``d8 + 7 * max(0, d8 - a/8)`` or the port budget,
+    ``8 * d8 - a``, whichever shows more."""
     spec, c = gqa_model(), cluster(2, 2)
     w = Workload("prefill", batch_size=4, seq_len=512)
     plain = batch_cost(spec, c, w)
     chunked = batch_cost(spec, c, w, extras=StepExtras(dispatch_chunks=8))
-    d, a = plain.components["dispatch"], plain.components["attention"]
-    np.testing.assert_allclose(chunked.components["dispatch"], d - 7 / 8 * np.minimum(a, d))
-    assert np.all(chunked.components["dispatch"] >= d / 8 - 1e-15)
+    a = plain.components["attention"]
+    traffic = traffic_from_slot_tokens(uniform_slot_tokens(spec, c, w), spec)
+    d8 = dispatch_leg_s(spec, c, w, traffic / 8)
+    want = np.maximum(d8 + 7 * np.maximum(0.0, d8 - a / 8), 8 * d8 - a)
+    np.testing.assert_allclose(chunked.components["dispatch"], want, rtol=1e-12)
+    assert np.all(chunked.components["dispatch"] >= d8)  # the last chunk is never hidden
     assert float(chunked.balanced_total_s) <= float(chunked.total_s)
+
+
+def test_chunking_low_latency_dispatch_pays_every_kernel() -> None:
+    """DeepEP low-latency decode: every chunk's kernel pays ``DEEPEP_LL_FIXED_S``, so 16 chunks
+    hold the ports ``16 * d16`` seconds against an attention far shorter: chunking costs more
+    than not chunking (the reviewer's DeepSeek-V3 case: 42.6 us per layer became 2.7 us)."""
+    spec, c = gqa_model(), cluster(2, 2)
+    w = Workload("decode", batch_size=64, context_len=512, alltoall="deepep_low_latency")
+    plain = batch_cost(spec, c, w)
+    chunked = batch_cost(spec, c, w, extras=StepExtras(dispatch_chunks=16))
+    a, d = plain.components["attention"], plain.components["dispatch"]
+    traffic = traffic_from_slot_tokens(uniform_slot_tokens(spec, c, w), spec)
+    d16 = dispatch_leg_s(spec, c, w, traffic / 16)
+    assert np.all(d16 > DEEPEP_LL_FIXED_S)
+    want = np.maximum(d16 + 15 * np.maximum(0.0, d16 - a / 16), 16 * d16 - a)
+    np.testing.assert_allclose(chunked.components["dispatch"], want, rtol=1e-12)
+    assert np.all(chunked.components["dispatch"] > d)
+    assert np.all(chunked.components["dispatch"] >= 16 * DEEPEP_LL_FIXED_S - a)
+    assert float(chunked.balanced_total_s) <= float(chunked.total_s)
+
+
+def test_chunked_attention_runs_on_the_sms_the_dispatch_leaves() -> None:
+    """An engine whose DeepEP kernels hold 50 of the 100 SMs: the attention chunks that run
+    beside a dispatch run at half speed (``chunk_pipeline_exposed`` at rate 0.5)."""
+    spec, c = gqa_model(), cluster(2, 2)
+    w = Workload("prefill", batch_size=4, seq_len=512)
+    sms = {"flat": 0, "deepep": 50, "deepep_low_latency": 0}
+    half = EngineProfile.from_config(EngineConfig(alltoall_sms=sms))
+    full = batch_cost(spec, c, w, extras=StepExtras(dispatch_chunks=4))
+    slow = batch_cost(spec, c, w, extras=StepExtras(dispatch_chunks=4), engine=half)
+    a = full.components["attention"]
+    traffic = traffic_from_slot_tokens(uniform_slot_tokens(spec, c, w), spec)
+    d4 = dispatch_leg_s(spec, c, w, traffic / 4)
+    want = np.maximum(chunk_pipeline_exposed(a, d4, 4, 0.5), 4 * d4 - a)
+    np.testing.assert_allclose(slow.components["dispatch"], want, rtol=1e-12)
+    assert np.all(slow.components["dispatch"] >= full.components["dispatch"])
 
 
 def test_hidden_state_move_never_pays() -> None:
@@ -239,24 +340,41 @@ def test_a_belief_naming_only_idle_slots_never_beats_no_belief(busy, left, resid
 @given(
     attn=hs.floats(1e-4, 1e-2), d=hs.floats(0.0, 1e-2), chunks=hs.integers(1, 16),
     window=hs.floats(0.0, 1.0), copies=arrays(np.float64, (1, 4), elements=hs.floats(0, 2e-2)),
-    more=arrays(np.float64, (1, 4), elements=hs.floats(0, 1e-2)),
+    more=arrays(np.float64, (1, 4), elements=hs.floats(0, 1e-2)), fixed=hs.floats(0.0, 1e-3),
+    rate=hs.floats(0.1, 1.0), taken=hs.floats(0.0, 1e-2),
 )  # fmt: skip
-def test_port_exposure_bounds_and_monotone(attn, d, chunks, window, copies, more) -> None:
+def test_port_exposure_bounds_and_monotone(attn, d, chunks, window, copies, more, fixed, rate,
+                                           taken) -> None:  # fmt: skip
+    """One chunk's dispatch is ``d / c`` plus its kernel's fixed cost. The exposed dispatch is
+    at least the last chunk's, at least what the port budget cannot carry, at most every chunk
+    after a fully slowed attention; it never falls when copies, the chunk's dispatch, the SMs
+    the dispatch holds or the two-batch schedule's port time grow."""
     a, dd = np.array([attn]), np.array([d])
+    dc = np.array([d / chunks + fixed])
 
-    def total(m):
-        x = StepExtras(window=window, dispatch_chunks=chunks, migration_s={"intra": m})
-        out = port_exposure(a, dd, ("intra",), x)
+    def expose(m, w=window, dc=dc, r=rate, tk=None):
+        x = StepExtras(window=w, dispatch_chunks=chunks, migration_s={"intra": m})
+        out = port_exposure(a, dd, ("intra",), x, chunk_dispatch_s=dc, compute_rate=r, taken_s=tk)
         return out["dispatch"] + out["migration"] + out["expert_fetch"], out
 
-    t, out = total(copies)
-    assert np.all(out["dispatch"] <= d + 1e-15)
-    assert np.all(out["dispatch"] >= d - (chunks - 1) / chunks * min(attn, d) - 1e-15)
-    assert np.all(out["migration"] >= copies.max() - window * attn - 1e-15)
-    bare = StepExtras(window=0.0, migration_s={"intra": copies})
-    hidden_none = port_exposure(a, dd, ("intra",), bare)
-    assert np.all(t <= hidden_none["dispatch"] + hidden_none["migration"] + 1e-15)
-    assert np.all(total(copies + more)[0] >= t - 1e-15)  # more copies never cost less
+    t, out = expose(copies)
+    disp = float(out["dispatch"][0])
+    eps = 1e-15
+    if chunks == 1:
+        assert disp == d
+    else:
+        port = chunks * dc[0]
+        assert disp >= dc[0] - eps  # the last chunk's dispatch is never hidden
+        assert disp >= port - window * attn - eps  # one budget per port
+        assert disp <= port + (1 / rate - 1) * attn + 1e-12
+        if rate == 1.0:
+            assert disp >= dc[0] + (chunks - 1) * max(0.0, dc[0] - attn / chunks) - eps
+        assert np.all(expose(copies, dc=dc * 1.5)[1]["dispatch"] >= disp - eps)
+        assert np.all(expose(copies, r=rate / 2)[1]["dispatch"] >= disp - eps)
+    assert np.all(out["migration"] >= copies.max() - window * attn - eps)
+    assert np.all(t <= expose(copies, w=0.0)[0] + eps)  # a window hides, never costs
+    assert np.all(expose(copies + more)[0] >= t - eps)  # more copies never cost less
+    assert np.all(expose(copies, tk=np.array([taken]))[0] >= t - eps)  # nor a busier port
 
 
 def _context(loads, nodes, per_node, r_extra, ledger, scale, horizon=4.0) -> st.Context:
@@ -328,6 +446,24 @@ def test_bounds_hold_by_construction(seed, shape, r_extra, window, resident, pre
     ceiling = st.per_batch_fastest(free, np.stack([price(c) for c in free]), "free")
     for r in [oracle, *followed]:
         assert np.all(price(ceiling) <= price(r) * (1 + 1e-12)), r.name
+
+
+def test_prefetch_under_expert_tp_moves_one_gpus_slice() -> None:
+    """Layout ep4_tp2: each GPU of a rank holds half of each of its experts' width, so a busy
+    non-resident slot moves half an expert over the fetch link (as a replica copy does)."""
+    spec = gqa_model()
+    full = expert_weight_bytes(spec)  # 3 * 1024 * 2048 * 2 B
+    assert full == 3 * 1024 * 2048 * 2
+    pcie = LinkProfile("pcie", bandwidth=1e10, latency_s=1e-5)
+    layout = ParallelConfig("ep4_tp2", ep=4, tp=2, attention="tp")
+    slots = np.ones((1, 1, 2))  # [L=1, G=1, R=2]: both slots busy, slot 1 not resident
+    for parallel, want in ((None, 1e-5 + full / 1e10), (layout, 1e-5 + full / 2 / 1e10)):
+        ledger = Ledger(resident_experts=0.5, fetch_link=pcie, prefetch=False, parallel=parallel)
+        pre = ledger.extras(spec, slots, np.ones((1, 1, 2), bool), None, {}).prefetch
+        assert pre.expert_bytes == full / ledger.expert_tp
+        assert float(prefetch_exposed(pre, np.zeros((1, 1)))[0, 0]) == pytest.approx(want)
+    with pytest.raises(ValueError, match=r"parallel\.tp"):
+        Ledger(parallel=ParallelConfig("bad", tp=0))
 
 
 def test_token_level_knowledge_buys_nothing_a_histogram_does_not() -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gps.cost.e2e import CostBreakdown, batch_cost
-from gps.cost.parallel import ParallelConfig
+from gps.cost.parallel import LayoutError, ParallelConfig
 from gps.cost.step import Prefetch, StepExtras, StepRouting, check_port
 from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster, LinkProfile
@@ -89,7 +89,16 @@ class Ledger:
         if self.resident_experts < 1.0 and self.fetch_link is None:
             raise ValueError("strategy.resident_experts < 1 needs strategy.expert_fetch_link")
         check_port(self.fetch_port, "strategy.expert_fetch_link's port")
+        tp = None if self.parallel is None else self.parallel.tp
+        if tp is not None and (isinstance(tp, bool) or not isinstance(tp, int) or tp < 1):
+            raise LayoutError(f"parallel.tp={tp!r}: expected an integer >= 1")
         StepExtras(dispatch_chunks=self.dispatch_chunks)  # validates the chunk count
+
+    @property
+    def expert_tp(self) -> int:
+        """GPUs each expert's width is split over (the layout's ``tp``, validated by
+        ``gps.cost.parallel.resolve_layout`` when the step is priced); ``1`` without a layout."""
+        return 1 if self.parallel is None else self.parallel.tp
 
     @property
     def dispatch_split(self) -> str:
@@ -109,7 +118,8 @@ class Ledger:
         """``StepExtras`` of one strategy.
 
         Args:
-            spec: the model (one expert's weight bytes).
+            spec: the model (one expert's weight bytes; a GPU of an expert-TP rank fetches
+                ``1/expert_tp`` of them, its slice of the width, as replica copies do).
             slot_tokens: ``[..., L, G, R]`` the copies each slot actually processes.
             assigned: ``[..., L, G, R]`` bool, the slots the plan fills (broadcastable).
             belief: ``[..., L, G, R]`` the copies the strategy expected per slot, or ``None``.
@@ -128,7 +138,7 @@ class Ledger:
                 score = np.where(assigned, np.broadcast_to(belief, busy.shape), -np.inf)
             prefetch = Prefetch(
                 busy, score, resident_slots(busy.shape[-1], self.resident_experts),
-                expert_weight_bytes(spec), self.fetch_link, self.fetch_port,
+                expert_weight_bytes(spec) / self.expert_tp, self.fetch_link, self.fetch_port,
             )  # fmt: skip
         return StepExtras(
             predictor_s=predictor_s, predictor_on_critical_path=predictor_on_critical_path,

@@ -9,7 +9,8 @@ Conventions (see ``docs/cost_model.md``):
   adds a ring all-reduce of the block output.
 * Causal prefill counts ``S**2 / 2`` query-key pairs per sequence and head (flash-attention
   skips the masked half; the diagonal term ``S/2`` is dropped). Decode counts ``C`` pairs per
-  new token (the context includes the new token).
+  new token (the context includes the new token). A ``PrefillChunk`` (the later half of a
+  prompt split for two-batch overlap) also attends to its ``prefix_len`` earlier tokens.
 * Scores never go to HBM (flash attention); K/V of a prefill sequence are read once.
 * RMSNorm, RoPE and residual adds are elementwise and ignored.
 * MLA prefill uses the plain (non-absorbed) form: the latent is up-projected to per-head K/V.
@@ -20,12 +21,38 @@ Conventions (see ``docs/cost_model.md``):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from gps.cost._common import act_bytes, dtype_bytes, element_bytes, gemm_dtype, sequences_per_gpu
 from gps.cost.comm import allreduce_time
 from gps.cost.roofline import Op, gemm, ops_time
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec, tensor_dtype
-from gps.workload import Workload
+from gps.workload import Workload, WorkloadError
+
+
+@dataclass
+class PrefillChunk(Workload):
+    """A prefill step whose prompts continue ``prefix_len`` tokens each that earlier work of the
+    same prompts put in the KV cache (the second half of one prompt split for two-batch overlap:
+    ``gps.cost.e2e.micro_batches``). Its ``seq_len`` new tokens attend causally to the prefix
+    and to each other: ``prefix_len * S + S**2 / 2`` query-key pairs per sequence and head, and
+    the K/V of ``prefix_len + S`` tokens are read; projections run on the ``S`` new tokens only
+    (the prefix's K/V, or MLA's per-head K/V, are already in HBM).
+
+    Attributes:
+        prefix_len: tokens of each prompt before this chunk, ``>= 0``.
+    """
+
+    prefix_len: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        p = self.prefix_len
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            raise WorkloadError(f"prefix_len={p!r}: expected an integer >= 0")
+        if self.phase != "prefill":
+            raise WorkloadError(f"PrefillChunk: phase={self.phase!r}, expected 'prefill'")
 
 
 def _local_heads(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> tuple[float, float]:
@@ -37,10 +64,12 @@ def _local_heads(spec: MoEModelSpec, workload: Workload, num_gpus: int) -> tuple
 
 
 def _step_shape(workload: Workload, seqs: float) -> tuple[float, float, float]:
-    """(new tokens T, query-key pairs per head, KV tokens read) for ``seqs`` sequences."""
+    """(new tokens T, query-key pairs per head, KV tokens read) for ``seqs`` sequences; a
+    ``PrefillChunk`` adds its prefix to the keys (``P * S`` more pairs, ``P`` more KV tokens)."""
     if workload.phase == "prefill":
         s = workload.seq_len
-        return seqs * s, seqs * s * s / 2.0, seqs * s
+        p = workload.prefix_len if isinstance(workload, PrefillChunk) else 0
+        return seqs * s, seqs * (p * s + s * s / 2.0), seqs * (p + s)
     c = workload.context_len
     return seqs, seqs * c, seqs * c
 

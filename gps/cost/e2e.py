@@ -6,7 +6,7 @@ non-MoE time (embedding lookup, dense layers, LM head) does not depend on routin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
@@ -18,10 +18,10 @@ from gps.cost._common import (
     sequences_per_gpu,
     tokens_per_gpu,
 )
-from gps.cost.attention import attention_time
+from gps.cost.attention import PrefillChunk, attention_time
 from gps.cost.experts import swiglu_op
 from gps.cost.layer import check_slot_tokens, scaled_layer_times
-from gps.cost.ledger import port_exposure
+from gps.cost.ledger import port_exposure, stretched_end
 from gps.cost.parallel import (
     LayoutError,
     ParallelConfig,
@@ -142,22 +142,86 @@ def non_moe_times(spec: MoEModelSpec, cluster: Cluster, workload: Workload) -> d
     }
 
 
-def _stretched_end(start, work, busy_from, busy_to, rate):
-    """When a compute stage of ``work`` seconds (at full speed) starting at ``start`` ends, if it
-    runs at ``rate`` (< 1: the SMs a concurrent communication kernel holds are gone) while the
-    communication stream is busy over ``[busy_from, busy_to]`` and at full speed otherwise.
-    Arrays broadcast; ``rate == 1`` gives ``start + work``."""
-    end = start + work
-    if np.all(rate >= 1.0):
-        return end
-    t1 = np.maximum(start, busy_from)
-    overlaps = (busy_to > start) & (busy_from < end) & (busy_to > t1)
-    done = t1 - start  # work done before the communication starts
-    left = work - done
-    window = busy_to - t1
-    inside = t1 + np.divide(left, rate)
-    after = busy_to + (left - rate * window)
-    return np.where(overlaps, np.where(left <= rate * window, inside, after), end)
+def two_batch_schedule(
+    compute_a: np.ndarray,
+    comm_d: np.ndarray,
+    compute_b: np.ndarray,
+    comm_c: np.ndarray,
+    *,
+    second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
+    compute_rate: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved micro-batches (two-batch overlap): ``(per_layer_s, comm_in_attention_s)``,
+    both ``[..., L_moe]`` seconds.
+
+    Each micro-batch runs, per layer, ``A`` (attention + gate) -> ``D`` (dispatch) -> ``B``
+    (experts + shared) -> ``C`` (combine) -> the next layer's ``A``; the inputs are the first
+    micro-batch's stage seconds ``[..., L_moe]`` at full resources, ``second`` the second's
+    (``None``: the same; an odd batch splits into ``floor`` and ``ceil`` halves). One compute
+    stream runs ``A0 A1 B0 B1`` and one communication stream ``D0 D1 C0 C1`` per layer, in that
+    order (SGLang's and DeepSeek's schedule). Every stage starts when its stream is free and its
+    micro-batch's previous stage is done. While the communication stream is busy its kernels
+    hold SMs (DeepEP normal: 20 of 132), so a compute stage runs at ``compute_rate`` (the share
+    of SMs left) during the overlap and at full speed otherwise (``stretched_end``);
+    communication is not slowed.
+
+    ``per_layer_s``: each layer's share of the critical path (the step's finish time, split at
+    layer boundaries). Never faster than the longest stage at full resources (stages only
+    stretch); never slower than every stage of both micro-batches one after another (a stage
+    stretches by at most the communication time it overlaps).
+
+    ``comm_in_attention_s``: the seconds the communication stream (the NVLink/NIC ports the
+    all-to-alls cross) is busy inside the layer's two attention stages: the previous layer's
+    ``C1`` beside ``A0`` and ``D0`` beside ``A1`` (``D1`` starts after ``A1``, ``C0`` ends before
+    the next ``A0``). That port time is no longer free for replica copies or prefetch
+    (``gps.cost.ledger.port_exposure``'s ``taken_s``).
+    """
+    first = (compute_a, comm_d, compute_b, comm_c)
+    second = first if second is None else second
+    shape = np.broadcast_shapes(*(np.shape(x) for x in (*first, *second)))
+    a0s, d0s, b0s, c0s = (np.broadcast_to(x, shape) for x in first)
+    a1s, d1s, b1s, c1s = (np.broadcast_to(x, shape) for x in second)
+    lead = shape[:-1]
+    rate = float(compute_rate)
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"compute_rate={compute_rate}: expected a share of SMs in (0, 1]")
+
+    def overlap(s1, e1, s2, e2):
+        return np.maximum(np.minimum(e1, e2) - np.maximum(s1, s2), 0.0)
+
+    zero = np.zeros(lead)
+    cpu = net = f0 = f1 = zero
+    comm_from = comm_to = zero  # the communication stream's last busy interval
+    out = np.empty(shape)
+    busy = np.empty(shape)
+    end = zero
+    for layer in range(shape[-1]):
+        a0w, d0w, b0w, c0w = (x[..., layer] for x in (a0s, d0s, b0s, c0s))
+        a1w, d1w, b1w, c1w = (x[..., layer] for x in (a1s, d1s, b1s, c1s))
+        s = np.maximum(cpu, f0)
+        a0 = stretched_end(s, a0w, comm_from, comm_to, rate)  # beside the last combine
+        in_attention = overlap(s, a0, comm_from, comm_to)
+        d0_from = np.maximum(net, a0)
+        d0 = d0_from + d0w
+        s = np.maximum(a0, f1)
+        a1 = stretched_end(s, a1w, d0_from, d0, rate)
+        busy[..., layer] = in_attention + overlap(s, a1, d0_from, d0)
+        d1_from = np.maximum(d0, a1)
+        d1 = d1_from + d1w
+        s = np.maximum(a1, d0)
+        b0 = stretched_end(s, b0w, d1_from, d1, rate)
+        c0_from = np.maximum(d1, b0)
+        f0 = c0_from + c0w
+        s = np.maximum(b0, d1)
+        b1 = stretched_end(s, b1w, c0_from, f0, rate)
+        c1_from = np.maximum(f0, b1)
+        f1 = c1_from + c1w
+        cpu, net = b1, f1
+        comm_from, comm_to = c1_from, f1
+        new_end = np.maximum(f1, cpu)
+        out[..., layer] = new_end - end
+        end = new_end
+    return out, busy
 
 
 def two_batch_path(
@@ -169,74 +233,28 @@ def two_batch_path(
     second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
     compute_rate: float = 1.0,
 ) -> np.ndarray:
-    """Seconds per MoE layer ``[..., L_moe]`` of two interleaved micro-batches (two-batch overlap).
-
-    Each micro-batch runs, per layer, ``A`` (attention + gate) -> ``D`` (dispatch) -> ``B``
-    (experts + shared) -> ``C`` (combine) -> the next layer's ``A``; the inputs are the first
-    micro-batch's stage seconds ``[..., L_moe]`` at full resources, ``second`` the second's
-    (``None``: the same; an odd batch splits into ``floor`` and ``ceil`` halves). One compute
-    stream runs ``A0 A1 B0 B1`` and one communication stream ``D0 D1 C0 C1`` per layer, in that
-    order (SGLang's and DeepSeek's schedule). Every stage starts when its stream is free and its
-    micro-batch's previous stage is done. While the communication stream is busy its kernels
-    hold SMs (DeepEP normal: 20 of 132), so a compute stage runs at ``compute_rate`` (the share
-    of SMs left) during the overlap and at full speed otherwise (``_stretched_end``);
-    communication is not slowed. The result is each layer's share of the critical path (the
-    step's finish time, split at layer boundaries).
-
-    Never faster than the longest stage at full resources (stages only stretch); never slower
-    than every stage of both micro-batches one after another (a stage stretches by at most the
-    communication time it overlaps).
-    """
-    first = (compute_a, comm_d, compute_b, comm_c)
-    second = first if second is None else second
-    shape = np.broadcast_shapes(*(np.shape(x) for x in (*first, *second)))
-    a0s, d0s, b0s, c0s = (np.broadcast_to(x, shape) for x in first)
-    a1s, d1s, b1s, c1s = (np.broadcast_to(x, shape) for x in second)
-    lead = shape[:-1]
-    rate = float(compute_rate)
-    if not 0.0 < rate <= 1.0:
-        raise ValueError(f"compute_rate={compute_rate}: expected a share of SMs in (0, 1]")
-    zero = np.zeros(lead)
-    cpu = net = f0 = f1 = zero
-    comm_from = comm_to = zero  # the communication stream's last busy interval
-    out = np.empty(shape)
-    end = zero
-    for layer in range(shape[-1]):
-        a0w, d0w, b0w, c0w = (x[..., layer] for x in (a0s, d0s, b0s, c0s))
-        a1w, d1w, b1w, c1w = (x[..., layer] for x in (a1s, d1s, b1s, c1s))
-        s = np.maximum(cpu, f0)
-        a0 = _stretched_end(s, a0w, comm_from, comm_to, rate)  # beside the last combine
-        d0_from = np.maximum(net, a0)
-        d0 = d0_from + d0w
-        s = np.maximum(a0, f1)
-        a1 = _stretched_end(s, a1w, d0_from, d0, rate)
-        d1_from = np.maximum(d0, a1)
-        d1 = d1_from + d1w
-        s = np.maximum(a1, d0)
-        b0 = _stretched_end(s, b0w, d1_from, d1, rate)
-        c0_from = np.maximum(d1, b0)
-        f0 = c0_from + c0w
-        s = np.maximum(b0, d1)
-        b1 = _stretched_end(s, b1w, c0_from, f0, rate)
-        c1_from = np.maximum(f0, b1)
-        f1 = c1_from + c1w
-        cpu, net = b1, f1
-        comm_from, comm_to = c1_from, f1
-        new_end = np.maximum(f1, cpu)
-        out[..., layer] = new_end - end
-        end = new_end
-    return out
+    """Seconds per MoE layer ``[..., L_moe]`` of two interleaved micro-batches: the critical
+    path of ``two_batch_schedule`` (same arguments)."""
+    return two_batch_schedule(
+        compute_a, comm_d, compute_b, comm_c, second=second, compute_rate=compute_rate
+    )[0]
 
 
 def micro_batches(workload: Workload) -> tuple[Workload, Workload] | None:
     """The two micro-batches of ``workload`` for two-batch overlap: ``floor(B/2)`` and
-    ``ceil(B/2)`` sequences, or the prompt of a single prefill sequence split into ``floor(S/2)``
-    and ``ceil(S/2)`` tokens; ``None`` when it cannot be split (decode, ``B = 1``)."""
+    ``ceil(B/2)`` sequences, or the prompt of a single prefill sequence split into its first
+    ``floor(S/2)`` tokens and the ``ceil(S/2)`` after them, which attend causally to the first
+    half as well (a ``PrefillChunk`` with ``prefix_len = floor(S/2)``: the two halves' attention
+    FLOPs add up to the whole prompt's); ``None`` when it cannot be split (decode, ``B = 1``)."""
     b, s = workload.batch_size, workload.seq_len
     if b > 1:
         return replace(workload, batch_size=b // 2), replace(workload, batch_size=b - b // 2)
     if workload.phase == "prefill" and s > 1:
-        return replace(workload, seq_len=s // 2), replace(workload, seq_len=s - s // 2)
+        head, before = s // 2, getattr(workload, "prefix_len", 0)
+        rest = {f.name: getattr(workload, f.name) for f in fields(Workload)}
+        return replace(workload, seq_len=head), PrefillChunk(
+            **{**rest, "seq_len": s - head, "prefix_len": before + head}
+        )
     return None
 
 
@@ -335,8 +353,17 @@ def batch_cost(
     ``ceil(B/2)`` micro-batches, so their GEMMs run at the micro-batch's shape efficiency;
     compute slowed by the SMs the all-to-all holds), plus
     predictor, expert fetch and migration; the micro-batches' own dispatch overlaps, so neither
-    the chunked dispatch nor ``extras.dispatch_s`` applies on that path. ``components`` still
-    hold the full batch's stage times, so ``per_layer_s`` is then below their sum.
+    the chunked dispatch nor ``extras.dispatch_s`` applies on that path, and the all-to-alls the
+    schedule runs inside the attention stages take the dispatch ports' budget before replica
+    copies and prefetch (``two_batch_schedule``, ``port_exposure(taken_s=...)``). One prefill
+    prompt splits into halves whose second attends to the first (``micro_batches``).
+
+    ``extras.dispatch_chunks = c > 1`` (without two-batch overlap): one chunk's dispatch is
+    priced as a real all-to-all of ``1/c`` of the traffic (an extra ``scaled_layer_times``
+    step), pipelined with the attention chunks at the compute rate the held SMs leave.
+
+    Under two-batch overlap ``components`` still hold the full batch's stage times, so
+    ``per_layer_s`` is then below their sum.
 
     Returns:
         ``CostBreakdown``.
@@ -392,10 +419,14 @@ def batch_cost(
     dropped = _nonneg("dropped_tokens", routing.dropped_tokens)
 
     halves = micro_batches(workload) if workload.overlap == "two_batch" else None
+    # under two-batch overlap the micro-batches' own dispatch overlaps: no chunked dispatch
+    chunks = extras.dispatch_chunks if halves is None else 1
     steps = [(workload, 1.0)]
     if halves is not None:
         unique = halves[:1] if halves[0] == halves[1] else halves
         steps += [(h, h.tokens_per_step / workload.tokens_per_step) for h in unique]
+    if chunks > 1:  # one chunk's dispatch: a real all-to-all of 1/c of the traffic
+        steps.append((workload, 1.0 / chunks))
     priced = layer_times(slot_tokens, traffic_bytes, steps)
     if halves is not None and len(priced) == 2:
         priced.append(priced[1])
@@ -404,11 +435,33 @@ def batch_cost(
     if not extras.predictor_on_critical_path:
         pred = np.maximum(pred - attn, 0.0)
     comp["predictor"] = pred
+    taken = overlapped = balanced_overlapped = None
+    if halves is not None:
+        (mb0, bal0), (mb1, bal1) = priced[1], priced[2]
+
+        def stages(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+            return (
+                c["attention"] + c["gate"],
+                c["dispatch"],
+                c["experts"] + c["shared"],
+                c["combine"],
+            )
+
+        overlapped, taken = two_batch_schedule(
+            *stages(mb0), second=stages(mb1), compute_rate=compute_rate
+        )
+        balanced_overlapped = two_batch_path(
+            *stages(bal0), second=stages(bal1), compute_rate=compute_rate
+        )
     ports = dispatch_ports(layer_cluster)
-    port_extras = extras if halves is None else replace(extras, dispatch_chunks=1)
-    exposed = port_exposure(attn, comp["dispatch"], ports, port_extras)
-    bare = StepExtras(window=extras.window, dispatch_chunks=port_extras.dispatch_chunks)
-    balanced["dispatch"] = port_exposure(attn, balanced["dispatch"], ports, bare)["dispatch"]
+    port_extras = replace(extras, dispatch_chunks=chunks)
+    chunk, chunk_bal = (None, None) if chunks == 1 else (x["dispatch"] for x in priced[-1])
+    exposed = port_exposure(attn, comp["dispatch"], ports, port_extras, chunk_dispatch_s=chunk,
+                            compute_rate=compute_rate, taken_s=taken)  # fmt: skip
+    bare = StepExtras(window=extras.window, dispatch_chunks=chunks)
+    balanced["dispatch"] = port_exposure(attn, balanced["dispatch"], ports, bare,
+                                         chunk_dispatch_s=chunk_bal,
+                                         compute_rate=compute_rate)["dispatch"]  # fmt: skip
     comp["dispatch"] = exposed["dispatch"]
     if extras.dispatch_s is not None and halves is None:  # the balanced bound may skip it too
         comp["dispatch"] = _nonneg("dispatch_s", extras.dispatch_s)
@@ -430,24 +483,9 @@ def batch_cost(
     engine_s = np.full(shape[:-1], sum(added.values()))
     per_layer = sum(comp.values())
     balanced_layer = sum(balanced.values())
-    if halves is not None:
-        (mb0, bal0), (mb1, bal1) = priced[1], priced[2]
-
-        def stages(c: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
-            return (
-                c["attention"] + c["gate"],
-                c["dispatch"],
-                c["experts"] + c["shared"],
-                c["combine"],
-            )
-
-        def overlapped(c0: dict, c1: dict) -> np.ndarray:
-            return two_batch_path(*stages(c0), second=stages(c1), compute_rate=compute_rate)
-
-        per_layer = (
-            overlapped(mb0, mb1) + comp["predictor"] + comp["expert_fetch"] + comp["migration"]
-        )
-        balanced_layer = overlapped(bal0, bal1)
+    if overlapped is not None:
+        per_layer = overlapped + comp["predictor"] + comp["expert_fetch"] + comp["migration"]
+        balanced_layer = balanced_overlapped
         per_layer = np.broadcast_to(per_layer, shape)
     total = per_layer.sum(axis=-1) + non_moe_s + engine_s
     balanced_total = balanced_layer.sum(axis=-1) + non_moe_s + engine_s

@@ -8,10 +8,14 @@ what a wrong guess costs. ``docs/cost_model.md`` prints the same table (a test k
 equal). The advisor hands pricing one ``StepExtras`` per strategy built from these rules
 (``gps.advisor.ledger``); this module holds the physics that every strategy shares:
 
-* ``port_exposure``: what a layer's GPU ports carry beside attention -- replica copies, the
-  post-gate chunked dispatch and expert-weight prefetch -- with **one budget per port**: a port
-  hides at most ``window * attention`` seconds of work, whoever's it is; nothing a port carries
-  before the gate may be a tensor that exists only after it.
+* ``port_exposure``: what a layer's GPU ports carry beside attention -- the all-to-alls a
+  two-batch schedule runs there, replica copies, the post-gate chunked dispatch and
+  expert-weight prefetch -- with **one budget per port**: a port hides at most
+  ``window * attention`` seconds of work, whoever's it is; nothing a port carries before the
+  gate may be a tensor that exists only after it.
+* ``chunk_pipeline_exposed``: the chunked dispatch as a two-stage pipeline of attention chunks
+  and real all-to-alls of a chunk's traffic (each with its mode's fixed cost), the attention
+  slowed by the SMs a running dispatch holds (``stretched_end``).
 * ``prefetched_fraction``: how much of each non-resident slot a port brings in before the gate
   in the order of the strategy's belief (equal beliefs share the port evenly).
 * ``hidden_state_move_bytes``: why moving a token's pre-attention hidden state to its predicted
@@ -70,13 +74,16 @@ LEDGER: tuple[Mechanism, ...] = (
     ),
     Mechanism(
         "chunked dispatch", "each chunk's real experts", "after each chunk's gate",
-        "NVLink/NIC ports during the remaining attention (shared port budget)",
-        "every strategy, the baseline included", "none: it acts on the real routing; the last "
-        "chunk's dispatch is never hidden", "strategy.dispatch_chunks",
+        "NVLink/NIC ports during the remaining attention (shared port budget); SMs the "
+        "dispatch kernels hold", "every strategy, the baseline included", "none: it acts on "
+        "the real routing; the last chunk's dispatch is never hidden and every chunk pays its "
+        "all-to-all's fixed cost, so chunking can cost more than not chunking",
+        "strategy.dispatch_chunks",
     ),
     Mechanism(
         "two-batch overlap", "none", "after the gate (per micro-batch)",
-        "compute and communication streams of two micro-batches", "every strategy",
+        "compute and communication streams of two micro-batches; its all-to-alls take the "
+        "NVLink/NIC ports during attention (shared port budget)", "every strategy",
         "none", "workload.overlap",
     ),
     Mechanism(
@@ -172,11 +179,59 @@ def prefetch_exposed(prefetch: Prefetch, port_left_s: np.ndarray) -> np.ndarray:
     return transfer_seconds(missing, p.link)
 
 
+def stretched_end(start, work, busy_from, busy_to, rate):
+    """When a compute stage of ``work`` seconds (at full speed) starting at ``start`` ends, if it
+    runs at ``rate`` (< 1: the SMs a concurrent communication kernel holds are gone) while the
+    communication stream is busy over ``[busy_from, busy_to]`` and at full speed otherwise (a
+    fluid model). Arrays broadcast; ``rate == 1`` gives ``start + work``."""
+    end = start + work
+    if np.all(rate >= 1.0):
+        return end
+    t1 = np.maximum(start, busy_from)
+    overlaps = (busy_to > start) & (busy_from < end) & (busy_to > t1)
+    done = t1 - start  # work done before the communication starts
+    left = work - done
+    window = busy_to - t1
+    inside = t1 + np.divide(left, rate)
+    after = busy_to + (left - rate * window)
+    return np.where(overlaps, np.where(left <= rate * window, inside, after), end)
+
+
+def chunk_pipeline_exposed(
+    attention_s: np.ndarray, chunk_s: np.ndarray, chunks: int, compute_rate: float = 1.0
+) -> np.ndarray:
+    """Seconds ``[...]`` the chunked dispatch ends after the layer's whole attention would.
+
+    Attention runs in ``c = chunks`` chunks of ``a = attention_s / c`` seconds each (at full
+    speed) on the compute stream; chunk ``i``'s dispatch, ``chunk_s`` seconds (a real all-to-all
+    of ``1/c`` of the traffic, with its mode's fixed cost), starts when chunk ``i``'s attention
+    is done and the previous chunk's dispatch has ended. While a dispatch runs, its kernels
+    hold SMs: an attention chunk overlapping it runs at ``compute_rate`` of its speed
+    (``stretched_end``). The result is ``end of the last dispatch - attention_s``; with
+    ``compute_rate = 1`` it is the two-stage pipeline's ``d + (c - 1) * max(0, d - a)`` (the
+    last chunk's dispatch is never hidden), with fewer SMs it also holds the attention's
+    stretch. ``c = 1`` gives ``chunk_s``.
+    """
+    attn = np.asarray(attention_s, dtype=float)
+    d = np.asarray(chunk_s, dtype=float)
+    a = attn / chunks
+    t_attn = np.zeros(np.broadcast_shapes(attn.shape, d.shape))
+    t_comm = t_attn  # end of the previous chunk's dispatch
+    for _ in range(chunks):
+        t_attn = stretched_end(t_attn, a, t_attn, t_comm, compute_rate)
+        t_comm = np.maximum(t_attn, t_comm) + d
+    return t_comm - attn
+
+
 def port_exposure(
     attention_s: np.ndarray,
     dispatch_s: np.ndarray,
     dispatch_ports: tuple[str, ...],
     extras: StepExtras,
+    *,
+    chunk_dispatch_s: np.ndarray | None = None,
+    compute_rate: float = 1.0,
+    taken_s: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Exposed seconds ``[..., L]`` of ``dispatch``, ``migration`` and ``expert_fetch``.
 
@@ -184,50 +239,74 @@ def port_exposure(
     before the gate to carry the coming MoE block's work; one budget per port, spent in this
     order:
 
+    0. under two-batch overlap, the all-to-alls the schedule runs inside the attention stages
+       (``taken_s``: one micro-batch's dispatch under the other's attention, the previous
+       layer's last combine under the first attention; ``gps.cost.e2e.two_batch_schedule``)
+       take ``taken_s`` of every dispatch port's budget first;
     1. replica copies (``extras.migration_s[port] [..., L, G]``): exposed
-       ``max(0, M - W)`` on each port, the slowest port of the slowest GPU setting the layer;
-    2. the post-gate chunked dispatch (``extras.dispatch_chunks = c``): with attention run in
-       ``c`` chunks, chunk ``i``'s dispatch starts when chunk ``i``'s gate is done, so a
-       two-stage pipeline hides ``(c - 1) / c * min(attention, D)`` of the dispatch ``D`` (the
-       last chunk's is never hidden; the small gate is left out of the overlap); it runs on
-       ``dispatch_ports`` and
-       takes their time left after step 1; the all-to-all is collective, so the least any GPU
-       hides is what the layer hides;
+       ``max(0, M - budget)`` on each port, the slowest port of the slowest GPU setting the
+       layer;
+    2. the post-gate chunked dispatch (``extras.dispatch_chunks = c > 1``): each of the ``c``
+       chunks' dispatch is a real all-to-all of ``1/c`` of the traffic, ``d_c =
+       chunk_dispatch_s`` (its mode's latency or fixed kernel cost included), pipelined with
+       the attention chunks (``chunk_pipeline_exposed``, the attention chunks slowed to
+       ``compute_rate`` while a dispatch holds SMs). The ``c * d_c`` seconds of port time not
+       exposed by the pipeline run inside the window, on ``dispatch_ports``, and take their
+       budget left after step 1: ``exposed = max(pipeline, c * d_c - room)``, ``room`` the
+       least budget left on any dispatch port of any GPU (the all-to-all is collective).
+       Chunking can expose more than the unchunked ``dispatch_s`` (every chunk pays its
+       kernel's fixed cost);
     3. prefetch of non-resident expert weights (``extras.prefetch``) gets what is left of its
        port's budget (``prefetch_exposed``).
 
     Args:
         attention_s: ``[..., L]`` attention seconds of each layer.
-        dispatch_s: ``[..., L]`` the dispatch all-to-all's seconds.
+        dispatch_s: ``[..., L]`` the (unchunked) dispatch all-to-all's seconds.
         dispatch_ports: ports the dispatch crosses (``intra``, and ``inter`` across nodes).
         extras: the strategy's ``StepExtras``.
+        chunk_dispatch_s: ``[..., L]`` one chunk's dispatch seconds; needed when
+            ``extras.dispatch_chunks > 1``.
+        compute_rate: share of the SMs compute keeps while a dispatch kernel runs, (0, 1].
+        taken_s: ``[..., L]`` seconds of every dispatch port's budget the two-batch schedule's
+            all-to-alls use inside attention; ``None``: none (no two-batch overlap).
 
     Returns:
         ``{"dispatch", "migration", "expert_fetch"}``, each ``[..., L]`` exposed seconds.
     """
+    if not 0.0 < compute_rate <= 1.0:
+        raise ValueError(f"compute_rate={compute_rate}: expected a share of SMs in (0, 1]")
     attn = np.asarray(attention_s, dtype=float)
     window = extras.window * attn[..., None]  # [..., L, 1] each GPU's port budget
+    budget = dict.fromkeys(("intra", "inter", "host"), window)
+    if taken_s is not None:
+        taken = np.asarray(taken_s, dtype=float)[..., None]
+        for p in dispatch_ports:
+            budget[p] = np.maximum(window - taken, 0.0)
     ports = {"intra": 0.0, "inter": 0.0, "host": 0.0, **extras.migration_s}
     mig = {p: np.asarray(v, dtype=float) for p, v in ports.items()}
     migration = 0.0
-    for m in mig.values():
-        migration = np.maximum(migration, np.maximum(m - window, 0.0))
-    left = {p: np.maximum(window - m, 0.0) for p, m in mig.items()}
+    for p, m in mig.items():
+        migration = np.maximum(migration, np.maximum(m - budget[p], 0.0))
+    left = {p: np.maximum(budget[p] - m, 0.0) for p, m in mig.items()}
     d = np.asarray(dispatch_s, dtype=float)
     c = extras.dispatch_chunks
-    hidden = np.zeros_like(d)
     if c > 1 and dispatch_ports:
-        want = (c - 1) / c * np.minimum(attn, d)
+        if chunk_dispatch_s is None:
+            raise ValueError("port_exposure: dispatch_chunks > 1 needs chunk_dispatch_s")
+        dc = np.asarray(chunk_dispatch_s, dtype=float)
+        port_time = c * dc
         room = np.min(np.stack(np.broadcast_arrays(*(left[p] for p in dispatch_ports))), axis=0)
-        hidden = np.minimum(want, room.min(axis=-1))  # collective: the least any GPU hides
+        room = room.min(axis=-1)  # collective: the least free GPU sets the layer
+        d = np.maximum(chunk_pipeline_exposed(attn, dc, c, compute_rate), port_time - room)
+        inside = np.maximum(port_time - d, 0.0)  # port time the window carries
         for p in dispatch_ports:
-            left[p] = np.maximum(left[p] - hidden[..., None], 0.0)
+            left[p] = np.maximum(left[p] - inside[..., None], 0.0)
     fetch = np.zeros(())
     if extras.prefetch is not None:
         fetch = prefetch_exposed(extras.prefetch, left[extras.prefetch.port]).max(axis=-1)
     migration = np.max(np.broadcast_to(migration, np.broadcast_shapes(
         np.shape(migration), window.shape)), axis=-1)  # fmt: skip
-    return {"dispatch": d - hidden, "migration": migration, "expert_fetch": fetch}
+    return {"dispatch": d, "migration": migration, "expert_fetch": fetch}
 
 
 def hidden_state_move_bytes(spec: MoEModelSpec, workload: Workload) -> tuple[float, float]:

@@ -105,8 +105,10 @@ class StepExtras:
             the replicas the layer's plan adds; they must land before the layer's experts run.
         prefetch: non-resident expert weights (``Prefetch``), or ``None``: all resident.
         dispatch_chunks: the post-gate chunked overlap: attention and gate run in this many
-            chunks and each chunk's dispatch starts when the chunk's gate is done (``1``: off).
-            Available to every strategy: it needs no prediction.
+            chunks and each chunk's dispatch, a real all-to-all of its share of the traffic
+            paying its mode's fixed cost, starts when the chunk's gate is done (``1``: off;
+            ``gps.cost.ledger.port_exposure``). Available to every strategy: it needs no
+            prediction; it can cost more than not chunking.
         dispatch_s: ``[..., L]`` exposed dispatch seconds replacing the all-to-all of the
             routing (the MoE-GPS paper's skip-the-scatter assumption: only the corrective round
             of mispredicted copies); ``None``: priced from the routing.
