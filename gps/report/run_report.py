@@ -208,10 +208,12 @@ def eplb_sentence(results: dict) -> str | None:
     if asyn != cadence["asynchronous"]:  # priced otherwise than the config says: say only that
         why = f"{'asynchronous' if cadence['asynchronous'] else 'synchronous'} transfer"
     n = entry["notes"]
-    stall = n["stall_s_per_rebalance"]
+    stall, used = n["stall_s_per_rebalance"], n.get("window_used_steps", n["window_steps"])
+    short = f"; {used:,} in this history" if used < n["window_steps"] else ""
     return (
         f"**Periodic EPLB.** `{entry['name']}` re-plans every {n['interval_steps']:,} steps "
-        f"from the last {n['window_steps']:,} ({n['num_redundant_experts']} redundant experts), "
+        f"from the last {n['window_steps']:,}{short} ({n['num_redundant_experts']} redundant "
+        "experts), "
         f"priced with {why}. One rebalance: {stall:.3f} s of stall "
         f"({stall / n['interval_steps'] * 1e3:.3f} ms per step amortised), "
         f"{n['bytes_per_gpu_per_rebalance'] / 1e9:.2f} GB onto the busiest GPU"
