@@ -91,7 +91,10 @@ class StrategyConfig:
         eplb_window: statistics window (steps) of ``eplb``; ``None``: the engine profile's
             (``engine.eplb_window_steps``).
         eplb_interval: rebalance interval (steps) of ``eplb``; ``None``: the engine's.
-        eplb_async: ``eplb`` rebalances asynchronously (``None``: the engine's default mode).
+        eplb_async: ``eplb`` rebalances asynchronously (``true``) or synchronously
+            (``false``); ``None`` (the default): the engine profile's own mode
+            (``engine.eplb_async``: vLLM asynchronous, SGLang synchronous, its rebalances stop
+            serving), so no engine is priced with a transfer mode it lacks.
         static_eplb: price static placement from the history's statistics
             (``static_eplb_r<R>``: SGLang ``--init-expert-location``) with the fewest redundant
             experts the engines accept and with every slot filled.
@@ -133,7 +136,7 @@ class StrategyConfig:
     periodic: list[str] = field(default_factory=lambda: ["eplb"])
     eplb_window: int | None = None
     eplb_interval: int | None = None
-    eplb_async: bool | None = True
+    eplb_async: bool | None = None
     static_eplb: bool = True
     replan_interval: int = 4
     history_window: int = 4
@@ -281,9 +284,11 @@ class EplbConfig:
             within this relative margin of the pool step's token copies.
         memory_fraction: HBM share the engine reserves for weights and KV cache (vLLM
             ``--gpu-memory-utilization``, default 0.9).
-        bootstrap: bootstrap resamples of the 95% interval.
-        block_steps: bootstrap block length (steps).
-        tie_margin: strategies within this relative speed-up of the best count as tied.
+        bootstrap: bootstrap resamples of each speed-up's 95% interval
+            (``gps.advisor.uncertainty.speedup_interval``, as ``gps``'s; a tie is an interval
+            overlapping the fastest one's, the simplest of the tied is the verdict).
+        block_steps: the bootstrap's moving-block length (consecutive evaluation steps drawn
+            together: they are correlated).
         anchors: plans per window the interval curve ages.
     """
 
@@ -306,7 +311,6 @@ class EplbConfig:
     memory_fraction: float = 0.9
     bootstrap: int = 400
     block_steps: int = 10
-    tie_margin: float = 0.005
     anchors: int = 8
 
 

@@ -36,10 +36,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gps.advisor.advise import engine_of, ledger_of, run_layout
-from gps.advisor.eplb import EplbSettings, analyse
+from gps.advisor.eplb import analyse
 from gps.advisor.eplb.flags import FLAG_SOURCES, engine_flags
 from gps.advisor.eplb.loads import fluctuation_for
 from gps.app import CONF_DIR
+from gps.config import EplbConfig
 from gps.cost._common import num_moe_layers
 from gps.model import spec_from_dict
 from gps.plans.eplb_placement import eplb_placement, sglang_init_expert_location
@@ -91,27 +92,9 @@ def pool_workloads(cfg: DictConfig) -> dict[str, Workload]:
     return out
 
 
-def settings_for(cfg: DictConfig) -> EplbSettings:
-    """``cfg.eplb`` and ``cfg.seed`` as ``EplbSettings``."""
-    e = cfg.eplb
-    return EplbSettings(
-        windows=tuple(e.windows),
-        intervals=tuple(e.intervals),
-        max_redundant_per_gpu=e.max_redundant_per_gpu,
-        num_redundant=e.num_redundant,
-        synchronous=e.synchronous,
-        layers_per_chunk=e.layers_per_chunk,
-        predictor=e.predictor,
-        predictor_params=OmegaConf.to_container(e.predictor_params, resolve=True),
-        history_fraction=e.history_fraction,
-        recorded_tolerance=e.recorded_tolerance,
-        memory_fraction=e.memory_fraction,
-        bootstrap=e.bootstrap,
-        block_steps=e.block_steps,
-        tie_margin=e.tie_margin,
-        anchors=e.anchors,
-        seed=int(cfg.seed),
-    )
+def settings_for(cfg: DictConfig) -> EplbConfig:
+    """``cfg.eplb`` as the ``gps.config.EplbConfig`` dataclass (its one definition)."""
+    return OmegaConf.to_object(cfg.eplb)
 
 
 def run(
@@ -154,7 +137,7 @@ def run(
     settings = settings_for(cfg)
     pools, files = {}, {}
     for phase, wl in workloads.items():
-        res = analyse(stats, spec, cluster, wl, fluct, settings, ledger)
+        res = analyse(stats, spec, cluster, wl, fluct, settings, ledger, seed=int(cfg.seed))
         r = res["num_redundant_experts"]
         name = f"init_expert_location_{phase}.json"
         hist = stats.counts[: res["loads"]["history_steps"]].mean(axis=0)
@@ -178,6 +161,7 @@ def run(
         "verdict",
         "speedup",
         "speedup_ci95",
+        "tie",
         "num_redundant_experts",
         "window_steps",
         "rebalance_interval_steps",
@@ -241,8 +225,9 @@ def report_text(results: dict) -> str:
             f"{_fmt_ci(p['speedup_ci95'])}) over no balancing, "
             f"num_redundant_experts={p['num_redundant_experts']}, window "
             f"{p['window_steps']} steps, interval {p['rebalance_interval_steps']} steps, "
-            f"stall {p['stall_s_per_rebalance']:.3f} s per rebalance "
-            f"({'synchronous' if p['synchronous'] else 'asynchronous'}). Imbalance costs "
+            f"stall {p['stall_s_per_rebalance']:.3f} s per rebalance. "
+            + (f"{p['tie']['text']} " if p["tie"] else "")
+            + f"Periodic EPLB priced with {p['transfer_mode']}. Imbalance costs "
             f"{p['imbalance_share_of_step']:.1%} of a no-balancing step "
             f"({p['no_balancing_step_s'] * 1e3:.3f} ms vs {p['balanced_step_s'] * 1e3:.3f}"
             f" ms balanced). Priced with engine {p['priced_with']['engine']} "

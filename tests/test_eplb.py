@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from gps.advisor.eplb import EplbSettings, analyse
+from gps.advisor.eplb import analyse
+from gps.advisor.eplb.analysis import check_settings
 from gps.advisor.eplb.flags import engine_flags, sglang_flags, vllm_flags
 from gps.advisor.eplb.pricing import price_slot_tokens, step_time_model
 from gps.advisor.eplb.replay import dispatch_balanced_ratio, load_ratio
@@ -17,10 +18,13 @@ from gps.advisor.eplb.schedules import (
     best_interval,
     interval_curve,
     periodic_schedule,
+    transfer_mode,
     window_drift,
 )
-from gps.advisor.eplb.verdict import choose, speedup_ci
+from gps.advisor.eplb.verdict import Priced, choose, describe_tie
 from gps.advisor.ledger import Ledger
+from gps.advisor.uncertainty import speedup_interval
+from gps.config import EplbConfig
 from gps.cost.redundancy import (
     check_redundant,
     expert_bytes_per_rank,
@@ -299,12 +303,23 @@ def test_periodic_schedule_plans_from_the_window_and_lags():
     assert sched.ratios(loads).shape == (10, 1)
 
 
-def test_speedup_interval_is_seeded_and_brackets_the_point():
+def test_a_strategy_row_takes_gps_interval_with_its_stall_in_every_step():
+    """``Priced.summary`` is ``gps.advisor.uncertainty.speedup_interval`` (moving blocks of
+    ``block`` steps, seeded) on the strategy's steps plus its amortised stall: seeded, the
+    point inside, and the same numbers as calling it directly."""
     rng = np.random.default_rng(3)
     base = 1.0 + rng.random(200) * 0.1
     strat = base / 1.2 + rng.random(200) * 0.01
-    point, ci = speedup_ci(base, strat, samples=200, seed=4)
-    assert ci[0] <= point <= ci[1] and (point, ci) == speedup_ci(base, strat, samples=200, seed=4)
+    row = Priced("periodic", 8, strat, extra_s=0.002).summary(base, block=10, resamples=200,
+                                                              seed=4)  # fmt: skip
+    assert row["speedup"] == pytest.approx(base.mean() / (strat.mean() + 0.002))
+    lo, hi = row["speedup_ci95"]
+    assert lo <= row["speedup"] <= hi
+    assert (lo, hi) == speedup_interval(base, strat + 0.002, seed=4, resamples=200, block=10)
+    again = Priced("periodic", 8, strat, extra_s=0.002).summary(base, block=10, resamples=200,
+                                                                seed=4)  # fmt: skip
+    assert again == row
+    assert row["step_s"] == pytest.approx(strat.mean() + 0.002)
 
 
 # ------------------------------------------------------------------------ the pricing seam
@@ -364,17 +379,81 @@ def test_the_seam_prices_the_engine_profile_per_step_costs():
                                                     fetch_link=cluster.intra_link), st)  # fmt: skip
 
 
-def test_verdict_ties_go_to_the_simplest():
+def _row(strategy: str, r: int, speedup: float, lo: float, hi: float) -> dict:
+    return {"strategy": strategy, "num_redundant_experts": r, "speedup": speedup,
+            "speedup_ci95": [lo, hi]}  # fmt: skip
+
+
+def test_verdict_overlapping_intervals_tie_and_the_simplest_wins():
+    """``gps``'s rule: intervals overlapping the fastest one's tie with it, the simplest of the
+    tied is the verdict (static before dispatch, then fewer redundant experts), and the tie is
+    said; a row whose interval ends below the leader's start is not tied."""
     rows = [
-        {"strategy": "dispatch", "num_redundant_experts": 8, "speedup": 1.100},
-        {"strategy": "static", "num_redundant_experts": 8, "speedup": 1.097},
-        {"strategy": "static", "num_redundant_experts": 0, "speedup": 1.096},
-        {"strategy": "no_balancing", "num_redundant_experts": 0, "speedup": 1.0},
+        _row("dispatch", 8, 1.100, 1.090, 1.110),
+        _row("static", 8, 1.097, 1.085, 1.105),  # overlaps [1.090, 1.110]
+        _row("static", 0, 1.080, 1.070, 1.091),  # overlaps at its top
+        _row("no_balancing", 0, 1.0, 1.0, 1.0),  # clear of it
     ]
-    assert choose(rows, 0.005) == rows[2]
-    assert choose(rows, 0.0) == rows[0]
+    verdict, tied = choose(rows)
+    assert verdict is rows[2] and tied == rows[:3]  # fastest first
+    tie = describe_tie(verdict, tied)
+    assert tie["leader"] == {"strategy": "dispatch", "num_redundant_experts": 8}
+    assert [(t["strategy"], t["num_redundant_experts"]) for t in tie["strategies"]] == [
+        ("dispatch", 8), ("static", 8), ("static", 0)]  # fmt: skip
+    assert "3 candidates' 95% intervals overlap" in tie["text"]
+    assert "static (R=0), not the fastest (dispatch, R=8)" in tie["text"]
+    # a row overlapping a tied row but not the leader is not tied (no chaining)
+    verdict, tied = choose([*rows[:2], _row("static", 0, 1.080, 1.070, 1.089)])
+    assert verdict is rows[1] and len(tied) == 2
+
+
+def test_verdict_clear_intervals_give_the_leader_and_no_tie():
+    rows = [
+        _row("no_balancing", 0, 1.0, 1.0, 1.0),
+        _row("static", 0, 1.050, 1.040, 1.060),
+        _row("dispatch", 8, 1.100, 1.090, 1.110),  # clear of every other interval
+    ]
+    verdict, tied = choose(rows)
+    assert verdict is rows[2] and tied == [rows[2]] and describe_tie(verdict, tied) is None
+    # the leader's interval reaching 1.0 ties no balancing, which is then the verdict
+    verdict, tied = choose([rows[0], _row("periodic", 8, 1.004, 0.998, 1.010)])
+    assert verdict["strategy"] == "no_balancing" and len(tied) == 2
+    assert "no_balancing (R=0), not the fastest (periodic, R=8)" in (
+        describe_tie(verdict, tied)["text"])  # fmt: skip
     with pytest.raises(ValueError, match="no strategy"):
-        choose([], 0.005)
+        choose([])
+
+
+def test_transfer_mode_is_the_engines_own_unless_overridden():
+    """``None``: SGLang synchronous (no asynchronous rebalance), vLLM asynchronous, each with
+    the profile's version and source; an override says it overrides which mode."""
+    sglang, vllm = load_engine("sglang"), load_engine("vllm")
+    a, why = transfer_mode(sglang, None, "strategy.eplb_async=null")
+    assert a is False and why.startswith("synchronous transfer")
+    assert "sglang 0.4.6 - 0.5.2's own mode" in why and sglang.sources["eplb_async"] in why
+    a, why = transfer_mode(vllm, None, "strategy.eplb_async=null")
+    assert a is True and why.startswith("asynchronous transfer") and "use_async" in why
+    a, why = transfer_mode(sglang, True, "strategy.eplb_async=true")
+    assert a is True and "strategy.eplb_async=true overrides sglang" in why
+    assert "own synchronous mode" in why
+    with pytest.raises(ValueError, match="no EPLB defaults"):
+        transfer_mode(load_engine("trtllm"), None, "x")
+
+
+def test_eplb_settings_are_the_config_schema_and_bad_values_name_the_key():
+    """One dataclass: ``gps-eplb`` reads ``gps.config.EplbConfig`` itself (its defaults are
+    the schema's), and a bad value names its key."""
+    from gps.eplb_app import compose_config, settings_for
+
+    s = settings_for(compose_config("deepseek_v2_lite", None, ["eplb.block_steps=4"]))
+    assert isinstance(s, EplbConfig) and s.block_steps == 4 and s.bootstrap == 400
+    assert not hasattr(s, "tie_margin")
+    check_settings(EplbConfig())
+    for key, value in (("block_steps", 0), ("bootstrap", 0), ("anchors", 0),
+                       ("windows", []), ("intervals", [0]), ("num_redundant", -1),
+                       ("memory_fraction", 1.5)):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"eplb\.{key}="):
+            check_settings(EplbConfig(**{key: value}))
 
 
 # ------------------------------------------------------------------------ analysis and CLI
@@ -410,7 +489,7 @@ def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
         cluster,
         wl,
         FluctuationModel(rho=np.array([8e-4]), top_k=6),
-        EplbSettings(windows=(5, 10), intervals=(5, 10, 20), bootstrap=50, anchors=4),
+        EplbConfig(windows=[5, 10], intervals=[5, 10, 20], bootstrap=50, anchors=4),
         Ledger(engine=load_engine("vllm")),
     )
     for key in (
@@ -436,11 +515,11 @@ def test_analysis_of_one_pool_has_every_key_and_a_sane_verdict():
             cluster,
             wl,
             FluctuationModel.independent(),
-            EplbSettings(),
+            EplbConfig(),
             Ledger(engine=load_engine("vllm")),
         )
     with pytest.raises(ValueError, match="no EPLB defaults"):
-        analyse(stats, spec, cluster, wl, FluctuationModel.independent(), EplbSettings(),
+        analyse(stats, spec, cluster, wl, FluctuationModel.independent(), EplbConfig(),
                 Ledger(engine=load_engine("trtllm")))  # fmt: skip
 
 
@@ -495,6 +574,7 @@ def test_gps_eplb_command_writes_results_and_flags(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "Verdict" in text and "sglang flags" in text and "vllm flags" in text
+    assert "Periodic EPLB priced with synchronous transfer" in text and "own mode" in text
     assert "Redundant experts" in text and "Rebalance interval" in text and "Drift" in text
     results = json.loads((out / "results.json").read_text())["eplb"]
     for key in (
@@ -507,9 +587,16 @@ def test_gps_eplb_command_writes_results_and_flags(tmp_path, capsys):
         "stall_s_per_rebalance",
         "kv_cache_tokens_lost",
         "flags",
+        "tie",
     ):
         assert key in results
     assert set(results["pools"]) == {"prefill", "decode"}
+    for pool in results["pools"].values():
+        tie = pool["tie"]
+        tied = [pool["strategies"][pool["verdict"]]] if tie is None else tie["strategies"]
+        assert any(t["strategy"] == pool["verdict"] for t in tied)
+        if tie is not None:
+            assert tie["text"] in text
     assert results["pools"]["decode"]["loads"]["source"] == "fluctuation model"
     location = json.loads((out / "init_expert_location_prefill.json").read_text())
     assert np.asarray(location["physical_to_logical_map"]).shape[0] == 26
@@ -643,10 +730,12 @@ def test_gps_eplb_cadence_from_the_engine_profile_and_the_switches():
     cfg = compose_config("mixtral_8x7b", None, ["engine=vllm"])
     c = eplb_cadence(cfg.strategy, load_engine("vllm"))
     assert (c.window, c.interval, c.asynchronous, c.costs.cpu_s) == (1000, 3000, True, 0.010)
-    cfg = compose_config("mixtral_8x7b", None, ["strategy.eplb_interval=250",
-                                                "strategy.eplb_async=null"])  # fmt: skip
+    cfg = compose_config("mixtral_8x7b", None, ["strategy.eplb_interval=250"])
+    assert cfg.strategy.eplb_async is None  # the default: each engine's own transfer mode
     c = eplb_cadence(cfg.strategy, load_engine("sglang"))
-    assert (c.window, c.interval, c.asynchronous) == (1000, 250, False)
+    assert (c.window, c.interval, c.asynchronous) == (1000, 250, False)  # SGLang: no async
+    forced = compose_config("mixtral_8x7b", None, ["strategy.eplb_async=true"])
+    assert eplb_cadence(forced.strategy, load_engine("sglang")).asynchronous  # still possible
     assert eplb_cadence(cfg.strategy, load_engine("trtllm")) is None
     assert not cadence_summary(cfg.strategy, load_engine("trtllm"))["priced"]
     cfg = compose_config("mixtral_8x7b", None, ["strategy.periodic=[every_n]"])
@@ -682,12 +771,20 @@ def test_gps_prices_aggregate_statistics_through_the_fluctuation_model(tmp_path)
     families = {s["family"] for s in results["strategies"]}
     assert "token" not in families and "capacity" not in families and "ilp" not in families
     names = {s["name"]: s for s in results["strategies"]}
-    assert {"static_eplb_r0", "static_eplb_r8", "eplb_w1000_i1000_async"} <= set(names)
+    assert {"static_eplb_r0", "static_eplb_r8", "eplb_w1000_i1000_sync"} <= set(names)
     oracle = names["oracle"]["speedup_vs_baseline"]
     for s in results["strategies"]:
         if s["family"] in ("baseline", "static", "periodic", "distribution"):
             assert s["speedup_vs_baseline"] <= oracle * (1 + 1e-9), s["name"]
-    assert "Loads from aggregate statistics" in (tmp_path / "run" / "report.md").read_text()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Loads from aggregate statistics" in report
+    # the default engine is SGLang: its periodic EPLB is priced synchronously, and says why
+    assert names["eplb_w1000_i1000_sync"]["notes"]["stall_s_per_rebalance"] > 0
+    assert (
+        "**Periodic EPLB.** `eplb_w1000_i1000_sync`" in report
+        and "priced with synchronous transfer" in report
+        and "sglang 0.4.6 - 0.5.2's own mode (sglang server_arguments.md" in report
+    )
     short = ["evaluation.train_batches=6", "evaluation.test_batches=3"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*overrides, *short])

@@ -10,7 +10,12 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from gps.advisor.uncertainty import overlaps, resample_weights, speedup_interval
+from gps.advisor.uncertainty import (
+    overlaps,
+    resample_weights,
+    speedup_interval,
+    tied_with_leader,
+)
 from gps.app import CONF_DIR, run
 
 
@@ -48,6 +53,57 @@ def test_seeds_are_resampled_before_batches() -> None:
     lo, hi = speedup_interval(base, strat, seed=0)
     assert lo == pytest.approx(1 / 0.8, rel=1e-9) and hi == pytest.approx(1 / 0.6, rel=1e-9)
     assert overlaps((lo, hi), (1.3, 1.4)) and not overlaps((lo, hi), (1.7, 1.8))
+
+
+def test_block_one_draws_batches_one_by_one_as_before() -> None:
+    """``block=1`` (``gps``'s default) makes exactly the draws of one batch at a time."""
+    rng = np.random.default_rng(7)
+    picks = rng.integers(0, 2, size=(50, 2))
+    inner = rng.integers(0, 5, size=(50, 2, 5))
+    ref = np.zeros((50, 2, 5))
+    np.add.at(ref, (np.arange(50)[:, None, None], picks[:, :, None], inner), 1.0)
+    assert np.array_equal(resample_weights(2, 5, np.random.default_rng(7), 50), ref)
+    assert np.array_equal(resample_weights(2, 5, np.random.default_rng(7), 50, block=1), ref)
+
+
+def test_moving_blocks_keep_consecutive_steps_together() -> None:
+    """``block=b``: each resample is ``ceil(N / b)`` runs of ``b`` consecutive steps cut to
+    ``N``; a block of the whole series draws only the series itself (a point interval), and a
+    trending series' interval is wider with blocks than with independent steps."""
+    w = resample_weights(1, 10, np.random.default_rng(0), resamples=200, block=4)
+    assert np.all(w.sum(axis=(1, 2)) == 10)
+    whole = resample_weights(1, 6, np.random.default_rng(0), resamples=20, block=6)
+    assert np.all(whole == 1.0)
+    assert np.array_equal(resample_weights(1, 6, np.random.default_rng(0), 20, block=99), whole)
+    # hand case, N = 3, b = 2: 2 blocks from starts {0, 1}, cut to 3 steps
+    w = resample_weights(1, 3, np.random.default_rng(1), resamples=400, block=2)
+    allowed = {(2, 1, 0), (1, 2, 0), (1, 1, 1), (0, 2, 1)}  # starts (0,0) (0,1) (1,0) (1,1)
+    assert {tuple(int(v) for v in r[0]) for r in w} == allowed
+    # a strategy whose gain drifts along the series: blocks keep the drift's runs together
+    n = np.arange(100)
+    base = np.ones(100)
+    strat = 1.0 / (1.1 + 0.1 * np.sin(n / 8.0))
+    lo1, hi1 = speedup_interval(base, strat, seed=3)
+    lo8, hi8 = speedup_interval(base, strat, seed=3, block=16)
+    assert lo8 <= base.mean() / strat.mean() <= hi8 and hi8 - lo8 > hi1 - lo1
+    with pytest.raises(ValueError, match="block=0"):
+        speedup_interval(base, strat, block=0)
+
+
+def test_tied_with_leader_is_the_overlap_rule() -> None:
+    """Hand cases: the leader is the first largest speed-up; an interval overlapping its
+    interval ties (touching included), one clear of it does not, and overlapping a tied
+    strategy other than the leader is not enough."""
+    speedups = [1.00, 1.20, 1.15, 1.05, 1.20]
+    intervals = [(1.0, 1.0), (1.18, 1.22), (1.10, 1.18), (1.04, 1.12), (1.19, 1.21)]
+    assert tied_with_leader(speedups, intervals) == [1, 2, 4]  # 3 overlaps 2, not 1
+    assert tied_with_leader([1.0, 1.3], [(1.0, 1.0), (1.25, 1.35)]) == [1]
+    assert tied_with_leader([1.0, 1.3], [(1.0, 1.0), (0.99, 1.35)]) == [0, 1]
+    assert tied_with_leader([1.1], [[1.0, 1.2]]) == [0]
+    with pytest.raises(ValueError, match="need equal"):
+        tied_with_leader([], [])
+    with pytest.raises(ValueError, match="need equal"):
+        tied_with_leader([1.0, 1.1], [(1.0, 1.0)])
 
 
 def test_bad_inputs() -> None:

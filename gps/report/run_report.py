@@ -188,6 +188,41 @@ def engine_sentence(engine: dict) -> str:
     )
 
 
+def eplb_sentence(results: dict) -> str | None:
+    """How the periodic EPLB strategy was priced and why its transfer mode
+    (``gps.advisor.eplb.schedules.transfer_mode``: the engine's own mode with its source, or
+    ``strategy.eplb_async``); ``None`` when it was not priced or the results predate it."""
+    cadence = results["setup"].get("eplb_cadence") or {}
+    config = results.get("config") or {}
+    entry = next((s for s in results["strategies"] if s["family"] == "periodic"
+                  and "interval_steps" in (s.get("notes") or {})), None)  # fmt: skip
+    if not cadence.get("priced") or entry is None or "engine" not in config:
+        return None
+    # imported here: gps.advisor imports gps.report (guideline map), not the other way round
+    from gps.advisor.eplb.schedules import transfer_mode
+    from gps.engine import EngineProfile
+
+    override = config.get("strategy", {}).get("eplb_async")
+    setting = f"strategy.eplb_async={str(override).lower()}"
+    asyn, why = transfer_mode(EngineProfile.from_config(config["engine"]), override, setting)
+    if asyn != cadence["asynchronous"]:  # priced otherwise than the config says: say only that
+        why = f"{'asynchronous' if cadence['asynchronous'] else 'synchronous'} transfer"
+    n = entry["notes"]
+    stall, used = n["stall_s_per_rebalance"], n.get("window_used_steps", n["window_steps"])
+    short = f"; {used:,} in this history" if used < n["window_steps"] else ""
+    return (
+        f"**Periodic EPLB.** `{entry['name']}` re-plans every {n['interval_steps']:,} steps "
+        f"from the last {n['window_steps']:,}{short} ({n['num_redundant_experts']} redundant "
+        "experts), "
+        f"priced with {why}. One rebalance: {stall:.3f} s of stall "
+        f"({stall / n['interval_steps'] * 1e3:.3f} ms per step amortised), "
+        f"{n['bytes_per_gpu_per_rebalance'] / 1e9:.2f} GB onto the busiest GPU"
+        + (f", landing {n['lag_steps']} steps after its trigger" if n["lag_steps"] else "")
+        + (". The held-out span holds no rebalance: one representative rebalance is priced."
+           if n["rebalances_in_span"] == 0 else ".")
+    )  # fmt: skip
+
+
 def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Path:
     """Write ``report.md``, ``report.html`` and (``plots``) ``plots/*.png`` into ``out_dir``.
 
@@ -204,6 +239,9 @@ def build_run_report(results: dict, out_dir: Path, *, plots: bool = True) -> Pat
     engine = setup.get("engine")
     if engine:
         blocks.append(Para(engine_sentence(engine)))
+    eplb = eplb_sentence(results) if strategies else None
+    if eplb:
+        blocks.append(Para(eplb))
     loads = setup.get("loads")
     if loads:
         drawn = loads["source"] == "fluctuation model"

@@ -24,7 +24,6 @@ GPUs. Units: seconds, token copies, bytes.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,9 +31,16 @@ import predictors
 from gps.advisor.eplb.loads import pool_loads
 from gps.advisor.eplb.pricing import StepTimeModel, check_ledger, step_time_model
 from gps.advisor.eplb.replay import dispatch_balanced_ratio, load_ratio
-from gps.advisor.eplb.schedules import interval_study, lag_steps, mean_stall, periodic_schedule
-from gps.advisor.eplb.verdict import STRATEGIES, Priced, choose
+from gps.advisor.eplb.schedules import (
+    interval_study,
+    lag_steps,
+    mean_stall,
+    periodic_schedule,
+    transfer_mode,
+)
+from gps.advisor.eplb.verdict import STRATEGIES, Priced, choose, describe_tie
 from gps.advisor.ledger import Ledger
+from gps.config import EplbConfig
 from gps.cost._common import num_moe_layers
 from gps.cost.e2e import step_setting
 from gps.cost.redundancy import (
@@ -54,28 +60,31 @@ from gps.traces.fluctuation import FluctuationModel
 from gps.workload import Workload
 
 
-@dataclass(frozen=True)
-class EplbSettings:
-    """The ``eplb.*`` config keys (``gps.config.EplbConfig`` documents each) and the run's
-    ``seed``. The engine (its defaults, rebalance costs and per-step costs) is the ledger's
-    (``analyse``)."""
+def check_settings(s: EplbConfig) -> None:
+    """The ``eplb.*`` keys ``analyse`` reads, checked before any work (``history_fraction``:
+    ``pool_loads``).
 
-    windows: tuple[int, ...] = (100, 250, 500, 1000)
-    intervals: tuple[int, ...] = (50, 100, 250, 500, 1000, 3000)
-    max_redundant_per_gpu: int = 2
-    num_redundant: int | None = None
-    synchronous: bool | None = None
-    layers_per_chunk: int | None = None
-    predictor: str = "ewma"
-    predictor_params: dict = field(default_factory=dict)
-    history_fraction: float = 0.5
-    recorded_tolerance: float = 0.25
-    memory_fraction: float = 0.9
-    bootstrap: int = 400
-    block_steps: int = 10
-    tie_margin: float = 0.005
-    anchors: int = 8
-    seed: int = 0
+    Raises:
+        ValueError: naming the key and what it must be.
+    """
+    rules = [
+        ("eplb.windows", list(s.windows), bool(s.windows) and min(s.windows) >= 1,
+         "a non-empty list of steps >= 1"),
+        ("eplb.intervals", list(s.intervals), bool(s.intervals) and min(s.intervals) >= 1,
+         "a non-empty list of steps >= 1"),
+        ("eplb.max_redundant_per_gpu", s.max_redundant_per_gpu, s.max_redundant_per_gpu >= 0,
+         ">= 0"),
+        ("eplb.num_redundant", s.num_redundant, s.num_redundant is None or s.num_redundant >= 0,
+         ">= 0 or null"),
+        ("eplb.recorded_tolerance", s.recorded_tolerance, s.recorded_tolerance >= 0.0, ">= 0"),
+        ("eplb.memory_fraction", s.memory_fraction, 0.0 < s.memory_fraction <= 1.0, "in (0, 1]"),
+        ("eplb.bootstrap", s.bootstrap, s.bootstrap >= 1, ">= 1"),
+        ("eplb.block_steps", s.block_steps, s.block_steps >= 1, ">= 1"),
+        ("eplb.anchors", s.anchors, s.anchors >= 1, ">= 1"),
+    ]  # fmt: skip
+    for key, value, ok, want in rules:
+        if not ok:
+            raise ValueError(f"{key}={value}: must be {want}")
 
 
 def priced_with(cluster: Cluster, workload: Workload, ledger: Ledger) -> dict:
@@ -98,15 +107,20 @@ def analyse(
     cluster: Cluster,
     workload: Workload,
     fluctuation: FluctuationModel,
-    settings: EplbSettings,
+    settings: EplbConfig,
     ledger: Ledger,
+    *,
+    seed: int = 0,
 ) -> dict:
     """One pool's EPLB analysis (module docstring); a JSON-serialisable dict (``docs/eplb.md``,
     ``results.json`` ``eplb.pools.<phase>``).
 
     Args:
+        settings: the ``eplb.*`` config (``gps.config.EplbConfig`` documents each key and its
+            default).
         ledger: the run's mechanism switches and engine profile (``ledger.engine``: its
             per-step costs, EPLB defaults and rebalance costs).
+        seed: the run's ``seed`` (the fluctuation draws and the bootstrap).
 
     Raises:
         ValueError: statistics that do not fit the model, an engine without a load balancer,
@@ -116,12 +130,17 @@ def analyse(
     engine = ledger.engine
     if engine.eplb is None:
         raise ValueError(f"engine {engine.name!r} has no EPLB defaults (engine.eplb_* unset)")
+    check_settings(s)
     check_ledger(ledger)
     costs = RebalanceCosts.of(engine)
-    sync = (not engine.eplb.asynchronous) if s.synchronous is None else bool(s.synchronous)
+    override = None if s.synchronous is None else not s.synchronous
+    asynchronous, transfer = transfer_mode(
+        engine, override, f"eplb.synchronous={str(s.synchronous).lower()}"
+    )
+    sync = not asynchronous
     g, e, lm = cluster.num_gpus, spec.num_experts, num_moe_layers(spec)
     pool = pool_loads(stats, spec, workload, fluctuation, history_fraction=s.history_fraction,
-                      recorded_tolerance=s.recorded_tolerance, seed=s.seed)  # fmt: skip
+                      recorded_tolerance=s.recorded_tolerance, seed=seed)  # fmt: skip
     loads, history = pool.loads, pool.history
     n_eval, n_hist = loads.shape[0], history.shape[0]
     if s.num_redundant is not None:
@@ -202,7 +221,7 @@ def analyse(
             priced[(name, r)] = Priced(name, r, t, st.stall_s / i_star, st, lag)
 
     def summary(p: Priced) -> dict:
-        return p.summary(t_none, block=s.block_steps, samples=s.bootstrap, seed=s.seed)
+        return p.summary(t_none, block=s.block_steps, resamples=s.bootstrap, seed=seed)
 
     rows = {key: summary(p) for key, p in priced.items()}
     # the redundancy curve with its memory price
@@ -229,7 +248,7 @@ def analyse(
             if row["kv_cache_tokens_per_gpu"] >= need}  # fmt: skip
     none_row = summary(Priced("no_balancing", none_r, t_none))
     candidates = [row for (_, r), row in rows.items() if r in fits] + [none_row]
-    verdict = choose(candidates, s.tie_margin)
+    verdict, tied = choose(candidates)
     per_strategy = {}
     for name in STRATEGIES[1:]:
         options = [c for c in candidates if c["strategy"] == name]
@@ -253,6 +272,7 @@ def analyse(
         "verdict": verdict["strategy"],
         "speedup": verdict["speedup"],
         "speedup_ci95": verdict["speedup_ci95"],
+        "tie": describe_tie(verdict, tied),
         "num_redundant_experts": chosen_r,
         "window_steps": int(w_star),
         "rebalance_interval_steps": int(i_star),
@@ -284,6 +304,7 @@ def analyse(
             "window_mean_mae": {str(w): study.drift[w] for w in windows},
         },
         "synchronous": sync,
+        "transfer_mode": transfer,
         "engine_defaults": defaults.summary(),
         "kv_capacity_tokens_per_gpu_no_balancing": kv_base,
         "kv_tokens_needed_per_gpu": need,

@@ -4,6 +4,8 @@
   served (or a predictor's forecast), each plan serving from when its rebalance lands;
 * :func:`mean_stall`: one rebalance's stall (``gps.plans.rebalance``), averaged over a
   schedule's consecutive plans;
+* :func:`transfer_mode`: whether rebalances are priced synchronously or asynchronously, and
+  why (the engine's own mode with its source, or the override);
 * :func:`interval_study`: for each window, the mean step time of a plan ``h`` steps old (its
   age curve), amortised with one rebalance's stall into step time against the interval
   (:func:`interval_curve`), the best ``(W, I)``, and the recorded loads' drift
@@ -24,6 +26,7 @@ import numpy as np
 
 from gps.advisor.eplb.pricing import StepTimeModel
 from gps.advisor.eplb.replay import load_ratio
+from gps.engine import EngineProfile
 from gps.hardware import Cluster
 from gps.plans.eplb_placement import eplb_placement
 from gps.plans.plan import Plan
@@ -312,3 +315,34 @@ def interval_study(
         extrapolated=extrapolated, stalls=stalls, measured_ages=measured, drift=drift,
         best=None if best is None else (best[0], best[1]),
     )  # fmt: skip
+
+
+def transfer_mode(engine: EngineProfile, override: bool | None, setting: str) -> tuple[bool, str]:
+    """``(asynchronous, why)``: how periodic EPLB's rebalances are priced. ``override`` (the
+    user's setting, ``True``: asynchronous) named as ``setting`` (e.g.
+    ``strategy.eplb_async=true``), or, when ``None``, the engine's own mode
+    (``engine.eplb_async``: vLLM asynchronous, SGLang synchronous), cited with its version and
+    source (``conf/engine/<engine>.yaml``). ``gps`` and ``gps-eplb`` say the same sentence.
+
+    Raises:
+        ValueError: an engine profile without EPLB defaults.
+    """
+    if engine.eplb is None:
+        raise ValueError(f"engine {engine.name!r} has no EPLB defaults (engine.eplb_* unset)")
+    own = engine.eplb.asynchronous
+    version = f" {engine.version}" if engine.version else ""
+    source = engine.sources.get("eplb_async", "no source in the profile")
+
+    def mode(asynchronous: bool) -> str:
+        return "asynchronous" if asynchronous else "synchronous"
+
+    what = {
+        True: "the copies run beside serving, no stall, the new placement lands later",
+        False: "serving stops for each rebalance, its stall amortised over the interval",
+    }
+    asynchronous = own if override is None else bool(override)
+    if override is None:
+        why = f"{engine.name}{version}'s own mode ({source})"
+    else:
+        why = f"{setting} overrides {engine.name}{version}'s own {mode(own)} mode ({source})"
+    return asynchronous, f"{mode(asynchronous)} transfer ({what[asynchronous]}): {why}"

@@ -1,10 +1,13 @@
 """Speed-ups with their intervals, and the verdict among the strategies.
 
-A strategy's speed-up is no balancing's mean step time over the strategy's (plus its
-rebalance stall amortised over its interval); its 95% interval is a moving-block bootstrap
-over evaluation steps paired with no balancing (:func:`speedup_ci`). The verdict
-(:func:`choose`) is the fastest candidate; candidates within ``tie_margin`` of it are tied
-and the simplest wins (``SIMPLICITY``, then fewer redundant experts).
+A strategy's speed-up is no balancing's mean step time over the strategy's (its rebalance stall
+amortised over its interval added to every step). Its 95% interval and the tie rule are
+``gps``'s own (``gps.advisor.uncertainty``): the paired percentile bootstrap of
+``speedup_interval``, widened to contain the point, here over evaluation steps in moving blocks
+of ``eplb.block_steps`` (consecutive steps of a recorded series are correlated); and
+``tied_with_leader``: every candidate whose interval overlaps the fastest one's ties with it.
+The verdict (:func:`choose`) is the simplest of the tied (``SIMPLICITY``, then fewer
+redundant experts), and the tie is said (:func:`describe_tie`).
 
 Shapes: ``S`` evaluation steps. Units: seconds.
 """
@@ -16,35 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gps.advisor.eplb.schedules import StallSummary
+from gps.advisor.uncertainty import speedup_interval, tied_with_leader
 
 STRATEGIES = ("no_balancing", "static", "periodic", "predictive", "dispatch")
 #: simplest first: a tie goes to the earliest
 SIMPLICITY = {name: i for i, name in enumerate(STRATEGIES)}
-
-
-def speedup_ci(
-    base_s: np.ndarray,
-    strat_s: np.ndarray,
-    *,
-    extra_s: float = 0.0,
-    block: int = 10,
-    samples: int = 400,
-    seed: int = 0,
-) -> tuple[float, list[float]]:
-    """``mean(base) / (mean(strat) + extra)`` and its 95% interval from a moving-block
-    bootstrap over steps (blocks of ``block`` steps keep their correlation; seeded)."""
-    base_s, strat_s = np.asarray(base_s, dtype=float), np.asarray(strat_s, dtype=float)
-    point = float(base_s.mean() / (strat_s.mean() + extra_s))
-    n = base_s.size
-    b = max(1, min(block, n))
-    starts = np.arange(n - b + 1)
-    rng = np.random.default_rng(seed)
-    k = -(-n // b)
-    pick = rng.choice(starts, size=(samples, k))
-    idx = (pick[..., None] + np.arange(b)).reshape(samples, -1)[:, :n]
-    ratios = base_s[idx].mean(axis=1) / (strat_s[idx].mean(axis=1) + extra_s)
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return point, [float(lo), float(hi)]
 
 
 @dataclass(frozen=True)
@@ -67,18 +46,19 @@ class Priced:
     stall: StallSummary = field(default_factory=StallSummary)
     lag_steps: int = 0
 
-    def summary(self, base_s: np.ndarray, *, block: int, samples: int, seed: int) -> dict:
+    def summary(self, base_s: np.ndarray, *, block: int, resamples: int, seed: int) -> dict:
         """The strategy's row (``results.json`` ``eplb.pools.<phase>.strategies``): speed-up
-        over ``base_s [S]`` (no balancing's steps) with its 95% interval, mean step seconds
-        (stall included), stall, bytes and lag per rebalance."""
-        sp, ci = speedup_ci(base_s, self.step_s, extra_s=self.extra_s, block=block,
-                            samples=samples, seed=seed)  # fmt: skip
+        over ``base_s [S]`` (no balancing's steps) with its 95% interval
+        (``speedup_interval``: ``resamples`` draws in moving blocks of ``block`` steps,
+        seeded), mean step seconds (stall included), stall, bytes and lag per rebalance."""
+        steps = np.asarray(self.step_s, dtype=float) + self.extra_s
+        lo, hi = speedup_interval(base_s, steps, seed=seed, resamples=resamples, block=block)
         return {
             "strategy": self.strategy,
             "num_redundant_experts": self.num_redundant,
-            "speedup": sp,
-            "speedup_ci95": ci,
-            "step_s": float(self.step_s.mean() + self.extra_s),
+            "speedup": float(np.mean(base_s) / steps.mean()),
+            "speedup_ci95": [lo, hi],
+            "step_s": float(steps.mean()),
             "stall_s_per_rebalance": self.stall.stall_s,
             "max_pass_stall_s": self.stall.max_pass_stall_s,
             "bytes_per_gpu_per_rebalance": self.stall.bytes_per_gpu,
@@ -86,16 +66,61 @@ class Priced:
         }
 
 
-def choose(candidates: list[dict], tie_margin: float) -> dict:
-    """The verdict among strategy rows (``Priced.summary``): the fastest, or among those
-    within ``tie_margin`` (relative speed-up) of it the simplest (``SIMPLICITY``), then the
-    one with fewer redundant experts.
+def choose(candidates: list[dict]) -> tuple[dict, list[dict]]:
+    """``(verdict, tied)`` among strategy rows (``Priced.summary``): ``tied`` are the fastest
+    row and every row whose ``speedup_ci95`` overlaps its interval
+    (``gps.advisor.uncertainty.tied_with_leader``, fastest first); the verdict is the simplest
+    of them (``SIMPLICITY``), then the one with fewer redundant experts, then the faster.
 
     Raises:
         ValueError: no candidate.
     """
     if not candidates:
         raise ValueError("no strategy to choose from")
-    top = max(c["speedup"] for c in candidates)
-    tied = [c for c in candidates if c["speedup"] >= top * (1 - tie_margin)]
-    return min(tied, key=lambda c: (SIMPLICITY[c["strategy"]], c["num_redundant_experts"]))
+    idx = tied_with_leader([c["speedup"] for c in candidates],
+                           [c["speedup_ci95"] for c in candidates])  # fmt: skip
+    tied = sorted((candidates[i] for i in idx), key=lambda c: -c["speedup"])
+    best = min(tied, key=lambda c: (SIMPLICITY[c["strategy"]], c["num_redundant_experts"],
+                                    -c["speedup"]))  # fmt: skip
+    return best, tied
+
+
+def label(row: dict) -> str:
+    """``strategy R=<R> <speed-up>x (<lo>-<hi>)``: a row as the tie sentence names it."""
+    lo, hi = row["speedup_ci95"]
+    return (f"{row['strategy']} R={row['num_redundant_experts']} {row['speedup']:.3f}x "
+            f"({lo:.3f}-{hi:.3f})")  # fmt: skip
+
+
+def describe_tie(verdict: dict, tied: list[dict]) -> dict | None:
+    """``results.json`` ``eplb.tie`` (and ``eplb.pools.<phase>.tie``): ``None`` when the
+    fastest row's interval overlaps no other row's.
+
+    Returns:
+        ``leader`` (the fastest row's ``strategy`` and ``num_redundant_experts``),
+        ``strategies`` (each tied row's ``strategy``, ``num_redundant_experts``, ``speedup``,
+        ``speedup_ci95``, fastest first) and ``text`` (the sentence the printed verdict
+        carries).
+    """
+    if len(tied) < 2:
+        return None
+    leader = tied[0]
+    names = "; ".join(label(c) for c in tied)
+    if verdict is leader:
+        pick = (f"the fastest, {verdict['strategy']}, is also the simplest of them, so the "
+                "verdict does not rest on the tie-break")  # fmt: skip
+    else:
+        pick = (f"the verdict is the simplest of them, {verdict['strategy']} "
+                f"(R={verdict['num_redundant_experts']}), not the fastest "
+                f"({leader['strategy']}, R={leader['num_redundant_experts']}): on these steps "
+                "the difference is not measurable")  # fmt: skip
+    text = (f"**Tie:** {len(tied)} candidates' 95% intervals overlap the fastest one's "
+            f"({names}); {pick} (simplest: no balancing < static < periodic < predictive < "
+            "dispatch, then fewer redundant experts).")  # fmt: skip
+    return {
+        "leader": {"strategy": leader["strategy"],
+                   "num_redundant_experts": leader["num_redundant_experts"]},
+        "strategies": [{k: c[k] for k in ("strategy", "num_redundant_experts", "speedup",
+                                          "speedup_ci95")} for c in tied],
+        "text": text,
+    }  # fmt: skip
