@@ -12,7 +12,10 @@ and the exact option on real Mixtral routing.
    ``eplb_repack``: DeepSeek's EPLB re-pack as publicly described, in our words (every slot
    may move: each of the ``G*R - E`` redundant slots to the expert with the largest load per
    replica, then the replicas heaviest first onto the least-loaded GPU with fewer than ``R``);
-   ``home_only``: no balancing; ``layers won``: ``plan_spare``'s candidate kept per layer.
+   ``home_only``: no balancing; ``layers won``: ``plan_spare``'s candidate kept per layer;
+   ``wide``: ``plan_spare(..., wide_search=True)`` (every one-copy move between experts scored
+   exactly, ``wide_count_search``; not what the advisor runs) and ``wide s`` its time, one call
+   (it takes seconds). ``--no-wide`` leaves both out.
 2. The migration-minimal re-plan at 64 GPUs as the advisor runs it: ``Context.candidates`` (fetch
    costs from the plan in place over NVLink/InfiniBand, 8 GPUs per node, the balance-first and
    the migration-first plan), median of 9 calls after one warm-up, wall and CPU time (the
@@ -33,6 +36,7 @@ Run: ``.venv/bin/python benchmarks/bench_spare.py [--runs 9] [--replan-only]``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import statistics
 import time
 from collections import Counter
@@ -109,15 +113,16 @@ def timed(fn, runs: int) -> tuple[float, list[float], float]:
     return statistics.median(wall), wall, statistics.median(cpu)
 
 
-def balance_table(runs: int) -> None:
+def balance_table(runs: int, wide: bool = True) -> None:
     try:
         from gps.plans import spare_lower_bound
     except ImportError:  # code from before the bound (``PYTHONPATH=<checkout>``): no column
         spare_lower_bound = None
 
     print("\n## 1. Balance: max GPU load / mean GPU load, mean over 61 layers")
-    print("| case | plan_spare | lower_bound | ms | eplb_repack | home_only | layers won |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| case | plan_spare | lower_bound | ms | eplb_repack | home_only | layers won | wide "
+          "| wide s |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, (pop, g, r, seed) in CASES.items():
         load = routed_loads(pop, seed)
         mean = load.sum(axis=1) / g
@@ -133,8 +138,14 @@ def balance_table(runs: int) -> None:
         )
         ratio = [x / mean for x in maxes]
         won = ", ".join(f"{k} {v}" for k, v in Counter(plan.meta.get("choice", [])).most_common())
+        wide_cols = "- | -"
+        if wide and "wide_search" in inspect.signature(plan_spare).parameters:
+            t0 = time.perf_counter()
+            wplan = plan_spare(load, home, wide_search=True)
+            wide_s = time.perf_counter() - t0
+            wide_cols = f"{(wplan.meta['predicted_max_load'] / mean).mean():.4f} | {wide_s:.1f}"
         print(f"| {name} | {ratio[0].mean():.4f} | {ratio[1].mean():.4f} | {ms:.0f} | "
-              f"{ratio[2].mean():.4f} | {ratio[3].mean():.4f} | {won} |")  # fmt: skip
+              f"{ratio[2].mean():.4f} | {ratio[3].mean():.4f} | {won} | {wide_cols} |")  # fmt: skip
 
 
 def replan_context() -> Context:
@@ -220,6 +231,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9, help="timed calls per figure")
     parser.add_argument("--replan-only", action="store_true", help="section 2 only")
+    parser.add_argument("--no-wide", action="store_true", help="no wide_search column")
     parser.add_argument(
         "--busiest-everywhere",
         action="store_true",
@@ -232,7 +244,7 @@ def main() -> None:
 
         spare.BUSIEST_GPUS = 1 << 30
         print("# bench_spare --busiest-everywhere")
-        balance_table(args.runs)
+        balance_table(args.runs, wide=False)
         return
     print("# bench_spare")
     print(describe(f"scipy {scipy.__version__}"))
@@ -240,7 +252,7 @@ def main() -> None:
         print("load average at start:", " ".join(f.read().split()[:3]))
     t0 = time.perf_counter()
     if not args.replan_only:
-        balance_table(args.runs)
+        balance_table(args.runs, wide=not args.no_wide)
     replan_row(args.runs)
     if not args.replan_only:
         exact_mixtral()

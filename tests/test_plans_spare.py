@@ -38,7 +38,7 @@ from gps.plans import (
     static_placement,
 )
 from gps.plans.migration import check_source
-from gps.plans.spare import busiest_first_pays, check_replicas
+from gps.plans.spare import busiest_first_pays, check_replicas, wide_count_search
 from gps.traces.trace import TokenTrace
 from gps.workload import Workload
 
@@ -246,6 +246,48 @@ def test_water_fill_reaches_the_hand_optimum() -> None:
     counts, level = replica_counts(load, hm, room)
     assert level[0, 0] == pytest.approx(3.25)
     assert plan_spare(load, home).meta["predicted_max_load"][0] == pytest.approx(3.25)
+
+
+def test_wide_count_search_by_hand() -> None:
+    # 4 GPUs, expert g at home on GPU g, one spare slot each.
+    hg = np.array([[0, 1, 2, 3]])
+    # [6, 6, 2, 2] from the poor start [1, 1, 1, 4] (GPU 0 at 6 + 2/3): moves of one copy reach
+    # max 4 = the mean, the optimum (e.g. [3, 2, 1, 2]: homes [2, 3, 2, 1] + lumps [2, 2, 3, 1]
+    # heaviest onto the lightest: 4 everywhere)
+    counts, level = wide_count_search(np.array([[6.0, 6.0, 2.0, 2.0]]), hg,
+                                      np.array([[1, 1, 1, 4]]), 4)  # fmt: skip
+    assert level[0] == pytest.approx(4.0) and (counts >= 1).all() and counts.sum() <= 8
+    # [9, 1, 1, 1] from home copies only: 4 copies of expert 0 (2.25 each, lumps onto GPUs 1-3:
+    # 3.25), the optimum (3 copies: 1 + 3 = 4)
+    counts, level = wide_count_search(np.array([[9.0, 1.0, 1.0, 1.0]]), hg, np.ones((1, 4), int), 4)
+    np.testing.assert_array_equal(counts, [[4, 1, 1, 1]])
+    assert level[0] == pytest.approx(3.25)
+    # at most 2 copies: expert 0's home GPU keeps 4.5 and its lump lands on a GPU of load >= 0.5
+    # (expert 1 split in two): max 5, the optimum under the cap
+    counts, level = wide_count_search(np.array([[9.0, 1.0, 1.0, 1.0]]), hg, np.ones((1, 4), int), 2)
+    assert level[0] == pytest.approx(5.0) and counts.max() <= 2
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=hs.integers(0, 2**16), skew=hs.floats(0.2, 3.0))
+def test_wide_search_never_worse_than_its_start(seed, skew) -> None:
+    """``wide_count_search`` never raises the matched level of the counts it starts from, and
+    ``plan_spare(..., wide_search=True)`` gives valid plans above the certified bound."""
+    rng = np.random.default_rng(seed)
+    home = static_placement(2, 16, 8, 3)  # 2 home + 1 spare slot per GPU
+    hm = expert_gpu_counts(np.where(home.home, home.slot_expert, -1), 16) > 0
+    room = (~home.home).sum(axis=2)
+    load = rng.gamma(skew, 1.0, (2, 16)) * 100
+    counts, level = replica_counts(load, hm, room)
+    hg = np.argmax(hm, axis=1)
+    wide, wlevel = wide_count_search(load, hg, counts[0], 8)
+    assert np.all(wlevel <= level[0] * (1 + 1e-12))
+    assert np.all(wide >= 1) and np.all((wide - 1).sum(axis=1) <= 8)
+    plan = plan_spare(load, home, wide_search=True)
+    assert np.all(plan.meta["predicted_max_load"] >= spare_lower_bound(load, home) * (1 - 1e-9))
+    assert (plan.expert_gpu_counts() <= 1).all() and plan.used_slots().max() <= 3
+    assert np.array_equal(np.where(home.home, plan.slot_expert, -1),
+                          np.where(home.home, home.slot_expert, -1))  # fmt: skip
 
 
 def test_water_fill_with_one_useful_slot() -> None:

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -222,10 +223,11 @@ class Context:
         home = None if plan.home is None else plan.home[:, first, :]
         return Plan(plan.slot_expert[:, first, :], plan.num_experts, meta=plan.meta, home=home)
 
-    @property
+    @cached_property
     def static_ranks(self) -> Plan:
         """Contiguous placement (Megatron-LM's: experts ``0..R-1`` on rank 0, ...), one copy per
-        expert on each expert-parallel rank, the same in every layer, over the ranks."""
+        expert on each expert-parallel rank, the same in every layer, over the ranks (built once
+        per context: every re-plan keeps its home slots; ``Plan`` arrays are read-only)."""
         d = self.data
         return static_placement(d.num_layers, d.num_experts, self.num_ranks,
                                 self.slots_per_gpu)  # fmt: skip

@@ -31,6 +31,13 @@ layers, in the style of DeepSeek's EPLB (how many replicas, then where):
    of another GPU while that lowers the pair's maximum, never two copies of an expert on one
    GPU.
 
+**Wide search** (``wide_search=True``, ``wide_count_search``; an option: seconds per 61
+DeepSeek-size layers instead of tens of milliseconds): in layers with one home copy per expert
+and one spare slot per GPU, where ``matched_loads`` scores a count vector exactly up to the
+own-expert rule, both count vectors of step 1 are polished by steepest descent over *every*
+move of one copy (``+1`` on any expert, ``-1`` on any replicated one or none), which escapes
+the plateaus the busiest-GPU moves above stop on (a move elsewhere re-orders the matching).
+
 **Migration-minimal re-planning** (``previous``, ``fetch_s``, ``migration_slack``): the
 counts do not depend on the previous plan; the placement accepts any GPU within
 ``(1 + migration_slack)`` of the level and there the cheapest fetch wins, so a replica that
@@ -68,6 +75,7 @@ SWAP_ITERS = 16  # replica swaps per layer in ``improve_placement``
 # against time (larger sets gained a few tenths of a percent at proportionally more time)
 MOVE_GAINS, MOVE_DROPS = 3, 6
 BUSIEST_GPUS = 32  # ``busiest_first_pays``: at most this many GPUs
+WIDE_ITERS = 64  # moves per layer at most in ``wide_count_search``
 _TIE = 0.1  # weight of the four highest loads' sum when two count vectors tie on the maximum
 
 
@@ -205,13 +213,12 @@ def _home_lists(hmat: np.ndarray) -> np.ndarray:
     return out
 
 
-def _greedy(load, hmat, hx, home_t, hcnt, room, cap):
+def _greedy(load, hmat, hx, home_t, hcnt, room, cap, home_gpu):
     """Step 1's greedy (module docstring): ``(counts [M, E], max load [M])`` of the best prefix.
     Two candidates per row and step: the busiest GPU's home expert of largest gain and the
     expert of the heaviest lump it hosts."""
     m, g, _ = hmat.shape
     single = bool((hcnt == 1).all())
-    home_gpu = np.argmax(hmat, axis=1)  # [M, E] (the home GPU when ``single``)
     total = room.sum(axis=1)
     n = int(total.max(initial=0))
     c = hcnt.copy()
@@ -299,6 +306,7 @@ def replica_counts(
     *,
     max_replicas: int | None = None,
     improve_iters: int = IMPROVE_ITERS,
+    wide_search: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copies of every expert (home copies included), water-filling over the busiest GPU once
     the replicas are hosted (module docstring, step 1).
@@ -309,6 +317,8 @@ def replica_counts(
         room: ``[M, G]`` int free spare slots.
         max_replicas: copies per expert at most (default ``G``).
         improve_iters: local-improvement moves per row at most (``0``: greedy only).
+        wide_search: then ``wide_count_search`` on both candidates in the rows with one home
+            copy per expert and one spare slot per GPU (slower: seconds per 61 layers).
 
     Returns:
         ``(counts [2, M, E] int64, level [2, M])``: the improved counts, then the counts-first
@@ -330,7 +340,8 @@ def replica_counts(
     hcnt = hmat.sum(axis=1).astype(np.int64)
     total = np.asarray(room).sum(axis=1)
     n = int(total.max(initial=0))
-    best_c, best_f = _greedy(load, hmat, hx, home_t, hcnt, np.asarray(room), cap)
+    home_gpu = np.argmax(hmat, axis=1)  # [M, E] one home GPU of each expert
+    best_c, best_f = _greedy(load, hmat, hx, home_t, hcnt, np.asarray(room), cap, home_gpu)
     # counts-first start: each spare slot to the largest load per copy (EPLB's replication,
     # from the home copies); the better start per row is improved
     first = replicate_greedy(load, hcnt.sum(axis=1) + total, max_replicas=cap, start=hcnt)
@@ -349,7 +360,7 @@ def replica_counts(
         if a.size == 0:
             break
         inc = _bottleneck_moves(load, hx, c, lumps, gl, top, a, cap, gains=MOVE_GAINS)
-        dec = _cheap_drops(load, hmat, hcnt, c, lumps, f, a, count=MOVE_DROPS)
+        dec = _cheap_drops(load, home_gpu, hcnt, c, lumps, f, a, count=MOVE_DROPS)
         kin, kde = inc.shape[1], dec.shape[1] + 1
         dec_all = np.concatenate([dec, np.full((a.size, 1), -1)], axis=1)
         inc_k = np.repeat(inc, kde, axis=1)
@@ -364,7 +375,14 @@ def replica_counts(
     improved = f < best_f * (1 - 1e-12)
     out = np.where(improved[:, None], c, best_c)
     level = np.where(improved, f, best_f)
-    return np.stack([out, first]), np.stack([level, f_first])
+    counts, levels = np.stack([out, first]), np.stack([level, f_first])
+    rows = np.flatnonzero((hcnt == 1).all(axis=1) & (np.asarray(room) == 1).all(axis=1))
+    if wide_search and rows.size:
+        for i in range(2):
+            counts[i, rows], levels[i, rows] = wide_count_search(
+                load[rows], home_gpu[rows], counts[i, rows], cap, num_gpus=g
+            )
+    return counts, levels
 
 
 def _bottleneck_moves(load, hx, c, lumps: _Lumps, gl, top, rows, cap, *, gains: int):
@@ -391,14 +409,13 @@ def _bottleneck_moves(load, hx, c, lumps: _Lumps, gl, top, rows, cap, *, gains: 
     return np.concatenate([home, hosted[:, None]], axis=1)
 
 
-def _cheap_drops(load, hmat, hcnt, c, lumps: _Lumps, f, rows, *, count: int):
+def _cheap_drops(load, home_gpu, hcnt, c, lumps: _Lumps, f, rows, *, count: int):
     """``[A, count]`` replicated experts whose home GPU keeps the most room below the current
     maximum ``f`` once it takes one copy's share back (``-1`` = fewer candidates)."""
     cr, lr = c[rows], load[rows]
     has = cr > hcnt[rows]
     back = np.where(has, lr / np.maximum(cr - 1, 1) - lr / cr, 0.0)
-    home_gpu = np.argmax(hmat[rows], axis=1)  # [A, E] one home GPU of each expert
-    slack = f[rows, None] - np.take_along_axis(lumps.hl[rows], home_gpu, 1) - back
+    slack = f[rows, None] - np.take_along_axis(lumps.hl[rows], home_gpu[rows], 1) - back
     slack = np.where(has, slack, -np.inf)
     k = min(count, slack.shape[1])
     pick = np.argpartition(-slack, k - 1, axis=1)[:, :k]
@@ -456,6 +473,110 @@ def _apply_best(load, home_t, c, lumps: _Lumps, gl, top, room, rows, inc, dec, *
     lumps.hl[r], lumps.w[r], lumps.e[r] = hl[sel, p], w[sel, p], e[sel, p]
     gl[r], top[r] = matched_loads(lumps.hl[r], lumps.w[r], room[r])
     return moved, pick
+
+
+def _one_slot_loads(hl: np.ndarray, lumps: np.ndarray, g: int) -> np.ndarray:
+    """``[K, G]`` GPU loads of the bottleneck matching with one spare slot per GPU: home loads
+    ``hl [K, G]`` ascending plus lumps ``[K, N]`` (``0`` = none) descending; ``inf`` rows where
+    more than ``G`` lumps are positive."""
+    hs = np.sort(hl, axis=1)
+    ws = -np.sort(-lumps, axis=1)
+    m = min(g, ws.shape[1])
+    hs[:, :m] += ws[:, :m]
+    if ws.shape[1] > g:
+        hs[ws[:, g] > 0] = np.inf
+    return hs
+
+
+def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray, cap: int, *,
+                      num_gpus: int | None = None,
+                      iters: int = WIDE_ITERS) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Exhaustive single-move local search over replica counts for layers with one home copy
+    per expert and one spare slot per GPU (``plan_spare(..., wide_search=True)``).
+
+    Every move ``+1`` copy of any expert ``e`` and ``-1`` copy of any replicated expert ``f``
+    (or none, while a spare slot is free) is scored exactly by the bottleneck matching
+    (``matched_loads`` with one slot per GPU: heaviest lump onto the lightest GPU, which ignores
+    only that a GPU may not host a replica of its own home expert); the best move by ``max +
+    _TIE * sum(four highest loads)`` is applied while it lowers that value. Moves that push
+    ``f``'s home GPU to the current maximum on their own are skipped (they cannot lower it).
+
+    Args:
+        load: ``[M, E]`` tokens per expert (>= 0).
+        home_gpu: ``[M, E]`` the GPU holding each expert's home copy (``G`` GPUs, every GPU one
+            spare slot).
+        counts: ``[M, E]`` int start counts (>= 1, ``sum(counts - 1) <= G``).
+        cap: copies per expert at most.
+        num_gpus: ``G`` (default: the highest GPU in ``home_gpu`` plus one).
+        iters: moves per row at most.
+
+    Returns:
+        ``(counts [M, E], level [M])``: the improved counts and their matched max load (never
+        above the start's). Work per row and move ``O(E * F * G log G)`` (``F`` replicated
+        experts), rows one at a time: seconds for 61 DeepSeek-size layers, so an option.
+    """
+    load = np.asarray(load, dtype=float)
+    out = np.array(counts, dtype=np.int64, copy=True)
+    m, e = load.shape
+    g = int(home_gpu.max(initial=0)) + 1 if num_gpus is None else int(num_gpus)
+    level = np.empty(m)
+    ex = np.arange(e)
+    for row in range(m):
+        ld, hg, c = load[row], home_gpu[row], out[row]
+        cur = None
+        for _ in range(iters + 1):
+            per = ld / c
+            hl = np.bincount(hg, per, minlength=g)
+            lump_id = np.repeat(ex, c - 1)
+            base = _one_slot_loads(hl[None], per[lump_id][None], g)[0]
+            top = -np.partition(-base, min(3, g - 1))[: min(4, g)]
+            cur = base.max() + _TIE * top.sum()
+            if _ == iters:
+                break
+            # decrements: replicated experts whose home GPU stays below the maximum, or none
+            dec = np.flatnonzero(c > 1)
+            free = (c - 1).sum() < g
+            dec = np.concatenate([dec, [-1]]) if free else dec
+            inc = ex[(c < cap) & (ld > 0)]
+            if dec.size == 0 or inc.size == 0:
+                break
+            ii, dd = (x.ravel() for x in np.meshgrid(inc, dec, indexing="ij"))
+            # f's home GPU on its own at the maximum: the move cannot lower it
+            dc = np.maximum(dd, 0)
+            rise = np.where(dd >= 0, hl[hg[dc]] + ld[dc] / np.maximum(c[dc] - 1, 1) - per[dc], 0.0)
+            rise -= np.where(hg[ii] == hg[dc], per[ii] - ld[ii] / (c[ii] + 1), 0.0)
+            keep = (ii != dd) & (rise < base.max())
+            ii, dd = ii[keep], dd[keep]
+            k = ii.size
+            kk = np.arange(k)
+            hlk = np.repeat(hl[None], k, axis=0)
+            ci = c[ii]
+            np.subtract.at(hlk, (kk, hg[ii]), ld[ii] / ci - ld[ii] / (ci + 1))
+            live = dd >= 0
+            dc = np.maximum(dd, 0)
+            cd = c[dc]
+            np.add.at(hlk, (kk[live], hg[dc[live]]),
+                      ld[dc[live]] / (cd[live] - 1) - ld[dc[live]] / cd[live])  # fmt: skip
+            # lumps: the current ones except those of ii and dd, then theirs at the new counts
+            lw = np.where((lump_id[None] == ii[:, None]) | (lump_id[None] == dd[:, None]), 0.0,
+                          per[lump_id][None])  # fmt: skip
+            width = int(c.max()) + 1
+            col = np.arange(width)[None]
+            new_i = np.where(col < ci[:, None], (ld[ii] / (ci + 1))[:, None], 0.0)
+            nd = np.where(live, cd - 2, 0)
+            new_d = np.where(col < nd[:, None], (ld[dc] / np.maximum(cd - 1, 1))[:, None], 0.0)
+            loads = _one_slot_loads(hlk, np.concatenate([lw, new_i, new_d], axis=1), g)
+            big = -np.partition(-loads, min(3, g - 1), axis=1)[:, : min(4, g)]
+            value = loads.max(axis=1) + _TIE * big.sum(axis=1)
+            j = int(np.argmin(value))
+            if not value[j] < cur * (1 - 1e-12):
+                break
+            c[ii[j]] += 1
+            if dd[j] >= 0:
+                c[dd[j]] -= 1
+        level[row] = _one_slot_loads(np.bincount(hg, ld / c, minlength=g)[None],
+                                     np.repeat(ld / c, c - 1)[None], g)[0].max()  # fmt: skip
+    return out, level
 
 
 def place_replicas(
@@ -741,16 +862,19 @@ def keep_slots(slot_expert: np.ndarray, spare: np.ndarray, previous: np.ndarray)
     return out
 
 
-def _fetch_total(slot_expert: np.ndarray, ref_has: np.ndarray, fetch_s: np.ndarray | None):
+def _fetch_total(slot_expert: np.ndarray, ref_has: np.ndarray, fetch_s: np.ndarray | None,
+                 spare_at: tuple) -> np.ndarray:  # fmt: skip
     """``[M]`` summed fetch cost of the copies in ``slot_expert [M, G, R]`` on GPUs that do not
-    hold that expert in the reference (``ref_has [M, G, E]`` bool)."""
+    hold that expert in the reference (``ref_has [M, G, E]`` bool). Only spare slots can
+    differ from the reference (it holds every home copy), so only ``spare_at`` (``np.nonzero``
+    of the spare slots) is read."""
     if fetch_s is None:
         return np.zeros(slot_expert.shape[0])
-    m, g, _ = slot_expert.shape
-    li, gi = np.arange(m)[:, None, None], np.arange(g)[None, :, None]
-    x = np.maximum(slot_expert, 0)
-    new = (slot_expert >= 0) & ~ref_has[li, gi, x]
-    return np.where(new, fetch_s[li, gi, x], 0.0).sum(axis=(1, 2))
+    sl, sg, sr = spare_at
+    ex = slot_expert[sl, sg, sr]
+    x = np.maximum(ex, 0)
+    cost = np.where((ex >= 0) & ~ref_has[sl, sg, x], fetch_s[sl, sg, x], 0.0)
+    return np.bincount(sl, weights=cost, minlength=slot_expert.shape[0])
 
 
 def _place(load, base, spare, counts, level, fetch_s, slack) -> np.ndarray:
@@ -794,6 +918,7 @@ def plan_spare_slacks(
     max_replicas: int | None = None,
     exact: bool = False,
     exact_time_limit_s: float = 5.0,
+    wide_search: bool = False,
 ) -> list[Plan]:
     """``plan_spare`` at every ``migration_slack`` in ``slacks`` from one pass: the replica
     counts, the slack-free candidates (home copies, the counts placed by balance, busiest-first,
@@ -814,7 +939,8 @@ def plan_spare_slacks(
     spare = ~home.home
     base = np.where(home.home, home.slot_expert, -1)
     hmat = expert_gpu_counts(base, e) > 0
-    counts, level = replica_counts(load, hmat, spare.sum(axis=2), max_replicas=cap)
+    counts, level = replica_counts(load, hmat, spare.sum(axis=2), max_replicas=cap,
+                                   wide_search=wide_search)  # fmt: skip
     home_max = max_gpu_load(base, load)
     status, exact_se = None, None
     if exact:
@@ -834,7 +960,10 @@ def plan_spare_slacks(
         fixed["exact"] = exact_se
     fixed_max = {k: home_max if k == "home-only" else max_gpu_load(v, load)
                  for k, v in fixed.items()}  # fmt: skip
-    fixed_fetch = {k: _fetch_total(v, ref_has, fetch_s) for k, v in fixed.items()}
+    spare_at = np.nonzero(spare)
+    fixed_fetch = {k: np.zeros(nl) if k == "home-only" else _fetch_total(v, ref_has, fetch_s,
+                                                                          spare_at)
+                   for k, v in fixed.items()}  # fmt: skip
 
     def placed(slack: float, so_far: np.ndarray, todo: np.ndarray) -> dict:
         """Step 1's counts placed at ``slack`` in the layers ``todo`` [L] bool where their level
@@ -850,7 +979,7 @@ def plan_spare_slacks(
                                   slack)  # fmt: skip
             mx = np.where(np.isin(np.arange(nl), rows), max_gpu_load(se, load), home_max)
             out[name if slack == 0 else f"{name}, slack {slack:g}"] = (
-                se, mx, _fetch_total(se, ref_has, fetch_s))  # fmt: skip
+                se, mx, _fetch_total(se, ref_has, fetch_s, spare_at))  # fmt: skip
             so_far = np.minimum(so_far, mx)
         return out
 
@@ -915,6 +1044,7 @@ def plan_spare(
     max_replicas: int | None = None,
     exact: bool = False,
     exact_time_limit_s: float = 5.0,
+    wide_search: bool = False,
 ) -> Plan:
     """Duplication plan that rewrites spare slots only (module docstring).
 
@@ -931,6 +1061,11 @@ def plan_spare(
         exact: add each layer's exact optimum with these home copies (``gps.plans.exact``;
             ``E <= 16``, ``G <= 8``) as a candidate; ``meta["exact_status"]`` [L].
         exact_time_limit_s: HiGHS time limit per layer.
+        wide_search: polish the replica counts with ``wide_count_search`` (every one-copy move
+            scored exactly) in layers with one home copy per expert and one spare slot per
+            GPU: about 1% lower max load on ``bench_spare.py``'s DeepSeek-size Dirichlet loads,
+            at seconds instead of tens of milliseconds per 61 layers (an option, not the
+            advisor's re-plan).
 
     Returns:
         ``Plan`` with ``home`` = ``home.home``; ``meta``: ``choice`` [L] candidate names
@@ -947,4 +1082,5 @@ def plan_spare(
     """
     return plan_spare_slacks(load, home, (migration_slack,), previous=previous, fetch_s=fetch_s,
                              max_replicas=max_replicas, exact=exact,
-                             exact_time_limit_s=exact_time_limit_s)[0]  # fmt: skip
+                             exact_time_limit_s=exact_time_limit_s,
+                             wide_search=wide_search)[0]  # fmt: skip
