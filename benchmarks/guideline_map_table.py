@@ -12,7 +12,8 @@ only summarises. Prints, at the lowest swept overhead:
   wins and how many tie (``winner`` of ``guideline_map.csv``), with the range of the
   Distribution-Only and oracle speed-ups over the skews;
 * every cell where Token-to-Expert wins a point: the accuracies and margins;
-* the what-if curve figures (``gps.report.guideline_map.whatif_curve``);
+* the what-if curve figures (``gps.report.guideline_map.whatif_curve``) and the cells whose
+  curve rises more than 1% into the highest accuracy;
 * the physics that explains the map: each step's attention and expert time per layer (uniform
   routing, the map's cluster) and one expert's copy time over each swept link and over the
   fetch link of non-resident experts.
@@ -119,6 +120,15 @@ def summary(rows: list[dict]) -> None:
             print(f"- resident {res:g}, {link:g} GB/s, skew {skew:g}, {t:,} tokens "
                   f"(DO {pts[0]['distribution_speedup']:.3f}x, oracle "
                   f"{pts[0]['oracle_speedup']:.3f}x): {wins}")  # fmt: skip
+    print("\nCells whose what-if speed-up rises more than 1% from the second-highest accuracy "
+          "to the highest (accuracy: speed-up):")  # fmt: skip
+    for (res, link, skew, t), pts in sorted(by_cell.items()):
+        s = [r["token_speedup"] for r in sorted(pts, key=lambda r: r["accuracy"])]
+        if len(s) > 1 and s[-1] / s[-2] - 1.0 > 0.01:
+            curve = ", ".join(f"{r['accuracy']:g}: {r['token_speedup']:.4f}x"
+                              for r in sorted(pts, key=lambda r: r["accuracy"]))  # fmt: skip
+            print(f"- resident {res:g}, {link:g} GB/s, skew {skew:g}, {t:,} tokens (DO "
+                  f"{pts[0]['distribution_speedup']:.4f}x): {curve}")  # fmt: skip
     c = whatif_curve(rows)
     print(f"\nWhat-if curves at {lo:g} us/layer: non-decreasing in {c['non_decreasing']} of "
           f"{c['cells']} cells, largest dip {c['largest_dip']:.2%}, largest rise between the two "
