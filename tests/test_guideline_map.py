@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from gps.app import CONF_DIR, run
 from gps.report.guideline_map import MAP_COLUMNS, no_win_reason
+from gps.report.plots import all_tied
 from gps.report.sweep import aggregate
 from predictors.splits import expected_split
 
@@ -80,6 +81,20 @@ def test_map_rows_csv_and_regions(small_map: Path) -> None:
     assert any(r["winner"] == "tie" for r in slow)  # said as a tie, not a win
     assert gm["reason"] is None and "Guideline map" in (small_map / "report.md").read_text()
     assert "no cliff at 1.0" in (small_map / "report.md").read_text()
+    # a cell where the families tie at every accuracy is said as a tie, not as "DO"
+    for line in (small_map / "report.md").read_text().splitlines():
+        if line.startswith("| 0.34 |"):
+            assert "| tie / DO (b/e 0 us) |" in line, line
+
+
+def test_all_tied_by_hand() -> None:
+    row = {"overhead_us": 0.0, "resident_experts": 1.0, "link_gbps": 600.0, "skew_target": 1.2,
+           "tokens_per_step": 512}  # fmt: skip
+    rows = [dict(row, accuracy=0.5, winner="tie"), dict(row, accuracy=1.0, winner="tie"),
+            dict(row, tokens_per_step=2048, accuracy=0.5, winner="tie"),
+            dict(row, tokens_per_step=2048, accuracy=1.0, winner="distribution")]  # fmt: skip
+    key = (0.0, 1.0, 600.0, 1.2)
+    assert all_tied(rows) == {(*key, 512): True, (*key, 2048): False}
 
 
 def test_no_win_reason_names_numbers() -> None:

@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 
 from gps.report.document import Block, Heading, Image, Para, Table, write_atomic
-from gps.report.plots import plot_guideline_map
+from gps.report.plots import all_tied, plot_guideline_map
 
 MAP_COLUMNS = (
     "skew_target", "skew_measured", "link_gbps", "tokens_per_step", "resident_experts",
@@ -39,13 +39,15 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
     cross = {(r["overhead_us"], r["resident_experts"], r["link_gbps"], r["skew_target"],
               r["tokens_per_step"]): r
              for r in gm["rows"] if r["accuracy"] == ax["accuracies"][-1]}  # fmt: skip
+    tied = all_tied(gm["rows"])
 
     def cell(res: float, link: float, skew: float, t: int) -> str:
         a, b = cross.get((lo, res, link, skew, t)), cross.get((hi, res, link, skew, t))
         if a is None or b is None:
             return "-"  # not run (a partial multirun)
         show = [f"{r['crossover_accuracy']:.2f}" if r["crossover_accuracy"] is not None
-                else "DO" for r in (a, b)]  # fmt: skip
+                else "tie" if tied[(ov, res, link, skew, t)] else "DO"
+                for r, ov in ((a, lo), (b, hi))]  # fmt: skip
         return f"{show[0]} / {show[1]} (b/e {a['breakeven_overhead_us']:.0f} us)"
 
     def skew_of(res: float, link: float, skew: float) -> str:
@@ -66,7 +68,8 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
             f"measured in brackets) and tokens per step. Each cell: the crossover "
             f"Token-to-Expert accuracy above which it beats distribution:{gm['distribution']} at "
             f"{lo:g} / {hi:g} us per MoE layer of predictor overhead (DO: never in "
-            f"{ax['accuracies'][0]:g}-{ax['accuracies'][-1]:g}), and the break-even overhead "
+            f"{ax['accuracies'][0]:g}-{ax['accuracies'][-1]:g}, Distribution-Only faster at some "
+            "accuracy; tie: the same step time at every accuracy), and the break-even overhead "
             "(b/e) of the best swept accuracy. Every (cell, accuracy, overhead) point is a row of "
             "`guideline_map.csv`."
         ),
