@@ -132,7 +132,8 @@ def summary(rows: list[dict]) -> None:
     c = whatif_curve(rows)
     print(f"\nWhat-if curves at {lo:g} us/layer: non-decreasing in {c['non_decreasing']} of "
           f"{c['cells']} cells, largest dip {c['largest_dip']:.2%}, largest rise between the two "
-          f"highest accuracies {c['last_step']:.2%}.")  # fmt: skip
+          f"highest accuracies {c['last_step']:.2%} (any other neighbours: "
+          f"{c['earlier_rise']:.2%}).")  # fmt: skip
 
 
 def physics(tokens: list[int], links: list[float]) -> None:

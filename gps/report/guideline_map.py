@@ -81,7 +81,8 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
         f"of {c['cells']} cells; the largest dip between neighbouring accuracies is "
         f"{c['largest_dip']:.2%} (a keep-or-switch decision on a closer forecast, not a "
         f"physical term; docs/cost_model.md); the largest rise between the two highest "
-        f"accuracies is {c['last_step']:.2%} (no cliff at 1.0)."
+        f"accuracies is {c['last_step']:.2%}, against {c['earlier_rise']:.2%} between any "
+        "other neighbouring accuracies."
     ))  # fmt: skip
     if gm.get("reason"):
         blocks.append(Para(f"**Why Token-to-Expert never wins here.** {gm['reason']}"))
@@ -112,7 +113,8 @@ def whatif_curve(rows: list[dict]) -> dict:
     (skew, link, tokens, resident experts) cell: ``cells``, ``non_decreasing`` (cells whose
     curve never falls), ``largest_dip`` (the largest relative fall between neighbouring
     accuracies) and ``last_step`` (the largest relative rise between the two highest
-    accuracies: a cliff at 1.0 would show here)."""
+    accuracies: a cliff at 1.0 would show here) beside ``earlier_rise`` (the largest relative rise
+    between any other neighbouring accuracies)."""
     lo = min(r["overhead_us"] for r in rows)
     curves: dict[tuple, list[tuple[float, float]]] = {}
     for r in rows:
@@ -120,15 +122,16 @@ def whatif_curve(rows: list[dict]) -> dict:
             key = (r["skew_target"], r["link_gbps"], r["tokens_per_step"],
                    r.get("resident_experts", 1.0))  # fmt: skip
             curves.setdefault(key, []).append((r["accuracy"], r["token_speedup"]))
-    dips, steps, flat = [], [], 0
+    dips, steps, rises, flat = [], [], [], 0
     for points in curves.values():
         s = [v for _, v in sorted(points)]
         fall = [max(a / b - 1.0, 0.0) for a, b in itertools.pairwise(s)]
         dips.append(max(fall, default=0.0))
         flat += max(fall, default=0.0) <= 1e-9
         steps.append(s[-1] / s[-2] - 1.0 if len(s) > 1 else 0.0)
+        rises.append(max((b / a - 1.0 for a, b in itertools.pairwise(s[:-1])), default=0.0))
     return {"cells": len(curves), "non_decreasing": flat, "largest_dip": max(dips),
-            "last_step": max(steps)}  # fmt: skip
+            "last_step": max(steps), "earlier_rise": max(rises)}  # fmt: skip
 
 
 def no_win_reason(rows: list[dict]) -> str | None:
