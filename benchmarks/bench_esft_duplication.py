@@ -12,8 +12,9 @@ on the default 8x H100 node (9 slots per GPU: 8 home + 1 spare), once per
 Prints, per setting: no balancing, the best Distribution-Only predictor, the oracle, the
 oracle with free migration, perfect balance, the share of the no-balancing -> perfect
 balance gap the oracle recovers, every Distribution-Only speed-up, and (``--guidelines``) the
-what-if Token-to-Expert speed-up at each top-k accuracy. Skips (exit 0) when ``../shared``
-is absent.
+what-if Token-to-Expert speed-up at each top-k accuracy; then one expert's copy time from a
+peer and from host memory against the attention per layer the default setting priced. Skips
+(exit 0) when ``../shared`` is absent.
 
 Run: ``.venv/bin/python benchmarks/bench_esft_duplication.py [--guidelines]``.
 """
@@ -31,7 +32,11 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 from machine import describe
 
+from gps.advisor.advise import build
 from gps.app import CONF_DIR, run
+from gps.cost.step import transfer_seconds
+from gps.plans import expert_weight_bytes
+from gps.profiles import load_link
 from gps.traces.io import save_trace
 from gps.traces.trace import TokenTrace
 
@@ -62,6 +67,20 @@ def convert(out: Path) -> Path:
               "source": "deepseek-ai/ESFT results/expert_scores (../shared)"},
     )  # fmt: skip
     return save_trace(out, trace)
+
+
+def copy_vs_attention(cfg, base: dict) -> str:
+    """One expert's copy time from a peer (NVLink) and from host memory (PCIe), against the
+    attention per MoE layer the run priced for no balancing (``breakdown_s``)."""
+    spec, cluster, _, _ = build(cfg)
+    nbytes = expert_weight_bytes(spec)
+    peer = float(transfer_seconds(nbytes, cluster.intra_link))
+    host = float(transfer_seconds(nbytes, load_link(cfg.hardware.host_link)))
+    att = base["breakdown_s"]["attention"] / spec.num_layers  # every layer attends alike
+    return (f"one {spec.name} expert ({nbytes / 1e6:.1f} MB): {peer * 1e6:.0f} us from a peer "
+            f"over {cluster.intra_link.name}, {host * 1e3:.3f} ms from host memory over "
+            f"{cfg.hardware.host_link}; attention {att * 1e6:.0f} us per layer (no balancing, "
+            "default setting)")  # fmt: skip
 
 
 def main() -> None:
@@ -111,6 +130,9 @@ def main() -> None:
             print(f"| {name} | {ms(base)} | {best['name']} {ms(best)} | {ms(orc)} | {ms(free)} "
                   f"| {balanced * 1e3:.2f} ms | {gap:.0%} | {distinct} | {curve} |")  # fmt: skip
             print(f"  ({wall:.0f} s)", file=sys.stderr)
+            if not extra:  # the default setting: what a per-batch copy is up against
+                physics = copy_vs_attention(cfg, base)
+        print(physics)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,15 @@ def _string(value: Any, origin: Path, field: str) -> str:
     return value
 
 
+# Optional ``measured`` numbers: (key, lower limit, limit excluded).
+_OPTIONAL_MEASURED = (
+    ("launch_overhead_us", 0.0, True),
+    ("knee_exponent", 1.0, False),
+    ("eager_launch_us", 0.0, True),
+    ("gemm_k_knee", 0.0, False),
+)
+
+
 def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
     """Check a calibration's ``measured:`` block; return it with numbers as floats."""
     origin = Path(origin)
@@ -219,26 +228,14 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
     out["date"] = date
     for key in ("compute_efficiency", "memory_efficiency"):
         out[key] = _fraction(measured[key], origin, f"measured.{key}")
-    if "launch_overhead_us" in measured:
-        us = _number(measured["launch_overhead_us"], origin, "measured.launch_overhead_us")
-        if us <= 0:
-            raise ProfileError(origin, "measured.launch_overhead_us", f"must be > 0, got {us}")
-        out["launch_overhead_us"] = us
-    if "knee_exponent" in measured:
-        p = _number(measured["knee_exponent"], origin, "measured.knee_exponent")
-        if p < 1:
-            raise ProfileError(origin, "measured.knee_exponent", f"must be >= 1, got {p}")
-        out["knee_exponent"] = p
-    if "eager_launch_us" in measured:
-        us = _number(measured["eager_launch_us"], origin, "measured.eager_launch_us")
-        if us <= 0:
-            raise ProfileError(origin, "measured.eager_launch_us", f"must be > 0, got {us}")
-        out["eager_launch_us"] = us
-    if "gemm_k_knee" in measured:
-        k0 = _number(measured["gemm_k_knee"], origin, "measured.gemm_k_knee")
-        if k0 < 0:
-            raise ProfileError(origin, "measured.gemm_k_knee", f"must be >= 0, got {k0}")
-        out["gemm_k_knee"] = k0
+    for key, low, strict in _OPTIONAL_MEASURED:
+        if key not in measured:
+            continue
+        x = _number(measured[key], origin, f"measured.{key}")
+        if x < low or (strict and x == low):
+            sign = ">" if strict else ">="
+            raise ProfileError(origin, f"measured.{key}", f"must be {sign} {low:g}, got {x}")
+        out[key] = x
     return out
 
 

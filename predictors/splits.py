@@ -22,7 +22,7 @@ class CopySplit(NamedTuple):
         hit: ``[N, L, E]`` true copies whose expert the prediction named for that token.
         miss: ``[N, L, E]`` true copies it did not name (``hit + miss`` = the true load).
         guessed: ``[N, L, E]`` predicted copies (the histogram of the guesses; ``hit`` plus
-            the wrong guesses, which are sent early and wasted under direct dispatch).
+            the wrong guesses, which the plan duplicates and prefetches for in vain).
     """
 
     hit: np.ndarray

@@ -242,11 +242,15 @@ def test_recommend_reports_a_tie_and_why() -> None:
     assert "accuracy does not decide" in tie["text"]
     other = dict(slower, breakdown_s={"predictor": 0.0})  # same times, but not from overhead
     text = recommend([base, *same, other], base)["tie"]["text"]
-    assert "(predictor overhead and token-level mechanisms or plan differences)" in text
+    assert "(predictor overhead and plan or dispatch differences)" in text
     assert "accuracy does not decide" not in text  # a token predictor's accuracy may matter
     other = dict(other, name="distribution:lightgbm_load", family="distribution")
     assert "(predictor overhead and plan differences)" in recommend(
         [base, *same, other], base)["tie"]["text"]  # fmt: skip
+    # the whole difference is exposed expert fetch: the order its belief prefetches in
+    fetch = dict(other, breakdown_s={"predictor": 0.0, "expert_fetch": 1 / 1.188 - 1 / 1.19})
+    assert "(predictor overhead and prefetch order)" in recommend(
+        [base, *same, fetch], base)["tie"]["text"]  # fmt: skip
     # one re-planned: no claim that they kept the start plan; the oracle pulls ahead
     moved = [_entry("distribution:ewma", "distribution", 1.19, migration_bytes_per_step=1.0),
              _entry("distribution:last_batch", "distribution", 1.19)]  # fmt: skip

@@ -13,7 +13,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from gps.app import CONF_DIR, run
-from gps.report.guideline_map import MAP_COLUMNS, no_win_reason
+from gps.report.guideline_map import MAP_COLUMNS, no_win_reason, whatif_curve
+from gps.report.plots import all_tied
 from gps.report.sweep import aggregate
 from predictors.splits import expected_split
 
@@ -79,7 +80,44 @@ def test_map_rows_csv_and_regions(small_map: Path) -> None:
     assert all(r["distribution_speedup"] == pytest.approx(1.0, abs=0.02) for r in slow)
     assert any(r["winner"] == "tie" for r in slow)  # said as a tie, not a win
     assert gm["reason"] is None and "Guideline map" in (small_map / "report.md").read_text()
-    assert "no cliff at 1.0" in (small_map / "report.md").read_text()
+    c = whatif_curve(rows)
+    assert (
+        f"accuracies is {c['last_step']:.2%}, against {c['earlier_rise']:.2%}"
+        in (small_map / "report.md").read_text()
+    )
+    # a cell where the families tie at every accuracy is said as a tie, not as "DO"
+    for line in (small_map / "report.md").read_text().splitlines():
+        if line.startswith("| 0.34 |"):
+            assert "| tie / DO (b/e 0 us) |" in line, line
+
+
+def test_whatif_curve_by_hand() -> None:
+    """Two cells at the lowest overhead: (1.0, 1.1, 1.0, 1.2) and (1.0, 1.05, 1.05, 1.05)."""
+
+    def row(skew, acc, speedup, overhead=0.0):
+        return {"overhead_us": overhead, "skew_target": skew, "link_gbps": 100.0,
+                "tokens_per_step": 512, "resident_experts": 1.0, "accuracy": acc,
+                "token_speedup": speedup}  # fmt: skip
+
+    accs = (0.7, 0.8, 0.9, 1.0)
+    rows = [row(1.2, a, v) for a, v in zip(accs, (1.0, 1.1, 1.0, 1.2), strict=True)]
+    rows += [row(2.0, a, v) for a, v in zip(accs, (1.0, 1.05, 1.05, 1.05), strict=True)]
+    rows += [row(2.0, 1.0, 9.9, overhead=50.0)]  # a higher overhead is not read
+    c = whatif_curve(rows)
+    assert c["cells"] == 2 and c["non_decreasing"] == 1
+    assert c["largest_dip"] == pytest.approx(1.1 / 1.0 - 1.0)  # 1.1 -> 1.0
+    assert c["last_step"] == pytest.approx(0.2)  # 1.0 -> 1.2 into accuracy 1.0
+    assert c["earlier_rise"] == pytest.approx(0.1)  # 1.0 -> 1.1
+
+
+def test_all_tied_by_hand() -> None:
+    row = {"overhead_us": 0.0, "resident_experts": 1.0, "link_gbps": 600.0, "skew_target": 1.2,
+           "tokens_per_step": 512}  # fmt: skip
+    rows = [dict(row, accuracy=0.5, winner="tie"), dict(row, accuracy=1.0, winner="tie"),
+            dict(row, tokens_per_step=2048, accuracy=0.5, winner="tie"),
+            dict(row, tokens_per_step=2048, accuracy=1.0, winner="distribution")]  # fmt: skip
+    key = (0.0, 1.0, 600.0, 1.2)
+    assert all_tied(rows) == {(*key, 512): True, (*key, 2048): False}
 
 
 def test_no_win_reason_names_numbers() -> None:

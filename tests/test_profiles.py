@@ -186,6 +186,10 @@ def test_write_measured_overrides_and_keeps_the_rest(profiles):
         ({"date": "yesterday"}, "measured.date"),
         ({"device": ""}, "measured.device"),
         ({"sparkle": 1}, "measured.sparkle"),
+        ({"launch_overhead_us": 0.0}, "measured.launch_overhead_us"),
+        ({"eager_launch_us": -1.0}, "measured.eager_launch_us"),
+        ({"knee_exponent": 0.5}, "measured.knee_exponent"),
+        ({"gemm_k_knee": -1.0}, "measured.gemm_k_knee"),
     ],
 )
 def test_write_measured_rejects_bad_block_and_writes_nothing(profiles, change, field):

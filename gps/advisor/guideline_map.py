@@ -11,8 +11,11 @@
 * **tokens per step** (``guideline_map.tokens``): prefill steps of ``T / min(T, 2048)`` prompts
   of ``min(T, 2048)`` tokens;
 * **Token-to-Expert accuracy and overhead** (``guideline_map.accuracies``,
-  ``guideline_map.overheads_us``): a what-if predictor (``predictors.whatif``) priced with the
-  token-level mechanisms of ``strategy``; an overhead of ``o`` per MoE layer on the critical
+  ``guideline_map.overheads_us``): a what-if predictor (``predictors.whatif``) priced under the
+  run's mechanism ledger (``gps.advisor.ledger``): its guesses' histogram plans duplication and
+  orders the prefetch of non-resident experts, the post-gate mechanisms are every strategy's,
+  and its hits and misses matter only under ``assumptions=moe_gps_paper`` (skip the scatter,
+  misses pay a corrective all-to-all); an overhead of ``o`` per MoE layer on the critical
   path adds ``o * L_moe`` to the step (as in ``gps.advisor.guidelines``).
 
 For every (skew, link, tokens) it prices no balancing, the oracle, one real Distribution-Only
@@ -117,7 +120,8 @@ def step_workload(tokens: int) -> Workload:
 
 def whatif_token(ctx: st.Context, copies: CopySplit, cost: PredictorCost, name: str) -> st.Routed:
     """A what-if Token-to-Expert strategy from its (expected) ``copies``: duplication planned
-    from the guesses' histogram, token-level routing for the mechanisms."""
+    from the guesses' histogram (also its belief for prefetch order), hits and misses recorded
+    for the paper's skip-the-scatter assumption (``st.TokenRouting``)."""
     out = st.planned(ctx, copies.guessed, name, "token")
     out.cost, out.synthetic = cost, True
     out.token_routing = st.token_routing(ctx, out.plans, copies)

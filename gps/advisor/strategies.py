@@ -782,9 +782,11 @@ def token(
     copies: CopySplit | None = None,
 ) -> Routed:
     """A Token-to-Expert predictor guesses every held-out token's top-k; the plan uses the
-    histogram of its guesses, and ``token_routing`` records which copies it named (what the
-    token-level mechanisms are priced from). The fitted predictor, its ``CopySplit`` and the
-    accuracy are cached (``gps.cache`` kind ``predictors``).
+    histogram of its guesses (also its belief: the order it prefetches non-resident experts
+    in), and ``token_routing`` records which copies it named (what the MoE-GPS paper's
+    skip-the-scatter assumption prices: hits in place, misses in a corrective all-to-all).
+    The fitted predictor, its ``CopySplit`` and the accuracy are cached (``gps.cache`` kind
+    ``predictors``).
 
     ``model``: an already fitted estimator (what-if sweeps; not cached) and ``copies``: the
     ``CopySplit`` of its held-out guesses (``whatif_runs``); then nothing is fitted or

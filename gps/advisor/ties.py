@@ -15,6 +15,25 @@ from gps.advisor.uncertainty import overlaps
 DYNAMIC = ("periodic", "distribution", "token", "oracle")
 
 
+def differ(values: list[float]) -> bool:
+    """Whether ``values`` (seconds) differ by more than 1e-9 relative."""
+    return max(values) - min(values) > 1e-9 * max(max(values), 1e-300)
+
+
+def causes(tied: list[dict], parts: list[dict]) -> str:
+    """What besides predictor overhead separates tied strategies that kept their start plan,
+    read off their ``breakdown_s`` (``parts``): ``expert_fetch`` differing is the order each
+    strategy's belief prefetches non-resident experts in; the rest is the plans they serve
+    (and, for Token-to-Expert under ``assumptions=moe_gps_paper``, the scatter its hits skip)."""
+    fetch = [b.get("expert_fetch", 0.0) for b in parts]
+    rest = [s["e2e_time_s"] - b.get("predictor", 0.0) - f
+            for s, b, f in zip(tied, parts, fetch, strict=True)]  # fmt: skip
+    token_level = any(s["family"] == "token" for s in tied)
+    plan = "plan or dispatch differences" if token_level else "plan differences"
+    said = [*(["prefetch order"] if differ(fetch) else []), *([plan] if differ(rest) else [])]
+    return " and ".join(said or [plan])
+
+
 def describe_tie(tied: list[dict], entries: list[dict]) -> dict | None:
     """``recommendation.tie`` of ``results.json``: ``None`` when one strategy leads alone.
 
@@ -43,12 +62,10 @@ def describe_tie(tied: list[dict], entries: list[dict]) -> dict | None:
             f"({names})")  # fmt: skip
     if dynamic and not moved:
         spread = max(times) / min(times) - 1.0
-        bare = [s["e2e_time_s"] - s.get("breakdown_s", {}).get("predictor", 0.0) for s in tied]
-        flat = max(bare) - min(bare) <= 1e-9 * max(bare)
-        token_level = any(s["family"] == "token" for s in tied)
-        why = ("predictor overhead" if flat
-               else "predictor overhead and token-level mechanisms or plan differences"
-               if token_level else "predictor overhead and plan differences")  # fmt: skip
+        parts = [s.get("breakdown_s", {}) for s in tied]
+        bare = [s["e2e_time_s"] - b.get("predictor", 0.0) for s, b in zip(tied, parts, strict=True)]
+        flat = not differ(bare)
+        why = "predictor overhead" if flat else f"predictor overhead and {causes(tied, parts)}"
         text += (
             ". None of them copied an expert replica on the held-out batches: copying would cost "
             "more than it saves on the loads they predicted, so they serve the plan in place "

@@ -36,6 +36,7 @@ from gps.cost.attention import kv_cache_bytes_per_token
 from gps.cost.memory import memory_parts
 from gps.hardware import Cluster
 from gps.model import MoEModelSpec
+from gps.plans.eplb_placement import physical_slots
 from gps.plans.plan import expert_weight_bytes
 from gps.workload import Workload
 
@@ -108,16 +109,8 @@ def max_concurrency(
 
 def check_redundant(num_experts: int, ep: int, num_redundant: int) -> None:
     """``ValueError`` naming ``num_redundant_experts`` unless ``R >= 0`` and ``E + R``
-    divides over the ``EP`` ranks (both engines' rule)."""
-    if isinstance(num_redundant, bool) or not isinstance(num_redundant, int):
-        raise ValueError(f"num_redundant_experts: expected an integer, got {num_redundant!r}")
-    if num_redundant < 0:
-        raise ValueError(f"num_redundant_experts: {num_redundant} < 0")
-    if ep < 1 or (num_experts + num_redundant) % ep:
-        raise ValueError(
-            f"num_redundant_experts: {num_experts} experts + {num_redundant} redundant do not "
-            f"divide over {ep} EP ranks (SGLang and vLLM both require (E + R) % EP == 0)"
-        )
+    divides over the ``EP`` ranks (both engines' rule; ``gps.plans.physical_slots``)."""
+    physical_slots(num_experts, ep, num_redundant)
 
 
 def valid_redundant(num_experts: int, ep: int, max_per_rank: int = 4) -> list[int]:

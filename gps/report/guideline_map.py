@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 
 from gps.report.document import Block, Heading, Image, Para, Table, write_atomic
-from gps.report.plots import plot_guideline_map
+from gps.report.plots import all_tied, plot_guideline_map
 
 MAP_COLUMNS = (
     "skew_target", "skew_measured", "link_gbps", "tokens_per_step", "resident_experts",
@@ -39,13 +39,15 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
     cross = {(r["overhead_us"], r["resident_experts"], r["link_gbps"], r["skew_target"],
               r["tokens_per_step"]): r
              for r in gm["rows"] if r["accuracy"] == ax["accuracies"][-1]}  # fmt: skip
+    tied = all_tied(gm["rows"])
 
     def cell(res: float, link: float, skew: float, t: int) -> str:
         a, b = cross.get((lo, res, link, skew, t)), cross.get((hi, res, link, skew, t))
         if a is None or b is None:
             return "-"  # not run (a partial multirun)
         show = [f"{r['crossover_accuracy']:.2f}" if r["crossover_accuracy"] is not None
-                else "DO" for r in (a, b)]  # fmt: skip
+                else "tie" if tied[(ov, res, link, skew, t)] else "DO"
+                for r, ov in ((a, lo), (b, hi))]  # fmt: skip
         return f"{show[0]} / {show[1]} (b/e {a['breakeven_overhead_us']:.0f} us)"
 
     def skew_of(res: float, link: float, skew: float) -> str:
@@ -66,7 +68,8 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
             f"measured in brackets) and tokens per step. Each cell: the crossover "
             f"Token-to-Expert accuracy above which it beats distribution:{gm['distribution']} at "
             f"{lo:g} / {hi:g} us per MoE layer of predictor overhead (DO: never in "
-            f"{ax['accuracies'][0]:g}-{ax['accuracies'][-1]:g}), and the break-even overhead "
+            f"{ax['accuracies'][0]:g}-{ax['accuracies'][-1]:g}, Distribution-Only faster at some "
+            "accuracy; tie: the same step time at every accuracy), and the break-even overhead "
             "(b/e) of the best swept accuracy. Every (cell, accuracy, overhead) point is a row of "
             "`guideline_map.csv`."
         ),
@@ -78,7 +81,8 @@ def map_blocks(gm: dict, out_dir: Path, plots: bool) -> list[Block]:
         f"of {c['cells']} cells; the largest dip between neighbouring accuracies is "
         f"{c['largest_dip']:.2%} (a keep-or-switch decision on a closer forecast, not a "
         f"physical term; docs/cost_model.md); the largest rise between the two highest "
-        f"accuracies is {c['last_step']:.2%} (no cliff at 1.0)."
+        f"accuracies is {c['last_step']:.2%}, against {c['earlier_rise']:.2%} between any "
+        "other neighbouring accuracies."
     ))  # fmt: skip
     if gm.get("reason"):
         blocks.append(Para(f"**Why Token-to-Expert never wins here.** {gm['reason']}"))
@@ -109,7 +113,8 @@ def whatif_curve(rows: list[dict]) -> dict:
     (skew, link, tokens, resident experts) cell: ``cells``, ``non_decreasing`` (cells whose
     curve never falls), ``largest_dip`` (the largest relative fall between neighbouring
     accuracies) and ``last_step`` (the largest relative rise between the two highest
-    accuracies: a cliff at 1.0 would show here)."""
+    accuracies: a cliff at 1.0 would show here) beside ``earlier_rise`` (the largest relative rise
+    between any other neighbouring accuracies)."""
     lo = min(r["overhead_us"] for r in rows)
     curves: dict[tuple, list[tuple[float, float]]] = {}
     for r in rows:
@@ -117,15 +122,16 @@ def whatif_curve(rows: list[dict]) -> dict:
             key = (r["skew_target"], r["link_gbps"], r["tokens_per_step"],
                    r.get("resident_experts", 1.0))  # fmt: skip
             curves.setdefault(key, []).append((r["accuracy"], r["token_speedup"]))
-    dips, steps, flat = [], [], 0
+    dips, steps, rises, flat = [], [], [], 0
     for points in curves.values():
         s = [v for _, v in sorted(points)]
         fall = [max(a / b - 1.0, 0.0) for a, b in itertools.pairwise(s)]
         dips.append(max(fall, default=0.0))
         flat += max(fall, default=0.0) <= 1e-9
         steps.append(s[-1] / s[-2] - 1.0 if len(s) > 1 else 0.0)
+        rises.append(max((b / a - 1.0 for a, b in itertools.pairwise(s[:-1])), default=0.0))
     return {"cells": len(curves), "non_decreasing": flat, "largest_dip": max(dips),
-            "last_step": max(steps)}  # fmt: skip
+            "last_step": max(steps), "earlier_rise": max(rises)}  # fmt: skip
 
 
 def no_win_reason(rows: list[dict]) -> str | None:

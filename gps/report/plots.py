@@ -138,10 +138,22 @@ def plot_frontier(guide: dict, path: Path, published: list[dict] | None = None) 
     return _save(fig, path)
 
 
+def all_tied(rows: list[dict]) -> dict[tuple, bool]:
+    """Per (overhead, resident experts, link, skew, tokens): whether every swept accuracy's
+    ``winner`` is ``tie`` (the families serve the same step time there)."""
+    out: dict[tuple, bool] = {}
+    for r in rows:
+        key = (r["overhead_us"], r.get("resident_experts", 1.0), r["link_gbps"],
+               r["skew_target"], r["tokens_per_step"])  # fmt: skip
+        out[key] = out.get(key, True) and r["winner"] == "tie"
+    return out
+
+
 def plot_guideline_map(gm: dict, path: Path) -> Path:
     """MoE-GPS Figure 1 with numbers: one heat map per (overhead, resident experts, link) panel
     over skew x tokens per step; colour and label = the crossover accuracy above which
-    Token-to-Expert beats Distribution-Only ("DO": never in the swept accuracies)."""
+    Token-to-Expert beats Distribution-Only; grey where it never does in the swept accuracies:
+    "tie" when every accuracy gives both families the same step time, else "DO"."""
     plt = _pyplot()
     ax_ = gm["axes"]
     skews, links, tokens, ovs = ax_["skews"], ax_["link_gbps"], ax_["tokens"], ax_["overheads_us"]
@@ -149,6 +161,7 @@ def plot_guideline_map(gm: dict, path: Path) -> Path:
     lo = ax_["accuracies"][0]
     cross = {(r["overhead_us"], r.get("resident_experts", 1.0), r["link_gbps"], r["skew_target"],
               r["tokens_per_step"]): r["crossover_accuracy"] for r in gm["rows"]}  # fmt: skip
+    tied = all_tied(gm["rows"])
     fig, axes = plt.subplots(len(panels), len(links), squeeze=False,
                              figsize=(2.6 * len(links) + 1.2, 2.5 * len(panels) + 0.6))  # fmt: skip
     fig.subplots_adjust(hspace=0.5, wspace=0.3)
@@ -163,7 +176,8 @@ def plot_guideline_map(gm: dict, path: Path) -> Path:
                              origin="lower", aspect="auto")  # fmt: skip
             for (y, x), v in np.ndenumerate(grid):
                 dark = not np.isnan(v) and v <= 0.75
-                ax.text(x, y, "DO" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                grey = "tie" if tied.get((ov, res, link, skews[y], tokens[x])) else "DO"
+                ax.text(x, y, grey if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
                         fontsize=7, color="white" if dark else "black")  # fmt: skip
             ax.set_xticks(range(len(tokens)), [f"{t // 1024}k" if t >= 1024 else str(t)
                                                for t in tokens], fontsize=7)  # fmt: skip
@@ -174,7 +188,10 @@ def plot_guideline_map(gm: dict, path: Path) -> Path:
             if j == 0:
                 ax.set_ylabel("skew (max/mean)", fontsize=7)
     if mesh is not None:
-        label = "crossover T2E accuracy (grey/DO: Distribution-Only always)"
+        label = (
+            "crossover T2E accuracy (grey: never; DO: Distribution-Only faster, "
+            "tie: same step time)"
+        )
         fig.colorbar(mesh, ax=axes, shrink=0.8, label=label)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     _pyplot().close(fig)
