@@ -281,7 +281,7 @@ def test_wide_search_never_worse_than_its_start(seed, skew) -> None:
     counts, level = replica_counts(load, hm, room)
     hg = np.argmax(hm, axis=1)
     wide, wlevel = wide_count_search(load, hg, counts[0], 8)
-    assert np.all(wlevel <= level[0] * (1 + 1e-12))
+    assert np.all(wlevel <= level[0] * (1 + 1e-9))  # the same matching, summed in another order
     assert np.all(wide >= 1) and np.all((wide - 1).sum(axis=1) <= 8)
     plan = plan_spare(load, home, wide_search=True)
     assert np.all(plan.meta["predicted_max_load"] >= spare_lower_bound(load, home) * (1 - 1e-9))

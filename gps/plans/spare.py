@@ -498,8 +498,9 @@ def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray
     (or none, while a spare slot is free) is scored exactly by the bottleneck matching
     (``matched_loads`` with one slot per GPU: heaviest lump onto the lightest GPU, which ignores
     only that a GPU may not host a replica of its own home expert); the best move by ``max +
-    _TIE * sum(four highest loads)`` is applied while it lowers that value. Moves that push
-    ``f``'s home GPU to the current maximum on their own are skipped (they cannot lower it).
+    _TIE * sum(four highest loads)`` is applied while it lowers that value; the counts of the
+    lowest maximum seen are returned. Moves that push ``f``'s home GPU to the current maximum on
+    their own are skipped (they cannot lower the maximum).
 
     Args:
         load: ``[M, E]`` tokens per expert (>= 0).
@@ -522,16 +523,18 @@ def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray
     level = np.empty(m)
     ex = np.arange(e)
     for row in range(m):
-        ld, hg, c = load[row], home_gpu[row], out[row]
-        cur = None
-        for _ in range(iters + 1):
+        ld, hg, c = load[row], home_gpu[row], out[row].copy()
+        best_max, best_c = np.inf, c.copy()
+        for step in range(iters + 1):
             per = ld / c
             hl = np.bincount(hg, per, minlength=g)
             lump_id = np.repeat(ex, c - 1)
             base = _one_slot_loads(hl[None], per[lump_id][None], g)[0]
+            if base.max() < best_max:  # the value may fall while the maximum rises a little
+                best_max, best_c = base.max(), c.copy()
             top = -np.partition(-base, min(3, g - 1))[: min(4, g)]
             cur = base.max() + _TIE * top.sum()
-            if _ == iters:
+            if step == iters:
                 break
             # decrements: replicated experts whose home GPU stays below the maximum, or none
             dec = np.flatnonzero(c > 1)
@@ -574,8 +577,7 @@ def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray
             c[ii[j]] += 1
             if dd[j] >= 0:
                 c[dd[j]] -= 1
-        level[row] = _one_slot_loads(np.bincount(hg, ld / c, minlength=g)[None],
-                                     np.repeat(ld / c, c - 1)[None], g)[0].max()  # fmt: skip
+        out[row], level[row] = best_c, best_max
     return out, level
 
 
