@@ -17,7 +17,7 @@ extrapolated per layer evaluation:
 Input generation is not timed. The mechanisms of issue 13 are on by default: DeepEP all-to-all
 (per-direction dtypes, de-duplication), two-batch overlap (the critical path of two
 interleaved micro-batches: a second pricing at half the batch), the H100's fitted roofline
-knee; the per-layer loop then calls ``moe_alltoall_times`` and ``two_batch_path`` per layer
+knee; the per-layer loop then calls ``moe_alltoall_times`` and ``two_batch_schedule`` per layer
 too. ``--plain`` runs the flat all-to-all without overlap.
 
 Run: ``.venv/bin/python benchmarks/bench_cost_model.py [--points 200000] [--loop-points 300]
@@ -33,7 +33,7 @@ import numpy as np
 from machine import describe
 
 from gps.cost.comm import dedup_factors, moe_alltoall_times
-from gps.cost.e2e import batch_cost, two_batch_path
+from gps.cost.e2e import batch_cost, two_batch_schedule
 from gps.cost.experts import balanced_expert_time, expert_time_per_gpu
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
@@ -95,7 +95,7 @@ def main() -> None:
                 e = expert_time_per_gpu(slots[i, layer] * half, MIXTRAL, H100).max()
                 balanced_expert_time(slots[i, layer] * half, MIXTRAL, H100)
             if overlap:
-                two_batch_path(np.ones(1), d, np.full(1, e), c)
+                two_batch_schedule(np.ones(1), d, np.full(1, e), c)[0]
     layer_loop_s = time.perf_counter() - t0
     loop_evals = args.loop_points * LAYERS
 

@@ -39,7 +39,7 @@ class Workload:
             fixed per-kernel cost).
         overlap: ``"none"`` (stages of a layer run one after another) or ``"two_batch"``
             (SGLang/DeepSeek two-batch overlap: two micro-batches interleave so that one's
-            all-to-all runs under the other's compute; ``gps.cost.e2e.two_batch_path``).
+            all-to-all runs under the other's compute; ``gps.cost.e2e.two_batch_schedule``).
     """
 
     phase: str = "prefill"

@@ -34,7 +34,7 @@ from gps.cost.comm import (
     hierarchical_dispatch_bytes,
     moe_alltoall_times,
 )
-from gps.cost.e2e import batch_cost, micro_batches, two_batch_path, two_batch_schedule
+from gps.cost.e2e import batch_cost, micro_batches, two_batch_schedule
 from gps.cost.roofline import op_time
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
 from gps.cost.step import StepExtras, StepRouting
@@ -154,10 +154,10 @@ def test_batch_cost_combine_dtype() -> None:
 
 def test_two_batch_path_hand_computed() -> None:
     one = np.ones(1)
-    assert two_batch_path(one, one, one, one)[0] == pytest.approx(5.0)  # sequential: 8
+    assert two_batch_schedule(one, one, one, one)[0][0] == pytest.approx(5.0)  # sequential: 8
     # communication-bound: D = C = 3, A = B = 1:
     # a0=1 a1=2 d0=4 d1=7 b0=5 b1=8 f0=max(7,5)+3=10 f1=max(10,8)+3=13
-    assert two_batch_path(one, 3 * one, one, 3 * one)[0] == pytest.approx(13.0)
+    assert two_batch_schedule(one, 3 * one, one, 3 * one)[0][0] == pytest.approx(13.0)
 
 
 def test_two_batch_path_with_sm_partitioning_hand_computed() -> None:
@@ -165,12 +165,14 @@ def test_two_batch_path_with_sm_partitioning_hand_computed() -> None:
     # a0 = 3; D0 3..4; A1 from 3: 1 s at half speed (0.5 done), 2.5 left -> 6.5; D1 6.5..7.5;
     # B0 from 6.5: 0.5 done by 7.5, 2.5 left -> 10; C0 10..11; B1 from 10 -> 13.5; C1 13.5..14.5
     one = np.ones(1)
-    assert two_batch_path(3 * one, one, 3 * one, one)[0] == pytest.approx(13.0)  # full SMs
-    t = two_batch_path(3 * one, one, 3 * one, one, compute_rate=0.5)[0]
+    assert two_batch_schedule(3 * one, one, 3 * one, one)[0][0] == pytest.approx(13.0)  # full SMs
+    t = two_batch_schedule(3 * one, one, 3 * one, one, compute_rate=0.5)[0][0]
     assert t == pytest.approx(14.5)
     # communication-bound A = B = 1, D = C = 3: compute finishes inside each all-to-all
     # (1 s of work at half speed = 2 s < 3 s), so the step stays at 13
-    assert two_batch_path(one, 3 * one, one, 3 * one, compute_rate=0.5)[0] == pytest.approx(13)
+    assert two_batch_schedule(one, 3 * one, one, 3 * one, compute_rate=0.5)[0][0] == pytest.approx(
+        13
+    )
 
 
 def test_odd_batches_split_exactly() -> None:
@@ -189,11 +191,11 @@ def test_odd_batches_split_exactly() -> None:
                        StepRouting(routing * b / 3)).components  # fmt: skip
         return c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
 
-    expected = two_batch_path(*stages(1), second=stages(2))
+    expected = two_batch_schedule(*stages(1), second=stages(2))[0]
     np.testing.assert_allclose(whole.per_layer_s, expected, rtol=1e-12)
     assert slots["experts"].shape == expected.shape
     # ceil for both halves (the old split) prices 4 sequences' worth: strictly more
-    assert float(whole.per_layer_s.sum()) < float(two_batch_path(*stages(2)).sum())
+    assert float(whole.per_layer_s.sum()) < float(two_batch_schedule(*stages(2))[0].sum())
 
 
 def test_two_batch_schedule_port_time_by_hand() -> None:
@@ -204,7 +206,6 @@ def test_two_batch_schedule_port_time_by_hand() -> None:
     path, busy = two_batch_schedule(one, 0.5 * one, one, 0.5 * one)
     np.testing.assert_allclose(path, [4.5, 4.0])
     np.testing.assert_allclose(busy, [0.5, 1.0])
-    np.testing.assert_allclose(two_batch_path(one, 0.5 * one, one, 0.5 * one), path)
 
 
 def test_two_batch_copies_share_the_ports_with_the_micro_batches() -> None:
@@ -269,7 +270,7 @@ def test_one_prompt_split_attends_to_its_first_half() -> None:
         c = batch_cost(spec, cl, replace(w, overlap="none"), StepRouting(routing / 2)).components
         return c["attention"] + c["gate"], c["dispatch"], c["experts"] + c["shared"], c["combine"]
 
-    want = two_batch_path(*stages(a), second=stages(b))
+    want = two_batch_schedule(*stages(a), second=stages(b))[0]
     np.testing.assert_allclose(batch_cost(spec, cl, wl).per_layer_s, want, rtol=1e-12)
     # the second half attends over twice the keys; together the halves cost the whole prompt
     assert attention_time(spec, cl, b) > attention_time(spec, cl, a)
@@ -286,11 +287,11 @@ STAGES = arrays(np.float64, (8, 3), elements=st.floats(0, 1e-2, allow_subnormal=
 @given(stages=STAGES, rate=st.floats(0.05, 1.0))
 def test_two_batch_overlap_between_longest_stage_and_sum(stages, rate):
     first, second = tuple(stages[:4]), tuple(stages[4:])
-    total = two_batch_path(*first, second=second, compute_rate=rate).sum()
+    total = two_batch_schedule(*first, second=second, compute_rate=rate)[0].sum()
     assert total <= stages.sum() * (1 + 1e-9) + 1e-15  # both micro-batches, serially
     assert total >= stages.max() * (1 - 1e-12)
     # fewer SMs for compute never make the step faster
-    assert total >= two_batch_path(*first, second=second).sum() * (1 - 1e-12)
+    assert total >= two_batch_schedule(*first, second=second)[0].sum() * (1 - 1e-12)
 
 
 ONE_BATCH = arrays(np.float64, (4, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))
@@ -305,7 +306,7 @@ def test_two_batch_overlap_between_its_two_streams_and_the_serial_sum(stages):
     (A path that dropped a micro-batch could sit at ``sum(A + D + B + C)`` and pass the old
     bound, its longest single stage.)"""
     a, d, b, c = stages
-    total = two_batch_path(a, d, b, c).sum()
+    total = two_batch_schedule(a, d, b, c)[0].sum()
     assert total <= 2 * stages.sum() * (1 + 1e-12) + 1e-18  # both micro-batches, serially
     lower = max(2 * (a + b).sum(), 2 * (d + c).sum(), (a + d + b + c).sum())
     assert total >= lower * (1 - 1e-12) - 1e-18
@@ -317,7 +318,7 @@ def test_two_batch_bound_catches_a_dropped_micro_batch() -> None:
     one = np.ones(1)
     single = (one + 0.1 * one + one + 0.1 * one).sum()
     assert single < 2 * (one + one).sum()
-    assert two_batch_path(one, 0.1 * one, one, 0.1 * one).sum() >= 4.0
+    assert two_batch_schedule(one, 0.1 * one, one, 0.1 * one)[0].sum() >= 4.0
 
 
 def test_batch_cost_two_batch_overlap_bounds() -> None:

@@ -224,22 +224,6 @@ def two_batch_schedule(
     return out, busy
 
 
-def two_batch_path(
-    compute_a: np.ndarray,
-    comm_d: np.ndarray,
-    compute_b: np.ndarray,
-    comm_c: np.ndarray,
-    *,
-    second: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
-    compute_rate: float = 1.0,
-) -> np.ndarray:
-    """Seconds per MoE layer ``[..., L_moe]`` of two interleaved micro-batches: the critical
-    path of ``two_batch_schedule`` (same arguments)."""
-    return two_batch_schedule(
-        compute_a, comm_d, compute_b, comm_c, second=second, compute_rate=compute_rate
-    )[0]
-
-
 def micro_batches(workload: Workload) -> tuple[Workload, Workload] | None:
     """The two micro-batches of ``workload`` for two-batch overlap: ``floor(B/2)`` and
     ``ceil(B/2)`` sequences, or the prompt of a single prefill sequence split into its first
@@ -349,7 +333,7 @@ def batch_cost(
             scheduler and sampling time (``engine_times``, the ``engine`` parts of the step).
 
     ``workload.overlap="two_batch"``: each MoE layer's time is its share of the critical path of
-    two interleaved micro-batches (``two_batch_path``: stages priced at the ``floor(B/2)`` and
+    two interleaved micro-batches (``two_batch_schedule``: stages priced at the ``floor(B/2)`` and
     ``ceil(B/2)`` micro-batches, so their GEMMs run at the micro-batch's shape efficiency;
     compute slowed by the SMs the all-to-all holds), plus
     predictor, expert fetch and migration; the micro-batches' own dispatch overlaps, so neither
@@ -450,9 +434,9 @@ def batch_cost(
         overlapped, taken = two_batch_schedule(
             *stages(mb0), second=stages(mb1), compute_rate=compute_rate
         )
-        balanced_overlapped = two_batch_path(
+        balanced_overlapped = two_batch_schedule(
             *stages(bal0), second=stages(bal1), compute_rate=compute_rate
-        )
+        )[0]
     ports = dispatch_ports(layer_cluster)
     port_extras = replace(extras, dispatch_chunks=chunks)
     chunk, chunk_bal = (None, None) if chunks == 1 else (x["dispatch"] for x in priced[-1])
