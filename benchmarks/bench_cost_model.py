@@ -35,6 +35,7 @@ from machine import describe
 from gps.cost.comm import dedup_factors, moe_alltoall_times
 from gps.cost.e2e import batch_cost, two_batch_schedule
 from gps.cost.experts import balanced_expert_time, expert_time_per_gpu
+from gps.cost.step import StepRouting
 from gps.model import load_model_spec
 from gps.profiles import load_cluster_config
 from gps.workload import Workload
@@ -75,7 +76,7 @@ def main() -> None:
     for start in range(0, args.points, args.chunk):
         slots, traffic = random_inputs(rng, min(args.chunk, args.points - start))
         t0 = time.perf_counter()
-        cost = batch_cost(MIXTRAL, CLUSTER, workload, slots, traffic)
+        cost = batch_cost(MIXTRAL, CLUSTER, workload, StepRouting(slots, traffic))
         vec_s += time.perf_counter() - t0
         checksum += float(cost.total_s.sum())
     vec_evals = args.points * LAYERS
@@ -83,7 +84,7 @@ def main() -> None:
     slots, traffic = random_inputs(rng, args.loop_points)
     t0 = time.perf_counter()
     for i in range(args.loop_points):
-        batch_cost(MIXTRAL, CLUSTER, workload, slots[i], traffic[i])
+        batch_cost(MIXTRAL, CLUSTER, workload, StepRouting(slots[i], traffic[i]))
     batch_loop_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i in range(args.loop_points):
