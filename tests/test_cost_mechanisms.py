@@ -294,6 +294,22 @@ def test_two_batch_overlap_between_longest_stage_and_sum(stages, rate):
     assert total >= two_batch_schedule(*first, second=second)[0].sum() * (1 - 1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(stages=STAGES, rate=st.floats(0.05, 1.0))
+def test_two_batch_port_time_in_attention_is_real_communication(stages, rate):
+    """The port time the schedule reports inside a layer's attention stages (the budget it
+    takes from replica copies and prefetch) is communication that exists: at most the first
+    micro-batch's dispatch plus the previous layer's last combine, and at most the two
+    attention stages' span (each at most ``A / rate``)."""
+    a0, d0, _, _, a1, _, _, c1 = stages
+    _, taken = two_batch_schedule(*stages[:4], second=tuple(stages[4:]), compute_rate=rate)
+    before = np.concatenate([[0.0], c1[:-1]])  # the previous layer's C1
+    eps = 1e-12 * stages.sum() + 1e-18
+    assert np.all(taken >= 0.0)
+    assert np.all(taken <= d0 + before + eps)
+    assert np.all(taken <= (a0 + a1) / rate + eps)
+
+
 ONE_BATCH = arrays(np.float64, (4, 3), elements=st.floats(0, 1e-2, allow_subnormal=False))
 
 

@@ -28,6 +28,7 @@ from gps.cost.ledger import (
     port_exposure,
     prefetch_exposed,
     prefetched_fraction,
+    stretched_end,
 )
 from gps.cost.parallel import ParallelConfig
 from gps.cost.routing import traffic_from_slot_tokens, uniform_slot_tokens
@@ -282,6 +283,32 @@ def test_hidden_state_move_never_pays() -> None:
             "pre-attention hidden-state move"} <= names  # fmt: skip
 
 
+def test_hidden_state_move_bytes_by_hand() -> None:
+    """d = 1024 in bf16 (2 B) and 2 KV heads of 128 in bf16: 2 * 2 * 128 * 2 = 1024 B of K/V
+    per context token. Decode with 64 tokens of context, or a 128-token prompt (64 on
+    average): 1024 * 2 + 64 * 1024 = 67584 B moved against 2048 B of dispatch saved."""
+    spec = gqa_model()
+    for w in (Workload("decode", 1, context_len=64), Workload("prefill", 1, 128)):
+        assert hidden_state_move_bytes(spec, w) == (67584.0, 2048.0)
+
+
+def test_stretched_end_by_hand() -> None:
+    """A 1 s compute stage from t = 0 beside communication holding half the SMs."""
+
+    def end(start, work, busy_from, busy_to, rate=0.5):
+        return float(stretched_end(np.array(start), np.array(work), np.array(busy_from),
+                                   np.array(busy_to), rate))  # fmt: skip
+
+    # 0.5 s of work by 0.5, the other 0.5 s at half speed over 0.5-1.5
+    assert end(0.0, 1.0, 0.5, 1.5) == pytest.approx(1.5)
+    # 0.5 s by 0.5, 0.25 s over 0.5-1.0, the last 0.25 s at full speed: 1.25
+    assert end(0.0, 1.0, 0.5, 1.0) == pytest.approx(1.25)
+    # starting inside the busy interval 0-2 at a quarter speed: 0.25 s by 2, 0.75 s after
+    assert end(1.0, 1.0, 0.0, 2.0, 0.25) == pytest.approx(2.75)
+    assert end(0.0, 1.0, 2.0, 3.0) == 1.0  # no overlap
+    assert end(0.0, 1.0, 0.5, 1.5, 1.0) == 1.0  # every SM
+
+
 def test_bad_switches_name_the_key() -> None:
     with pytest.raises(ValueError, match="expert_fetch_link"):
         Ledger(resident_experts=0.5)
@@ -334,6 +361,25 @@ def test_a_belief_naming_only_idle_slots_never_beats_no_belief(busy, left, resid
         return prefetch_exposed(Prefetch(busy, s, res, 100.0, SLOW), np.full(3, left))
 
     assert np.all(exposed(wrong) >= exposed(np.zeros((3, R))) - 1e-12)
+
+
+@FEW
+@given(attn=hs.floats(0.0, 1e-2), dc=hs.floats(0.0, 1e-2), chunks=hs.integers(1, 16),
+       rate=hs.floats(0.05, 1.0))  # fmt: skip
+def test_chunk_pipeline_between_its_stages_and_their_sum(attn, dc, chunks, rate) -> None:
+    """The last dispatch starts after the whole attention and the first after its first chunk,
+    and the dispatches run one after another: the pipeline ends at least
+    ``max(attention + d_c, attention / c + c * d_c)``. The communication stream idles only
+    while an attention chunk runs at full speed: it ends at most ``attention + c * d_c``. Fewer
+    SMs never end it sooner; with every SM it is the two-stage pipeline's closed form."""
+    a, d = np.array([attn]), np.array([dc])
+    got = float(chunk_pipeline_exposed(a, d, chunks, rate)[0])
+    full = float(chunk_pipeline_exposed(a, d, chunks)[0])
+    eps = 1e-12 * (attn + chunks * dc) + 1e-18
+    assert got >= max(dc, attn / chunks + chunks * dc - attn) - eps
+    assert got <= chunks * dc + eps
+    assert got >= full - eps
+    assert full == pytest.approx(dc + (chunks - 1) * max(0.0, dc - attn / chunks), abs=eps)
 
 
 @FEW

@@ -179,11 +179,20 @@ def prefetch_exposed(prefetch: Prefetch, port_left_s: np.ndarray) -> np.ndarray:
     return transfer_seconds(missing, p.link)
 
 
-def stretched_end(start, work, busy_from, busy_to, rate):
+def stretched_end(
+    start: np.ndarray,
+    work: np.ndarray,
+    busy_from: np.ndarray,
+    busy_to: np.ndarray,
+    rate: float | np.ndarray,
+) -> np.ndarray:
     """When a compute stage of ``work`` seconds (at full speed) starting at ``start`` ends, if it
     runs at ``rate`` (< 1: the SMs a concurrent communication kernel holds are gone) while the
     communication stream is busy over ``[busy_from, busy_to]`` and at full speed otherwise (a
-    fluid model). Arrays broadcast; ``rate == 1`` gives ``start + work``."""
+    fluid model). All times in seconds; arrays broadcast and the result has their broadcast
+    shape. ``rate`` is a share of the SMs in (0, 1]; ``rate == 1`` gives ``start + work``.
+    The stage ends at least ``start + work`` and at most ``(1 - rate) * (busy_to - busy_from)``
+    later (it loses ``1 - rate`` of each second it overlaps the communication)."""
     end = start + work
     if np.all(rate >= 1.0):
         return end
