@@ -123,6 +123,16 @@ def test_scheduler_and_sampling_enter_the_step_by_hand() -> None:
     assert cost.engine == pytest.approx({"scheduler": 500e-6, "sampling": sampling})
     assert float(cost.total_s) == pytest.approx(float(ideal.total_s) + 500e-6 + sampling)
     assert float(ideal.engine_s) == 0.0
+    # the MoE layers alone: no embedding, dense layers, LM head, scheduler or sampling
+    moe = cost.layers_only()
+    layers_s = float(cost.per_layer_s.sum())
+    assert float(moe.total_s) == pytest.approx(layers_s, rel=1e-12)
+    assert float(moe.tokens_per_s) == pytest.approx(wl.tokens_per_step / layers_s, rel=1e-12)
+    assert float(moe.balanced_total_s) == pytest.approx(
+        float(cost.balanced_total_s - cost.non_moe_s) - 500e-6 - sampling, rel=1e-12
+    )
+    assert float(moe.non_moe_s) == float(moe.engine_s) == 0.0
+    assert set(moe.engine.values()) == set(moe.non_moe.values()) == {0.0}
 
 
 def test_eager_launches_bound_short_kernels_by_the_host() -> None:
