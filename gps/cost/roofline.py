@@ -35,10 +35,10 @@ def gemm(
     bytes_: float | np.ndarray,
     k: float,
     dtype: str | None = None,
-    launches: int = 1,
 ) -> Op:
-    """An ``Op`` of GEMMs that all reduce over ``k`` elements."""
-    return Op(name, flops, bytes_, launches, dtype, ((float(k), 1.0),))
+    """One GEMM kernel (``flops`` FLOPs, ``bytes_`` HBM bytes) that reduces over ``k``
+    elements, at ``dtype``'s peak (``None``: the caller's default)."""
+    return Op(name, flops, bytes_, 1, dtype, ((float(k), 1.0),))
 
 
 def compute_efficiency(
