@@ -36,7 +36,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from gps.cost.roofline import knee_time
-from gps.hardware import GPUProfile
+from gps.hardware import GPUProfile, gemm_efficiency
 
 ELEMENT = 2.0  # bytes of the measured dtype (bf16)
 
@@ -125,12 +125,6 @@ def _kernels(measurements: Sequence[Mapping]) -> _Kernels:
         )
     return _Kernels(gemms, np.array(extra), np.array(launches, dtype=float), np.array(seconds),
                     tuple(kinds))  # fmt: skip
-
-
-def gemm_efficiency(k: float | np.ndarray, c: float, k0: float) -> np.ndarray:
-    """``c * K / (K + k0)``: compute efficiency of a GEMM with reduction length ``K``."""
-    k = np.asarray(k, dtype=float)
-    return c * k / (k + k0)
 
 
 def kernels_s(kernels: _Kernels, peak_flops: float, bandwidth: float, params: np.ndarray,

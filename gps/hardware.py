@@ -12,6 +12,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def gemm_efficiency(k: float | np.ndarray, c: float, k0: float) -> np.ndarray:
+    """``c * K / (K + k0)``: compute efficiency (fraction of dense peak) of a GEMM reducing over
+    ``K`` elements, for the large-K efficiency ``c`` and the knee ``k0`` (elements of ``K``);
+    the form ``gps.calibration`` and ``benchmarks/gpu/fit_fp8_gemm.py`` fit."""
+    k = np.asarray(k, dtype=float)
+    return c * k / (k + k0)
+
+
 @dataclass(frozen=True)
 class GPUProfile:
     """One accelerator.
@@ -78,8 +86,8 @@ class GPUProfile:
         if k <= 0:
             raise ValueError(f"GEMM reduction length must be > 0, got {k}")
         if dtype == "fp8" and self.fp8_compute_efficiency > 0:
-            return self.fp8_compute_efficiency * k / (k + self.fp8_gemm_k_knee)
-        return self.compute_efficiency * k / (k + self.gemm_k_knee)
+            return float(gemm_efficiency(k, self.fp8_compute_efficiency, self.fp8_gemm_k_knee))
+        return float(gemm_efficiency(k, self.compute_efficiency, self.gemm_k_knee))
 
     def flops_for(self, dtype: str) -> float:
         """Peak dense FLOP/s for ``dtype``; raises ``KeyError`` naming the GPU if unsupported."""

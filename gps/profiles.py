@@ -239,28 +239,21 @@ def validate_measured(measured: Any, origin: Path | str) -> dict[str, Any]:
     return out
 
 
-def _knee(entry: Any, origin: Path) -> float:
-    """``roofline_knee: {value, source}``: a p-norm exponent >= 1."""
+def _sourced_number(entry: Any, origin: Path, field: str, low: float) -> float:
+    """``field: {value, source}``: a number ``>= low`` with its source (``roofline_knee``: a
+    p-norm exponent >= 1; ``gemm_k_knee``: elements of ``K``, >= 0)."""
     if not isinstance(entry, Mapping):
-        raise ProfileError(origin, "roofline_knee", f"expected {{value, source}}, got {entry!r}")
-    _check_keys(entry, {"value", "source"}, set(), origin, "roofline_knee")
-    _string(entry["source"], origin, "roofline_knee.source")
-    p = _number(entry["value"], origin, "roofline_knee.value")
-    if p < 1:
-        raise ProfileError(origin, "roofline_knee.value", f"must be >= 1, got {p}")
-    return p
+        raise ProfileError(origin, field, f"expected {{value, source}}, got {entry!r}")
+    _check_keys(entry, {"value", "source"}, set(), origin, field)
+    _string(entry["source"], origin, f"{field}.source")
+    return _at_least(_number(entry["value"], origin, f"{field}.value"), low, origin,
+                     f"{field}.value")  # fmt: skip
 
 
-def _k_knee(entry: Any, origin: Path) -> float:
-    """``gemm_k_knee: {value, source}``: elements of ``K``, >= 0."""
-    if not isinstance(entry, Mapping):
-        raise ProfileError(origin, "gemm_k_knee", f"expected {{value, source}}, got {entry!r}")
-    _check_keys(entry, {"value", "source"}, set(), origin, "gemm_k_knee")
-    _string(entry["source"], origin, "gemm_k_knee.source")
-    k0 = _number(entry["value"], origin, "gemm_k_knee.value")
-    if k0 < 0:
-        raise ProfileError(origin, "gemm_k_knee.value", f"must be >= 0, got {k0}")
-    return k0
+def _at_least(x: float, low: float, origin: Path, field: str) -> float:
+    if x < low:
+        raise ProfileError(origin, field, f"must be >= {low:g}, got {x}")
+    return x
 
 
 def _fp8_gemm(entry: Any, origin: Path) -> tuple[float, float]:
@@ -272,10 +265,8 @@ def _fp8_gemm(entry: Any, origin: Path) -> tuple[float, float]:
     _check_keys(entry, {"compute", "k_knee", "source"}, set(), origin, "fp8_gemm")
     _string(entry["source"], origin, "fp8_gemm.source")
     c = _fraction(entry["compute"], origin, "fp8_gemm.compute")
-    k0 = _number(entry["k_knee"], origin, "fp8_gemm.k_knee")
-    if k0 < 0:
-        raise ProfileError(origin, "fp8_gemm.k_knee", f"must be >= 0, got {k0}")
-    return c, k0
+    return c, _at_least(_number(entry["k_knee"], origin, "fp8_gemm.k_knee"), 0, origin,
+                        "fp8_gemm.k_knee")  # fmt: skip
 
 
 def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -> GPUProfile:
@@ -298,8 +289,10 @@ def load_gpu(name_or_path: str | Path, profiles_dir: str | Path | None = None) -
     memory = _sourced_fraction(eff["memory"], path, "efficiency.memory")
     launch = quantity(data["launch_overhead"], "time", path, "launch_overhead")
     eff_source = f"assumption ({path.name}: efficiency)"
-    knee = _knee(data["roofline_knee"], path) if data.get("roofline_knee") is not None else 0.0
-    k0 = _k_knee(data["gemm_k_knee"], path) if data.get("gemm_k_knee") is not None else 0.0
+    knee, k0 = (
+        0.0 if data.get(f) is None else _sourced_number(data[f], path, f, low)
+        for f, low in (("roofline_knee", 1), ("gemm_k_knee", 0))
+    )
     att = data.get("attention_efficiency")
     att = 0.0 if att is None else _sourced_fraction(att, path, "attention_efficiency")
     eager = data.get("eager_launch_overhead")

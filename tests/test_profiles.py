@@ -98,6 +98,11 @@ def test_cluster_node_layout():
         (lambda d: d["fp8_gemm"].update(k_knee=-1), "'fp8_gemm.k_knee'"),
         (lambda d: d["fp8_gemm"].pop("source"), "'fp8_gemm.source'"),
         (lambda d: d.update(fp8_gemm=0.7), "'fp8_gemm'"),
+        (lambda d: d.update(roofline_knee={"value": 0.5, "source": "x"}), "'roofline_knee.value'"),
+        (lambda d: d.update(roofline_knee=4), "'roofline_knee'"),
+        (lambda d: d.update(gemm_k_knee={"value": -1, "source": "x"}), "'gemm_k_knee.value'"),
+        (lambda d: d.update(gemm_k_knee={"value": 100}), "'gemm_k_knee"),
+        (lambda d: d.update(gemm_k_knee={"value": 100, "source": ""}), "'gemm_k_knee.source'"),
     ],
 )
 def test_bad_gpu_profile_names_file_and_field(profiles, change, field):

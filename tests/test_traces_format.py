@@ -430,6 +430,14 @@ def test_jsonl_missing_layer_is_dropped_with_warning_or_error(tmp_path: Path) ->
         (_record(0, 1, 1, [1, 2.5]), "experts", "not an integer"),
         (_record(0, 1, 1, [1, 2], gating_probs=[0.5]), "gating_probs", "list of 2"),
         (_record(0, 1, 1, [1, 2], gating_probs=[0.5, "x"]), "gating_probs", "not a number"),
+        (_record(0, 1, 1, [1, 2], gating_probs=[[0.5], [0.5]]), "gating_probs", "not a number"),
+        (
+            _record(0, 1, 1, [1, 2], gating_probs=[[0.5], [0.2, 0.3]]),
+            "gating_probs",
+            "not a number",
+        ),
+        (_record(0, 1, 1, [[1], [2]]), "experts", "not an integer"),
+        (_record(0, 1, 1, [1, 2**70]), "experts", "not an integer"),
         (_record(0, 1, 1, [1, 2]) | {"layer": -1}, "layer", "outside"),
         (_record(0, 1, 1, [1, 2], token_idx="3"), "token_idx", "not an integer"),
         (_record(0, 1, 1, []), "experts", "non-empty"),
@@ -662,3 +670,12 @@ def test_split_by_sequence_depends_on_seed_and_rejects_bad_input() -> None:
     single = replace(trace, sequence_id=np.zeros(60, np.int32))
     with pytest.raises(ValueError, match="at least 2 sequences"):
         split_by_sequence(single, 0.5, 0)
+
+
+def test_jsonl_boolean_scores_are_an_error_naming_the_line(tmp_path: Path) -> None:
+    # every weight a JSON boolean: refused at its line (this once escaped as StopIteration)
+    record = _record(0, 0, 0, [0, 1], gating_probs=[True, False])
+    path = _write_jsonl(tmp_path / "r.jsonl", [record])
+    with pytest.raises(TraceError, match="not a number: True") as err:
+        read_routing_jsonl(path, num_experts=4)
+    assert err.value.field == "gating_probs" and err.value.origin == f"{path}:1"

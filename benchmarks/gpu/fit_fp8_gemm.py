@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from gps.cost.roofline import knee_time
+from gps.hardware import gemm_efficiency
 from gps.profiles import load_gpu
 
 SOURCE = (
@@ -54,7 +55,7 @@ def model_s(c: float, k0: float, profile: str = PROFILE) -> np.ndarray:
     peak, bw = gpu.flops_for("fp8"), gpu.hbm_bandwidth * gpu.memory_efficiency
     out = []
     for g, m, n, k, _ in COMPUTE_BOUND:
-        compute = 2.0 * m * n * k / (peak * c * k / (k + k0))
+        compute = 2.0 * m * n * k / (peak * gemm_efficiency(k, c, k0))
         memory = (m * k + g * n * k + 2.0 * m * n) / bw
         out.append(float(knee_time(np.array(compute), np.array(memory), gpu.roofline_knee)))
     return np.array(out)
@@ -81,7 +82,7 @@ def main() -> int:
         print(f"  G={g} M={m:6d} N={n:6d} K={k:6d} {t:5d} TFLOPS  model/measured {r:.3f}")
     print("  K      efficiency")
     for k in (256, 512, 1536, 2048, 7168, 16384):
-        print(f"  {k:6d} {c * k / (k + k0):.3f}")
+        print(f"  {k:6d} {gemm_efficiency(k, c, k0):.3f}")
     return 0
 
 

@@ -141,13 +141,6 @@ class EngineLoadStats:
 # ----------------------------------------------------------------------------- checks
 
 
-def _integral(origin: str, name: str, value: Any, ndim: int | tuple[int, ...]) -> np.ndarray:
-    """``value`` (array or nested lists) as int64 counts of ``ndim`` dims: the importers' one
-    check (``gps.traces.importers.whole_counts``: whole-number floats accepted, as SGLang's
-    JSON writes them; non-integral, negative, ragged or non-numeric values refused)."""
-    return whole_counts(value, origin, name, ndim=ndim)
-
-
 def _map(origin: str, name: str, value: Any, num_experts: int | None) -> np.ndarray:
     """A ``[L, P]`` physical -> logical map with ids in ``[0, E)``."""
     try:
@@ -158,7 +151,7 @@ def _map(origin: str, name: str, value: Any, num_experts: int | None) -> np.ndar
         i = tuple(int(v) for v in np.argwhere(a < 0)[0])
         raise TraceError(origin, name, f"expert id {a[i].item()!r} at index {i}: physical "
                          "slots map to logical experts >= 0")  # fmt: skip
-    m = _integral(origin, name, value, 2)
+    m = whole_counts(value, origin, name, ndim=2)
     if m.size == 0:
         raise TraceError(origin, name, f"empty map, shape {m.shape}")
     if num_experts is not None and m.max() >= num_experts:
@@ -299,7 +292,7 @@ def _sglang_stat(
     concatenated buffers."""
     parts, steps, dropped, wrapped, offset = [], [], 0, False, 0
     for origin, d in dicts:
-        c = _integral(origin, "logical_count", d["logical_count"], (2, 3))
+        c = whole_counts(d["logical_count"], origin, "logical_count", ndim=(2, 3))
         if c.ndim == 2:  # one [L, E] total, as --init-expert-location accepts
             c = c[None]
         if 0 in c.shape:
@@ -372,7 +365,7 @@ def _sglang_records(
                                  f"expected a dict, got {type(rec).__name__}")  # fmt: skip
             if "global_physical_count" not in rec:
                 raise TraceError(origin, name, "missing")
-            c = _integral(origin, name, rec["global_physical_count"], 2)
+            c = whole_counts(rec["global_physical_count"], origin, name, ndim=2)
             if c.shape != mapping.shape:
                 raise TraceError(
                     origin, name, f"shape {c.shape} != map {mapping.shape} [L, P] (layer mismatch)"
@@ -451,15 +444,17 @@ def read_vllm_eplb(
         d = _load_dict(path)
         if "expert_load_window" in d:
             name, mode = "expert_load_window", "window"
-            c = _integral(origin, name, d[name], 3)
+            c = whole_counts(d[name], origin, name, ndim=3)
             if "expert_load_window_step" in d:
-                at = _integral(origin, "expert_load_window_step", d["expert_load_window_step"], 0)
+                at = whole_counts(
+                    d["expert_load_window_step"], origin, "expert_load_window_step", ndim=0
+                )
                 c = np.roll(c, -int(at) % max(c.shape[0], 1), axis=0)
             else:
                 ring_known = False
         elif "expert_load_pass" in d:
             name, mode = "expert_load_pass", "pass"
-            c = _integral(origin, name, d[name], (2, 3))
+            c = whole_counts(d[name], origin, name, ndim=(2, 3))
             c = c[None] if c.ndim == 2 else c
         else:
             raise TraceError(
@@ -485,7 +480,7 @@ def read_vllm_eplb(
                         f"{m.shape[1]} of physical_to_logical_map (a per-rank "
                         f"[L, P/EP] buffer needs an 'ep_rank' entry)",
                     )
-                rank = int(_integral(origin, "ep_rank", d["ep_rank"], 0))
+                rank = int(whole_counts(d["ep_rank"], origin, "ep_rank", ndim=0))
                 full = np.zeros((c.shape[0], c.shape[1], m.shape[1]), dtype=np.int64)
                 lo = rank * c.shape[2]
                 if lo + c.shape[2] > m.shape[1]:
@@ -633,7 +628,7 @@ def read_trtllm_statistic(
             m = _TRT_KEY.fullmatch(key)
             if not m:
                 raise TraceError(str(path), key, "expected a '<iter>_<layer>' tensor name")
-            c = _integral(str(path), key, value, 1)
+            c = whole_counts(value, str(path), key, ndim=1)
             if c.shape != (e,):
                 raise TraceError(str(path), key, f"shape {c.shape} != [num_experts={e}]")
             k = (int(m.group(1)), int(m.group(2)))

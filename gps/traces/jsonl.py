@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -153,17 +154,34 @@ def _parse_file(
             rec.flagged.append(any(bool(obj.get(name)) for name in warmup_fields))
 
 
+def _array(values: list | np.ndarray) -> np.ndarray:
+    """``values`` as an array; ragged or mixed lists as a 1-D object array (never raises)."""
+    try:
+        return np.array(values)
+    except (ValueError, TypeError):
+        return np.array(values, dtype=object)
+
+
+def _first_bad(values: list | np.ndarray, kind: type | types.UnionType) -> int:
+    """Index of the first value that is a bool, a list, a string... rather than a ``kind``, or
+    an integer beyond 64 bits (0 if none is)."""
+
+    def bad(v: object) -> bool:
+        return isinstance(v, bool) or not isinstance(v, kind) or (
+            isinstance(v, int) and not -(2**63) <= v < 2**63
+        )  # fmt: skip
+
+    return next((i for i, v in enumerate(values) if bad(v)), 0)
+
+
 def _int_column(
     values: list | np.ndarray, field: str, where: Callable[[int], str], low: int, high: int
 ) -> np.ndarray:
     """``values`` as int64 after checking each is a JSON integer in ``[low, high)``."""
-    try:
-        arr = np.array(values)
-    except (ValueError, TypeError):
-        arr = np.array(values, dtype=object)
-    if arr.dtype.kind not in "iu":
-        bad = [i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, int)]
-        raise TraceError(where(bad[0]), field, f"not an integer: {values[bad[0]]!r}")
+    arr = _array(values)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        i = _first_bad(values, int)
+        raise TraceError(where(i), field, f"not an integer: {values[i]!r}")
     arr = arr.astype(np.int64)
     out = (arr < low) | (arr >= high)
     if out.any():
@@ -329,9 +347,9 @@ def read_routing_jsonl(
     full[token_of, layer] = experts
     scores = None
     if scores_field is not None:
-        flat = np.array(rec.scores)
-        if flat.dtype.kind not in "iuf":
-            bad = next(i for i, v in enumerate(rec.scores) if not isinstance(v, int | float))
+        flat = _array(rec.scores)
+        if flat.dtype.kind not in "iuf" or flat.ndim != 1:
+            bad = _first_bad(rec.scores, int | float)
             raise TraceError(where_flat(bad), scores_field, f"not a number: {rec.scores[bad]!r}")
         scores = np.zeros((num_tokens, num_layers, k), dtype=np.float16)
         with np.errstate(over="ignore"):  # overflow -> inf, rejected by validation
