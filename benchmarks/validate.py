@@ -222,6 +222,19 @@ def component(spec: MoEModelSpec, cl: Cluster, wl: Workload, name: str,
     return float(batch_cost(spec, cl, wl, StepRouting(dispatch_dedup=dedup)).components[name][0])
 
 
+NVLINK_FIT = "nvlink4_h800 efficiency: 160 GB/s is the NVLink figure of the DeepEP tables"
+
+
+def nvlink_fitted(model: Callable[[Cluster], float], cl: Cluster, tol: float = 0.01) -> str:
+    """``NVLINK_FIT`` when the row's model value depends on the H800 NVLink efficiency read off
+    the DeepEP tables (halving it moves the value by more than ``tol``, relative), else ``""``:
+    a DeepEP row is evidence only where that constant does not decide it."""
+    slow = replace(cl, intra_link=replace(cl.intra_link,
+                                          efficiency=cl.intra_link.efficiency / 2))  # fmt: skip
+    base = model(cl)
+    return NVLINK_FIT if abs(model(slow) / base - 1.0) > tol else ""
+
+
 def deepep_normal_rows() -> list[Row]:
     """Normal kernels: the published 'bottleneck bandwidth' is DeepEP's logical bytes per GPU
     (tokens received per rank intranode, tokens sent per RDMA rank incl. its own node
@@ -237,11 +250,11 @@ def deepep_normal_rows() -> list[Row]:
         spec = deepseek(num_groups=1, topk_groups=1)
         dedup = (gpus / 8, nodes / 8)
         wl = Workload("prefill", ep, 4096, alltoall="deepep")
-        fitted = "" if internode else (
-            "nvlink4_h800 efficiency: 160 GB/s is the NVLink figure of this DeepEP table"
-        )  # fmt: skip
         for what, bw, token in (("dispatch", disp_bw, FP8_TOKEN), ("combine", comb_bw, BF16_TOKEN)):
             measured = 4096 * hits * token / (bw * 1e9)
+            fitted = nvlink_fitted(
+                lambda c, s=spec, w=wl, n=what, d=dedup: component(s, c, w, n, d), cl
+            )
             rows.append(Row(
                 reference=f"{DEEPEP}: normal {what}, EP{ep} ({'internode' if internode else 'intranode'})",  # noqa: E501
                 configuration=(f"{DEEPEP_NORMAL_SETUP}; test routing {hits:.2f} "
@@ -271,13 +284,11 @@ def deepep_ll_rows() -> list[Row]:
         spec = deepseek(num_groups=1, topk_groups=1)
         wl = Workload("decode", 128 * ep, 1, 128, alltoall="deepep_low_latency")
         generation = "pure RDMA (original)" if ep in LL_FIT_EPS else "NVLink + RDMA (re-measured)"
-        if ep in LL_FIT_EPS:
-            fitted = "DEEPEP_LL_FIXED_S fitted on the pure-RDMA rows"
-        elif cl.num_nodes == 1:
-            fitted = "nvlink4_h800 efficiency: 160 GB/s is the NVLink figure of the DeepEP tables"
-        else:
-            fitted = ""
         for what, t in (("dispatch", disp_us), ("combine", comb_us)):
+            if ep in LL_FIT_EPS:
+                fitted = "DEEPEP_LL_FIXED_S fitted on the pure-RDMA rows"
+            else:
+                fitted = nvlink_fitted(lambda c, s=spec, w=wl, n=what: component(s, c, w, n), cl)
             rows.append(Row(
                 reference=f"{DEEPEP}: low-latency {what}, EP{ep}",
                 configuration=f"{DEEPEP_LL_SETUP}; kernel generation: {generation}",

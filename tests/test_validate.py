@@ -17,7 +17,7 @@ from gps.cost.comm import DEEPEP_LL_FIXED_S, expected_distinct_bins  # noqa: E40
 
 # The summary of the committed table (docs/validation.md): every row's band status is pinned
 # through these counts and the doc equality below; nothing is excused or excluded.
-PINNED = validate.Summary(rows=46, in_band=31, independent=38, independent_in_band=23,
+PINNED = validate.Summary(rows=46, in_band=31, independent=34, independent_in_band=21,
                           independent_steps=26, independent_steps_in_band=13)  # fmt: skip
 
 
@@ -138,3 +138,14 @@ def test_deepseek_profile_row_gives_communication_24_sms() -> None:
 def test_ant_row_steps_hold_the_reproductions_chunk() -> None:
     (row,) = validate.ant_rows()
     assert validate.ANT_CHUNK == 16384 and "= 4 prompts" in row.configuration
+
+
+def test_nvlink_fitted_marks_only_rows_the_constant_decides() -> None:
+    """A row is dependent on the DeepEP-read NVLink efficiency only where halving it moves the
+    model: the intranode EP8 rows do, a value that ignores the cluster does not."""
+    cl = validate.h800(16)
+    assert validate.nvlink_fitted(lambda c: 1.0, cl) == ""
+    nvlink_s = validate.nvlink_fitted(lambda c: 1.0 / c.intra_link.efficiency, cl)
+    assert nvlink_s == validate.NVLINK_FIT
+    rows = [r for r in validate.deepep_normal_rows() if "EP8 " in r.reference]
+    assert rows and all(r.fitted == validate.NVLINK_FIT for r in rows)
