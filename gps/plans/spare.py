@@ -426,19 +426,16 @@ def _peaks(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) -> np.nda
     """``[B, 4]`` the four highest loads of ``matched_loads`` (sorted, highest first); with at
     most one spare slot per GPU by sorting alone (heaviest lump with lightest GPU)."""
     if room.max(initial=0) <= 1:
-        hs = np.sort(home_load, axis=1)
+        has_slot = room > 0
+        hs = np.sort(np.where(has_slot, home_load, np.inf), axis=1)  # GPUs without a slot last
         ws = -np.sort(-lumps, axis=1)
         g, n = hs.shape[1], ws.shape[1]
-        fit = (room > 0).sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
-        if (room == 0).any():  # GPUs without a spare slot host nothing
-            hs = np.sort(np.where(room > 0, home_load, -np.inf), axis=1)
-            base = np.sort(np.where(room > 0, -np.inf, home_load), axis=1)[:, -1:]
-        else:
-            base = np.full((hs.shape[0], 1), -np.inf)
+        fit = has_slot.sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
         m = min(g, n)
         hs[:, :m] += ws[:, :m]
-        loads = np.concatenate([hs, base], axis=1)
-        top = -np.partition(-loads, 3, axis=1)[:, :4] if loads.shape[1] > 4 else loads
+        if not has_slot.all():  # GPUs without a spare slot host nothing: their home load
+            hs = np.where(np.isposinf(hs), np.sort(np.where(has_slot, -np.inf, home_load)), hs)
+        top = -np.partition(-hs, 3, axis=1)[:, :4] if g > 4 else hs
         top = -np.sort(-top, axis=1)
         return np.where(fit[:, None], top, np.inf)
     loads, _ = matched_loads(home_load, lumps, room)
