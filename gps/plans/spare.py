@@ -880,6 +880,7 @@ def _place(load, base, spare, counts, level, fetch_s, slack) -> np.ndarray:
 
 
 def _check_inputs(load, home: Plan, previous, fetch_s, slacks) -> np.ndarray:
+    """``load [L, E]`` as float once ``plan_spare_slacks``' arguments are checked (its Raises)."""
     load = check_load(load)
     if home.home is None:
         raise ValueError("home: the plan has no home slots (Plan.home is None)")
