@@ -38,7 +38,7 @@ from gps.plans import (
     static_placement,
 )
 from gps.plans.migration import check_source
-from gps.plans.spare import busiest_first_pays, check_replicas, wide_count_search
+from gps.plans.spare import _peaks, busiest_first_pays, check_replicas, wide_count_search
 from gps.traces.trace import TokenTrace
 from gps.workload import Workload
 
@@ -228,6 +228,25 @@ def test_matched_loads_by_hand() -> None:
     # two slots on GPU 0, none on GPU 1: both lumps land on GPU 0
     loads, _ = matched_loads(np.array([[0.0, 0.0]]), np.array([[3.0, 1.0]]), np.array([[2, 0]]))
     np.testing.assert_allclose(loads, [[4.0, 0.0]])
+
+
+def test_peaks_match_matched_loads_with_closed_gpus() -> None:
+    """``_peaks``' sorting shortcut (at most one spare slot per GPU) gives the four highest loads
+    of ``matched_loads``, also where some GPUs have no spare slot (uneven home copies)."""
+    # by hand: GPU 0 has no slot, the lump of 4 goes to GPU 1 (home load 1): loads 5, 5, 2, 3
+    top = _peaks(np.array([[5.0, 1.0, 2.0, 3.0]]), np.array([[4.0, 0.0, 0.0, 0.0]]),
+                 np.array([[0, 1, 1, 1]]))  # fmt: skip
+    np.testing.assert_allclose(top, [[5.0, 5.0, 3.0, 2.0]])
+    rng = np.random.default_rng(5)
+    hl = rng.uniform(0, 10, (200, 6))
+    lumps = rng.uniform(0, 10, (200, 6)) * (rng.random((200, 6)) < 0.5)
+    room = (rng.random((200, 6)) < 0.7).astype(int)
+    want = -np.sort(-matched_loads(hl, lumps, room)[0], axis=1)[:, :4]
+    got = _peaks(hl, lumps, room)
+    lost = np.isinf(want[:, 0])  # more lumps than free slots: every peak infinite
+    assert lost.any() and (~lost).sum() > 100
+    assert np.isinf(got[lost]).all()
+    np.testing.assert_allclose(got[~lost], want[~lost])
 
 
 def test_water_fill_reaches_the_hand_optimum() -> None:

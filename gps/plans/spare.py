@@ -150,18 +150,24 @@ def matched_loads(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray,
     return (load, top) if ids is None else (load, top, top_id)
 
 
+def _replica_ids(extra: np.ndarray, width: int) -> np.ndarray:
+    """``[M, width]`` the expert of every replica, row by row in expert order, ``-1`` padded
+    (``extra [M, E]`` int replicas per expert, ``extra.sum(1) <= width``)."""
+    m, e = extra.shape
+    n = extra.sum(axis=1)
+    out = np.full((m, width), -1, dtype=np.int64)
+    pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+    out[np.repeat(np.arange(m), n), pos] = np.repeat(np.tile(np.arange(e), m), extra.ravel())
+    return out
+
+
 class _Lumps:
     """Replicas of a batch of count vectors as fixed positions: ``w [M, N]`` per-copy load,
     ``e [M, N]`` expert (``-1`` = free position); ``hl [M, G]`` home loads."""
 
     def __init__(self, load, home_t, hcnt, counts, n: int) -> None:
-        m, e = load.shape
-        extra = counts - hcnt
-        self.e = np.full((m, max(n, 1)), -1, dtype=np.int64)
-        rows = np.repeat(np.arange(m), extra.sum(axis=1))
-        pos = np.arange(rows.size) - np.repeat(np.cumsum(extra.sum(axis=1)) - extra.sum(axis=1),
-                                               extra.sum(axis=1))  # fmt: skip
-        self.e[rows, pos] = np.repeat(np.tile(np.arange(e), m), extra.ravel())
+        m = load.shape[0]
+        self.e = _replica_ids(counts - hcnt, max(n, 1))
         per = load / counts
         self.w = np.where(self.e >= 0, per[np.arange(m)[:, None], np.maximum(self.e, 0)], 0.0)
         self.hl = np.matmul(per[:, None, :], home_t)[:, 0, :]
@@ -213,11 +219,11 @@ def _home_lists(hmat: np.ndarray) -> np.ndarray:
     return out
 
 
-def _greedy(load, hmat, hx, home_t, hcnt, room, cap, home_gpu):
+def _greedy(load, hx, home_t, hcnt, room, cap, home_gpu):
     """Step 1's greedy (module docstring): ``(counts [M, E], max load [M])`` of the best prefix.
     Two candidates per row and step: the busiest GPU's home expert of largest gain and the
     expert of the heaviest lump it hosts."""
-    m, g, _ = hmat.shape
+    m, g, _ = hx.shape
     single = bool((hcnt == 1).all())
     total = room.sum(axis=1)
     n = int(total.max(initial=0))
@@ -305,7 +311,6 @@ def replica_counts(
     room: np.ndarray,
     *,
     max_replicas: int | None = None,
-    improve_iters: int = IMPROVE_ITERS,
     wide_search: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Copies of every expert (home copies included), water-filling over the busiest GPU once
@@ -316,7 +321,6 @@ def replica_counts(
         home_experts: ``[M, G, E]`` bool, ``True`` where GPU ``g`` holds a home copy of ``e``.
         room: ``[M, G]`` int free spare slots.
         max_replicas: copies per expert at most (default ``G``).
-        improve_iters: local-improvement moves per row at most (``0``: greedy only).
         wide_search: then ``wide_count_search`` on both candidates in the rows with one home
             copy per expert and one spare slot per GPU (slower: seconds per 61 layers).
 
@@ -326,22 +330,20 @@ def replica_counts(
         ``matched_loads`` misjudges: several spare slots per GPU, a GPU that may not host an
         expert it holds). ``counts >=`` home copies, ``sum(counts - home) <= room.sum(1)``;
         ``level`` is the maximum GPU load of ``matched_loads`` with these counts. Loop of at
-        most ``room.sum(1).max()`` greedy steps and ``improve_iters`` moves, each vectorised
+        most ``room.sum(1).max()`` greedy steps and ``IMPROVE_ITERS`` moves, each vectorised
         over the rows (``[rows, candidates, G]``).
     """
     load = np.asarray(load, dtype=float)
     hmat = np.asarray(home_experts, dtype=bool)
     g = hmat.shape[1]
     hx = _home_lists(hmat)  # [M, G, H]
-    home_t = np.zeros((hmat.shape[0], hmat.shape[2], g))  # [M, E, G] home copies
-    mi, gi, hi = np.nonzero(hx >= 0)
-    home_t[mi, hx[mi, gi, hi], gi] = 1.0
+    home_t = hmat.transpose(0, 2, 1).astype(float)  # [M, E, G] home copies
     cap = min(g, g if max_replicas is None else int(max_replicas))
     hcnt = hmat.sum(axis=1).astype(np.int64)
     total = np.asarray(room).sum(axis=1)
     n = int(total.max(initial=0))
     home_gpu = np.argmax(hmat, axis=1)  # [M, E] one home GPU of each expert
-    best_c, best_f = _greedy(load, hmat, hx, home_t, hcnt, np.asarray(room), cap, home_gpu)
+    best_c, best_f = _greedy(load, hx, home_t, hcnt, np.asarray(room), cap, home_gpu)
     # counts-first start: each spare slot to the largest load per copy (EPLB's replication,
     # from the home copies); the better start per row is improved
     first = replicate_greedy(load, hcnt.sum(axis=1) + total, max_replicas=cap, start=hcnt)
@@ -355,7 +357,7 @@ def replica_counts(
     gl, top = matched_loads(lumps.hl, lumps.w, room)
     f = gl.max(axis=1)
     active = total > 0
-    for _ in range(improve_iters):  # local improvement: move one copy between experts
+    for _ in range(IMPROVE_ITERS):  # local improvement: move one copy between experts
         a = np.flatnonzero(active)
         if a.size == 0:
             break
@@ -367,8 +369,7 @@ def replica_counts(
         dec_k = np.tile(dec_all, (1, kin))
         room_ok = ((c[a] - hcnt[a]).sum(axis=1) < total[a])[:, None] | (dec_k >= 0)
         inc_k = np.where(room_ok & (inc_k != dec_k), inc_k, -1)
-        ok, _ = _apply_best(load, home_t, c, lumps, gl, top, room, a, inc_k, dec_k, tie=_TIE,
-                            current=f)  # fmt: skip
+        ok = _apply_best(load, home_t, c, lumps, gl, top, room, a, inc_k, dec_k)
         f = gl.max(axis=1)
         active[a[~ok]] = False
     f = gl.max(axis=1)
@@ -426,45 +427,37 @@ def _peaks(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) -> np.nda
     """``[B, 4]`` the four highest loads of ``matched_loads`` (sorted, highest first); with at
     most one spare slot per GPU by sorting alone (heaviest lump with lightest GPU)."""
     if room.max(initial=0) <= 1:
-        hs = np.sort(home_load, axis=1)
+        has_slot = room > 0
+        hs = np.sort(np.where(has_slot, home_load, np.inf), axis=1)  # GPUs without a slot last
         ws = -np.sort(-lumps, axis=1)
         g, n = hs.shape[1], ws.shape[1]
-        fit = (room > 0).sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
-        if (room == 0).any():  # GPUs without a spare slot host nothing
-            hs = np.sort(np.where(room > 0, home_load, -np.inf), axis=1)
-            base = np.sort(np.where(room > 0, -np.inf, home_load), axis=1)[:, -1:]
-        else:
-            base = np.full((hs.shape[0], 1), -np.inf)
+        fit = has_slot.sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
         m = min(g, n)
         hs[:, :m] += ws[:, :m]
-        loads = np.concatenate([hs, base], axis=1)
-        top = -np.partition(-loads, 3, axis=1)[:, :4] if loads.shape[1] > 4 else loads
+        if not has_slot.all():  # GPUs without a spare slot host nothing: their home load
+            hs = np.where(np.isposinf(hs), np.sort(np.where(has_slot, -np.inf, home_load)), hs)
+        top = -np.partition(-hs, 3, axis=1)[:, :4] if g > 4 else hs
         top = -np.sort(-top, axis=1)
         return np.where(fit[:, None], top, np.inf)
     loads, _ = matched_loads(home_load, lumps, room)
     return -np.sort(-loads, axis=1)[:, :4]
 
 
-def _apply_best(load, home_t, c, lumps: _Lumps, gl, top, room, rows, inc, dec, *, tie,
-                current=None):  # fmt: skip
+def _apply_best(load, home_t, c, lumps: _Lumps, gl, top, room, rows, inc, dec) -> np.ndarray:
     """Evaluate moves ``(+1 inc, -1 dec) [A, K]`` (``inc = -1``: not a move), apply per row the
-    one with the lowest ``max + tie * sum(top 4 loads)``; with ``current`` only if it beats
-    the current state's value. Returns ``(moved [A] bool, chosen [A])``."""
+    one with the lowest ``max + _TIE * sum(top 4 loads)`` if it beats the current state's
+    (``gl [M, G]``). Returns ``moved [A]`` bool."""
     a, k = inc.shape
     hl, w, e = _candidates(load, home_t, c, lumps, rows, inc, dec)
     g = hl.shape[2]
     big = _peaks(hl.reshape(a * k, g), w.reshape(a * k, -1),
                  np.repeat(room[rows], k, axis=0)).reshape(a, k, -1)  # fmt: skip
     fmax = big[..., 0]
-    value = np.where((inc >= 0) & np.isfinite(fmax), fmax + tie * big.sum(axis=2), np.inf)
+    value = np.where((inc >= 0) & np.isfinite(fmax), fmax + _TIE * big.sum(axis=2), np.inf)
     pick = np.argmin(value, axis=1)
     ar = np.arange(a)
-    best = value[ar, pick]
-    if current is None:
-        moved = np.isfinite(best)
-    else:
-        now = -np.sort(-gl[rows], axis=1)[:, :4]
-        moved = best < (now[:, 0] + tie * now.sum(axis=1)) * (1 - 1e-12)
+    now = -np.sort(-gl[rows], axis=1)[:, :4]
+    moved = value[ar, pick] < (now[:, 0] + _TIE * now.sum(axis=1)) * (1 - 1e-12)
     sel = np.flatnonzero(moved)
     r, p = rows[sel], pick[sel]
     np.add.at(c, (r, inc[sel, p]), 1)
@@ -472,7 +465,7 @@ def _apply_best(load, home_t, c, lumps: _Lumps, gl, top, room, rows, inc, dec, *
     np.add.at(c, (r[d >= 0], d[d >= 0]), -1)
     lumps.hl[r], lumps.w[r], lumps.e[r] = hl[sel, p], w[sel, p], e[sel, p]
     gl[r], top[r] = matched_loads(lumps.hl[r], lumps.w[r], room[r])
-    return moved, pick
+    return moved
 
 
 def _one_slot_loads(hl: np.ndarray, lumps: np.ndarray, g: int) -> np.ndarray:
@@ -624,9 +617,7 @@ def place_replicas(
     fetch_t = None if fetch_s is None else np.asarray(fetch_s).transpose(0, 2, 1)  # [M, E, G]
     k = int(n.max())
     rows = np.arange(m)
-    pos = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
-    items = np.full((m, k), -1, dtype=np.int64)
-    items[np.repeat(rows, n), pos] = np.repeat(np.tile(np.arange(e), m), extra.ravel())
+    items = _replica_ids(extra, k)
     weight = np.where(items >= 0, per[rows[:, None], np.maximum(items, 0)], -1.0)
     order = np.argsort(-weight, axis=1, kind="stable")
     items = np.take_along_axis(items, order, 1)
@@ -889,6 +880,7 @@ def _place(load, base, spare, counts, level, fetch_s, slack) -> np.ndarray:
 
 
 def _check_inputs(load, home: Plan, previous, fetch_s, slacks) -> np.ndarray:
+    """``load [L, E]`` as float once ``plan_spare_slacks``' arguments are checked (its Raises)."""
     load = check_load(load)
     if home.home is None:
         raise ValueError("home: the plan has no home slots (Plan.home is None)")
