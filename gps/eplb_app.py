@@ -123,9 +123,9 @@ def run(
         raise ValueError(
             f"engine={profile.name}: the profile has no EPLB defaults (engine.eplb_* unset)"
         )
-    layout = run_layout(cfg, spec, cluster, next(iter(workloads.values())))[0]
-    ledger = ledger_of(cfg.strategy, cluster, profile, layout)
     first = next(iter(workloads.values()))
+    layout = run_layout(cfg, spec, cluster, first)[0]
+    ledger = ledger_of(cfg.strategy, cluster, profile, layout)
     stats: EngineLoadStats = read_engine_stats(
         paths,
         fmt=fmt,

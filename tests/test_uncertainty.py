@@ -9,7 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from gps.advisor.advise import recommend
+from gps.advisor.eplb.verdict import choose
 from gps.advisor.uncertainty import (
     overlaps,
     resample_weights,
@@ -104,6 +108,51 @@ def test_tied_with_leader_is_the_overlap_rule() -> None:
         tied_with_leader([], [])
     with pytest.raises(ValueError, match="need equal"):
         tied_with_leader([1.0, 1.1], [(1.0, 1.0)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seeds=st.integers(1, 3), batches=st.integers(1, 9), block=st.integers(1, 12),
+    data=st.integers(0, 2**31 - 1), level=st.floats(0.5, 0.99),
+)  # fmt: skip
+def test_interval_holds_the_point_on_any_draw(seeds, batches, block, data, level) -> None:
+    """By construction (percentiles widened to the point): ``lo <= point <= hi`` for any step
+    seconds, seeds, blocks and coverage, and a wider coverage never gives a narrower interval."""
+    rng = np.random.default_rng(data)
+    base = rng.uniform(0.5, 2.0, (seeds, batches))
+    strat = base * rng.uniform(0.6, 1.4, (seeds, batches))
+    point = base.mean() / strat.mean()
+    lo, hi = speedup_interval(base, strat, seed=data, resamples=300, level=level, block=block)
+    assert lo <= point <= hi
+    lo2, hi2 = speedup_interval(base, strat, seed=data, resamples=300, level=0.995, block=block)
+    assert lo2 <= lo and hi <= hi2
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.5, 2.0), st.floats(0.0, 0.3)), min_size=1, max_size=8))
+def test_gps_and_gps_eplb_tie_the_same_candidates(rows) -> None:
+    """``gps``'s recommendation and ``gps-eplb``'s verdict tie exactly the candidates
+    ``tied_with_leader`` ties (one rule for both), the fastest always among them."""
+    speedups = [s for s, _ in rows]
+    cis = [[s * (1 - w), s * (1 + w)] for s, w in rows]
+    want = set(tied_with_leader(speedups, cis))
+    assert int(np.argmax(speedups)) in want
+    entries = [{"name": f"d{i}", "family": "distribution", "speedup_vs_baseline": s,
+                "synthetic": False, "e2e_time_s": 1.0 / s, "balanced_time_s": 0.4 / s,
+                "dropped_token_fraction": 0.0, "rerouted_token_fraction": 0.0,
+                "overhead": None, "migration_bytes_per_step": 0.0, "speedup_ci95": ci}
+               for i, (s, ci) in enumerate(zip(speedups, cis, strict=True))]  # fmt: skip
+    tie = recommend(entries, entries[0])["tie"]
+    if tie is None:
+        assert len(want) == 1
+    else:
+        assert {int(n[1:]) for n in tie["strategies"]} == want
+    eplb_rows = [
+        {"strategy": "static", "num_redundant_experts": i, "speedup": s, "speedup_ci95": ci}
+        for i, (s, ci) in enumerate(zip(speedups, cis, strict=True))
+    ]
+    _, tied = choose(eplb_rows)
+    assert {r["num_redundant_experts"] for r in tied} == want
 
 
 def test_bad_inputs() -> None:

@@ -38,7 +38,7 @@ from gps.advisor.paper_compare import with_ladder
 from gps.advisor.pricing import busiest_layer, summarise
 from gps.advisor.published import published_results
 from gps.advisor.ties import describe_tie
-from gps.advisor.uncertainty import overlaps, speedup_interval
+from gps.advisor.uncertainty import overlaps, speedup_interval, tied_with_leader
 from gps.cost.e2e import CostBreakdown
 from gps.cost.memory import memory_breakdown
 from gps.cost.parallel import ParallelConfig, resolve_layout
@@ -125,8 +125,8 @@ def recommend(entries: list[dict], baseline: dict) -> dict:
         if s["family"] != "oracle" and not s["synthetic"]
         and s["dropped_token_fraction"] + s["rerouted_token_fraction"] <= MAX_CHANGED_FRACTION
     ]  # fmt: skip
-    leader = max(ok, key=lambda s: s["speedup_vs_baseline"])
-    tied = [s for s in ok if s is leader or overlaps(s["speedup_ci95"], leader["speedup_ci95"])]
+    tied = [ok[i] for i in tied_with_leader([s["speedup_vs_baseline"] for s in ok],
+                                            [s["speedup_ci95"] for s in ok])]  # fmt: skip
     best = min(tied, key=lambda s: (
         s["dropped_token_fraction"] + s["rerouted_token_fraction"], s["family"] == "token",
         predictor_share(s), -s["speedup_vs_baseline"],

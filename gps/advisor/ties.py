@@ -52,7 +52,7 @@ def describe_tie(tied: list[dict], entries: list[dict]) -> dict | None:
         return None
     tied = sorted(tied, key=lambda s: -s["speedup_vs_baseline"])
     times = [s["e2e_time_s"] for s in tied]
-    same = max(times) - min(times) <= 1e-9 * max(times)
+    same = not differ(times)
     dynamic = [s for s in tied if s["family"] in DYNAMIC]
     moved = any(s["migration_bytes_per_step"] > 0 for s in dynamic)
     oracle = next((s for s in entries if s["name"] == "oracle"), None)

@@ -206,11 +206,12 @@ def analyse(
         m = models[r]
         for name in ("static", "dispatch"):
             priced[(name, r)] = Priced(name, r, m.step_s(ratios[(name, r)]))
+        # a representative rebalance (history plan -> last window's plan): its lag in steps
+        probe = [static_plans[r], eplb_placement(loads[-min(w_star, n_eval) :].mean(0), g, r)]
+        lag = lag_steps(stall(probe).lag_s, step_ref, sync)
         for name, fc in (("periodic", None), ("predictive", forecast)):
             if name == "predictive" and fc is None:
                 continue
-            probe = [static_plans[r], eplb_placement(loads[-min(w_star, n_eval) :].mean(0), g, r)]
-            lag = lag_steps(stall(probe).lag_s, step_ref, sync)
             sched = periodic_schedule(history, loads, w_star, i_star, g, r, forecast=fc,
                                       lag_steps=lag)  # fmt: skip
             plans = list(sched.plans)
