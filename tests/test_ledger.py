@@ -544,3 +544,17 @@ def test_expected_prefetch_is_monotone_in_accuracy() -> None:
         means.append(float(prefetch_exposed(p, np.full(draws.shape[:-1], 0.25)).mean()))
     assert all(b <= a + 1e-12 for a, b in itertools.pairwise(means)), means
     assert means[-1] < means[0]
+
+
+def test_no_balancing_prefetches_in_the_history_order() -> None:
+    """The baseline has the history's mean load, like every static placement: its belief (the
+    prefetch order of non-resident slots) is that mean routed through its static plan, so no
+    strategy's speed-up over it is a prefetch order the baseline could have had."""
+    loads = np.array([[[30.0, 1, 1, 8]], [[34.0, 1, 3, 2]], [[5.0, 9, 1, 1]]])  # 2 history + 1
+    ledger = Ledger(prefetch=True, resident_experts=0.5, fetch_link=SLOW)
+    ctx = _context(loads, 1, 2, 0, ledger, 1.0)
+    base = st.no_balancing(ctx)
+    mean = np.array([[[32.0, 1, 2, 5]]])  # the two history batches' mean
+    expected = ctx.simulate_each([ctx.static], mean).slot_tokens
+    np.testing.assert_allclose(base.belief, expected)
+    assert not np.allclose(base.belief, base.sim.slot_tokens)  # not the held-out truth

@@ -486,10 +486,14 @@ def planned(
 
 
 def no_balancing(ctx: Context) -> Routed:
-    """Static contiguous placement, no replicas (the baseline every speed-up is over); no
-    information, so its prefetch knows nothing of the batch (``gps.advisor.ledger``)."""
-    n = ctx.data.test_loads.shape[0]
-    return replay(ctx, [ctx.static] * n, ctx.static, "no_balancing", "baseline")
+    """Static contiguous placement, no replicas (the baseline every speed-up is over). Its
+    belief is the history's mean load, which any deployment has: non-resident experts are
+    prefetched in that order (``gps.advisor.ledger``), as the static placements' are, so a
+    speed-up over it is never a prefetch order the baseline could have had."""
+    d = ctx.data
+    n = d.test_loads.shape[0]
+    mean = np.broadcast_to(d.train_loads.astype(float).mean(axis=0), d.test_loads.shape)
+    return replay(ctx, [ctx.static] * n, ctx.static, "no_balancing", "baseline", expected=mean)
 
 
 # Families whose plan sequence serves every token copy where the real gate sends it: the

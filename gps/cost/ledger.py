@@ -98,8 +98,9 @@ LEDGER: tuple[Mechanism, ...] = (
         "expert-weight prefetch", "which non-resident slots the batch will use",
         "before attention", "the fetch link's port (shared port budget)",
         "every strategy, in the order of its belief: token guesses, a forecast's expected "
-        "loads, the truth (oracle); without information every slot of the plan shares the "
-        "port evenly", "port time spent on slots that stay idle; missed busy slots are fetched "
+        "loads, the history's mean (no balancing and static placements), the truth (oracle); "
+        "without a belief every slot of the plan shares the port evenly",
+        "port time spent on slots that stay idle; missed busy slots are fetched "
         "after the gate, on the critical path", "strategy.prefetch",
     ),
     Mechanism(
