@@ -192,9 +192,11 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
         cx, lx = cr[ai, x], lr[ai, x]
         cn = np.maximum(cx + step, 1)
         d = np.where(live, lx / cx - lx / cn, 0.0)  # home copies' change
-        hl -= home_t[rows[:, None], x] * d[..., None]
+        moved = home_t[rows[:, None], x]  # [A, K, G]
+        moved *= d[..., None]
+        hl -= moved
         same = (e == x[..., None]) & live[..., None]
-        w = np.where(same, (lx / cn)[..., None], w)
+        np.copyto(w, (lx / cn)[..., None], where=same)
         if step < 0:  # free the last position of a lump of ``x``
             pos = e.shape[2] - 1 - np.argmax(same[..., ::-1], axis=2)
             ok = live & same.any(axis=2)
@@ -428,16 +430,18 @@ def _peaks(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) -> np.nda
     most one spare slot per GPU by sorting alone (heaviest lump with lightest GPU)."""
     if room.max(initial=0) <= 1:
         has_slot = room > 0
-        hs = np.sort(np.where(has_slot, home_load, np.inf), axis=1)  # GPUs without a slot last
-        ws = -np.sort(-lumps, axis=1)
+        every = bool(has_slot.all())
+        hs = home_load if every else np.where(has_slot, home_load, np.inf)  # no slot: last
+        hs = np.sort(hs, axis=1)
+        ws = np.sort(lumps, axis=1)[:, ::-1]  # heaviest first
         g, n = hs.shape[1], ws.shape[1]
         fit = has_slot.sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
         m = min(g, n)
         hs[:, :m] += ws[:, :m]
-        if not has_slot.all():  # GPUs without a spare slot host nothing: their home load
+        if not every:  # GPUs without a spare slot host nothing: their home load
             hs = np.where(np.isposinf(hs), np.sort(np.where(has_slot, -np.inf, home_load)), hs)
-        top = -np.partition(-hs, 3, axis=1)[:, :4] if g > 4 else hs
-        top = -np.sort(-top, axis=1)
+        top = np.partition(hs, g - 4, axis=1)[:, g - 4 :] if g > 4 else hs
+        top = np.sort(top, axis=1)[:, ::-1]
         return np.where(fit[:, None], top, np.inf)
     loads, _ = matched_loads(home_load, lumps, room)
     return -np.sort(-loads, axis=1)[:, :4]
