@@ -212,13 +212,12 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
 def _home_lists(hmat: np.ndarray) -> np.ndarray:
     """``[M, G, H]`` the experts with a home copy on each GPU (``hmat [M, G, E]`` bool),
     ``-1`` padded."""
-    m, g, _ = hmat.shape
-    mi, gi, ei = np.nonzero(hmat)  # sorted by (row, GPU, expert)
-    key = mi * g + gi
+    m, g, e = hmat.shape
+    key, ei = np.divmod(np.flatnonzero(hmat), e)  # key = row * G + GPU, sorted, then expert
     rank = np.arange(key.size) - np.searchsorted(key, key, side="left")
-    out = np.full((m, g, max(int(rank.max(initial=0)) + 1, 1)), -1, dtype=np.int64)
-    out[mi, gi, rank] = ei
-    return out
+    out = np.full((m * g, max(int(rank.max(initial=0)) + 1, 1)), -1, dtype=np.int64)
+    out[key, rank] = ei
+    return out.reshape(m, g, -1)
 
 
 def _greedy(load, hx, home_t, hcnt, room, cap, home_gpu):
