@@ -195,7 +195,7 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
         moved = home_t[rows[:, None], x]  # [A, K, G]
         moved *= d[..., None]
         hl -= moved
-        same = (e == x[..., None]) & live[..., None]
+        same = e == np.where(live, ex, -2)[..., None]  # no move: -2 matches no lump
         np.copyto(w, (lx / cn)[..., None], where=same)
         if step < 0:  # free the last position of a lump of ``x``
             pos = e.shape[2] - 1 - np.argmax(same[..., ::-1], axis=2)
