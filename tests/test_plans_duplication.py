@@ -21,6 +21,7 @@ from gps.plans import (
     slots_needed,
     static_placement,
 )
+from gps.plans.plan import expert_gpu_counts, expert_gpu_holds
 
 
 def zipf_loads(layers: int, experts: int, a: float, tokens: int, seed: int) -> np.ndarray:
@@ -65,6 +66,27 @@ def test_plan_rejects_missing_expert_and_bad_ids():
         Plan(np.array([[[0, 5]]]), 2)
     with pytest.raises(ValueError, match="slot_expert"):
         Plan(np.zeros((2, 2)), 2)
+
+
+def test_plan_counts_hand_case_and_missing_home_copy():
+    # GPU 0 holds expert 0 twice, GPU 1 expert 1 once and an empty slot
+    plan = Plan(np.array([[[0, 0], [1, -1]]]), 2)
+    assert plan.replica_counts().tolist() == [[2, 1]]
+    assert plan.replica_counts().dtype == np.int64
+    with pytest.raises(ValueError, match="layer 1 leaves an expert without a home slot"):
+        Plan(np.array([[[0, 1]], [[0, 1]]]), 2, home=np.array([[[True, True]], [[True, False]]]))
+
+
+def test_expert_gpu_holds_hand_case_and_counts():
+    se = np.array([[[0, 2, -1], [1, 1, 2]], [[-1, -1, 0], [2, 0, 2]]])  # [L=2, G=2, R=3]
+    holds = expert_gpu_holds(se, 3)
+    assert holds.tolist() == [
+        [[True, False, True], [False, True, True]],
+        [[True, False, False], [True, False, True]],
+    ]
+    rng = np.random.default_rng(0)
+    se = rng.integers(-1, 5, (4, 3, 6))  # empty slots and repeated experts
+    np.testing.assert_array_equal(expert_gpu_holds(se, 5), expert_gpu_counts(se, 5) > 0)
 
 
 # ---- greedy replication + packing ------------------------------------------------------------

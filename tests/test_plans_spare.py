@@ -21,6 +21,7 @@ from gps.hardware import LinkProfile
 from gps.plans import (
     Plan,
     expert_gpu_counts,
+    fetch_seconds,
     fetch_tier,
     improve_placement,
     keep_slots,
@@ -107,6 +108,20 @@ def test_migration_seconds_by_link() -> None:
     np.testing.assert_allclose(host, [[0.0, HOST_LAT + EB / HOST_BW, HOST_LAT + EB / HOST_BW, 0]])
     # back to home copies only costs nothing
     assert migration_seconds_per_gpu(new, new.home_only(), EB, cl).sum() == 0.0
+
+
+def test_fetch_seconds_by_tier() -> None:
+    cl = _cluster(2, 2)  # nodes {0, 1} and {2, 3}
+    home = static_placement(1, 4, 4, 2)  # expert g at home on GPU g
+    intra, inter = INTRA_LAT + EB / INTRA_BW, INTER_LAT + EB / INTER_BW
+    np.testing.assert_allclose(fetch_seconds(home, EB, cl, "peer")[0], [
+        [0.0, intra, inter, inter],
+        [intra, 0.0, inter, inter],
+        [inter, inter, 0.0, intra],
+        [inter, inter, intra, 0.0],
+    ])  # fmt: skip
+    host = HOST_LAT + EB / HOST_BW
+    np.testing.assert_allclose(fetch_seconds(home, EB, cl, "host")[0], host * (1 - np.eye(4)))
 
 
 def test_batch_cost_takes_priced_migration_seconds() -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from gps.hardware import Cluster, LinkProfile
-from gps.plans.plan import Plan, check_choice
+from gps.plans.plan import Plan, check_choice, expert_gpu_holds
 
 MIGRATION_SOURCES = ("peer", "host")
 
@@ -51,14 +51,20 @@ def _nodes(num_gpus: int, gpus_per_node: int | None) -> tuple[int, int]:
     return num_gpus // gpn, gpn
 
 
-def fetch_tier(old: Plan, gpus_per_node: int | None = None) -> np.ndarray:
-    """``[L, G, E]`` int64 where GPU ``g`` gets expert ``e`` from under ``old`` with peer
-    copies: ``0`` it holds it, ``1`` a GPU of its node does, ``2`` only another node does."""
+def _holders(old: Plan, gpus_per_node: int | None) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(has [L, G, E], node_has [L, N, E], GPUs per node)``: bool, GPU ``g`` (a GPU of node
+    ``n``) holds expert ``e`` under ``old``."""
     nl, g, _ = old.slot_expert.shape
     e = old.num_experts
     n, gpn = _nodes(g, gpus_per_node)
-    has = old.expert_gpu_counts() > 0  # [L, G, E]
-    node_has = has.reshape(nl, n, gpn, e).any(axis=2)  # [L, N, E]
+    has = expert_gpu_holds(old.slot_expert, e)
+    return has, has.reshape(nl, n, gpn, e).any(axis=2), gpn
+
+
+def fetch_tier(old: Plan, gpus_per_node: int | None = None) -> np.ndarray:
+    """``[L, G, E]`` int64 where GPU ``g`` gets expert ``e`` from under ``old`` with peer
+    copies: ``0`` it holds it, ``1`` a GPU of its node does, ``2`` only another node does."""
+    has, node_has, gpn = _holders(old, gpus_per_node)
     on_node = np.repeat(node_has, gpn, axis=1)  # [L, G, E]
     return np.where(has, ON_GPU, np.where(on_node, SAME_NODE, OTHER_NODE)).astype(np.int64)
 
@@ -78,16 +84,19 @@ def fetch_seconds(
     (``0`` where ``g`` holds it already), one copy alone on its link: what the
     migration-minimal planner ranks targets by."""
     check_source(source)
-    tier = fetch_tier(old, cluster.gpus_per_node)
+    has, node_has, gpn = _holders(old, cluster.gpus_per_node)
     if source == "host":
         host = _link(cluster, "host")
-        return np.where(tier == ON_GPU, 0.0, host.latency_s + expert_bytes / host.gpu_bandwidth)
+        return np.where(has, 0.0, host.latency_s + expert_bytes / host.gpu_bandwidth)
     intra = _link(cluster, "intra")
     costs = [0.0, intra.latency_s + expert_bytes / intra.gpu_bandwidth, np.inf]
     if cluster.inter_link is not None:
         inter = cluster.inter_link
         costs[2] = inter.latency_s + expert_bytes / inter.gpu_bandwidth
-    return np.asarray(costs)[tier]
+    # the tier's cost per node, spread over its GPUs (``fetch_tier`` without the int tiers)
+    out = np.repeat(np.where(node_has, costs[SAME_NODE], costs[OTHER_NODE]), gpn, axis=1)
+    out[has] = costs[ON_GPU]
+    return out
 
 
 def migration_port_seconds(
@@ -111,7 +120,8 @@ def migration_port_seconds(
     g = new.slot_expert.shape[1]
     if g != cluster.num_gpus:
         raise ValueError(f"plans have G={g} GPUs, cluster {cluster.name!r} {cluster.num_gpus}")
-    need = (new.expert_gpu_counts() > 0) & ~(old.expert_gpu_counts() > 0)  # [L, G, E]
+    e = new.num_experts
+    need = expert_gpu_holds(new.slot_expert, e) & ~expert_gpu_holds(old.slot_expert, e)
     if not need.any():
         return {}
     if source == "host":

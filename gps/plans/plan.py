@@ -48,7 +48,7 @@ class Plan:
             raise ValueError(f"num_experts: must be >= 1, got {self.num_experts}")
         if se.min() < -1 or se.max() >= e:
             raise ValueError(f"slot_expert: ids must be in [-1, {e}) (num_experts={e})")
-        se = se.astype(np.int64)
+        se = se.astype(np.int64, copy=False)
         se.setflags(write=False)
         object.__setattr__(self, "slot_expert", se)
         object.__setattr__(self, "num_experts", e)
@@ -62,7 +62,7 @@ class Plan:
                 raise ValueError(f"home: shape {home.shape} must equal slot_expert's {se.shape}")
             if np.any(home & (se < 0)):
                 raise ValueError("home: a home slot must hold an expert (slot_expert >= 0)")
-            held = expert_gpu_counts(np.where(home, se, -1), e).sum(axis=1).min(axis=1) < 1
+            held = _layer_counts(np.where(home, se, -1), e).min(axis=1) < 1
             if np.any(held):
                 layer = int(np.flatnonzero(held)[0])
                 raise ValueError(f"home: layer {layer} leaves an expert without a home slot")
@@ -102,7 +102,7 @@ class Plan:
 
     def replica_counts(self) -> np.ndarray:
         """``[L, E]`` int64 replicas of each expert (slots holding it)."""
-        return expert_gpu_counts(self.slot_expert, self.num_experts).sum(axis=1)
+        return _layer_counts(self.slot_expert, self.num_experts)
 
     def gpu_of_slot(self) -> np.ndarray:
         """``[G, R]`` int64 GPU index of each slot (``g`` for every ``r``)."""
@@ -144,6 +144,33 @@ def expert_gpu_counts(slot_expert: np.ndarray, num_experts: int) -> np.ndarray:
     )
     counts = np.bincount(index.ravel(), minlength=nl * g * (num_experts + 1))
     return counts.reshape(nl, g, num_experts + 1)[..., :num_experts]
+
+
+def expert_gpu_holds(slot_expert: np.ndarray, num_experts: int) -> np.ndarray:
+    """``[L, G, E]`` bool, ``True`` where a slot of GPU ``g`` holds expert ``e``: the same as
+    ``expert_gpu_counts(...) > 0`` without building the int64 counts (eight times less memory).
+
+    Args:
+        slot_expert: ``[L, G, R]`` expert ids in ``[-1, E)``, ``-1`` = empty.
+        num_experts: ``E``.
+    """
+    se = np.asarray(slot_expert)
+    nl, g, _ = se.shape
+    size = nl * g * num_experts
+    out = np.zeros(size, dtype=bool)
+    flat = np.arange(0, size, num_experts).reshape(nl, g, 1) + se  # [L, G, R] flat index
+    out[flat[se >= 0]] = True
+    return out.reshape(nl, g, num_experts)
+
+
+def _layer_counts(slot_expert: np.ndarray, num_experts: int) -> np.ndarray:
+    """``[L, E]`` int64 slots holding each expert (``expert_gpu_counts(...).sum(axis=1)`` from
+    one ``L * (E + 1)`` bincount; ``slot_expert [L, G, R]``, ``-1`` = empty)."""
+    se = np.asarray(slot_expert)
+    nl = se.shape[0]
+    idx = np.where(se < 0, num_experts, se) + (np.arange(nl) * (num_experts + 1))[:, None, None]
+    counts = np.bincount(idx.ravel(), minlength=nl * (num_experts + 1)).astype(np.int64, copy=False)
+    return counts.reshape(nl, num_experts + 1)[:, :num_experts]
 
 
 def expert_weight_bytes(spec: MoEModelSpec) -> float:

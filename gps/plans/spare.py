@@ -65,7 +65,7 @@ import numpy as np
 
 from gps.plans.duplication import max_gpu_load, replicate_greedy
 from gps.plans.exact import check_small, exact_candidates
-from gps.plans.plan import Plan, check_choice, check_load, expert_gpu_counts
+from gps.plans.plan import Plan, check_choice, check_load, expert_gpu_counts, expert_gpu_holds
 
 REPLICA_MODES = ("spare", "repack")
 IMPROVE_ITERS = 8  # count moves per layer at most in ``replica_counts``
@@ -192,9 +192,11 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
         cx, lx = cr[ai, x], lr[ai, x]
         cn = np.maximum(cx + step, 1)
         d = np.where(live, lx / cx - lx / cn, 0.0)  # home copies' change
-        hl -= home_t[rows[:, None], x] * d[..., None]
-        same = (e == x[..., None]) & live[..., None]
-        w = np.where(same, (lx / cn)[..., None], w)
+        moved = home_t[rows[:, None], x]  # [A, K, G]
+        moved *= d[..., None]
+        hl -= moved
+        same = e == np.where(live, ex, -2)[..., None]  # no move: -2 matches no lump
+        np.copyto(w, (lx / cn)[..., None], where=same)
         if step < 0:  # free the last position of a lump of ``x``
             pos = e.shape[2] - 1 - np.argmax(same[..., ::-1], axis=2)
             ok = live & same.any(axis=2)
@@ -210,13 +212,12 @@ def _candidates(load, home_t, c, lumps: _Lumps, rows, inc, dec):
 def _home_lists(hmat: np.ndarray) -> np.ndarray:
     """``[M, G, H]`` the experts with a home copy on each GPU (``hmat [M, G, E]`` bool),
     ``-1`` padded."""
-    m, g, _ = hmat.shape
-    mi, gi, ei = np.nonzero(hmat)  # sorted by (row, GPU, expert)
-    key = mi * g + gi
+    m, g, e = hmat.shape
+    key, ei = np.divmod(np.flatnonzero(hmat), e)  # key = row * G + GPU, sorted, then expert
     rank = np.arange(key.size) - np.searchsorted(key, key, side="left")
-    out = np.full((m, g, max(int(rank.max(initial=0)) + 1, 1)), -1, dtype=np.int64)
-    out[mi, gi, rank] = ei
-    return out
+    out = np.full((m * g, max(int(rank.max(initial=0)) + 1, 1)), -1, dtype=np.int64)
+    out[key, rank] = ei
+    return out.reshape(m, g, -1)
 
 
 def _greedy(load, hx, home_t, hcnt, room, cap, home_gpu):
@@ -428,16 +429,18 @@ def _peaks(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) -> np.nda
     most one spare slot per GPU by sorting alone (heaviest lump with lightest GPU)."""
     if room.max(initial=0) <= 1:
         has_slot = room > 0
-        hs = np.sort(np.where(has_slot, home_load, np.inf), axis=1)  # GPUs without a slot last
-        ws = -np.sort(-lumps, axis=1)
+        every = bool(has_slot.all())
+        hs = home_load if every else np.where(has_slot, home_load, np.inf)  # no slot: last
+        hs = np.sort(hs, axis=1)
+        ws = np.sort(lumps, axis=1)[:, ::-1]  # heaviest first
         g, n = hs.shape[1], ws.shape[1]
         fit = has_slot.sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
         m = min(g, n)
         hs[:, :m] += ws[:, :m]
-        if not has_slot.all():  # GPUs without a spare slot host nothing: their home load
+        if not every:  # GPUs without a spare slot host nothing: their home load
             hs = np.where(np.isposinf(hs), np.sort(np.where(has_slot, -np.inf, home_load)), hs)
-        top = -np.partition(-hs, 3, axis=1)[:, :4] if g > 4 else hs
-        top = -np.sort(-top, axis=1)
+        top = np.partition(hs, g - 4, axis=1)[:, g - 4 :] if g > 4 else hs
+        top = np.sort(top, axis=1)[:, ::-1]
         return np.where(fit[:, None], top, np.inf)
     loads, _ = matched_loads(home_load, lumps, room)
     return -np.sort(-loads, axis=1)[:, :4]
@@ -607,7 +610,7 @@ def place_replicas(
     m = se.shape[0]
     e = load.shape[1]
     free = np.array(free, dtype=bool, copy=True) & (se < 0)
-    has = expert_gpu_counts(se, e).transpose(0, 2, 1) > 0  # [M, E, G]
+    has = expert_gpu_holds(se, e).transpose(0, 2, 1)  # [M, E, G]
     per = load / np.maximum(counts, 1)
     gl = np.where(se >= 0, per[np.arange(m)[:, None, None], np.maximum(se, 0)], 0.0).sum(axis=2)
     extra = np.maximum(counts - has.sum(axis=2), 0)
@@ -625,22 +628,24 @@ def place_replicas(
     room = free.sum(axis=2)
     cap = np.asarray(level, dtype=float) * (1 + migration_slack) * (1 + 1e-12)
     dest = np.full((m, k), -1, dtype=np.int64)  # GPU of each replica
+    # step j's expert and weight per row, contiguous; no replica: infinite weight, no GPU fits
+    xs = np.maximum(items, 0).T.copy()  # [K, M]
+    ws = np.where(items >= 0, weight, np.inf).T.copy()  # [K, M]
     for j in range(k):
-        x = np.maximum(items[:, j], 0)
-        ok = (room > 0) & ~has[rows, x] & (items[:, j] >= 0)[:, None]
-        score = np.where(ok, gl + weight[:, j][:, None], np.inf)
-        best = score.min(axis=1)
-        fits = score <= np.maximum(best * (1 + 1e-12), cap)[:, None]
-        if fetch_t is not None:
+        x, w = xs[j], ws[j]
+        score = np.where((room < 1) | has[rows, x], np.inf, gl + w[:, None])
+        t = np.argmin(score, axis=1)  # the lowest load (first GPU on ties)
+        best = score[rows, t]
+        if fetch_t is not None:  # the cheapest fetch within the level, then the lowest load
+            fits = score <= np.maximum(best * (1 + 1e-12), cap)[:, None]
             fc = np.where(fits, fetch_t[rows, x], np.inf)
-            fits &= fc <= fc.min(axis=1, keepdims=True)
-        t = np.argmin(np.where(fits, score, np.inf), axis=1)
-        go = np.isfinite(best)
-        a, t = rows[go], t[go]
-        gl[a, t] += weight[a, j]
-        has[a, x[go], t] = True
-        room[a, t] -= 1
-        dest[a, j] = t
+            fits &= fc <= fc[rows, np.argmin(fc, axis=1)][:, None]
+            t = np.argmin(np.where(fits, score, np.inf), axis=1)
+        go = best < np.inf  # a GPU takes replica j (rows without one change nothing)
+        gl[rows, t] += np.where(go, w, 0.0)
+        has[rows, x, t] |= go
+        room[rows, t] -= go
+        dest[:, j] = np.where(go, t, -1)
     # every placed replica into a free slot of its GPU, in order
     r_, j_ = np.nonzero(dest >= 0)
     g_ = dest[r_, j_]
@@ -839,11 +844,11 @@ def keep_slots(slot_expert: np.ndarray, spare: np.ndarray, previous: np.ndarray)
     e = int(max(slot_expert.max(), previous.max())) + 1
     new_sp = np.where(spare, slot_expert, -1)
     prev_sp = np.where(spare, previous, -1)
-    wanted = expert_gpu_counts(new_sp, e) > 0  # [L, G, E]
+    wanted = expert_gpu_holds(new_sp, e)  # [L, G, E]
     li, gi = np.arange(nl)[:, None, None], np.arange(g)[None, :, None]
     keep = (prev_sp >= 0) & wanted[li, gi, np.maximum(prev_sp, 0)]
     out = np.where(spare, np.where(keep, prev_sp, -1), slot_expert)
-    kept = expert_gpu_counts(np.where(keep, prev_sp, -1), e) > 0
+    kept = expert_gpu_holds(np.where(keep, prev_sp, -1), e)
     rest_l, rest_g, rest_e = np.nonzero(wanted & ~kept)  # sorted by (layer, GPU)
     if rest_e.size == 0:
         return out
@@ -870,13 +875,16 @@ def _fetch_total(slot_expert: np.ndarray, ref_has: np.ndarray, fetch_s: np.ndarr
     return np.bincount(sl, weights=cost, minlength=slot_expert.shape[0])
 
 
-def _place(load, base, spare, counts, level, fetch_s, slack) -> np.ndarray:
-    """``place_replicas``, then ``improve_placement`` on the rows it left above the level."""
+def _place(load, base, spare, counts, level, fetch_s, slack) -> tuple[np.ndarray, np.ndarray]:
+    """``place_replicas``, then ``improve_placement`` on the rows it left above the level:
+    ``(slot_expert [M, G, R], max GPU load [M])``."""
     se = place_replicas(load, base, spare, counts, level, fetch_s=fetch_s, migration_slack=slack)
-    rows = np.flatnonzero(max_gpu_load(se, load) > level * (1 + slack) * (1 + 1e-12))
+    mx = max_gpu_load(se, load)
+    rows = np.flatnonzero(mx > level * (1 + slack) * (1 + 1e-12))
     if rows.size:
         se[rows] = improve_placement(se[rows], spare[rows], load[rows])
-    return se
+        mx[rows] = max_gpu_load(se[rows], load[rows])
+    return se, mx
 
 
 def _check_inputs(load, home: Plan, previous, fetch_s, slacks) -> np.ndarray:
@@ -932,19 +940,19 @@ def plan_spare_slacks(
         raise ValueError(f"max_replicas: must be >= 1, got {max_replicas}")
     spare = ~home.home
     base = np.where(home.home, home.slot_expert, -1)
-    hmat = expert_gpu_counts(base, e) > 0
+    hmat = expert_gpu_holds(base, e)
     counts, level = replica_counts(load, hmat, spare.sum(axis=2), max_replicas=cap,
                                    wide_search=wide_search)  # fmt: skip
     home_max = max_gpu_load(base, load)
     status, exact_se = None, None
     if exact:
         check_small(e, g)
-        firsts = [_place(load, base, spare, c, lv, None, 0.0)
+        firsts = [_place(load, base, spare, c, lv, None, 0.0)[0]
                   for c, lv in zip(counts, level, strict=True)]  # fmt: skip
         exact_se, status = exact_candidates(load, g, r, base, home=base, max_replicas=cap,
                                             time_limit_s=exact_time_limit_s,
                                             candidates=firsts)  # fmt: skip
-    ref_has = expert_gpu_counts(base if previous is None else previous.slot_expert, e) > 0
+    ref_has = expert_gpu_holds(base if previous is None else previous.slot_expert, e)
     fixed = {"home-only": base}  # candidates that do not depend on the slack
     if busiest_first_pays(g, spare):  # today's planner, at the first slack's fetch ties
         fixed["busiest-first"] = grow_replicas(
@@ -966,12 +974,11 @@ def plan_spare_slacks(
         out = {}
         for name, c, lv in zip(("water-fill", "counts-first"), counts, level, strict=True):
             rows = np.flatnonzero(todo & (lv < so_far * (1 + slack) * (1 - 1e-12)))
-            se = base.copy()
+            se, mx = base.copy(), home_max.copy()
             if rows.size:
-                fs = None if fetch_s is None else fetch_s[rows]
-                se[rows] = _place(load[rows], base[rows], spare[rows], c[rows], lv[rows], fs,
-                                  slack)  # fmt: skip
-            mx = np.where(np.isin(np.arange(nl), rows), max_gpu_load(se, load), home_max)
+                at = slice(None) if rows.size == nl else rows  # every layer: no copies
+                fs = None if fetch_s is None else fetch_s[at]
+                se[at], mx[at] = _place(load[at], base[at], spare[at], c[at], lv[at], fs, slack)
             out[name if slack == 0 else f"{name}, slack {slack:g}"] = (
                 se, mx, _fetch_total(se, ref_has, fetch_s, spare_at))  # fmt: skip
             so_far = np.minimum(so_far, mx)
