@@ -251,6 +251,7 @@ def _sourced_number(entry: Any, origin: Path, field: str, low: float) -> float:
 
 
 def _at_least(x: float, low: float, origin: Path, field: str) -> float:
+    """``x`` unless it is below ``low``: then a ``ProfileError`` naming ``field``."""
     if x < low:
         raise ProfileError(origin, field, f"must be >= {low:g}, got {x}")
     return x

@@ -152,7 +152,7 @@ def test_batch_cost_combine_dtype() -> None:
     assert cb - INTRA_LAT == pytest.approx(2 * (d - INTRA_LAT))
 
 
-def test_two_batch_path_hand_computed() -> None:
+def test_two_batch_schedule_hand_computed() -> None:
     one = np.ones(1)
     assert two_batch_schedule(one, one, one, one)[0][0] == pytest.approx(5.0)  # sequential: 8
     # communication-bound: D = C = 3, A = B = 1:
@@ -160,7 +160,7 @@ def test_two_batch_path_hand_computed() -> None:
     assert two_batch_schedule(one, 3 * one, one, 3 * one)[0][0] == pytest.approx(13.0)
 
 
-def test_two_batch_path_with_sm_partitioning_hand_computed() -> None:
+def test_two_batch_schedule_with_sm_partitioning_hand_computed() -> None:
     # compute-bound A = B = 3, D = C = 1, the all-to-all holds half the SMs (rate 0.5):
     # a0 = 3; D0 3..4; A1 from 3: 1 s at half speed (0.5 done), 2.5 left -> 6.5; D1 6.5..7.5;
     # B0 from 6.5: 0.5 done by 7.5, 2.5 left -> 10; C0 10..11; B1 from 10 -> 13.5; C1 13.5..14.5

@@ -413,6 +413,8 @@ def test_port_exposure_bounds_and_monotone(attn, d, chunks, window, copies, more
         assert disp >= dc[0] - eps  # the last chunk's dispatch is never hidden
         assert disp >= port - window * attn - eps  # one budget per port
         assert disp <= port + (1 / rate - 1) * attn + 1e-12
+        # the port idles only while attention runs at full speed: never past every chunk
+        assert disp <= port + 1e-12
         if rate == 1.0:
             assert disp >= dc[0] + (chunks - 1) * max(0.0, dc[0] - attn / chunks) - eps
         assert np.all(expose(copies, dc=dc * 1.5)[1]["dispatch"] >= disp - eps)
@@ -421,6 +423,42 @@ def test_port_exposure_bounds_and_monotone(attn, d, chunks, window, copies, more
     assert np.all(t <= expose(copies, w=0.0)[0] + eps)  # a window hides, never costs
     assert np.all(expose(copies + more)[0] >= t - eps)  # more copies never cost less
     assert np.all(expose(copies, tk=np.array([taken]))[0] >= t - eps)  # nor a busier port
+
+
+FAST = LinkProfile("fast", bandwidth=1e6, latency_s=1e-4)  # a 1,000 B slot takes 1 ms
+
+
+@FEW
+@given(
+    attn=hs.floats(1e-4, 1e-2), window=hs.floats(0.0, 1.0), chunks=hs.integers(1, 16),
+    dc=hs.floats(0.0, 2e-3), copies=arrays(np.float64, (1, 4), elements=hs.floats(0, 2e-2)),
+    taken=hs.floats(0.0, 1e-2), rate=hs.floats(0.1, 1.0),
+    score=arrays(np.float64, (1, 4, 3), elements=hs.floats(-5, 5)),
+)  # fmt: skip
+def test_one_port_budget_is_never_spent_twice(attn, window, chunks, dc, copies, taken, rate,
+                                               score) -> None:  # fmt: skip
+    """One NVLink port per GPU carries, beside a layer's attention, what the two-batch schedule
+    takes, replica copies, the chunked dispatch's port time and prefetch. On every GPU the
+    copies it hides plus the chunks' port time inside the window never exceed what the
+    schedule leaves of ``window * attention``; copies show exactly past that budget, and
+    prefetch waits at least as long as with only the rest of the budget before the gate."""
+    a = np.array([attn])
+    busy = np.ones((1, 4, 3), dtype=bool)
+    pre = Prefetch(busy, score, resident_slots(3, 1 / 3), 1000.0, FAST, "intra")
+    x = StepExtras(window=window, dispatch_chunks=chunks, migration_s={"intra": copies},
+                   prefetch=pre)  # fmt: skip
+    out = port_exposure(a, np.array([chunks * dc]), ("intra",), x,
+                        chunk_dispatch_s=np.array([dc]), compute_rate=rate,
+                        taken_s=np.array([taken]))  # fmt: skip
+    budget = max(window * attn - taken, 0.0)
+    eps = 1e-12 * (attn + chunks * dc + copies.max()) + 1e-18
+    hidden = np.minimum(copies, budget)  # [L, G] copy seconds each GPU's port carries
+    inside = chunks * dc - float(out["dispatch"][0]) if chunks > 1 else 0.0
+    assert inside >= -eps
+    assert np.all(hidden + inside <= budget + eps)
+    assert float(out["migration"][0]) == pytest.approx(max(copies.max() - budget, 0.0), abs=eps)
+    left = np.maximum(budget - hidden - inside, 0.0)
+    assert float(out["expert_fetch"][0]) >= float(prefetch_exposed(pre, left).max()) - eps
 
 
 def _context(loads, nodes, per_node, r_extra, ledger, scale, horizon=4.0) -> st.Context:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from gps.calibration import anchors, fit_efficiency
+from gps.hardware import gemm_efficiency
 from gps.profiles import load_gpu, resolve_profile, write_measured
 
 
@@ -25,7 +26,7 @@ def efficiency_table(fit) -> None:
     models use (MLA kv_up 512, q_up 1536, expert widths 768-18432, hidden sizes 2048-7168)."""
     print(f"  {'K':>6s} {'GEMM efficiency':>16s}")
     for k in (128, 512, 1024, 1536, 2048, 4096, 7168, 8192, 14336, 18432):
-        print(f"  {k:6d} {fit.compute_efficiency * k / (k + fit.gemm_k_knee):16.3f}")
+        print(f"  {k:6d} {gemm_efficiency(k, fit.compute_efficiency, fit.gemm_k_knee):16.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
