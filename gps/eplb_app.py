@@ -37,6 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from gps.advisor.advise import engine_of, ledger_of, run_layout
 from gps.advisor.eplb import analyse
+from gps.advisor.eplb.analysis import check_settings
 from gps.advisor.eplb.flags import FLAG_SOURCES, engine_flags
 from gps.advisor.eplb.loads import fluctuation_for
 from gps.app import CONF_DIR
@@ -93,8 +94,15 @@ def pool_workloads(cfg: DictConfig) -> dict[str, Workload]:
 
 
 def settings_for(cfg: DictConfig) -> EplbConfig:
-    """``cfg.eplb`` as the ``gps.config.EplbConfig`` dataclass (its one definition)."""
-    return OmegaConf.to_object(cfg.eplb)
+    """``cfg.eplb`` as the ``gps.config.EplbConfig`` dataclass (its one definition), checked
+    (``check_settings``: a bad key is named before any statistics are read).
+
+    Raises:
+        ValueError: a bad ``eplb.*`` value, naming its key.
+    """
+    settings = OmegaConf.to_object(cfg.eplb)
+    check_settings(settings)
+    return settings
 
 
 def run(
@@ -115,6 +123,7 @@ def run(
             expert parallelism, or bad statistics (``TraceError``, naming file and field).
     """
     t0 = time.perf_counter()
+    settings = settings_for(cfg)
     spec = spec_from_dict(OmegaConf.to_container(cfg.model, resolve=True), origin="model config")
     cluster = load_cluster(cfg.hardware)
     workloads = pool_workloads(cfg)
@@ -134,7 +143,6 @@ def run(
         tokens_per_step=tokens_per_step or first.tokens_per_step,
     )
     fluct = fluctuation_for(spec, str(cfg.eplb.fluctuation))
-    settings = settings_for(cfg)
     pools, files = {}, {}
     for phase, wl in workloads.items():
         res = analyse(stats, spec, cluster, wl, fluct, settings, ledger, seed=int(cfg.seed))

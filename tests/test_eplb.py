@@ -451,9 +451,34 @@ def test_eplb_settings_are_the_config_schema_and_bad_values_name_the_key():
     check_settings(EplbConfig())
     for key, value in (("block_steps", 0), ("bootstrap", 0), ("anchors", 0),
                        ("windows", []), ("intervals", [0]), ("num_redundant", -1),
-                       ("memory_fraction", 1.5)):  # fmt: skip
+                       ("memory_fraction", 1.5), ("layers_per_chunk", 0),
+                       ("predictor", "nope")):  # fmt: skip
         with pytest.raises(ValueError, match=rf"eplb\.{key}="):
             check_settings(EplbConfig(**{key: value}))
+    # predictive re-planning forecasts from per-step loads: a token-level predictor, or a
+    # Distribution-Only one that reads token ids, is refused by name, an empty one not priced
+    for name in ("popularity", "token_id_mle"):
+        with pytest.raises(ValueError, match=rf"eplb\.predictor='{name}': must be empty or"):
+            check_settings(EplbConfig(predictor=name))
+    check_settings(EplbConfig(predictor="", layers_per_chunk=None))
+    check_settings(EplbConfig(predictor="linear_ar", layers_per_chunk=1))
+
+
+def test_gps_eplb_bad_setting_exits_2_naming_the_key_before_reading(tmp_path, capsys):
+    """A bad ``eplb.*`` override is refused by its key before the statistics are read (the
+    file named does not exist), in one line, and nothing is written."""
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "absent.json"), "--engine", "sglang", "--model", "deepseek_v2_lite",
+            "--out", str(out), "--"]  # fmt: skip
+    cases = [
+        ("eplb.block_steps=0", "eplb.block_steps=0"),
+        ("eplb.predictor=popularity", "eplb.predictor='popularity'"),
+    ]
+    for override, key in cases:
+        code = eplb_main([*argv, override])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and "Traceback" not in err, err
+        assert key in err and "absent.json" not in err and not out.exists()
 
 
 # ------------------------------------------------------------------------ analysis and CLI

@@ -62,11 +62,13 @@ from gps.workload import Workload
 
 def check_settings(s: EplbConfig) -> None:
     """The ``eplb.*`` keys ``analyse`` reads, checked before any work (``history_fraction``:
-    ``pool_loads``).
+    ``pool_loads``; ``predictor_params``: ``predictors.make_predictor``).
 
     Raises:
         ValueError: naming the key and what it must be.
     """
+    on_loads = sorted(n for n, c in predictors.DISTRIBUTION_PREDICTORS.items()
+                      if c.input_kind == "loads")  # fmt: skip
     rules = [
         ("eplb.windows", list(s.windows), bool(s.windows) and min(s.windows) >= 1,
          "a non-empty list of steps >= 1"),
@@ -76,6 +78,10 @@ def check_settings(s: EplbConfig) -> None:
          ">= 0"),
         ("eplb.num_redundant", s.num_redundant, s.num_redundant is None or s.num_redundant >= 0,
          ">= 0 or null"),
+        ("eplb.layers_per_chunk", s.layers_per_chunk,
+         s.layers_per_chunk is None or s.layers_per_chunk >= 1, ">= 1 or null"),
+        ("eplb.predictor", repr(s.predictor), not s.predictor or s.predictor in on_loads,
+         f"empty or a Distribution-Only predictor of per-step loads, one of {on_loads}"),
         ("eplb.recorded_tolerance", s.recorded_tolerance, s.recorded_tolerance >= 0.0, ">= 0"),
         ("eplb.memory_fraction", s.memory_fraction, 0.0 < s.memory_fraction <= 1.0, "in (0, 1]"),
         ("eplb.bootstrap", s.bootstrap, s.bootstrap >= 1, ">= 1"),
