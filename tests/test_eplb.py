@@ -457,7 +457,8 @@ def test_eplb_settings_are_the_config_schema_and_bad_values_name_the_key():
             check_settings(EplbConfig(**{key: value}))
     # predictive re-planning forecasts from per-step loads: a token-level predictor, or a
     # Distribution-Only one that reads token ids, is refused by name, an empty one not priced
-    for name in ("popularity", "token_id_mle"):
+    # a synthetic what-if predictor reads the true loads: refused too (no forecast to deploy)
+    for name in ("popularity", "token_id_mle", "whatif_distribution"):
         with pytest.raises(ValueError, match=rf"eplb\.predictor='{name}': must be empty or"):
             check_settings(EplbConfig(predictor=name))
     check_settings(EplbConfig(predictor="", layers_per_chunk=None))

@@ -67,8 +67,12 @@ def check_settings(s: EplbConfig) -> None:
     Raises:
         ValueError: naming the key and what it must be.
     """
-    on_loads = sorted(n for n, c in predictors.DISTRIBUTION_PREDICTORS.items()
-                      if c.input_kind == "loads")  # fmt: skip
+    # synthetic what-if predictors read the true loads: never a deployable forecast
+    on_loads = sorted(
+        n
+        for n, c in predictors.DISTRIBUTION_PREDICTORS.items()
+        if c.input_kind == "loads" and not getattr(c, "synthetic", False)
+    )
     rules = [
         ("eplb.windows", list(s.windows), bool(s.windows) and min(s.windows) >= 1,
          "a non-empty list of steps >= 1"),
