@@ -679,3 +679,13 @@ def test_jsonl_boolean_scores_are_an_error_naming_the_line(tmp_path: Path) -> No
     with pytest.raises(TraceError, match="not a number: True") as err:
         read_routing_jsonl(path, num_experts=4)
     assert err.value.field == "gating_probs" and err.value.origin == f"{path}:1"
+
+
+def test_int_column_reports_a_uint64_value_as_read() -> None:
+    """A column numpy reads as uint64 (every value >= 2**63) is checked before the int64 cast,
+    so the error quotes the value in the file, not its wrapped int64."""
+    from gps.traces.jsonl import _int_column
+
+    with pytest.raises(TraceError, match=r"value 9223372036854775808 outside \[0, 4\)"):
+        _int_column([2**63, 2**63 + 1], "experts", lambda i: f"f:{i + 1}", 0, 4)
+    assert _int_column([3, 0], "experts", lambda i: f"f:{i + 1}", 0, 4).dtype == np.int64

@@ -182,12 +182,11 @@ def _int_column(
     if arr.dtype.kind not in "iu" or arr.ndim != 1:
         i = _first_bad(values, int)
         raise TraceError(where(i), field, f"not an integer: {values[i]!r}")
-    arr = arr.astype(np.int64)
-    out = (arr < low) | (arr >= high)
+    out = (arr < low) | (arr >= high)  # before the cast: a uint64 above 2**63 keeps its value
     if out.any():
         i = int(np.flatnonzero(out)[0])
         raise TraceError(where(i), field, f"value {int(arr[i])} outside [{low}, {high})")
-    return arr
+    return arr.astype(np.int64)
 
 
 def read_routing_jsonl(
