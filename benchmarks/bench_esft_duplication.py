@@ -100,6 +100,7 @@ def main() -> None:
             "| what-if Token-to-Expert speed-up by top-k accuracy (no overhead) |"
         )
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        physics = None  # the default setting's copy-vs-attention line, printed last
         for name, extra in SETTINGS.items():
             overrides = [*BASE, f"evaluation.trace_path={npz}", *extra,
                          f"report.guidelines={str(args.guidelines).lower()}"]  # fmt: skip
@@ -132,7 +133,8 @@ def main() -> None:
             print(f"  ({wall:.0f} s)", file=sys.stderr)
             if not extra:  # the default setting: what a per-batch copy is up against
                 physics = copy_vs_attention(cfg, base)
-        print(physics)
+        if physics is not None:
+            print(physics)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from hypothesis import given, settings
+from hypothesis import strategies as hs
 
 from gps.advisor import strategies as st
 from gps.advisor.advise import MAX_CHANGED_FRACTION, recommend
@@ -214,6 +216,40 @@ def test_token_level_prediction_is_recommended_only_when_its_interval_clears_the
     rec = recommend([base, do, lead, cheap], base)
     assert rec["strategy"] == "distribution:ewma"
     assert "distribution:ewma" in rec["tie"]["strategies"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(hs.lists(hs.tuples(hs.sampled_from(["distribution", "token", "static", "periodic"]),
+                          hs.floats(0.8, 1.5), hs.floats(0.0, 0.2), hs.floats(0.0, 0.02)),
+                min_size=1, max_size=7))  # fmt: skip
+def test_recommendation_is_tied_with_the_leader_and_token_clears_the_rest(rows) -> None:
+    """Property of ``recommend`` on any deployable entries (none changing the experts of more
+    than ``MAX_CHANGED_FRACTION`` of the copies is picked): the pick is the leader, or its
+    interval overlaps the leader's, or it is a strategy without token-level knowledge whose
+    interval overlaps a Token-to-Expert one tied with the leader; a Token-to-Expert pick's
+    interval clears every strategy without token-level knowledge; a tie names the pick, and
+    without a tie the pick is the leader."""
+
+    def meet(a: dict, b: dict) -> bool:
+        return a["speedup_ci95"][0] <= b["speedup_ci95"][1] and b["speedup_ci95"][0] <= a[
+            "speedup_ci95"][1]  # fmt: skip
+
+    base = _entry("no_balancing", "baseline", 1.0)
+    entries = [base, *(_entry(f"{fam}:{i}", fam, s, changed=c, spread=w)
+                       for i, (fam, s, w, c) in enumerate(rows))]  # fmt: skip
+    ok = [e for e in entries if e["dropped_token_fraction"] <= MAX_CHANGED_FRACTION]
+    rec = recommend(entries, base)
+    pick = next(e for e in ok if e["name"] == rec["strategy"])
+    leader = max(ok, key=lambda e: e["speedup_vs_baseline"])
+    tied_token = [e for e in ok if e["family"] == "token" and meet(e, leader)]
+    assert (pick is leader or meet(pick, leader)
+            or (pick["family"] != "token" and any(meet(pick, t) for t in tied_token)))  # fmt: skip
+    if pick["family"] == "token":
+        assert not any(meet(pick, e) for e in ok if e["family"] != "token")
+    if rec["tie"] is None:
+        assert pick["speedup_vs_baseline"] == leader["speedup_vs_baseline"]
+    else:
+        assert pick["name"] in rec["tie"]["strategies"]
 
 
 def test_recommend_reports_a_tie_and_why() -> None:

@@ -122,10 +122,8 @@ def whatif_token(ctx: st.Context, copies: CopySplit, cost: PredictorCost, name: 
     """A what-if Token-to-Expert strategy from its (expected) ``copies``: duplication planned
     from the guesses' histogram (also its belief for prefetch order), hits and misses recorded
     for the paper's skip-the-scatter assumption (``st.TokenRouting``)."""
-    out = st.planned(ctx, copies.guessed, name, "token")
+    out = st.from_guesses(ctx, copies, name)
     out.cost, out.synthetic = cost, True
-    out.token_routing = st.token_routing(ctx, out.plans, copies)
-    out.accuracy = {"topk_hit_rate": float(copies.hit.sum() / (copies.hit + copies.miss).sum())}
     return out
 
 

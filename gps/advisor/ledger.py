@@ -96,8 +96,9 @@ class Ledger:
 
     @property
     def expert_tp(self) -> int:
-        """GPUs each expert's width is split over (the layout's ``tp``, validated by
-        ``gps.cost.parallel.resolve_layout`` when the step is priced); ``1`` without a layout."""
+        """GPUs each expert's width is split over (the layout's ``tp``: an integer >= 1, checked
+        when the ledger is built, as ``gps.cost.parallel.resolve_layout`` checks it when the
+        step is priced); ``1`` without a layout."""
         return 1 if self.parallel is None else self.parallel.tp
 
     @property

@@ -778,6 +778,19 @@ def distribution(ctx: Context, name: str, params: dict) -> Routed:
     return out
 
 
+def from_guesses(ctx: Context, copies: CopySplit, name: str) -> Routed:
+    """A Token-to-Expert strategy from the ``CopySplit`` of its guesses: duplication planned
+    from their ``[N, L, E]`` histogram (also its belief, the order it prefetches non-resident
+    experts in), ``token_routing`` recording which copies it named, and ``accuracy``'s
+    ``topk_hit_rate`` (hit copies / routed copies; ``1.0`` with no copies). The caller sets
+    the predictor's ``cost`` and ``synthetic``."""
+    out = planned(ctx, copies.guessed, name, "token")
+    out.token_routing = token_routing(ctx, out.plans, copies)
+    copied = float((copies.hit + copies.miss).sum())
+    out.accuracy = {"topk_hit_rate": float(copies.hit.sum()) / copied if copied else 1.0}
+    return out
+
+
 def token(
     ctx: Context,
     name: str,
@@ -794,16 +807,13 @@ def token(
 
     ``model``: an already fitted estimator (what-if sweeps; not cached) and ``copies``: the
     ``CopySplit`` of its held-out guesses (``whatif_runs``); then nothing is fitted or
-    predicted and no accuracy is measured."""
+    predicted, and the accuracy is the copies' top-k hit rate (``from_guesses``)."""
     d = ctx.data
     if copies is not None:
         if model is None:
             raise ValueError("token: copies need the model that guessed them")
-        out = planned(ctx, copies.guessed, f"token:{name}", "token")
+        out = from_guesses(ctx, copies, f"token:{name}")
         out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
-        out.token_routing = token_routing(ctx, out.plans, copies)
-        copied = float((copies.hit + copies.miss).sum())
-        out.accuracy = {"topk_hit_rate": float(copies.hit.sum()) / copied if copied else 1.0}
         return out
 
     def compute():
@@ -829,10 +839,9 @@ def token(
         (model, split, accuracy, wall), computed = _remember(d, "predictors", key, compute)
     else:
         (model, split, accuracy, wall), computed = compute(), True
-    out = planned(ctx, split.guessed, f"token:{name}", "token")
+    out = from_guesses(ctx, split, f"token:{name}")
     out.cost, out.predictor, out.synthetic = model.cost(), name, bool(model.synthetic)
-    out.token_routing = token_routing(ctx, out.plans, split)
-    out.accuracy = dict(accuracy)
+    out.accuracy = dict(accuracy)  # measured on the guesses themselves
     out.wall_s = {**wall, "cached": not computed}
     return out
 
