@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
+from gps.advisor.strategies import FOLLOWABLE
 from gps.app import CONF_DIR, run
 
 TINY = ["workload.seq_len=256", "workload.batch_size=2", "evaluation.train_batches=3",
         "evaluation.test_batches=2", "predictor=fast", "report.plots=false",
         "strategy.capacity_factors=[1.25]", "strategy.ilp_time_limit_s=5"]  # fmt: skip
 # Families that serve every copy where the gate sends it (capacity rules change routing).
-BOUNDED = ("baseline", "periodic", "static", "distribution", "token", "ilp")
+BOUNDED = tuple(f for f in FOLLOWABLE if f != "oracle")
 KNOBS = {
     "two_batch": ["workload.overlap=two_batch", "workload.batch_size=3"],
     "vllm_engine": ["engine=vllm"],
