@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gps.cost.e2e import CostBreakdown, batch_cost
-from gps.cost.parallel import LayoutError, ParallelConfig
+from gps.cost.parallel import ParallelConfig, check_tp
 from gps.cost.step import Prefetch, StepExtras, StepRouting, check_port
 from gps.engine import IDEAL, EngineProfile
 from gps.hardware import Cluster, LinkProfile
@@ -89,9 +89,8 @@ class Ledger:
         if self.resident_experts < 1.0 and self.fetch_link is None:
             raise ValueError("strategy.resident_experts < 1 needs strategy.expert_fetch_link")
         check_port(self.fetch_port, "strategy.expert_fetch_link's port")
-        tp = None if self.parallel is None else self.parallel.tp
-        if tp is not None and (isinstance(tp, bool) or not isinstance(tp, int) or tp < 1):
-            raise LayoutError(f"parallel.tp={tp!r}: expected an integer >= 1")
+        if self.parallel is not None and self.parallel.tp is not None:
+            check_tp(self.parallel.tp)
         StepExtras(dispatch_chunks=self.dispatch_chunks)  # validates the chunk count
 
     @property

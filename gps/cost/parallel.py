@@ -56,6 +56,13 @@ class LayoutError(ValueError):
     """A parallel layout does not fit the model or cluster; the message names the field."""
 
 
+def check_tp(tp: object) -> int:
+    """``tp`` if it is an integer >= 1 (``parallel.tp``), else ``LayoutError`` naming the key."""
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise LayoutError(f"parallel.tp={tp!r}: expected an integer >= 1")
+    return tp
+
+
 def resolve_layout(
     parallel: ParallelConfig, spec: MoEModelSpec, cluster: Cluster, workload: Workload
 ) -> tuple[int, int, str]:
@@ -70,8 +77,7 @@ def resolve_layout(
     tp = parallel.tp
     ep = parallel.ep or g // max(tp, 1)
     attention = parallel.attention or workload.attention_parallel
-    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
-        raise LayoutError(f"parallel.tp={parallel.tp!r}: expected an integer >= 1")
+    check_tp(tp)
     if isinstance(ep, bool) or not isinstance(ep, int) or ep < 1:
         raise LayoutError(f"parallel.ep={parallel.ep!r}: expected an integer >= 0 (0 = all GPUs)")
     if g % (ep * tp):
