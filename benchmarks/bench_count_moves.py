@@ -48,7 +48,7 @@ def _loads(load, hg, c, g):
     lumps = lumps.reshape(k, -1)
     if lumps.shape[1] > g + 1:
         lumps = -np.partition(-lumps, g, axis=1)[:, : g + 1]
-    return _one_slot_loads(hl, lumps, g)
+    return _one_slot_loads(hl, lumps)
 
 
 def _value(loads):
