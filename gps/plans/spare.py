@@ -967,9 +967,7 @@ def plan_spare_slacks(
     fixed_max = {k: home_max if k == "home-only" else max_gpu_load(v, load)
                  for k, v in fixed.items()}  # fmt: skip
     spare_at = np.nonzero(spare)
-    fixed_fetch = {k: np.zeros(nl) if k == "home-only" else _fetch_total(v, ref_has, fetch_s,
-                                                                          spare_at)
-                   for k, v in fixed.items()}  # fmt: skip
+    fixed_fetch = {k: _fetch_total(v, ref_has, fetch_s, spare_at) for k, v in fixed.items()}
 
     def placed(slack: float, so_far: np.ndarray, todo: np.ndarray) -> dict:
         """Step 1's counts placed at ``slack`` in the layers ``todo`` [L] bool where their level
