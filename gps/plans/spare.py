@@ -262,7 +262,7 @@ def _greedy(load, hx, home_t, hcnt, room, cap, home_gpu):
             hl2 -= home_t[a[:, None], cand] * (lc / ce - wnew)[..., None]
         w2 = np.where(le[a][:, None, :] == cand[..., None], wnew[..., None], lw[a][:, None, :])
         w2[ai, two, used[a][:, None]] = wnew
-        if one_slot:  # bottleneck matching by sorting: heaviest lump with lightest GPU
+        if one_slot:  # ``_one_slot_loads`` inline: its sorted arrays locate the busiest GPU below
             hs = np.sort(hl2, axis=2)
             ws = -np.sort(-w2, axis=2)[..., :g]
             loads = hs.copy()
