@@ -17,8 +17,10 @@ maximum seen (never above ``replica_counts``' level). Only the candidate move se
 
 Columns: the mean over layers of max GPU load / mean GPU load, and ``moves/layer``: candidate
 moves scored per layer over the whole descent (both starts), the work a vectorised exact scorer
-must do, whatever its cost per move. ``wide`` (``all x all``) is ``wide_count_search``. This is
-a study, not a planner: it scores moves one layer at a time and takes minutes.
+must do, whatever its cost per move. ``all:all`` is ``wide_count_search``'s move set, scored
+here without its skipping of moves that push ``f``'s home GPU to the maximum on their own and
+at ``--iters`` moves at most (``WIDE_ITERS`` there). This is a study, not a planner: it scores
+moves one layer at a time and takes minutes.
 
 Run: ``.venv/bin/python benchmarks/bench_count_moves.py [--sets busy8:slack8,all:slack24]
 [--cases dsv3_dirichlet2_64x5] [--layers 61] [--iters 32]``.
@@ -33,8 +35,8 @@ import numpy as np
 from bench_spare import CASES, EXPERTS, LAYERS, routed_loads
 
 from gps.plans import static_placement
-from gps.plans.plan import expert_gpu_counts
-from gps.plans.spare import _TIE, _one_slot_loads, replica_counts
+from gps.plans.plan import expert_gpu_holds
+from gps.plans.spare import _TIE, _one_slot_loads, matched_loads, replica_counts
 
 
 def _loads(load, hg, c, g):
@@ -48,7 +50,7 @@ def _loads(load, hg, c, g):
     lumps = lumps.reshape(k, -1)
     if lumps.shape[1] > g + 1:
         lumps = -np.partition(-lumps, g, axis=1)[:, : g + 1]
-    return _one_slot_loads(hl, lumps, g)
+    return _one_slot_loads(hl, lumps)
 
 
 def _value(loads):
@@ -63,12 +65,8 @@ def _moves(load, hg, c, g, inc_set, dec_set):
     per = load / c
     hl = np.bincount(hg, per, minlength=g)
     lid = np.repeat(ex, c - 1)
-    order = np.argsort(hl, kind="stable")
-    lo = np.argsort(-per[lid], kind="stable")[:g]
-    gl = hl.copy()
-    gl[order[: lo.size]] += per[lid][lo]
-    host = np.full(g, -1)
-    host[order[: lo.size]] = lid[lo]
+    gl, _, host = (x[0] for x in matched_loads(hl[None], per[lid][None], np.ones((1, g), int),
+                                               lid[None]))  # fmt: skip
     grow = (c < g) & (load > 0)
     if inc_set == "all":
         inc = ex[grow]
@@ -129,7 +127,7 @@ def main() -> None:
         load = routed_loads(pop, seed)[: args.layers]
         nl = load.shape[0]
         home = static_placement(nl, EXPERTS, g, r)
-        hmat = expert_gpu_counts(np.where(home.home, home.slot_expert, -1), EXPERTS) > 0
+        hmat = expert_gpu_holds(np.where(home.home, home.slot_expert, -1), EXPERTS)
         hg = np.argmax(hmat[0], axis=0)
         counts, level = replica_counts(load, hmat, (~home.home).sum(axis=2))
         mean = load.sum(axis=1) / g

@@ -262,6 +262,16 @@ def test_peaks_match_matched_loads_with_closed_gpus() -> None:
     assert lost.any() and (~lost).sum() > 100
     assert np.isinf(got[lost]).all()
     np.testing.assert_allclose(got[~lost], want[~lost])
+    # every GPU with a slot (``_one_slot_loads``' default), lumps wider than the GPUs: a row
+    # with a seventh positive lump cannot be hosted
+    lumps = rng.uniform(0, 10, (200, 8)) * (rng.random((200, 8)) < 0.75)
+    full = np.ones((200, 6), dtype=int)
+    want = -np.sort(-matched_loads(hl, lumps, full)[0], axis=1)[:, :4]
+    got = _peaks(hl, lumps, full)
+    lost = np.isinf(want[:, 0])
+    assert lost.any() and (~lost).sum() > 50
+    assert np.isinf(got[lost]).all()
+    np.testing.assert_allclose(got[~lost], want[~lost])
 
 
 def test_water_fill_reaches_the_hand_optimum() -> None:

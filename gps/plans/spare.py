@@ -262,7 +262,7 @@ def _greedy(load, hx, home_t, hcnt, room, cap, home_gpu):
             hl2 -= home_t[a[:, None], cand] * (lc / ce - wnew)[..., None]
         w2 = np.where(le[a][:, None, :] == cand[..., None], wnew[..., None], lw[a][:, None, :])
         w2[ai, two, used[a][:, None]] = wnew
-        if one_slot:  # bottleneck matching by sorting: heaviest lump with lightest GPU
+        if one_slot:  # ``_one_slot_loads`` inline: its sorted arrays locate the busiest GPU below
             hs = np.sort(hl2, axis=2)
             ws = -np.sort(-w2, axis=2)[..., :g]
             loads = hs.copy()
@@ -424,24 +424,41 @@ def _cheap_drops(load, home_gpu, hcnt, c, lumps: _Lumps, f, rows, *, count: int)
     return np.where(np.isfinite(np.take_along_axis(slack, pick, 1)), pick, -1)
 
 
+def _one_slot_loads(hl: np.ndarray, lumps: np.ndarray,
+                    has_slot: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
+    """``[K, G]`` GPU loads (tokens) of the bottleneck matching with at most one spare slot per
+    GPU, in no GPU order: the home loads ``hl [K, G]`` of the GPUs with a slot ascending plus
+    the lumps ``[K, N]`` (``0`` = none) descending (heaviest lump with lightest GPU); GPUs
+    without one (``has_slot [K, G]`` bool ``False``; default every GPU has one) keep their home
+    load. ``inf`` rows where more lumps are positive than GPUs have a slot."""
+    g = hl.shape[1]
+    hs = np.sort(hl if has_slot is None else np.where(has_slot, hl, np.inf), axis=1)
+    ws = -np.sort(-lumps, axis=1)
+    n = ws.shape[1]
+    m = min(g, n)
+    hs[:, :m] += ws[:, :m]
+    if has_slot is None:
+        if n > g:
+            hs[ws[:, g] > 0] = np.inf
+        return hs
+    # GPUs without a slot were sorted last (``inf``): their home loads instead
+    hs = np.where(np.isposinf(hs), np.sort(np.where(has_slot, -np.inf, hl), axis=1), hs)
+    open_ = has_slot.sum(axis=1)
+    if n:  # the lump after the last open GPU's is positive: it finds no slot
+        over = np.take_along_axis(ws, np.minimum(open_, n - 1)[:, None], 1)[:, 0] > 0
+        hs[(open_ < n) & over] = np.inf
+    return hs
+
+
 def _peaks(home_load: np.ndarray, lumps: np.ndarray, room: np.ndarray) -> np.ndarray:
     """``[B, 4]`` the four highest loads of ``matched_loads`` (sorted, highest first); with at
-    most one spare slot per GPU by sorting alone (heaviest lump with lightest GPU)."""
+    most one spare slot per GPU by sorting alone (``_one_slot_loads``)."""
     if room.max(initial=0) <= 1:
         has_slot = room > 0
-        every = bool(has_slot.all())
-        hs = home_load if every else np.where(has_slot, home_load, np.inf)  # no slot: last
-        hs = np.sort(hs, axis=1)
-        ws = np.sort(lumps, axis=1)[:, ::-1]  # heaviest first
-        g, n = hs.shape[1], ws.shape[1]
-        fit = has_slot.sum(axis=1) >= (ws > 0).sum(axis=1)  # every lump finds a slot
-        m = min(g, n)
-        hs[:, :m] += ws[:, :m]
-        if not every:  # GPUs without a spare slot host nothing: their home load
-            hs = np.where(np.isposinf(hs), np.sort(np.where(has_slot, -np.inf, home_load)), hs)
-        top = np.partition(hs, g - 4, axis=1)[:, g - 4 :] if g > 4 else hs
-        top = np.sort(top, axis=1)[:, ::-1]
-        return np.where(fit[:, None], top, np.inf)
+        loads = _one_slot_loads(home_load, lumps, None if has_slot.all() else has_slot)
+        g = loads.shape[1]
+        top = np.partition(loads, g - 4, axis=1)[:, g - 4 :] if g > 4 else loads
+        return np.sort(top, axis=1)[:, ::-1]
     loads, _ = matched_loads(home_load, lumps, room)
     return -np.sort(-loads, axis=1)[:, :4]
 
@@ -469,19 +486,6 @@ def _apply_best(load, home_t, c, lumps: _Lumps, gl, top, room, rows, inc, dec) -
     lumps.hl[r], lumps.w[r], lumps.e[r] = hl[sel, p], w[sel, p], e[sel, p]
     gl[r], top[r] = matched_loads(lumps.hl[r], lumps.w[r], room[r])
     return moved
-
-
-def _one_slot_loads(hl: np.ndarray, lumps: np.ndarray, g: int) -> np.ndarray:
-    """``[K, G]`` GPU loads of the bottleneck matching with one spare slot per GPU: home loads
-    ``hl [K, G]`` ascending plus lumps ``[K, N]`` (``0`` = none) descending; ``inf`` rows where
-    more than ``G`` lumps are positive."""
-    hs = np.sort(hl, axis=1)
-    ws = -np.sort(-lumps, axis=1)
-    m = min(g, ws.shape[1])
-    hs[:, :m] += ws[:, :m]
-    if ws.shape[1] > g:
-        hs[ws[:, g] > 0] = np.inf
-    return hs
 
 
 def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray, cap: int, *,
@@ -525,7 +529,7 @@ def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray
             per = ld / c
             hl = np.bincount(hg, per, minlength=g)
             lump_id = np.repeat(ex, c - 1)
-            base = _one_slot_loads(hl[None], per[lump_id][None], g)[0]
+            base = _one_slot_loads(hl[None], per[lump_id][None])[0]
             if base.max() < best_max:  # the value may fall while the maximum rises a little
                 best_max, best_c = base.max(), c.copy()
             top = -np.partition(-base, min(3, g - 1))[: min(4, g)]
@@ -564,7 +568,7 @@ def wide_count_search(load: np.ndarray, home_gpu: np.ndarray, counts: np.ndarray
             new_i = np.where(col < ci[:, None], (ld[ii] / (ci + 1))[:, None], 0.0)
             nd = np.where(live, cd - 2, 0)
             new_d = np.where(col < nd[:, None], (ld[dc] / np.maximum(cd - 1, 1))[:, None], 0.0)
-            loads = _one_slot_loads(hlk, np.concatenate([lw, new_i, new_d], axis=1), g)
+            loads = _one_slot_loads(hlk, np.concatenate([lw, new_i, new_d], axis=1))
             big = -np.partition(-loads, min(3, g - 1), axis=1)[:, : min(4, g)]
             value = loads.max(axis=1) + _TIE * big.sum(axis=1)
             j = int(np.argmin(value))
@@ -963,9 +967,7 @@ def plan_spare_slacks(
     fixed_max = {k: home_max if k == "home-only" else max_gpu_load(v, load)
                  for k, v in fixed.items()}  # fmt: skip
     spare_at = np.nonzero(spare)
-    fixed_fetch = {k: np.zeros(nl) if k == "home-only" else _fetch_total(v, ref_has, fetch_s,
-                                                                          spare_at)
-                   for k, v in fixed.items()}  # fmt: skip
+    fixed_fetch = {k: _fetch_total(v, ref_has, fetch_s, spare_at) for k, v in fixed.items()}
 
     def placed(slack: float, so_far: np.ndarray, todo: np.ndarray) -> dict:
         """Step 1's counts placed at ``slack`` in the layers ``todo`` [L] bool where their level
