@@ -26,7 +26,6 @@ from gps.advisor.ledger import Ledger
 from gps.advisor.uncertainty import speedup_interval
 from gps.config import EplbConfig
 from gps.cost.redundancy import (
-    check_redundant,
     expert_bytes_per_rank,
     kv_capacity_tokens,
     kv_tokens_lost,
@@ -84,8 +83,6 @@ def test_physical_maps_round_trip_and_sglang_file():
 def test_redundant_counts_the_engines_refuse(r):
     with pytest.raises(ValueError, match="num_redundant_experts"):
         physical_slots(8, 4, r)
-    with pytest.raises(ValueError, match="num_redundant_experts"):
-        check_redundant(8, 4, r)
 
 
 def test_valid_redundant_lists_what_both_engines_accept():

@@ -43,14 +43,13 @@ from gps.workload import Workload
 
 def expert_bytes_per_rank(spec: MoEModelSpec, ep: int, num_redundant: int) -> float:
     """vLLM's formula: ``L_moe * B * (E + R) / EP`` bytes of expert weights per rank."""
-    check_redundant(spec.num_experts, ep, num_redundant)
-    physical = spec.num_experts + num_redundant
-    return num_moe_layers(spec) * expert_weight_bytes(spec) * physical / ep
+    slots = physical_slots(spec.num_experts, ep, num_redundant)  # (E + R) / EP, validated
+    return num_moe_layers(spec) * expert_weight_bytes(spec) * slots
 
 
 def redundant_bytes_per_rank(spec: MoEModelSpec, ep: int, num_redundant: int) -> float:
     """HBM the ``R`` redundant experts take on each rank: ``L_moe * B * R / EP`` bytes."""
-    check_redundant(spec.num_experts, ep, num_redundant)
+    physical_slots(spec.num_experts, ep, num_redundant)  # validates R
     return num_moe_layers(spec) * expert_weight_bytes(spec) * num_redundant / ep
 
 
@@ -78,12 +77,12 @@ def kv_capacity_tokens(
     default 0.9; SGLang ``--mem-fraction-static``). Negative when the weights do not fit.
 
     Raises:
-        ValueError: an invalid ``R`` (:func:`check_redundant`) or fraction.
+        ValueError: an invalid ``R`` (``gps.plans.physical_slots``) or fraction.
     """
     if not 0.0 < memory_fraction <= 1.0:
         raise ValueError(f"memory_fraction: {memory_fraction} not in (0, 1]")
     ep = cluster.num_gpus
-    check_redundant(spec.num_experts, ep, num_redundant)
+    physical_slots(spec.num_experts, ep, num_redundant)  # validates R
     slots = (spec.num_experts + num_redundant) // ep if spec.num_experts >= ep else 1
     parts = memory_parts(spec, cluster, workload, slots_per_gpu=max(slots, 1))
     fixed = parts["attention_weights"] + parts["other_weights"] + parts["expert_weights"]
@@ -105,12 +104,6 @@ def max_concurrency(
         spec, cluster, workload, num_redundant, memory_fraction=memory_fraction
     )
     return max(math.floor(tokens / workload.kv_len), 0) * cluster.num_gpus
-
-
-def check_redundant(num_experts: int, ep: int, num_redundant: int) -> None:
-    """``ValueError`` naming ``num_redundant_experts`` unless ``R >= 0`` and ``E + R``
-    divides over the ``EP`` ranks (both engines' rule; ``gps.plans.physical_slots``)."""
-    physical_slots(num_experts, ep, num_redundant)
 
 
 def valid_redundant(num_experts: int, ep: int, max_per_rank: int = 4) -> list[int]:
